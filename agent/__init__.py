@@ -1,0 +1,1 @@
+"""Plastron agent package (installed as plastron.agent)."""

@@ -1,0 +1,1 @@
+"""Plastron hsm package (installed as plastron.hsm)."""

@@ -1,0 +1,1 @@
+"""Node attestation methods; each module holds both halves (server and agent) of one method."""

@@ -1,0 +1,1 @@
+"""Plastron server runtime (installed as plastron.server)."""

@@ -1,0 +1,1 @@
+"""Plastron tpm package (installed as plastron.tpm)."""
