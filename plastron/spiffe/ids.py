@@ -22,7 +22,7 @@ _PATH_CHARS = frozenset(string.ascii_letters + string.digits + ".-_")
 def _check_trust_domain(name: str, whole: str) -> None:
     if not name:
         raise InvalidSpiffeId(f"trust domain is missing (in {whole!r})")
-    if len(name.encode()) > MAX_TRUST_DOMAIN_BYTES:
+    if len(name.encode("utf-8", "surrogatepass")) > MAX_TRUST_DOMAIN_BYTES:
         raise InvalidSpiffeId(f"trust domain is longer than {MAX_TRUST_DOMAIN_BYTES} bytes")
     for ch in name:
         if ch not in _TD_CHARS:
@@ -121,7 +121,7 @@ class SpiffeId:
             raise InvalidSpiffeId("SPIFFE ID must be a string")
         if not text:
             raise InvalidSpiffeId("SPIFFE ID is empty")
-        if len(text.encode()) > MAX_ID_BYTES:
+        if len(text.encode("utf-8", "surrogatepass")) > MAX_ID_BYTES:
             raise InvalidSpiffeId(f"SPIFFE ID is longer than {MAX_ID_BYTES} bytes")
         if not text.startswith(SCHEME):
             if text.lower().startswith(SCHEME):
