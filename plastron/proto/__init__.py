@@ -1,0 +1,1 @@
+"""Wire contracts: .proto sources and their generated code (see generate.py)."""
