@@ -1,0 +1,179 @@
+"""Configuration of the ``pkcs11`` KeyManager and where its PIN comes from.
+
+``plugin_data`` takes either separate keys::
+
+    module_path = "/usr/lib/softhsm/libsofthsm2.so"
+    token_label = "plastron-ca"        # or slot_id = 3, or token_serial = "a1b2..."
+    pin_file    = "/etc/plastron/hsm.pin"   # or pin_env = "PLASTRON_HSM_PIN"
+    key_label_prefix = "plastron/"
+
+or one RFC 7512 URI in ``uri`` (``pkcs11:token=plastron-ca;object=plastron%2F?module-path=
+/usr/lib/softhsm/libsofthsm2.so&pin-source=file:/etc/plastron/hsm.pin``). Mixing the two forms
+is refused so there is never a question which one wins.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from plastron.errors import ConfigError, KeyManagerError
+from plastron.hsm.uri import parse_pkcs11_uri
+
+MAX_PIN_BYTES = 256
+MAX_PREFIX_LENGTH = 64
+DEFAULT_KEY_LABEL_PREFIX = "plastron/"
+_KEYS = frozenset(
+    {"uri", "module_path", "token_label", "slot_id", "token_serial", "pin_env", "pin_file"}
+    | {"key_label_prefix"}
+)
+_PREFIX_RE = re.compile(r"[A-Za-z0-9._:/-]{0,64}")
+
+
+@dataclass(frozen=True)
+class Pkcs11Config:
+    """Where the token is and how to log in. Holds the PIN's source, never the PIN."""
+
+    module_path: str
+    token_label: str | None = None
+    slot_id: int | None = None
+    token_serial: str | None = None
+    pin_env: str | None = None
+    pin_file: str | None = None
+    key_label_prefix: str = DEFAULT_KEY_LABEL_PREFIX
+
+    def describe_token(self) -> str:
+        """How the token is selected, for error messages (no secrets in it)."""
+        if self.token_label is not None:
+            return f"token_label={self.token_label!r}"
+        if self.token_serial is not None:
+            return f"token_serial={self.token_serial!r}"
+        return f"slot_id={self.slot_id}"
+
+    def describe_pin_source(self) -> str:
+        return f"pin_file={self.pin_file!r}" if self.pin_file else f"pin_env={self.pin_env!r}"
+
+    def read_pin(self) -> bytes:
+        """Read the user PIN from its file or environment variable, fresh on every call."""
+        if self.pin_env is not None:
+            value = os.environ.get(self.pin_env)
+            if value is None:
+                raise KeyManagerError(f"pkcs11: environment variable {self.pin_env!r} is not set")
+            pin = value.encode()
+        else:
+            assert self.pin_file is not None
+            pin = _read_pin_file(self.pin_file)
+        if not pin or len(pin) > MAX_PIN_BYTES:
+            raise KeyManagerError(
+                f"pkcs11: PIN from {self.describe_pin_source()} must be 1..{MAX_PIN_BYTES} bytes"
+            )
+        return pin
+
+
+def _read_pin_file(path: str) -> bytes:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as exc:
+        raise KeyManagerError(f"pkcs11: cannot read pin_file {path!r}: {exc.strerror}") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise KeyManagerError(f"pkcs11: pin_file {path!r} is not a regular file")
+        # a PIN other users can read or change is not a secret
+        if mode & (stat.S_IROTH | stat.S_IWOTH):
+            raise KeyManagerError(
+                f"pkcs11: pin_file {path!r} is accessible to other users (mode {mode & 0o777:o});"
+                " chmod o-rw"
+            )
+        data = os.read(fd, MAX_PIN_BYTES + 2)
+    finally:
+        os.close(fd)
+    return data.rstrip(b"\r\n")
+
+
+def _str(data: Mapping[str, Any], key: str) -> str | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or len(value) > 4096:
+        raise ConfigError(f"pkcs11: plugin_data {key!r} must be a non-empty string")
+    return value
+
+
+def _slot(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**64:
+        raise ConfigError(
+            f"pkcs11: plugin_data 'slot_id' must be a non-negative integer: {value!r}"
+        )
+    return value
+
+
+def parse_pkcs11_config(plugin_data: Mapping[str, Any]) -> Pkcs11Config:
+    """Validate ``plugin_data`` (separate keys or one ``uri``) into a Pkcs11Config."""
+    unknown = sorted(set(plugin_data) - _KEYS)
+    if unknown:
+        raise ConfigError(f"pkcs11: unknown plugin_data key {unknown[0]!r}")
+    uri_text = _str(plugin_data, "uri")
+    if uri_text is not None:
+        others = sorted(set(plugin_data) - {"uri"})
+        if others:
+            raise ConfigError(f"pkcs11: plugin_data 'uri' cannot be combined with {others[0]!r}")
+        uri = parse_pkcs11_uri(uri_text)
+        values: dict[str, Any] = {
+            "module_path": uri.module_path,
+            "token_label": uri.token_label,
+            "token_serial": uri.token_serial,
+            "slot_id": uri.slot_id,
+            "pin_file": uri.pin_file,
+            "pin_env": uri.pin_env,
+            "key_label_prefix": uri.object_label,
+        }
+    else:
+        values = {k: _str(plugin_data, k) for k in _KEYS - {"uri", "slot_id"}}
+        values["slot_id"] = _slot(plugin_data.get("slot_id"))
+    return _build(values)
+
+
+def _build(values: Mapping[str, Any]) -> Pkcs11Config:
+    module_path = values["module_path"]
+    if module_path is None:
+        raise ConfigError("pkcs11: module_path is required (the vendor's PKCS#11 .so)")
+    if not os.path.isabs(module_path):
+        raise ConfigError(f"pkcs11: module_path {module_path!r} must be an absolute path")
+    selectors = [k for k in ("token_label", "slot_id", "token_serial") if values[k] is not None]
+    if len(selectors) != 1:
+        raise ConfigError(
+            "pkcs11: exactly one of token_label, slot_id, token_serial is required"
+            f" (got {', '.join(selectors) or 'none'})"
+        )
+    pins = [k for k in ("pin_env", "pin_file") if values[k] is not None]
+    if len(pins) != 1:
+        got = ", ".join(pins) or "none"
+        raise ConfigError(f"pkcs11: exactly one of pin_env, pin_file is required (got {got})")
+    if values["pin_file"] is not None and not os.path.isabs(values["pin_file"]):
+        raise ConfigError(f"pkcs11: pin_file {values['pin_file']!r} must be an absolute path")
+    prefix = values["key_label_prefix"]
+    if prefix is None:
+        prefix = DEFAULT_KEY_LABEL_PREFIX
+    if not _PREFIX_RE.fullmatch(prefix):
+        raise ConfigError(
+            f"pkcs11: key_label_prefix {prefix!r} must be at most {MAX_PREFIX_LENGTH} characters"
+            " of A-Z a-z 0-9 . _ : / -"
+        )
+    return Pkcs11Config(
+        module_path=module_path,
+        token_label=values["token_label"],
+        slot_id=values["slot_id"],
+        token_serial=values["token_serial"],
+        pin_env=values["pin_env"],
+        pin_file=values["pin_file"],
+        key_label_prefix=prefix,
+    )
