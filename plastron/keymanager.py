@@ -7,13 +7,23 @@ hands out a ``cryptography`` private-key object whose ``sign()`` runs where the 
 
 from __future__ import annotations
 
+import contextlib
 import enum
+import hashlib
+import json
+import os
+import stat
+import string
+import tempfile
+import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from plastron.errors import ConfigError
+from plastron.errors import ConfigError, InvalidArgument, KeyManagerError, NotFound
 
 PublicKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
@@ -67,3 +77,311 @@ class KeyManager(Protocol):
     def destroy_key(self, key_id: str) -> None:
         """Remove ``key_id``; no-op if absent."""
         ...
+
+
+# Key ids become part of PKCS#11 labels and file-backed indexes; a closed alphabet and a
+# length bound keep them from carrying path separators or control characters anywhere.
+MAX_KEY_ID_LENGTH = 128
+_KEY_ID_CHARS = frozenset(string.ascii_letters + string.digits + "._-")
+
+
+def check_key_id(key_id: object) -> str:
+    """Return ``key_id`` if it is 1..128 characters of ``[A-Za-z0-9._-]``, else InvalidArgument."""
+    if not isinstance(key_id, str):
+        raise InvalidArgument(f"key id must be a string, not {type(key_id).__name__}")
+    if not key_id:
+        raise InvalidArgument("key id is required (empty)")
+    if len(key_id) > MAX_KEY_ID_LENGTH:
+        raise InvalidArgument(
+            f"key id is longer than {MAX_KEY_ID_LENGTH} characters ({key_id[:32]!r}...)"
+        )
+    bad = next((ch for ch in key_id if ch not in _KEY_ID_CHARS), None)
+    if bad is not None:
+        raise InvalidArgument(
+            f"key id {key_id!r} may contain only letters, digits, '.', '_' and '-' (found {bad!r})"
+        )
+    if key_id in (".", ".."):
+        raise InvalidArgument(f"key id {key_id!r} is reserved")
+    return key_id
+
+
+def check_key_type(key_type: object) -> KeyType:
+    if not isinstance(key_type, KeyType):
+        raise InvalidArgument(f"key type must be a KeyType, not {key_type!r}")
+    return key_type
+
+
+def fingerprint(public_key: PublicKey) -> str:
+    """sha256 hex of the SubjectPublicKeyInfo DER."""
+    der = public_key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return hashlib.sha256(der).hexdigest()
+
+
+def key_type_of(key: PublicKey | PrivateKey) -> KeyType:
+    """The KeyType of a key object; KeyManagerError for curves and sizes Plastron does not use."""
+    if isinstance(key, ec.EllipticCurvePublicKey | ec.EllipticCurvePrivateKey):
+        if isinstance(key.curve, ec.SECP256R1):
+            return KeyType.EC_P256
+        if isinstance(key.curve, ec.SECP384R1):
+            return KeyType.EC_P384
+        raise KeyManagerError(f"unsupported elliptic curve {key.curve.name!r}")
+    if key.key_size == 2048:
+        return KeyType.RSA_2048
+    if key.key_size == 4096:
+        return KeyType.RSA_4096
+    raise KeyManagerError(f"unsupported RSA key size {key.key_size}")
+
+
+def new_private_key(key_type: KeyType) -> PrivateKey:
+    """A fresh software key of ``key_type`` (memory and disk managers)."""
+    if key_type is KeyType.EC_P256:
+        return ec.generate_private_key(ec.SECP256R1())
+    if key_type is KeyType.EC_P384:
+        return ec.generate_private_key(ec.SECP384R1())
+    bits = 2048 if key_type is KeyType.RSA_2048 else 4096
+    return rsa.generate_private_key(public_exponent=65537, key_size=bits)
+
+
+def key_info(key_id: str, public_key: PublicKey) -> KeyInfo:
+    return KeyInfo(key_id, key_type_of(public_key), public_key, fingerprint(public_key))
+
+
+class MemoryKeyManager:
+    """Keys in process memory only: lost on restart (SPIRE's ``memory`` KeyManager)."""
+
+    name = "memory"
+
+    def __init__(self) -> None:
+        self._keys: dict[str, PrivateKey] = {}
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"MemoryKeyManager(keys={sorted(self._keys)})"
+
+    def generate_key(self, key_id: str, key_type: KeyType) -> PublicKey:
+        check_key_id(key_id)
+        key = new_private_key(check_key_type(key_type))
+        with self._lock:
+            self._keys[key_id] = key
+        return key.public_key()
+
+    def get_public_key(self, key_id: str) -> PublicKey:
+        return self.signer(key_id).public_key()
+
+    def get_public_keys(self) -> list[KeyInfo]:
+        with self._lock:
+            items = sorted(self._keys.items())
+        return [key_info(kid, key.public_key()) for kid, key in items]
+
+    def signer(self, key_id: str) -> PrivateKey:
+        check_key_id(key_id)
+        with self._lock:
+            key = self._keys.get(key_id)
+        if key is None:
+            raise NotFound(f"key {key_id!r} not found")
+        return key
+
+    def destroy_key(self, key_id: str) -> None:
+        check_key_id(key_id)
+        with self._lock:
+            self._keys.pop(key_id, None)
+
+
+class DiskKeyManager:
+    """Keys persisted as unencrypted PKCS#8 PEM in ``<directory>/keys.json`` (SPIRE's ``disk``).
+
+    The file is 0600 inside a directory that only its owner may write; every change rewrites the
+    whole file through a temp file + fsync + rename, so a crash leaves the old or the new set,
+    never a torn one. Only ``keys.json`` and its temp files are ever written, always inside
+    ``directory``: key ids live in the JSON, never in a path.
+    """
+
+    name = "disk"
+    FILE_NAME = "keys.json"
+    # Bound on keys.json: ~3.3 KiB per RSA-4096 key, so room for a few thousand keys.
+    MAX_FILE_BYTES = 8 * 1024 * 1024
+    _FORMAT_VERSION = 1
+
+    def __init__(self, directory: Path | str) -> None:
+        self._dir = Path(directory)
+        self._path = self._dir / self.FILE_NAME
+        self._lock = threading.Lock()
+        self._prepare_directory()
+        self._keys = self._load()
+
+    def __repr__(self) -> str:
+        return f"DiskKeyManager(directory={str(self._dir)!r}, keys={sorted(self._keys)})"
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    def generate_key(self, key_id: str, key_type: KeyType) -> PublicKey:
+        check_key_id(key_id)
+        key = new_private_key(check_key_type(key_type))
+        with self._lock:
+            updated = dict(self._keys)
+            updated[key_id] = key
+            self._save(updated)  # memory changes only once the disk holds the new set
+            self._keys = updated
+        return key.public_key()
+
+    def get_public_key(self, key_id: str) -> PublicKey:
+        return self.signer(key_id).public_key()
+
+    def get_public_keys(self) -> list[KeyInfo]:
+        with self._lock:
+            items = sorted(self._keys.items())
+        return [key_info(kid, key.public_key()) for kid, key in items]
+
+    def signer(self, key_id: str) -> PrivateKey:
+        check_key_id(key_id)
+        with self._lock:
+            key = self._keys.get(key_id)
+        if key is None:
+            raise NotFound(f"key {key_id!r} not found in {str(self._path)!r}")
+        return key
+
+    def destroy_key(self, key_id: str) -> None:
+        check_key_id(key_id)
+        with self._lock:
+            if key_id not in self._keys:
+                return
+            updated = {k: v for k, v in self._keys.items() if k != key_id}
+            self._save(updated)
+            self._keys = updated
+
+    def _prepare_directory(self) -> None:
+        try:
+            self._dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            st = os.stat(self._dir)
+        except OSError as exc:
+            raise KeyManagerError(
+                f"disk: cannot use key directory {str(self._dir)!r}: {exc.strerror}"
+            ) from None
+        if not stat.S_ISDIR(st.st_mode):
+            raise KeyManagerError(f"disk: {str(self._dir)!r} is not a directory")
+        # Anyone else who can write the directory could swap keys.json for their own keys.
+        if st.st_mode & 0o022:
+            raise KeyManagerError(
+                f"disk: key directory {str(self._dir)!r} has mode {stat.S_IMODE(st.st_mode):04o};"
+                " it must not be writable by group or others"
+            )
+        if st.st_uid != os.geteuid():
+            raise KeyManagerError(
+                f"disk: key directory {str(self._dir)!r} is owned by uid {st.st_uid},"
+                f" not by this process (uid {os.geteuid()})"
+            )
+
+    def _read_file(self) -> bytes | None:
+        flags = os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+        try:
+            fd = os.open(self._path, flags)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise KeyManagerError(
+                f"disk: cannot open {str(self._path)!r}: {exc.strerror}"
+            ) from None
+        with os.fdopen(fd, "rb") as fh:
+            st = os.fstat(fh.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise KeyManagerError(f"disk: {str(self._path)!r} is not a regular file")
+            if st.st_mode & 0o077:
+                raise KeyManagerError(
+                    f"disk: {str(self._path)!r} has mode {stat.S_IMODE(st.st_mode):04o};"
+                    " it must not be accessible by group or others (0600)"
+                )
+            data = fh.read(self.MAX_FILE_BYTES + 1)
+        if len(data) > self.MAX_FILE_BYTES:
+            raise KeyManagerError(
+                f"disk: {str(self._path)!r} is larger than {self.MAX_FILE_BYTES} bytes"
+            )
+        return data
+
+    def _load(self) -> dict[str, PrivateKey]:
+        data = self._read_file()
+        if data is None:
+            return {}
+        where = repr(str(self._path))
+        try:
+            doc = json.loads(data)
+        except (ValueError, UnicodeDecodeError):
+            raise KeyManagerError(f"disk: {where} is not valid JSON") from None
+        if not isinstance(doc, dict) or doc.get("version") != self._FORMAT_VERSION:
+            raise KeyManagerError(f"disk: {where} is not a version-1 Plastron keys file")
+        entries = doc.get("keys")
+        if not isinstance(entries, dict):
+            raise KeyManagerError(f'disk: {where} has no "keys" object')
+        keys: dict[str, PrivateKey] = {}
+        for key_id, entry in entries.items():
+            try:
+                check_key_id(key_id)
+            except InvalidArgument as exc:
+                raise KeyManagerError(f"disk: {where}: {exc}") from None
+            keys[key_id] = _decode_entry(key_id, entry, where)
+        return keys
+
+    def _save(self, keys: dict[str, PrivateKey]) -> None:
+        doc = {
+            "version": self._FORMAT_VERSION,
+            "keys": {kid: _encode_entry(key) for kid, key in sorted(keys.items())},
+        }
+        payload = json.dumps(doc, indent=1).encode()
+        fd, tmp = tempfile.mkstemp(dir=self._dir, prefix=f".{self.FILE_NAME}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                os.fchmod(fh.fileno(), 0o600)
+                fh.write(payload)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self._path)
+            _fsync_directory(self._dir)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise KeyManagerError(
+                f"disk: cannot write {str(self._path)!r}: {exc.strerror}"
+            ) from None
+
+
+def _encode_entry(key: PrivateKey) -> dict[str, str]:
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return {"type": key_type_of(key).value, "private_key": pem.decode("ascii")}
+
+
+def _decode_entry(key_id: str, entry: object, where: str) -> PrivateKey:
+    """One keys.json entry back to a key; errors name the file and id, never the key bytes."""
+    if not isinstance(entry, dict):
+        raise KeyManagerError(f"disk: {where}: entry for key {key_id!r} is not an object")
+    type_text, pem = entry.get("type"), entry.get("private_key")
+    if not isinstance(type_text, str) or not isinstance(pem, str):
+        raise KeyManagerError(f'disk: {where}: key {key_id!r} lacks "type" or "private_key"')
+    try:
+        key_type = KeyType.parse(type_text)
+        key = serialization.load_pem_private_key(pem.encode("ascii"), password=None)
+    except (ConfigError, ValueError, TypeError, UnicodeEncodeError):
+        raise KeyManagerError(f"disk: {where}: key {key_id!r} cannot be loaded") from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
+        raise KeyManagerError(f"disk: {where}: key {key_id!r} is not an EC or RSA key")
+    if key_type_of(key) is not key_type:
+        raise KeyManagerError(
+            f"disk: {where}: key {key_id!r} is recorded as {key_type.value}"
+            f" but holds a {key_type_of(key).value} key"
+        )
+    return key
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make the rename durable: the new directory entry must reach the disk too."""
+    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
