@@ -10,7 +10,8 @@ rewritten from ``spire.api...`` to ``plastron.proto.spire.api...``.
 The Workload API file has no proto package, so its message names
 (``X509SVIDRequest``...) are global. The ``spiffe`` PyPI client registers the
 same names in protobuf's default descriptor pool, and one process can't hold
-both. Our workload module therefore builds its descriptors in a private pool
+both (likewise grpclib ships its own ``grpc.health.v1``). Our workload and
+health modules therefore build their descriptors in a private pool
 (``workload_pb2.POOL``); the wire format is unaffected. One consequence: its
 ``claims`` Struct is that pool's own class, so fill it with
 ``resp.claims.update(dict)`` rather than ``MergeFrom`` of a default-pool Struct.
@@ -28,18 +29,16 @@ import sys
 import tempfile
 from pathlib import Path
 
+import grpc_tools
+
 PROTO_ROOT = Path(__file__).resolve().parent
 PY_PACKAGE = "plastron.proto"
 GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_grpc.py", "_pb2_grpc.py")
-PRIVATE_POOL_PROTOS = {"workload/workload.proto"}
-
-_POOL_PRELUDE = (
-    "# Private pool: the Workload API's package-less names would collide with the\n"
-    "# `spiffe` client's copy in the default pool (see plastron/proto/generate.py).\n"
-    "from google.protobuf import struct_pb2 as _struct_pb2\n"
-    "POOL = _descriptor_pool.DescriptorPool()\n"
-    "POOL.AddSerializedFile(_struct_pb2.DESCRIPTOR.serialized_pb)\n"
-)
+# .proto -> well-known protobuf modules its private pool must be seeded with.
+PRIVATE_POOL_PROTOS: dict[str, tuple[str, ...]] = {
+    "workload/workload.proto": ("struct_pb2",),
+    "grpc/health/v1/health.proto": (),
+}
 
 
 def proto_files() -> list[str]:
@@ -55,8 +54,6 @@ def _plugin_path(name: str) -> str:
 
 
 def run_protoc(out_dir: Path, protos: list[str]) -> None:
-    import grpc_tools  # imported here so `--help` works without grpcio-tools
-
     well_known = Path(grpc_tools.__file__).parent / "_proto"
     args = [
         sys.executable,
@@ -103,11 +100,20 @@ def rewrite_imports(text: str, modules: list[str]) -> str:
     return text
 
 
-def use_private_pool(text: str) -> str:
+def use_private_pool(text: str, well_known: tuple[str, ...]) -> str:
+    """Build this module's descriptors in its own pool instead of the default one."""
     marker = "_sym_db = _symbol_database.Default()\n"
     if marker not in text or "_descriptor_pool.Default().AddSerializedFile(" not in text:
         raise SystemExit("generate: unexpected protoc output shape for the private-pool rewrite")
-    text = text.replace(marker, marker + _POOL_PRELUDE, 1)
+    prelude = [
+        "# Private pool: these names also exist in other packages' copies in the default",
+        "# pool (`spiffe`, grpclib.health); see plastron/proto/generate.py.",
+        "POOL = _descriptor_pool.DescriptorPool()",
+    ]
+    for mod in well_known:
+        prelude.append(f"from google.protobuf import {mod} as _seed_{mod}")
+        prelude.append(f"POOL.AddSerializedFile(_seed_{mod}.DESCRIPTOR.serialized_pb)")
+    text = text.replace(marker, marker + "\n".join(prelude) + "\n", 1)
     return text.replace("_descriptor_pool.Default().AddSerializedFile(", "POOL.AddSerializedFile(")
 
 
@@ -125,7 +131,7 @@ def expected_outputs(protos: list[str]) -> dict[Path, str]:
             text = rewrite_imports(path.read_text(), modules)
             proto = rel.as_posix().rsplit("_pb2", 1)[0] + ".proto"
             if rel.name.endswith("_pb2.py") and proto in PRIVATE_POOL_PROTOS:
-                text = use_private_pool(text)
+                text = use_private_pool(text, PRIVATE_POOL_PROTOS[proto])
             outputs[rel] = text
     for rel in list(outputs):
         for parent in rel.parents:

@@ -20,11 +20,11 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 # @@protoc_insertion_point(imports)
 
 _sym_db = _symbol_database.Default()
-# Private pool: the Workload API's package-less names would collide with the
-# `spiffe` client's copy in the default pool (see plastron/proto/generate.py).
-from google.protobuf import struct_pb2 as _struct_pb2
+# Private pool: these names also exist in other packages' copies in the default
+# pool (`spiffe`, grpclib.health); see plastron/proto/generate.py.
 POOL = _descriptor_pool.DescriptorPool()
-POOL.AddSerializedFile(_struct_pb2.DESCRIPTOR.serialized_pb)
+from google.protobuf import struct_pb2 as _seed_struct_pb2
+POOL.AddSerializedFile(_seed_struct_pb2.DESCRIPTOR.serialized_pb)
 
 
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
