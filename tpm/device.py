@@ -1,0 +1,311 @@
+"""The agent's TPM: ESAPI work with strict handle hygiene (tpm2-pytss, blocking calls).
+
+Every operation takes the device lock, flushes transient objects and sessions left by anyone
+(swtpm has three object slots and no resource manager; a crashed run leaves them full), does its
+work and flushes what it loaded in ``finally``. Keys live between operations only as blobs
+(TPM2B_PRIVATE/TPM2B_PUBLIC) wrapped by their parent, so nothing stays loaded. One ESAPI context
+per thread. Callers on asyncio use ``asyncio.to_thread``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from tpm2_pytss import ESAPI, TCTILdr, TSS2_Exception
+from tpm2_pytss.constants import (
+    ESYS_TR,
+    TPM2_ALG,
+    TPM2_CAP,
+    TPM2_HC,
+    TPM2_SE,
+    TPMA_OBJECT,
+)
+from tpm2_pytss.types import (
+    TPM2B_ENCRYPTED_SECRET,
+    TPM2B_ID_OBJECT,
+    TPM2B_PRIVATE,
+    TPM2B_PUBLIC,
+    TPM2B_SENSITIVE_CREATE,
+    TPMT_PUBLIC,
+    TPMT_SYM_DEF,
+)
+from tpm2_pytss.utils import NoSuchIndex, NVReadEK, create_ek_template
+
+from plastron.errors import AttestationFailed, Unavailable
+from plastron.tpm.tcti import Tcti
+
+# libtss2 logs each failed NV probe as an error; probing is expected, so keep it quiet.
+os.environ.setdefault("TSS2_LOG", "all+none")
+
+# EK types we can use, in the order "auto" tries them (first with a certificate wins).
+EK_TYPES: dict[str, str] = {
+    "rsa-2048": "EK-RSA2048",
+    "ecc-p256": "EK-ECC256",
+    "ecc-p384": "EK-HIGH-ECC384",
+}
+AK_ATTRIBUTES = (
+    TPMA_OBJECT.FIXEDTPM
+    | TPMA_OBJECT.FIXEDPARENT
+    | TPMA_OBJECT.SENSITIVEDATAORIGIN
+    | TPMA_OBJECT.USERWITHAUTH
+    | TPMA_OBJECT.RESTRICTED
+    | TPMA_OBJECT.SIGN_ENCRYPT
+)
+AK_TEMPLATES = {"ecc-p256": "ecc256:ecdsa-sha256:null", "rsa-2048": "rsa2048:rsassa-sha256:null"}
+PCR_READ_CHUNK = 8  # TPM2_PCR_Read returns at most 8 digests per call
+
+_TCTI_LAYER = 10 << 16
+_IO_BASE_CODES = frozenset({8, 9, 10})  # NO_CONNECTION, TRY_AGAIN, IO_ERROR
+_device_locks: dict[str, threading.Lock] = {}
+_device_locks_guard = threading.Lock()
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class EkInfo:
+    """The endorsement key: its TPM2B_PUBLIC, its certificate (DER) if the TPM holds one."""
+
+    ek_type: str
+    public: bytes
+    cert_der: bytes | None
+
+
+@dataclass(frozen=True, repr=False)
+class KeyBlob:
+    """A key created under a parent: TPM2B_PRIVATE (wrapped, useless elsewhere) and TPM2B_PUBLIC."""
+
+    private: bytes
+    public: bytes
+
+    def __repr__(self) -> str:
+        return f"KeyBlob(public={len(self.public)} bytes, private=<wrapped>)"
+
+
+@dataclass(frozen=True)
+class Quote:
+    attest: bytes  # TPM2B_ATTEST
+    signature: bytes  # TPMT_SIGNATURE
+    pcrs: dict[int, bytes]  # sha256 bank values of the quoted PCRs
+
+
+def is_unreachable(exc: TSS2_Exception) -> bool:
+    rc = int(exc.rc)
+    return (rc & 0xFF0000) == _TCTI_LAYER or (rc & 0xFFFF) in _IO_BASE_CODES
+
+
+class TpmDevice:
+    """One TPM reached through a TCTI; all methods block."""
+
+    def __init__(self, tcti: Tcti | str) -> None:
+        self.tcti = tcti if isinstance(tcti, Tcti) else Tcti.parse(tcti)
+        with _device_locks_guard:
+            self._lock = _device_locks.setdefault(str(self.tcti), threading.Lock())
+        self._local = threading.local()
+
+    def __repr__(self) -> str:
+        return f"TpmDevice({self.tcti})"
+
+    # ---- plumbing --------------------------------------------------------------------------
+
+    def _context(self) -> ESAPI:
+        ctx: ESAPI | None = getattr(self._local, "ctx", None)
+        if ctx is None:
+            ctx = ESAPI(TCTILdr(self.tcti.name, self.tcti.conf))
+            self._local.ctx = ctx
+        return ctx
+
+    def _drop_context(self) -> None:
+        ctx: ESAPI | None = getattr(self._local, "ctx", None)
+        self._local.ctx = None
+        if ctx is not None:
+            with contextlib.suppress(Exception):
+                ctx.close()
+
+    def run(self, what: str, work: Callable[[ESAPI], T]) -> T:
+        """Run ``work`` under the device lock with a clean TPM; map TSS errors to ours."""
+        with self._lock:
+            try:
+                ctx = self._context()
+                self._flush_all(ctx)
+                return work(ctx)
+            except TSS2_Exception as exc:
+                if is_unreachable(exc):
+                    self._drop_context()
+                    raise Unavailable(
+                        f"tpm: TPM at {self.tcti} is not reachable during {what} ({exc})"
+                    ) from None
+                raise AttestationFailed(f"tpm: {what} failed in the TPM ({exc})") from None
+
+    @staticmethod
+    def _flush_all(ctx: ESAPI) -> None:
+        for first in (TPM2_HC.TRANSIENT_FIRST, TPM2_HC.LOADED_SESSION_FIRST):
+            _, data = ctx.get_capability(TPM2_CAP.HANDLES, first, 64)
+            for handle in data.data.handles:
+                tr = ctx.tr_from_tpmpublic(handle)
+                with contextlib.suppress(TSS2_Exception):
+                    ctx.flush_context(tr)
+
+    @staticmethod
+    @contextlib.contextmanager
+    def loaded(ctx: ESAPI, handle: ESYS_TR) -> Iterator[ESYS_TR]:
+        try:
+            yield handle
+        finally:
+            with contextlib.suppress(TSS2_Exception):
+                ctx.flush_context(handle)
+
+    @staticmethod
+    @contextlib.contextmanager
+    def ek_auth(ctx: ESAPI, ek_public: TPMT_PUBLIC) -> Iterator[ESYS_TR]:
+        """Authorization for using the EK: password for high-range EKs (userWithAuth), else a
+        fresh policy session satisfying PolicySecret(TPM_RH_ENDORSEMENT)."""
+        if ek_public.objectAttributes & TPMA_OBJECT.USERWITHAUTH:
+            yield ESYS_TR.PASSWORD
+            return
+        sess = ctx.start_auth_session(
+            ESYS_TR.NONE,
+            ESYS_TR.NONE,
+            TPM2_SE.POLICY,
+            TPMT_SYM_DEF(algorithm=TPM2_ALG.NULL),
+            ek_public.nameAlg,
+        )
+        try:
+            ctx.policy_secret(ESYS_TR.ENDORSEMENT, sess, b"", b"", b"", 0)
+            yield sess
+        finally:
+            with contextlib.suppress(TSS2_Exception):
+                ctx.flush_context(sess)
+
+    # ---- endorsement key -------------------------------------------------------------------
+
+    @staticmethod
+    def _ek_template(ctx: ESAPI, ek_type: str) -> tuple[bytes | None, TPM2B_PUBLIC]:
+        try:
+            name = EK_TYPES[ek_type]
+        except KeyError:
+            raise AttestationFailed(
+                f"tpm: unknown EK type {ek_type!r}; expected one of {', '.join(EK_TYPES)}"
+            ) from None
+        try:
+            cert, template = create_ek_template(name, NVReadEK(ctx))
+        except (ValueError, NoSuchIndex):
+            return None, TPM2B_PUBLIC()
+        return (bytes(cert) if cert else None), template
+
+    def _create_ek(self, ctx: ESAPI, ek_type: str) -> tuple[ESYS_TR, TPM2B_PUBLIC, bytes | None]:
+        cert, template = self._ek_template(ctx, ek_type)
+        if template.publicArea.type == TPM2_ALG.NULL:
+            raise AttestationFailed(f"tpm: the TPM has no {ek_type} EK certificate")
+        ek, ek_pub, *_ = ctx.create_primary(TPM2B_SENSITIVE_CREATE(), template, ESYS_TR.ENDORSEMENT)
+        return ek, ek_pub, cert
+
+    def read_ek(self, ek_type: str = "auto") -> EkInfo:
+        """The EK public and certificate; ``auto`` picks the first EK type that has a cert."""
+
+        def work(ctx: ESAPI) -> EkInfo:
+            order = list(EK_TYPES) if ek_type == "auto" else [ek_type]
+            chosen = order[0]
+            for candidate in order:
+                cert, _ = self._ek_template(ctx, candidate)
+                if cert is not None:
+                    chosen = candidate
+                    break
+            ek, ek_pub, cert = self._create_ek(ctx, chosen)
+            with self.loaded(ctx, ek):
+                return EkInfo(chosen, ek_pub.marshal(), cert)
+
+        return self.run("reading the EK", work)
+
+    # ---- attestation key -------------------------------------------------------------------
+
+    def create_ak(
+        self, ek_type: str, key_type: str = "ecc-p256", attributes: int = AK_ATTRIBUTES
+    ) -> KeyBlob:
+        """A restricted signing key under the EK; ``attributes`` is overridable for tests."""
+        try:
+            spec = AK_TEMPLATES[key_type]
+        except KeyError:
+            raise AttestationFailed(f"tpm: unknown AK type {key_type!r}") from None
+        template = TPM2B_PUBLIC(publicArea=TPMT_PUBLIC.parse(spec, objectAttributes=attributes))
+
+        def work(ctx: ESAPI) -> KeyBlob:
+            ek, ek_pub, _ = self._create_ek(ctx, ek_type)
+            with self.loaded(ctx, ek), self.ek_auth(ctx, ek_pub.publicArea) as auth:
+                priv, pub, *_ = ctx.create(ek, TPM2B_SENSITIVE_CREATE(), template, session1=auth)
+            return KeyBlob(priv.marshal(), pub.marshal())
+
+        return self.run("creating the AK", work)
+
+    def _load_ak(self, ctx: ESAPI, ek: ESYS_TR, ek_pub: TPM2B_PUBLIC, ak: KeyBlob) -> ESYS_TR:
+        priv, _ = TPM2B_PRIVATE.unmarshal(ak.private)
+        pub, _ = TPM2B_PUBLIC.unmarshal(ak.public)
+        with self.ek_auth(ctx, ek_pub.publicArea) as auth:
+            return ctx.load(ek, priv, pub, session1=auth)
+
+    def activate_credential(
+        self, ek_type: str, ak: KeyBlob, id_object: bytes, encrypted_secret: bytes
+    ) -> bytes:
+        """TPM2_ActivateCredential: the secret, if the blob was made for this EK and this AK."""
+        blob, _ = TPM2B_ID_OBJECT.unmarshal(id_object)
+        secret, _ = TPM2B_ENCRYPTED_SECRET.unmarshal(encrypted_secret)
+
+        def work(ctx: ESAPI) -> bytes:
+            ek, ek_pub, _ = self._create_ek(ctx, ek_type)
+            with self.loaded(ctx, ek):
+                ak_handle = self._load_ak(ctx, ek, ek_pub, ak)
+                with self.loaded(ctx, ak_handle), self.ek_auth(ctx, ek_pub.publicArea) as auth:
+                    cred = ctx.activate_credential(
+                        ak_handle, ek, blob, secret, session1=ESYS_TR.PASSWORD, session2=auth
+                    )
+            return bytes(cred)
+
+        return self.run("ActivateCredential", work)
+
+    def quote(self, ek_type: str, ak: KeyBlob, nonce: bytes, pcrs: list[int]) -> Quote:
+        """TPM2_Quote over sha256 PCRs ``pcrs`` with ``nonce`` as qualifying data, plus values."""
+        selection = "sha256:" + ",".join(str(i) for i in sorted(pcrs))
+
+        def work(ctx: ESAPI) -> Quote:
+            ek, ek_pub, _ = self._create_ek(ctx, ek_type)
+            with self.loaded(ctx, ek):
+                ak_handle = self._load_ak(ctx, ek, ek_pub, ak)
+            with self.loaded(ctx, ak_handle):
+                attest, sig = ctx.quote(ak_handle, selection, nonce)
+            return Quote(attest.marshal(), sig.marshal(), self._read_pcrs(ctx, sorted(pcrs)))
+
+        return self.run("quote", work)
+
+    @staticmethod
+    def _read_pcrs(ctx: ESAPI, pcrs: list[int]) -> dict[int, bytes]:
+        values: dict[int, bytes] = {}
+        for start in range(0, len(pcrs), PCR_READ_CHUNK):
+            chunk = pcrs[start : start + PCR_READ_CHUNK]
+            _, _, digests = ctx.pcr_read("sha256:" + ",".join(str(i) for i in chunk))
+            got = [bytes(d) for d in digests]
+            if len(got) != len(chunk):
+                raise AttestationFailed(f"tpm: TPM returned {len(got)} PCRs for {chunk}")
+            values.update(zip(chunk, got, strict=True))
+        return values
+
+    def with_ak(self, ek_type: str, ak: KeyBlob, work: Callable[[ESAPI, ESYS_TR], T]) -> T:
+        """Run ``work(ctx, ak_handle)`` with the AK loaded (the EK is flushed first)."""
+
+        def outer(ctx: ESAPI) -> T:
+            ek, ek_pub, _ = self._create_ek(ctx, ek_type)
+            with self.loaded(ctx, ek):
+                ak_handle = self._load_ak(ctx, ek, ek_pub, ak)
+            with self.loaded(ctx, ak_handle):
+                return work(ctx, ak_handle)
+
+        return self.run("AK operation", outer)
+
+
+def any_to_bytes(value: Any) -> bytes:
+    """tpm2-pytss TPM2B values → bytes."""
+    return bytes(value)
