@@ -1,0 +1,58 @@
+"""Configuration of the server CA (SPIRE's ca_* / *_ttl / jwt_* server keys)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
+from plastron.errors import ConfigError
+from plastron.keymanager import KeyType
+from plastron.spiffe.ids import TrustDomain
+
+DEFAULT_CA_SUBJECT = x509.Name(
+    [
+        x509.NameAttribute(NameOID.COUNTRY_NAME, "US"),
+        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "SPIFFE"),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class CAConfig:
+    trust_domain: TrustDomain
+    ca_key_type: KeyType = KeyType.EC_P256
+    jwt_key_type: KeyType | None = None  # None: same as ca_key_type, as in SPIRE
+    ca_ttl: dt.timedelta = dt.timedelta(hours=24)
+    default_x509_svid_ttl: dt.timedelta = dt.timedelta(hours=1)
+    default_jwt_svid_ttl: dt.timedelta = dt.timedelta(minutes=5)
+    agent_ttl: dt.timedelta | None = None  # None: default_x509_svid_ttl
+    ca_subject: x509.Name | None = None  # None: C=US, O=SPIFFE
+    jwt_issuer: str | None = None
+    signing_workers: int = field(default=4)  # executor size for blocking KeyManagers
+
+    def __post_init__(self) -> None:
+        for name in ("ca_ttl", "default_x509_svid_ttl", "default_jwt_svid_ttl", "agent_ttl"):
+            value = getattr(self, name)
+            if value is not None and value <= dt.timedelta(0):
+                raise ConfigError(f"{name} must be positive, got {value}")
+        if self.ca_ttl < dt.timedelta(minutes=1):
+            raise ConfigError(f"ca_ttl must be at least 1m, got {self.ca_ttl}")
+        if not 1 <= self.signing_workers <= 64:
+            raise ConfigError(f"signing_workers must be 1..64, got {self.signing_workers}")
+        if self.jwt_issuer is not None and not self.jwt_issuer:
+            raise ConfigError("jwt_issuer must not be empty when set")
+
+    @property
+    def effective_jwt_key_type(self) -> KeyType:
+        return self.jwt_key_type or self.ca_key_type
+
+    @property
+    def effective_agent_ttl(self) -> dt.timedelta:
+        return self.agent_ttl or self.default_x509_svid_ttl
+
+    @property
+    def effective_ca_subject(self) -> x509.Name:
+        return self.ca_subject or DEFAULT_CA_SUBJECT

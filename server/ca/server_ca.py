@@ -1,0 +1,287 @@
+"""ServerCA: what the API layer calls to sign X509-SVIDs, JWT-SVIDs and downstream CAs.
+
+It always signs with the *current* authority of the AuthorityManager (whose successor is
+already in the bundle before it becomes current). Signing through a blocking KeyManager
+(``blocking = True``, e.g. PKCS#11) runs in the KeyRunner's bounded executor.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Sequence
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from plastron.clock import Clock
+from plastron.errors import FailedPrecondition, InvalidArgument
+from plastron.keymanager import KeyManager, PublicKey
+from plastron.server.ca.authorities import AuthorityManager
+from plastron.server.ca.config import CAConfig
+from plastron.server.ca.key_runner import KeyRunner
+from plastron.server.ca.rotator import Rotator
+from plastron.server.ca.slots import X509CA, JwtKey
+from plastron.server.ca.store import CAStore
+from plastron.server.upstream.base import UpstreamAuthority
+from plastron.spiffe.ids import SpiffeId, server_id
+from plastron.spiffe.jwtsvid import mint_jwt_svid
+from plastron.spiffe.x509svid import make_ca_certificate, make_x509_svid
+
+log = logging.getLogger(__name__)
+
+BACKDATE = dt.timedelta(seconds=10)
+MAX_TTL = dt.timedelta(days=3650)  # a bound on caller input, far beyond any CA lifetime
+MAX_DNS_NAMES = 100
+MAX_DNS_NAME_CHARS = 253
+MAX_AUDIENCES = 32
+MAX_AUDIENCE_CHARS = 1024
+HEALTH_CHECK_PATH = "/for/health/check/only"
+
+
+class ServerCA:
+    def __init__(
+        self,
+        *,
+        config: CAConfig,
+        manager: AuthorityManager,
+        keys: KeyRunner,
+        clock: Clock,
+        rotator: Rotator | None = None,
+    ) -> None:
+        self.config = config
+        self.manager = manager
+        self.rotator = rotator or Rotator(manager, clock)
+        self._keys = keys
+        self._clock = clock
+        self._td = config.trust_domain
+
+    @classmethod
+    async def open(
+        cls,
+        *,
+        config: CAConfig,
+        key_manager: KeyManager,
+        store: CAStore,
+        clock: Clock,
+        upstream: UpstreamAuthority | None = None,
+    ) -> ServerCA:
+        """Load the journal, then run one rotation tick so a current authority exists."""
+        keys = KeyRunner(key_manager, config.signing_workers)
+        manager = AuthorityManager(
+            config=config, keys=keys, store=store, clock=clock, upstream=upstream
+        )
+        await manager.load()
+        ca = cls(config=config, manager=manager, keys=keys, clock=clock)
+        await ca.rotator.rotate()
+        return ca
+
+    def close(self) -> None:
+        self._keys.close()
+
+    # -- current authorities -------------------------------------------------------------
+
+    def _current_x509(self) -> X509CA:
+        ca = self.manager.current_x509
+        if ca is None:
+            raise FailedPrecondition(f"no active X.509 CA for {self._td}")
+        return ca
+
+    def _current_jwt(self) -> JwtKey:
+        key = self.manager.current_jwt
+        if key is None:
+            raise FailedPrecondition(f"no active JWT signing key for {self._td}")
+        return key
+
+    def x509_authority(self) -> tuple[x509.Certificate, list[x509.Certificate]]:
+        """The signing CA certificate and its upstream intermediates (root excluded)."""
+        ca = self._current_x509()
+        return ca.certificate, list(ca.chain)
+
+    def jwt_key_id(self) -> str:
+        return self._current_jwt().kid
+
+    # -- X509-SVIDs ----------------------------------------------------------------------
+
+    async def sign_workload_x509_svid(
+        self,
+        *,
+        spiffe_id: SpiffeId,
+        public_key: PublicKey,
+        ttl: int = 0,
+        dns_names: Sequence[str] = (),
+        subject: x509.Name | None = None,
+    ) -> list[x509.Certificate]:
+        """Leaf first, then the CA and its intermediates up to (excluding) the bundle root."""
+        self._check_member(spiffe_id)
+        if not spiffe_id.path:
+            raise InvalidArgument(f"X509-SVID ID {spiffe_id} has no path; a workload needs one")
+        _check_dns_names(dns_names)
+        lifetime = _ttl(ttl, self.config.default_x509_svid_ttl)
+        return await self._sign_x509(spiffe_id, public_key, lifetime, dns_names, subject)
+
+    async def sign_agent_x509_svid(
+        self, *, spiffe_id: SpiffeId, public_key: PublicKey, ttl: int = 0
+    ) -> list[x509.Certificate]:
+        self._check_member(spiffe_id)
+        if not spiffe_id.path.startswith("/spire/agent/"):
+            raise InvalidArgument(f"agent ID {spiffe_id} is not under /spire/agent/")
+        lifetime = _ttl(ttl, self.config.effective_agent_ttl)
+        return await self._sign_x509(spiffe_id, public_key, lifetime, (), None)
+
+    async def sign_server_x509_svid(
+        self, *, public_key: PublicKey, dns_names: Sequence[str] = ()
+    ) -> list[x509.Certificate]:
+        _check_dns_names(dns_names)
+        lifetime = self.config.default_x509_svid_ttl
+        return await self._sign_x509(server_id(self._td), public_key, lifetime, dns_names, None)
+
+    async def _sign_x509(
+        self,
+        spiffe_id: SpiffeId,
+        public_key: PublicKey,
+        lifetime: dt.timedelta,
+        dns_names: Sequence[str],
+        subject: x509.Name | None,
+    ) -> list[x509.Certificate]:
+        ca = self._current_x509()  # one read: a rotation mid-call cannot mix two CAs
+        now = self._clock.now()
+        not_after = self._cap(now + lifetime, ca.not_after, spiffe_id, "X509-SVID")
+        signer = await self._keys.run(self._keys.key_manager.signer, ca.key_id)
+        leaf = await self._keys.run(
+            make_x509_svid,
+            spiffe_id=spiffe_id,
+            public_key=public_key,
+            issuer=ca.certificate,
+            issuer_key=signer,
+            not_before=now - BACKDATE,
+            not_after=not_after,
+            dns_names=tuple(dns_names),
+            subject=subject,
+        )
+        return [leaf, *self._chain_after_leaf(ca)]
+
+    def _chain_after_leaf(self, ca: X509CA) -> list[x509.Certificate]:
+        # Self-signed: the CA cert is the bundle root, so nothing follows the leaf. Upstream:
+        # the CA and the upstream intermediates follow; the upstream root is in the bundle.
+        if not ca.upstream_authority_id:
+            return []
+        return [ca.certificate, *ca.chain]
+
+    # -- JWT-SVIDs -----------------------------------------------------------------------
+
+    async def sign_jwt_svid(
+        self, *, spiffe_id: SpiffeId, audience: Sequence[str], ttl: int = 0
+    ) -> str:
+        self._check_member(spiffe_id)
+        if not spiffe_id.path:
+            raise InvalidArgument(f"JWT-SVID ID {spiffe_id} has no path")
+        _check_audience(audience)
+        key = self._current_jwt()
+        now = self._clock.now().replace(microsecond=0)
+        lifetime = _ttl(ttl, self.config.default_jwt_svid_ttl)
+        expires = self._cap(now + lifetime, key.not_after, spiffe_id, "JWT-SVID")
+        signer = await self._keys.run(self._keys.key_manager.signer, key.key_id)
+        return await self._keys.run(
+            mint_jwt_svid,
+            spiffe_id=spiffe_id,
+            audience=tuple(audience),
+            issued_at=now,
+            expires_at=expires,
+            key=signer,
+            key_id=key.kid,
+            issuer=self.config.jwt_issuer,
+        )
+
+    # -- downstream CA -------------------------------------------------------------------
+
+    async def sign_downstream_x509_ca(
+        self, *, csr_public_key: PublicKey, ttl: int = 0
+    ) -> list[x509.Certificate]:
+        """An intermediate CA for a nested server, chained like an SVID (root excluded)."""
+        ca = self._current_x509()
+        now = self._clock.now()
+        lifetime = _ttl(ttl, self.config.ca_ttl)
+        not_after = self._cap(now + lifetime, ca.not_after, self._td.id, "downstream CA")
+        signer = await self._keys.run(self._keys.key_manager.signer, ca.key_id)
+        cert = await self._keys.run(
+            make_ca_certificate,
+            trust_domain=self._td,
+            public_key=csr_public_key,
+            issuer=ca.certificate,
+            issuer_key=signer,
+            not_before=now - BACKDATE,
+            not_after=not_after,
+        )
+        return [cert, *self._chain_after_leaf(ca)]
+
+    # -- health --------------------------------------------------------------------------
+
+    async def health_check(self) -> None:
+        """Test-sign an X509-SVID like SPIRE; raises whatever the KeyManager raises."""
+        key = ec.generate_private_key(ec.SECP256R1()).public_key()
+        await self._sign_x509(
+            self._td.spiffe_id(HEALTH_CHECK_PATH),
+            key,
+            dt.timedelta(minutes=1),
+            (),
+            None,
+        )
+
+    # -- checks --------------------------------------------------------------------------
+
+    def _check_member(self, spiffe_id: SpiffeId) -> None:
+        if not spiffe_id.member_of(self._td):
+            raise InvalidArgument(f"{spiffe_id} is not a member of trust domain {self._td}")
+
+    def _cap(
+        self, wanted: dt.datetime, limit: dt.datetime, spiffe_id: SpiffeId, what: str
+    ) -> dt.datetime:
+        if wanted <= limit:
+            return wanted
+        # SPIRE's guaranteed TTL is min(ca_ttl/6, 7d); beyond what the signer has left, cap.
+        log.warning(
+            "%s TTL capped by signing authority expiry spiffe_id=%s requested_not_after=%s "
+            "capped_not_after=%s",
+            what,
+            spiffe_id,
+            wanted.isoformat(),
+            limit.isoformat(),
+        )
+        return limit
+
+
+def _ttl(seconds: int, default: dt.timedelta) -> dt.timedelta:
+    if isinstance(seconds, bool) or not isinstance(seconds, int):
+        raise InvalidArgument(f"ttl must be an integer number of seconds, got {seconds!r}")
+    if seconds < 0:
+        raise InvalidArgument(f"ttl must not be negative, got {seconds}")
+    if seconds == 0:
+        return default
+    if seconds > MAX_TTL.total_seconds():
+        raise InvalidArgument(
+            f"ttl {seconds}s exceeds the limit of {int(MAX_TTL.total_seconds())}s"
+        )
+    return dt.timedelta(seconds=seconds)
+
+
+def _check_dns_names(names: Sequence[str]) -> None:
+    if isinstance(names, str):
+        raise InvalidArgument("dns_names must be a sequence of names, not a string")
+    if len(names) > MAX_DNS_NAMES:
+        raise InvalidArgument(f"{len(names)} DNS names exceed the limit of {MAX_DNS_NAMES}")
+    for name in names:
+        if not isinstance(name, str) or not name or len(name) > MAX_DNS_NAME_CHARS:
+            raise InvalidArgument(f"DNS name {name!r} must be 1..{MAX_DNS_NAME_CHARS} characters")
+        if not name.isascii() or any(c.isspace() for c in name):
+            raise InvalidArgument(f"DNS name {name!r} must be ASCII without whitespace")
+
+
+def _check_audience(audience: Sequence[str]) -> None:
+    if isinstance(audience, str):
+        raise InvalidArgument("audience must be a sequence of strings, not a string")
+    if not 1 <= len(audience) <= MAX_AUDIENCES:
+        raise InvalidArgument(f"audience must list 1..{MAX_AUDIENCES} values, got {len(audience)}")
+    for aud in audience:
+        if not isinstance(aud, str) or not aud or len(aud) > MAX_AUDIENCE_CHARS:
+            raise InvalidArgument(f"audience {aud!r} must be 1..{MAX_AUDIENCE_CHARS} characters")
