@@ -85,12 +85,22 @@ class ServerCA:
         ca = self.manager.current_x509
         if ca is None:
             raise FailedPrecondition(f"no active X.509 CA for {self._td}")
+        if self._clock.now() >= ca.not_after:
+            raise FailedPrecondition(
+                f"the active X.509 CA for {self._td} expired at {ca.not_after.isoformat()} "
+                f"(authority_id={ca.authority_id}); is the rotator running?"
+            )
         return ca
 
     def _current_jwt(self) -> JwtKey:
         key = self.manager.current_jwt
         if key is None:
             raise FailedPrecondition(f"no active JWT signing key for {self._td}")
+        if self._clock.now() >= key.not_after:
+            raise FailedPrecondition(
+                f"the active JWT key for {self._td} expired at {key.not_after.isoformat()} "
+                f"(kid={key.kid}); is the rotator running?"
+            )
         return key
 
     def x509_authority(self) -> tuple[x509.Certificate, list[x509.Certificate]]:
