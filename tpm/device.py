@@ -14,7 +14,7 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from tpm2_pytss import ESAPI, TCTILdr, TSS2_Exception
 from tpm2_pytss.constants import (
@@ -36,7 +36,7 @@ from tpm2_pytss.types import (
 )
 from tpm2_pytss.utils import NoSuchIndex, NVReadEK, create_ek_template
 
-from plastron.errors import AttestationFailed, Unavailable
+from plastron.errors import AttestationFailed, PlastronError, Unavailable
 from plastron.tpm.tcti import Tcti
 
 # libtss2 logs each failed NV probe as an error; probing is expected, so keep it quiet.
@@ -127,8 +127,15 @@ class TpmDevice:
             with contextlib.suppress(Exception):
                 ctx.close()
 
-    def run(self, what: str, work: Callable[[ESAPI], T]) -> T:
-        """Run ``work`` under the device lock with a clean TPM; map TSS errors to ours."""
+    def run(
+        self,
+        what: str,
+        work: Callable[[ESAPI], T],
+        failure: type[PlastronError] = AttestationFailed,
+        unavailable: type[Unavailable] = Unavailable,
+    ) -> T:
+        """Run ``work`` under the device lock with a clean TPM; map TSS errors to ``unavailable``
+        (TPM unreachable; the context is dropped so the next call reconnects) or ``failure``."""
         with self._lock:
             try:
                 ctx = self._context()
@@ -137,10 +144,10 @@ class TpmDevice:
             except TSS2_Exception as exc:
                 if is_unreachable(exc):
                     self._drop_context()
-                    raise Unavailable(
+                    raise unavailable(
                         f"tpm: TPM at {self.tcti} is not reachable during {what} ({exc})"
                     ) from None
-                raise AttestationFailed(f"tpm: {what} failed in the TPM ({exc})") from None
+                raise failure(f"tpm: {what} failed in the TPM ({exc})") from None
 
     @staticmethod
     def _flush_all(ctx: ESAPI) -> None:
@@ -304,8 +311,3 @@ class TpmDevice:
                 return work(ctx, ak_handle)
 
         return self.run("AK operation", outer)
-
-
-def any_to_bytes(value: Any) -> bytes:
-    """tpm2-pytss TPM2B values → bytes."""
-    return bytes(value)
