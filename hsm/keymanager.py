@@ -11,7 +11,6 @@ label are refused rather than guessed between.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from collections.abc import Mapping
@@ -25,14 +24,21 @@ from pkcs11 import KeyType as P11KeyType
 from pkcs11 import exceptions as p11e
 from pkcs11.util.ec import encode_ec_public_key, encode_named_curve_parameters
 
-from plastron.errors import ConfigError, KeyManagerError, NotFound
+from plastron.errors import ConfigError, InvalidArgument, KeyManagerError, NotFound
 from plastron.hsm.config import Pkcs11Config, parse_pkcs11_config
 from plastron.hsm.keys import HsmEllipticCurvePrivateKey, HsmRsaPrivateKey
 from plastron.hsm.session import TokenSession, open_token_session
-from plastron.keymanager import KeyInfo, KeyType, PrivateKey, PublicKey
+from plastron.keymanager import (
+    KeyInfo,
+    KeyType,
+    PrivateKey,
+    PublicKey,
+    check_key_id,
+    check_key_type,
+    key_info,
+)
 from plastron.spiffe.ids import TrustDomain
 
-KEY_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 SERVER_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 PENDING_SUFFIX = "#pending"  # '#' cannot occur in a key id, so this never names a real key
 MAX_OBJECTS_SCANNED = 4096
@@ -108,11 +114,12 @@ def _public_key(public: Any, label: str) -> tuple[PublicKey, KeyType]:
     raise KeyManagerError(f"pkcs11: key {label!r} has unsupported type {public.key_type!r}")
 
 
-def fingerprint(public: PublicKey) -> str:
-    der = public.public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return hashlib.sha256(der).hexdigest()
+def _is_key_id(text: str) -> bool:
+    try:
+        check_key_id(text)
+    except InvalidArgument:
+        return False  # e.g. a "#pending" key of an interrupted generation
+    return True
 
 
 class Pkcs11KeyManager:
@@ -137,11 +144,8 @@ class Pkcs11KeyManager:
         return self._session.config
 
     def label_for(self, key_id: str) -> str:
-        if not isinstance(key_id, str) or not KEY_ID_RE.fullmatch(key_id):
-            raise KeyManagerError(
-                f"pkcs11: key id {key_id!r} must be 1-64 characters of A-Z a-z 0-9 . _ -"
-            )
-        return self._scope + key_id
+        """The token label for ``key_id``; InvalidArgument for an id the core rules refuse."""
+        return self._scope + check_key_id(key_id)
 
     # -- lookups (run inside TokenSession.run, under the process lock) -----------------
 
@@ -181,7 +185,9 @@ class Pkcs11KeyManager:
                 f"pkcs11: expected one public key for {label!r}, found {len(pubs)}"
             )
         public, key_type = _public_key(pubs[0], label)
-        info = KeyInfo(key_id, key_type, public, fingerprint(public))
+        info = key_info(key_id, public)
+        if info.key_type is not key_type:
+            raise KeyManagerError(f"pkcs11: key {label!r} has an inconsistent type")
         found = _Found(self._session.generation, private, info)
         self._found[key_id] = found
         return found
@@ -213,8 +219,7 @@ class Pkcs11KeyManager:
     def generate_key(self, key_id: str, key_type: KeyType) -> PublicKey:
         """Generate ``key_id`` in the token, replacing the key that held the id before."""
         label = self.label_for(key_id)
-        if not isinstance(key_type, KeyType):
-            raise KeyManagerError(f"pkcs11: unknown key type {key_type!r}")
+        key_type = check_key_type(key_type)
         pending = label + PENDING_SUFFIX
 
         def op(s: Any) -> PublicKey:
@@ -248,8 +253,9 @@ class Pkcs11KeyManager:
             ids: list[str] = []
             for obj in self._objects(s, {Attribute.CLASS: ObjectClass.PRIVATE_KEY}):
                 label = obj.label
-                if label.startswith(self._scope) and KEY_ID_RE.fullmatch(label[len(self._scope) :]):
-                    ids.append(label[len(self._scope) :])
+                key_id = label[len(self._scope) :]
+                if label.startswith(self._scope) and _is_key_id(key_id):
+                    ids.append(key_id)
             return [self._lookup(s, key_id).info for key_id in sorted(set(ids))]
 
         return self._session.run("list keys", op)

@@ -8,12 +8,15 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "softhsm-conf"))
+_ROOT = Path(__file__).resolve().parents[3]
+sys.path.insert(0, str(_ROOT / "softhsm-conf"))
+if str(_ROOT) not in sys.path:
+    sys.path.insert(0, str(_ROOT))  # for tests.conformance
 
-from softhsm_token import SoftHsmToken, softhsm_dir, softhsm_token  # noqa: F401
+from softhsm_token import SoftHsmToken, softhsm_dir, softhsm_token  # noqa: E402, F401
 
-from plastron.hsm.keymanager import Pkcs11KeyManager, create_pkcs11_key_manager
-from plastron.spiffe.ids import TrustDomain
+from plastron.hsm.keymanager import Pkcs11KeyManager, create_pkcs11_key_manager  # noqa: E402
+from plastron.spiffe.ids import TrustDomain  # noqa: E402
 
 TD = TrustDomain("example.org")
 
