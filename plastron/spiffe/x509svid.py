@@ -96,6 +96,12 @@ def make_x509_svid(
         raise InvalidSvid(f"an X509-SVID leaf needs a SPIFFE ID with a path (got {spiffe_id})")
     if len(dns_names) > MAX_DNS_NAMES:
         raise InvalidSvid(f"{len(dns_names)} DNS names exceed the limit of {MAX_DNS_NAMES}")
+    for name in dns_names:
+        # DNS SANs are IA5String: ASCII only (IDNs arrive as A-labels), at most 253 characters.
+        if not name or len(name) > 253 or not name.isascii() or not name.isprintable():
+            raise InvalidSvid(
+                f"DNS name {name[:64]!r} is not a printable ASCII name of 1..253 chars"
+            )
     start, end = _validity(not_before, not_after, issuer)
     if subject is None:
         attrs = list(_SPIRE_SUBJECT)

@@ -149,6 +149,20 @@ def test_leaf_needs_a_path(ec_pki: Pki) -> None:
         )
 
 
+@pytest.mark.parametrize("name", ["", "caf\u00e9.example", "a" * 254, "tab\there"])
+def test_bad_dns_names_are_refused(ec_pki: Pki, name: str) -> None:
+    with pytest.raises(InvalidSvid, match="is not a printable ASCII name"):
+        make_x509_svid(
+            spiffe_id=WORKLOAD,
+            public_key=ec_pki.leaf_key.public_key(),
+            issuer=ec_pki.inter,
+            issuer_key=ec_pki.inter_key,
+            not_before=NOW,
+            not_after=NOW + dt.timedelta(hours=1),
+            dns_names=[name],
+        )
+
+
 def test_empty_validity_after_clamp_is_refused(ec_pki: Pki) -> None:
     with pytest.raises(InvalidSvid, match="validity is empty"):
         make_x509_svid(
