@@ -46,6 +46,24 @@ class CAConfig:
             raise ConfigError("jwt_issuer must not be empty when set")
 
     @property
+    def guaranteed_svid_ttl(self) -> dt.timedelta:
+        """The longest TTL every SVID gets in full, whatever the rotation phase (SPIRE)."""
+        return min(self.ca_ttl / 6, dt.timedelta(days=7))
+
+    def ttl_warnings(self) -> list[str]:
+        """SPIRE's start-up warnings: default TTLs the CA cannot always honour in full."""
+        limit = self.guaranteed_svid_ttl
+        out = []
+        for name in ("default_x509_svid_ttl", "default_jwt_svid_ttl", "agent_ttl"):
+            value = getattr(self, name)
+            if value is not None and value > limit:
+                out.append(
+                    f"{name} ({value}) is too high for ca_ttl ({self.ca_ttl}): SVIDs with shorter "
+                    f"lifetimes may be issued; set {name} to {limit} or less"
+                )
+        return out
+
+    @property
     def effective_jwt_key_type(self) -> KeyType:
         return self.jwt_key_type or self.ca_key_type
 

@@ -67,6 +67,8 @@ class ServerCA:
         upstream: UpstreamAuthority | None = None,
     ) -> ServerCA:
         """Load the journal, then run one rotation tick so a current authority exists."""
+        for warning in config.ttl_warnings():
+            log.warning("ca config: %s", warning)
         keys = KeyRunner(key_manager, config.signing_workers)
         manager = AuthorityManager(
             config=config, keys=keys, store=store, clock=clock, upstream=upstream

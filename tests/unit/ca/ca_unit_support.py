@@ -33,8 +33,11 @@ class ObservedKeyManager:
         self.generated: list[str] = []
         self.destroyed: list[tuple[str, PublicKey, dt.datetime]] = []
         self.fail_signer = False
+        self.fail_generate = False
 
     def generate_key(self, key_id: str, key_type: KeyType) -> PublicKey:
+        if self.fail_generate:
+            raise KeyManagerUnavailable("key store unreachable (test)")
         self.generated.append(key_id)
         return self.inner.generate_key(key_id, key_type)
 

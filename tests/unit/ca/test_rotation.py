@@ -3,7 +3,9 @@ which key signs, and no moment where a valid SVID's issuer is missing from the b
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+from collections.abc import Callable
 
 from ca_unit_support import TD, ObservedKeyManager, akid, bundle_of, skid
 from cryptography import x509
@@ -160,3 +162,27 @@ async def test_prune_drops_authorities_expired_over_a_day(
     bundle = await bundle_of(store)
     assert first not in bundle.x509_certificates()
     assert bundle.x509_certificates()
+
+
+async def _until(condition: Callable[[], bool], what: str) -> None:
+    deadline = asyncio.get_running_loop().time() + 5
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.005)
+
+
+async def test_run_ticks_until_stopped_and_counts_failures(
+    ca: ServerCA, km: ObservedKeyManager, clock: ManualClock
+) -> None:
+    stop = asyncio.Event()
+    km.fail_generate = True
+    clock.advance(dt.timedelta(hours=13))  # preparation is due
+    task = asyncio.create_task(ca.rotator.run(stop, interval=dt.timedelta(milliseconds=5)))
+    await _until(lambda: ca.rotator.consecutive_failures >= 2, "failing ticks")
+    assert ca.manager.next_x509 is None
+    km.fail_generate = False
+    await _until(lambda: ca.manager.next_x509 is not None, "preparation")
+    await _until(lambda: ca.rotator.consecutive_failures == 0, "recovery")
+    stop.set()
+    await asyncio.wait_for(task, timeout=5)
+    assert task.done() and task.exception() is None

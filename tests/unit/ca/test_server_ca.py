@@ -13,7 +13,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from plastron.clock import ManualClock
-from plastron.errors import FailedPrecondition, InvalidArgument, KeyManagerUnavailable
+from plastron.errors import (
+    ConfigError,
+    FailedPrecondition,
+    InvalidArgument,
+    KeyManagerUnavailable,
+    Unavailable,
+)
 from plastron.keymanager import KeyType
 from plastron.server.ca import CAConfig, MemoryCAStore, ServerCA
 from plastron.spiffe.ids import SpiffeId, TrustDomain
@@ -247,3 +253,34 @@ async def test_concurrent_signing_across_a_rotation(
     for token in tokens:
         validate_jwt_svid(token, audience="a", authorities=keys, now=clock.now())
     ca.close()
+
+
+def test_config_warns_when_default_ttls_exceed_the_guaranteed_ttl() -> None:
+    cfg = CAConfig(trust_domain=TD, ca_ttl=dt.timedelta(hours=6))
+    assert cfg.guaranteed_svid_ttl == dt.timedelta(hours=1)
+    assert cfg.ttl_warnings() == []
+    long = CAConfig(
+        trust_domain=TD, ca_ttl=dt.timedelta(hours=6), default_x509_svid_ttl=dt.timedelta(hours=2)
+    )
+    (warning,) = long.ttl_warnings()
+    assert "default_x509_svid_ttl" in warning and "1:00:00" in warning
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "key"),
+    [
+        ({"ca_ttl": dt.timedelta(0)}, "ca_ttl"),
+        ({"default_x509_svid_ttl": dt.timedelta(seconds=-1)}, "default_x509_svid_ttl"),
+        ({"signing_workers": 0}, "signing_workers"),
+        ({"jwt_issuer": ""}, "jwt_issuer"),
+    ],
+)
+def test_bad_config_is_rejected(kwargs: dict[str, object], key: str) -> None:
+    with pytest.raises(ConfigError, match=key):
+        CAConfig(trust_domain=TD, **kwargs)  # type: ignore[arg-type]
+
+
+async def test_closed_ca_refuses_to_sign(ca: ServerCA) -> None:
+    ca.close()
+    with pytest.raises(Unavailable, match="closed"):
+        await ca.sign_jwt_svid(spiffe_id=WORKLOAD, audience=["a"])
