@@ -22,7 +22,9 @@ from tpm2_pytss.constants import (
     TPM2_ALG,
     TPM2_CAP,
     TPM2_HC,
+    TPM2_RH,
     TPM2_SE,
+    TPM2_ST,
     TPMA_OBJECT,
 )
 from tpm2_pytss.types import (
@@ -32,7 +34,9 @@ from tpm2_pytss.types import (
     TPM2B_PUBLIC,
     TPM2B_SENSITIVE_CREATE,
     TPMT_PUBLIC,
+    TPMT_SIG_SCHEME,
     TPMT_SYM_DEF,
+    TPMT_TK_HASHCHECK,
 )
 from tpm2_pytss.utils import NoSuchIndex, NVReadEK, create_ek_template
 
@@ -56,6 +60,24 @@ AK_ATTRIBUTES = (
     | TPMA_OBJECT.RESTRICTED
     | TPMA_OBJECT.SIGN_ENCRYPT
 )
+# Storage root key in the owner hierarchy: parent of DevID keys (deterministic: same key each time).
+SRK_ATTRIBUTES = (
+    TPMA_OBJECT.FIXEDTPM
+    | TPMA_OBJECT.FIXEDPARENT
+    | TPMA_OBJECT.SENSITIVEDATAORIGIN
+    | TPMA_OBJECT.USERWITHAUTH
+    | TPMA_OBJECT.NODA
+    | TPMA_OBJECT.RESTRICTED
+    | TPMA_OBJECT.DECRYPT
+)
+DEVID_ATTRIBUTES = (
+    TPMA_OBJECT.FIXEDTPM
+    | TPMA_OBJECT.FIXEDPARENT
+    | TPMA_OBJECT.SENSITIVEDATAORIGIN
+    | TPMA_OBJECT.USERWITHAUTH
+    | TPMA_OBJECT.SIGN_ENCRYPT
+)
+DEVID_TEMPLATES = {"ecc-p256": "ecc256:ecdsa-sha256", "rsa-2048": "rsa2048:rsassa-sha256"}
 AK_TEMPLATES = {"ecc-p256": "ecc256:ecdsa-sha256:null", "rsa-2048": "rsa2048:rsassa-sha256:null"}
 PCR_READ_CHUNK = 8  # TPM2_PCR_Read returns at most 8 digests per call
 
@@ -300,14 +322,64 @@ class TpmDevice:
             values.update(zip(chunk, got, strict=True))
         return values
 
-    def with_ak(self, ek_type: str, ak: KeyBlob, work: Callable[[ESAPI, ESYS_TR], T]) -> T:
-        """Run ``work(ctx, ak_handle)`` with the AK loaded (the EK is flushed first)."""
+    # ---- DevID keys (owner hierarchy, under the SRK) ---------------------------------------
 
-        def outer(ctx: ESAPI) -> T:
-            ek, ek_pub, _ = self._create_ek(ctx, ek_type)
-            with self.loaded(ctx, ek):
-                ak_handle = self._load_ak(ctx, ek, ek_pub, ak)
-            with self.loaded(ctx, ak_handle):
-                return work(ctx, ak_handle)
+    @staticmethod
+    def _create_srk(ctx: ESAPI) -> ESYS_TR:
+        template = TPM2B_PUBLIC(
+            publicArea=TPMT_PUBLIC.parse("ecc256:aes128cfb", objectAttributes=SRK_ATTRIBUTES)
+        )
+        srk, *_ = ctx.create_primary(TPM2B_SENSITIVE_CREATE(), template, ESYS_TR.OWNER)
+        return srk
 
-        return self.run("AK operation", outer)
+    def _load_devid(self, ctx: ESAPI, devid: KeyBlob) -> ESYS_TR:
+        priv, _ = TPM2B_PRIVATE.unmarshal(devid.private)
+        pub, _ = TPM2B_PUBLIC.unmarshal(devid.public)
+        with self.loaded(ctx, self._create_srk(ctx)) as srk:
+            return ctx.load(srk, priv, pub)
+
+    def create_devid(self, key_type: str = "ecc-p256") -> KeyBlob:
+        """A DevID-style signing key under the SRK (provisioning; tests)."""
+        template = TPM2B_PUBLIC(
+            publicArea=TPMT_PUBLIC.parse(
+                DEVID_TEMPLATES[key_type], objectAttributes=DEVID_ATTRIBUTES
+            )
+        )
+
+        def work(ctx: ESAPI) -> KeyBlob:
+            with self.loaded(ctx, self._create_srk(ctx)) as srk:
+                priv, pub, *_ = ctx.create(srk, TPM2B_SENSITIVE_CREATE(), template)
+            return KeyBlob(priv.marshal(), pub.marshal())
+
+        return self.run("creating the DevID key", work)
+
+    def certify(
+        self, ek_type: str, ak: KeyBlob, devid: KeyBlob, nonce: bytes = b""
+    ) -> tuple[bytes, bytes]:
+        """TPM2_Certify of the DevID key by the AK → (TPMS_ATTEST, TPMT_SIGNATURE)."""
+
+        def work(ctx: ESAPI) -> tuple[bytes, bytes]:
+            devid_handle = self._load_devid(ctx, devid)
+            with self.loaded(ctx, devid_handle):
+                ek, ek_pub, _ = self._create_ek(ctx, ek_type)
+                with self.loaded(ctx, ek):
+                    ak_handle = self._load_ak(ctx, ek, ek_pub, ak)
+                with self.loaded(ctx, ak_handle):
+                    info, sig = ctx.certify(
+                        devid_handle, ak_handle, nonce, TPMT_SIG_SCHEME(scheme=TPM2_ALG.NULL)
+                    )
+            return bytes(info.marshal())[2:], sig.marshal()
+
+        return self.run("certify", work)
+
+    def sign_digest(self, devid: KeyBlob, digest: bytes) -> bytes:
+        """Sign a SHA-256 digest with the DevID key in its own scheme → TPMT_SIGNATURE."""
+        ticket = TPMT_TK_HASHCHECK(tag=TPM2_ST.HASHCHECK, hierarchy=TPM2_RH.NULL)
+
+        def work(ctx: ESAPI) -> bytes:
+            handle = self._load_devid(ctx, devid)
+            with self.loaded(ctx, handle):
+                sig = ctx.sign(handle, digest, TPMT_SIG_SCHEME(scheme=TPM2_ALG.NULL), ticket)
+            return bytes(sig.marshal())
+
+        return self.run("DevID signing", work)

@@ -109,14 +109,16 @@ def load_certificates(path: str | Path, key: str) -> list[x509.Certificate]:
     return certs
 
 
-def verify_ek_chain(
+def verify_chain(
     leaf: x509.Certificate,
     intermediates: Sequence[x509.Certificate],
     roots: Sequence[x509.Certificate],
     now: dt.datetime,
+    what: str,
 ) -> list[x509.Certificate]:
-    """The chain leaf → manufacturer CA; accepts the TCG EKU and critical dirName SAN on the leaf
-    (so the leaf policy is permissive) while CA certificates get the Web PKI CA checks."""
+    """The chain leaf → a trusted CA. The leaf policy is permissive (EK certificates carry the
+    TCG EKU and a critical dirName SAN that Web PKI rules refuse); CA certificates get the Web
+    PKI CA checks (basicConstraints cA, keyCertSign, validity)."""
     verifier = (
         PolicyBuilder()
         .store(Store(list(roots)))
@@ -128,12 +130,22 @@ def verify_ek_chain(
         .build_client_verifier()
     )
     try:
-        verified = verifier.verify(leaf, list(intermediates))
+        return list(verifier.verify(leaf, list(intermediates)).chain)
     except Exception as exc:  # cryptography raises VerificationError and ValueError subtypes
         raise AttestationFailed(
-            f"tpm: EK certificate does not chain to a trusted manufacturer CA "
+            f"tpm: {what} does not chain to a trusted CA "
             f"(issuer={leaf.issuer.rfc4514_string()!r}: {exc})"
         ) from None
+
+
+def verify_ek_chain(
+    leaf: x509.Certificate,
+    intermediates: Sequence[x509.Certificate],
+    roots: Sequence[x509.Certificate],
+    now: dt.datetime,
+) -> list[x509.Certificate]:
+    """The EK certificate chains to a manufacturer CA and, if it has an EKU, it is the TCG one."""
+    chain = verify_chain(leaf, intermediates, roots, now, "EK certificate (manufacturer CA)")
     try:
         eku = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
         if TCG_KP_EK_CERTIFICATE not in eku:
@@ -142,7 +154,7 @@ def verify_ek_chain(
             )
     except x509.ExtensionNotFound:
         pass
-    return list(verified.chain)
+    return chain
 
 
 def ek_cert_identity(cert: x509.Certificate) -> dict[str, str]:

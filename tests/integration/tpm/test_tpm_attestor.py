@@ -73,7 +73,10 @@ async def test_node_data_is_the_activated_ak(
 async def test_untrusted_manufacturer_ca_is_rejected(swtpm: SwtpmProcess, tmp_path: Path) -> None:
     other = make_manufacturer_ca(tmp_path / "other-ca", "Some Other Vendor")
     server = server_for(other.cert_pem, tmp_path)
-    with pytest.raises(AttestationFailed, match="does not chain to a trusted manufacturer CA"):
+    with pytest.raises(
+        AttestationFailed,
+        match=r"EK certificate \(manufacturer CA\) does not chain to a trusted CA",
+    ):
         await attest(server, TpmAgentAttestor(swtpm.tcti, "rsa-2048"))
 
 
