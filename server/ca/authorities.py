@@ -70,6 +70,8 @@ class AuthorityManager:
         self._jwt_current = "A"
         self._journal = Journal()
         self._journal_row = 0
+        # Held keys of authorities that expired while we were down: key id -> SPKI DER.
+        self._stale_keys: dict[str, bytes] = {}
         self.lock = asyncio.Lock()  # held by whoever changes slots (rotator, admin API)
 
     # -- views -------------------------------------------------------------------------
@@ -136,8 +138,11 @@ class AuthorityManager:
         for record in reversed(self._journal.x509_cas):
             if record.slot_id == slot and record.authority_id == aid:
                 ca = X509CA.from_record(record)
-                if ca.authority_id != aid or ca.not_after <= now:
-                    return None  # stale or mismatched: the rotator starts that slot afresh
+                if ca.authority_id != aid:
+                    return None  # mismatched: the rotator starts that slot afresh
+                if ca.not_after <= now:
+                    self._stale_keys[ca.key_id] = spki_der(key)
+                    return None
                 return ca
         return None
 
@@ -147,20 +152,23 @@ class AuthorityManager:
         der = spki_der(key)
         for record in reversed(self._journal.jwt_keys):
             if record.slot_id == slot and record.public_key_der == der:
-                return JwtKey.from_record(record) if record.not_after > now else None
+                if record.not_after <= now:
+                    self._stale_keys[JWT_KEY_IDS[slot]] = der
+                    return None
+                return JwtKey.from_record(record)
         return None
 
     async def _restore_bundle(self) -> None:
         """Re-add live authorities the bundle lost (e.g. a bundle deleted by an operator)."""
         data = await self._store.fetch_bundle(self._td)
+        # Upstream mode: the roots are the authorities and were added when the CA was minted.
         missing_x509 = [
-            cert
+            ca.certificate
             for ca in self._x509.values()
             if ca is not None
             and ca.status is not AuthorityStatus.OLD
             and not ca.upstream_authority_id
-            for cert in (ca.certificate,)
-            if not bundle_updates.has_x509(data, self._td, cert)
+            and not bundle_updates.has_x509(data, self._td, ca.certificate)
         ]
         missing_jwt = [
             _jwt_authority(k)
@@ -311,21 +319,32 @@ class AuthorityManager:
         """Destroy OLD slot keys once everything they signed has expired (their notAfter)."""
         now = self._clock.now()
         destroyed: list[str] = []
+        stale, self._stale_keys = self._stale_keys, {}
+        for key_id, der in stale.items():
+            # Only if the slot was not re-used since load (a new key must survive).
+            held_now = await self._keys.run(self._keys.key_manager.get_public_keys)
+            unchanged = any(i.key_id == key_id and spki_der(i.public_key) == der for i in held_now)
+            if unchanged and await self._destroy(key_id):
+                destroyed.append(key_id)
         for slots in (self._x509, self._jwt):
             for slot, held in list(slots.items()):
                 if held is None or held.status is not AuthorityStatus.OLD:
                     continue
                 if now < held.not_after:
                     continue
-                try:
-                    await self._keys.run(self._keys.key_manager.destroy_key, held.key_id)
-                except KeyManagerError as exc:
-                    log.warning("ca key destroy failed key_id=%s error=%s", held.key_id, exc)
-                    continue
-                slots[slot] = None
-                destroyed.append(held.key_id)
-                log.info("ca key destroyed key_id=%s", held.key_id)
+                if await self._destroy(held.key_id):
+                    slots[slot] = None
+                    destroyed.append(held.key_id)
         return destroyed
+
+    async def _destroy(self, key_id: str) -> bool:
+        try:
+            await self._keys.run(self._keys.key_manager.destroy_key, key_id)
+        except KeyManagerError as exc:
+            log.warning("ca key destroy failed key_id=%s error=%s", key_id, exc)
+            return False
+        log.info("ca key destroyed key_id=%s", key_id)
+        return True
 
     async def prune_bundle(self) -> None:
         """Drop bundle authorities that expired more than 24h ago (never the last one)."""

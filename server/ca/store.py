@@ -88,7 +88,7 @@ class DataStoreCAStore:
         return result
 
     async def set_ca_journal(self, journal: StoredJournal) -> StoredJournal:
-        from plastron.server.datastore import CAJournal  # noqa: PLC0415  (optional dependency)
+        from plastron.server.datastore.records import CAJournal  # noqa: PLC0415
 
         row = await self._ds.set_ca_journal(
             CAJournal(

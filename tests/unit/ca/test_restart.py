@@ -8,6 +8,7 @@ from ca_unit_support import TD, ObservedKeyManager, bundle_of, open_ca
 
 from plastron.clock import ManualClock
 from plastron.server.ca import AuthorityStatus, CAConfig, Journal, MemoryCAStore
+from plastron.server.ca.slots import spki_der
 
 
 async def test_restart_resumes_same_ca_and_bundle_without_new_keys(
@@ -122,4 +123,23 @@ async def test_bundle_lost_while_down_is_restored(
     bundle = await bundle_of(empty)
     assert bundle.x509_certificates() == [cert]
     assert list(bundle.jwt_keys()) == [kid]
+    second.close()
+
+
+async def test_keys_of_authorities_that_expired_while_down_are_destroyed(
+    config: CAConfig, km: ObservedKeyManager, store: MemoryCAStore, clock: ManualClock
+) -> None:
+    first = await open_ca(config, km, store, clock)
+    old = first.manager.current_x509
+    assert old is not None
+    first.close()
+    clock.advance(dt.timedelta(days=3))
+    km2 = ObservedKeyManager(km.inner, clock=clock)
+    second = await open_ca(config, km2, store, clock)
+    destroyed = {(key_id, spki_der(pub)) for key_id, pub, _ in km2.destroyed}
+    assert (old.key_id, spki_der(old.public_key)) in destroyed
+    # The fresh authorities' keys are intact.
+    current = second.manager.current_x509
+    assert current is not None
+    assert spki_der(km2.get_public_key(current.key_id)) == spki_der(current.public_key)
     second.close()
