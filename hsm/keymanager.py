@@ -127,13 +127,24 @@ class Pkcs11KeyManager:
 
     blocking = True
 
-    def __init__(self, session: TokenSession, *, trust_domain: TrustDomain, server_id: str) -> None:
+    def __init__(
+        self,
+        session: TokenSession,
+        *,
+        trust_domain: TrustDomain,
+        server_id: str,
+        label_scope: str | None = None,
+    ) -> None:
+        """Keys are labelled ``<prefix><td>/<server_id>/<key id>``, or ``<label_scope><key id>``
+        when ``label_scope`` is given (the upstream root, shared by every server of a domain)."""
         if not SERVER_ID_RE.fullmatch(server_id):
             raise ConfigError(
                 f"pkcs11: server id {server_id!r} must be 1-64 characters of A-Z a-z 0-9 . _ : -"
             )
         self._session = session
         self._scope = f"{session.config.key_label_prefix}{trust_domain.name}/{server_id}/"
+        if label_scope is not None:
+            self._scope = label_scope
         self._found: dict[str, _Found] = {}
 
     def __repr__(self) -> str:
@@ -142,6 +153,10 @@ class Pkcs11KeyManager:
     @property
     def config(self) -> Pkcs11Config:
         return self._session.config
+
+    @property
+    def session(self) -> TokenSession:
+        return self._session
 
     def label_for(self, key_id: str) -> str:
         """The token label for ``key_id``; InvalidArgument for an id the core rules refuse."""
