@@ -1,0 +1,1 @@
+"""gRPC transport: grpclib servers and channels, SPIFFE TLS, peer identity."""
