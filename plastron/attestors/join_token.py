@@ -1,0 +1,87 @@
+"""The ``join_token`` attestation method (SPIRE's format: the payload is the token string).
+
+Server half: the token is consumed atomically (single use) and must not have expired; the agent
+ID is ``spiffe://<td>/spire/agent/join_token/<token>``. Join-token agents cannot re-attest: a
+token is gone once used, so an evicted agent needs a new token.
+Agent half: sends the configured token.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import string
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from plastron.attestors.base import AttestationResult, ChallengeFn
+from plastron.clock import Clock
+from plastron.errors import AttestationFailed
+from plastron.spiffe.ids import TrustDomain, agent_id
+
+NAME = "join_token"
+MAX_TOKEN_LENGTH = 256
+# Tokens become a SPIFFE ID path segment, so only path-safe characters are allowed.
+_TOKEN_CHARS = frozenset(string.ascii_letters + string.digits + "-_.")
+
+
+@dataclass(frozen=True)
+class ConsumedToken:
+    token: str
+    expires_at: dt.datetime
+
+
+# Deletes the token and returns it, or None when no such token exists (atomic in the datastore).
+ConsumeTokenFn = Callable[[str], Awaitable[ConsumedToken | None]]
+
+
+def check_token_shape(token: str) -> None:
+    if not token:
+        raise AttestationFailed("join_token: token is empty")
+    if len(token) > MAX_TOKEN_LENGTH:
+        raise AttestationFailed(f"join_token: token is longer than {MAX_TOKEN_LENGTH} characters")
+    if any(ch not in _TOKEN_CHARS for ch in token):
+        raise AttestationFailed(
+            "join_token: token may contain only letters, digits, '-', '_' and '.'"
+        )
+
+
+class JoinTokenServerAttestor:
+    name = NAME
+
+    def __init__(self, trust_domain: TrustDomain, consume: ConsumeTokenFn, clock: Clock) -> None:
+        self._td = trust_domain
+        self._consume = consume
+        self._clock = clock
+
+    async def attest(self, payload: bytes, challenge: ChallengeFn) -> AttestationResult:
+        try:
+            token = payload.decode("ascii")
+        except UnicodeDecodeError:
+            raise AttestationFailed("join_token: token is not ASCII") from None
+        check_token_shape(token)
+        consumed = await self._consume(token)
+        # The message never echoes the token: it is a bearer secret until consumed.
+        if consumed is None:
+            raise AttestationFailed("join_token: token does not exist or has already been used")
+        if consumed.expires_at <= self._clock.now():
+            raise AttestationFailed("join_token: token has expired")
+        return AttestationResult(
+            agent_id=agent_id(self._td, NAME, token), selectors=(), can_reattest=False
+        )
+
+
+class JoinTokenAgentAttestor:
+    name = NAME
+
+    def __init__(self, token: str) -> None:
+        check_token_shape(token)
+        self._token = token
+
+    async def payload(self) -> bytes:
+        return self._token.encode("ascii")
+
+    async def answer(self, challenge: bytes) -> bytes:
+        raise AttestationFailed("join_token: the server sent a challenge; join_token has none")
+
+    def __repr__(self) -> str:
+        return "JoinTokenAgentAttestor(token=<redacted>)"

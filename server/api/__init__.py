@@ -1,0 +1,1 @@
+"""The server's gRPC API: SPIRE-compatible services, authorization, error mapping."""

@@ -1,0 +1,127 @@
+"""The AttestAgent exchange (DESIGN §2.3), kept apart from the rest of the Agent service.
+
+params → any number of challenge/challenge_response rounds → result. Every wait for the agent
+has a deadline; an agent that stops answering gets DEADLINE_EXCEEDED and the server task ends.
+Nothing is written until the method's checks passed and the SVID is signed; the node record
+and its selectors (and the method's node data) are then written in one transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
+from grpclib.server import Stream
+
+from plastron.attestors.base import MAX_ATTESTATION_MESSAGE, AttestationResult
+from plastron.errors import AttestationFailed, FailedPrecondition, InvalidArgument, NotAuthorized
+from plastron.proto.spire.api.server.agent.v1 import agent_pb2
+from plastron.server.api import convert
+from plastron.server.api.authz import current_caller
+from plastron.server.api.context import ApiContext
+from plastron.server.api.csr import csr_public_key, parse_csr
+from plastron.server.datastore.records import AttestedNode
+from plastron.spiffe.ids import server_id
+
+log = logging.getLogger(__name__)
+MAX_TYPE_LENGTH = 128
+
+
+async def _recv(stream: Stream[Any, Any], timeout: float, what: str) -> Any:
+    try:
+        return await asyncio.wait_for(stream.recv_message(), timeout)
+    except TimeoutError:
+        raise GRPCError(
+            Status.DEADLINE_EXCEEDED, f"attestation: {what} not received within {timeout:g}s"
+        ) from None
+
+
+async def attest_agent(ctx: ApiContext, stream: Stream[Any, Any]) -> None:
+    caller = current_caller()
+    await ctx.attest_limiter.wait(caller.host)
+    first = await _recv(stream, ctx.challenge_timeout, "attestation parameters")
+    if first is None or first.WhichOneof("step") != "params":
+        raise InvalidArgument("params: the first message must carry attestation parameters")
+    data = first.params.data
+    if not data.type:
+        raise InvalidArgument("params.data.type: missing attestation data type")
+    if len(data.type) > MAX_TYPE_LENGTH:
+        raise InvalidArgument("params.data.type: too long")
+    if not data.payload:
+        raise InvalidArgument("params.data.payload: missing attestation data payload")
+    if len(data.payload) > MAX_ATTESTATION_MESSAGE:
+        raise InvalidArgument(f"params.data.payload: larger than {MAX_ATTESTATION_MESSAGE} bytes")
+    csr = parse_csr(first.params.params.csr, "params.params.csr")
+    public_key = csr_public_key(csr, "params.params.csr")
+    attestor = ctx.attestors.get(data.type)
+    if attestor is None:
+        raise FailedPrecondition(
+            f"params.data.type: unknown attestation type {data.type!r}; "
+            f"this server accepts {', '.join(sorted(ctx.attestors)) or 'none'}"
+        )
+
+    async def challenge(blob: bytes) -> bytes:
+        if len(blob) > MAX_ATTESTATION_MESSAGE:
+            raise AttestationFailed(f"{data.type}: challenge larger than the protocol allows")
+        await stream.send_message(agent_pb2.AttestAgentResponse(challenge=blob))
+        msg = await _recv(stream, ctx.challenge_timeout, "challenge response")
+        if msg is None or msg.WhichOneof("step") != "challenge_response":
+            raise InvalidArgument("challenge_response: expected a challenge response")
+        if len(msg.challenge_response) > MAX_ATTESTATION_MESSAGE:
+            raise InvalidArgument(
+                f"challenge_response: larger than {MAX_ATTESTATION_MESSAGE} bytes"
+            )
+        return bytes(msg.challenge_response)
+
+    result = await attestor.attest(bytes(data.payload), challenge)
+    node = await _admit(ctx, data.type, result, public_key)
+    chain = node[1]
+    await stream.send_message(
+        agent_pb2.AttestAgentResponse(
+            result=agent_pb2.AttestAgentResponse.Result(
+                svid=convert.x509_svid_to_proto(chain, result.agent_id),
+                reattestable=result.can_reattest,
+            )
+        )
+    )
+
+
+async def _admit(
+    ctx: ApiContext, attestation_type: str, result: AttestationResult, public_key: Any
+) -> tuple[AttestedNode, list[Any]]:
+    agent_id = result.agent_id
+    if not agent_id.member_of(ctx.trust_domain):
+        raise AttestationFailed(
+            f"{attestation_type}: agent ID {agent_id} is not in trust domain {ctx.trust_domain}"
+        )
+    if agent_id == server_id(ctx.trust_domain):
+        raise AttestationFailed(f"{attestation_type}: agent ID may not be the server's ID")
+    if not agent_id.path.startswith(f"/spire/agent/{attestation_type}/"):
+        log.warning(
+            "agent ID is not in the attestor's namespace agent_id=%s type=%s",
+            agent_id,
+            attestation_type,
+        )
+    existing = await ctx.datastore.fetch_attested_node(agent_id)
+    if existing is not None and existing.cert_serial == "":
+        raise NotAuthorized(f"failed to attest: agent {agent_id} is banned")
+    chain = await ctx.ca.sign_agent_x509_svid(spiffe_id=agent_id, public_key=public_key)
+    leaf = chain[0]
+    node = AttestedNode(
+        spiffe_id=agent_id,
+        attestation_type=attestation_type,
+        cert_serial=str(leaf.serial_number),
+        cert_not_after=int(leaf.not_valid_after_utc.timestamp()),
+        can_reattest=result.can_reattest,
+        agent_version=existing.agent_version if existing else "",
+        node_data=result.node_data,
+        selectors=tuple(sorted(set(result.selectors))),
+    )
+    await ctx.datastore.upsert_attested_node_with_selectors(node)
+    ctx.cache.set_node_selectors(agent_id, node.selectors)
+    ctx.on_change()
+    log.info("agent attested agent_id=%s type=%s", agent_id, attestation_type)
+    return node, chain

@@ -1,0 +1,35 @@
+"""What every API service needs from the running server, in one typed bundle."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from plastron.attestors.base import ServerNodeAttestor
+from plastron.clock import Clock
+from plastron.server.api.ratelimit import ATTEST_PER_SECOND, SIGN_PER_SECOND, RateLimiter
+from plastron.server.ca.server_ca import ServerCA
+from plastron.server.datastore.store import DataStore
+from plastron.server.entrycache import AuthorizedEntryCache
+from plastron.spiffe.ids import TrustDomain
+
+MAX_PAGE_SIZE = 10_000
+
+
+@dataclass
+class ApiContext:
+    trust_domain: TrustDomain
+    datastore: DataStore
+    ca: ServerCA
+    cache: AuthorizedEntryCache
+    clock: Clock
+    attestors: dict[str, ServerNodeAttestor]
+    challenge_timeout: float = 30.0
+    attest_limiter: RateLimiter = field(default_factory=lambda: RateLimiter(ATTEST_PER_SECOND))
+    sign_limiter: RateLimiter = field(default_factory=lambda: RateLimiter(SIGN_PER_SECOND))
+    started_at: float = 0.0
+    # Called after a write the local cache must see before the next poll.
+    on_change: Callable[[], None] = lambda: None
+
+    def now_unix(self) -> int:
+        return int(self.clock.now().timestamp())

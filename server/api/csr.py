@@ -1,0 +1,64 @@
+"""Certificate signing requests as the API receives them: bounded, parsed, signature checked."""
+
+from __future__ import annotations
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from plastron.errors import InvalidArgument, PlastronError
+from plastron.keymanager import PublicKey
+from plastron.spiffe.ids import SpiffeId
+
+MAX_CSR_BYTES = 16 * 1024
+MIN_RSA_BITS = 2048
+
+
+def parse_csr(data: bytes, field: str = "csr") -> x509.CertificateSigningRequest:
+    if not data:
+        raise InvalidArgument(f"{field}: missing CSR")
+    if len(data) > MAX_CSR_BYTES:
+        raise InvalidArgument(f"{field}: CSR is larger than {MAX_CSR_BYTES} bytes")
+    try:
+        csr = x509.load_der_x509_csr(data)
+    except ValueError:
+        raise InvalidArgument(f"{field}: malformed CSR (not DER PKCS#10)") from None
+    if not csr.is_signature_valid:
+        raise InvalidArgument(f"{field}: CSR signature is invalid")
+    return csr
+
+
+def csr_public_key(csr: x509.CertificateSigningRequest, field: str = "csr") -> PublicKey:
+    """The CSR's key, which must be EC P-256/P-384 or RSA ≥ 2048 bits."""
+    try:
+        key = csr.public_key()
+    except ValueError:
+        raise InvalidArgument(f"{field}: unsupported public key") from None
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        if not isinstance(key.curve, ec.SECP256R1 | ec.SECP384R1 | ec.SECP521R1):
+            raise InvalidArgument(f"{field}: unsupported EC curve {key.curve.name}")
+        return key
+    if isinstance(key, rsa.RSAPublicKey):
+        if key.key_size < MIN_RSA_BITS:
+            raise InvalidArgument(
+                f"{field}: RSA key of {key.key_size} bits is below {MIN_RSA_BITS}"
+            )
+        return key
+    raise InvalidArgument(f"{field}: only EC and RSA public keys are supported")
+
+
+def csr_uri_and_dns(
+    csr: x509.CertificateSigningRequest, field: str = "csr"
+) -> tuple[SpiffeId, list[str]]:
+    """For MintX509SVID: exactly one URI SAN (the SPIFFE ID) and any DNS SANs."""
+    try:
+        san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        raise InvalidArgument(f"{field}: CSR has no URI SAN; exactly one is required") from None
+    uris = san.get_values_for_type(x509.UniformResourceIdentifier)
+    if len(uris) != 1:
+        raise InvalidArgument(f"{field}: CSR must have exactly one URI SAN, found {len(uris)}")
+    try:
+        sid = SpiffeId.parse(uris[0])
+    except PlastronError as exc:
+        raise InvalidArgument(f"{field}: URI SAN is not a valid SPIFFE ID: {exc}") from None
+    return sid, list(san.get_values_for_type(x509.DNSName))

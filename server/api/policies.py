@@ -1,0 +1,60 @@
+"""Which callers may call which method: SPIRE's default policy (authpolicy/policy_data.json)."""
+
+from __future__ import annotations
+
+from plastron.server.api.authz import Policy
+
+A, L, D, AG, ANY = Policy.ADMIN, Policy.LOCAL, Policy.DOWNSTREAM, Policy.AGENT, Policy.ANY
+
+_AGENT = "/spire.api.server.agent.v1.Agent/"
+_BUNDLE = "/spire.api.server.bundle.v1.Bundle/"
+_ENTRY = "/spire.api.server.entry.v1.Entry/"
+_SVID = "/spire.api.server.svid.v1.SVID/"
+_DEBUG = "/spire.api.server.debug.v1.Debug/"
+_TD = "/spire.api.server.trustdomain.v1.TrustDomain/"
+_HEALTH = "/grpc.health.v1.Health/"
+
+POLICIES: dict[str, Policy] = {
+    _AGENT + "CountAgents": A | L,
+    _AGENT + "ListAgents": A | L,
+    _AGENT + "GetAgent": A | L,
+    _AGENT + "DeleteAgent": A | L,
+    _AGENT + "BanAgent": A | L,
+    _AGENT + "AttestAgent": ANY,
+    _AGENT + "RenewAgent": AG,
+    _AGENT + "CreateJoinToken": A | L,
+    _AGENT + "PostStatus": AG,
+    _BUNDLE + "GetBundle": ANY,
+    _BUNDLE + "AppendBundle": A | L,
+    _BUNDLE + "PublishJWTAuthority": D,
+    _BUNDLE + "CountBundles": A | L,
+    _BUNDLE + "ListFederatedBundles": A | L,
+    _BUNDLE + "GetFederatedBundle": A | L | AG,
+    _BUNDLE + "BatchCreateFederatedBundle": A | L,
+    _BUNDLE + "BatchUpdateFederatedBundle": A | L,
+    _BUNDLE + "BatchSetFederatedBundle": A | L,
+    _BUNDLE + "BatchDeleteFederatedBundle": A | L,
+    _ENTRY + "CountEntries": A | L,
+    _ENTRY + "ListEntries": A | L,
+    _ENTRY + "GetEntry": A | L,
+    _ENTRY + "BatchCreateEntry": A | L,
+    _ENTRY + "BatchUpdateEntry": A | L,
+    _ENTRY + "BatchDeleteEntry": A | L,
+    _ENTRY + "GetAuthorizedEntries": AG,
+    _ENTRY + "SyncAuthorizedEntries": AG,
+    _SVID + "MintX509SVID": A | L,
+    _SVID + "MintJWTSVID": A | L,
+    _SVID + "BatchNewX509SVID": AG,
+    _SVID + "NewJWTSVID": AG,
+    _SVID + "NewDownstreamX509CA": D,
+    _DEBUG + "GetInfo": L,
+    _TD + "ListFederationRelationships": A | L,
+    _TD + "GetFederationRelationship": A | L,
+    _TD + "BatchCreateFederationRelationship": A | L,
+    _TD + "BatchUpdateFederationRelationship": A | L,
+    _TD + "BatchDeleteFederationRelationship": A | L,
+    _TD + "RefreshBundle": A | L,
+    _HEALTH + "Check": L,
+    _HEALTH + "Watch": L,
+    _HEALTH + "List": L,
+}

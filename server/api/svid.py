@@ -1,0 +1,181 @@
+"""spire.api.server.svid.v1.SVID."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from grpclib.server import Stream
+
+from plastron.errors import InvalidArgument, NotAuthorized, PlastronError
+from plastron.proto.spire.api.server.svid.v1 import svid_grpc, svid_pb2
+from plastron.proto.spire.api.types import jwtsvid_pb2
+from plastron.server.api import convert
+from plastron.server.api.authz import current_caller
+from plastron.server.api.context import ApiContext
+from plastron.server.api.csr import csr_public_key, csr_uri_and_dns, parse_csr
+from plastron.spiffe.ids import SpiffeId
+from plastron.spiffe.jwtsvid import parse_jwt_svid_insecure
+
+MAX_BATCH = 500
+MAX_AUDIENCES = 32
+
+
+def _check_audience(audience: Any) -> list[str]:
+    values = list(audience)
+    if not values:
+        raise InvalidArgument("audience: at least one audience is required")
+    if len(values) > MAX_AUDIENCES:
+        raise InvalidArgument(f"audience: more than {MAX_AUDIENCES} values")
+    if any(not a for a in values):
+        raise InvalidArgument("audience: values must not be empty")
+    return values
+
+
+class SvidService(svid_grpc.SVIDBase):
+    def __init__(self, ctx: ApiContext) -> None:
+        self.ctx = ctx
+
+    async def MintX509SVID(self, stream: Stream[Any, Any]) -> None:
+        req = await stream.recv_message()
+        assert req is not None
+        csr = parse_csr(req.csr)
+        sid, dns = csr_uri_and_dns(csr)
+        if not sid.member_of(self.ctx.trust_domain):
+            raise InvalidArgument(
+                f"csr: SPIFFE ID {sid} is not a member of trust domain "
+                f"{self.ctx.trust_domain.name!r}"
+            )
+        if req.ttl < 0:
+            raise InvalidArgument("ttl: must not be negative")
+        chain = await self.ctx.ca.sign_workload_x509_svid(
+            spiffe_id=sid,
+            public_key=csr_public_key(csr),
+            ttl=req.ttl,
+            dns_names=dns,
+            subject=csr.subject if len(csr.subject) else None,
+        )
+        await stream.send_message(
+            svid_pb2.MintX509SVIDResponse(svid=convert.x509_svid_to_proto(chain, sid))
+        )
+
+    async def MintJWTSVID(self, stream: Stream[Any, Any]) -> None:
+        req = await stream.recv_message()
+        assert req is not None
+        if not req.HasField("id"):
+            raise InvalidArgument("id: missing SPIFFE ID")
+        sid = convert.spiffe_id_from_proto(req.id, "id")
+        if req.ttl < 0:
+            raise InvalidArgument("ttl: must not be negative")
+        token = await self.ctx.ca.sign_jwt_svid(
+            spiffe_id=sid, audience=_check_audience(req.audience), ttl=req.ttl
+        )
+        await stream.send_message(svid_pb2.MintJWTSVIDResponse(svid=_jwt_proto(token, sid)))
+
+    async def BatchNewX509SVID(self, stream: Stream[Any, Any]) -> None:
+        req = await stream.recv_message()
+        assert req is not None
+        if len(req.params) > MAX_BATCH:
+            raise InvalidArgument(f"params: batch of {len(req.params)} exceeds {MAX_BATCH}")
+        caller = current_caller()
+        agent = caller.agent
+        assert agent is not None
+        await self.ctx.sign_limiter.wait(caller.host, len(req.params))
+        authorized = {e.entry_id: e for e in self.ctx.cache.authorized_entries(agent.spiffe_id)}
+        results = []
+        for i, param in enumerate(req.params):
+            try:
+                chain, entry_hint, sid = await self._new_x509(param, authorized, i)
+                results.append(
+                    svid_pb2.BatchNewX509SVIDResponse.Result(
+                        status=convert.status(None),
+                        svid=convert.x509_svid_to_proto(chain, sid, entry_hint),
+                    )
+                )
+            except PlastronError as exc:
+                results.append(svid_pb2.BatchNewX509SVIDResponse.Result(status=convert.status(exc)))
+        await stream.send_message(svid_pb2.BatchNewX509SVIDResponse(results=results))
+
+    async def _new_x509(
+        self, param: Any, authorized: dict[str, Any], i: int
+    ) -> tuple[list[Any], str, SpiffeId]:
+        if not param.entry_id:
+            raise InvalidArgument(f"params[{i}].entry_id: missing")
+        entry = authorized.get(param.entry_id)
+        if entry is None:
+            raise NotAuthorized(f"params[{i}]: entry {param.entry_id!r} is not authorized")
+        # The CSR contributes its public key only; SANs and subject come from the entry.
+        csr = parse_csr(param.csr, f"params[{i}].csr")
+        chain = await self.ctx.ca.sign_workload_x509_svid(
+            spiffe_id=entry.spiffe_id,
+            public_key=csr_public_key(csr, f"params[{i}].csr"),
+            ttl=entry.x509_svid_ttl,
+            dns_names=entry.dns_names,
+        )
+        return chain, entry.hint, entry.spiffe_id
+
+    async def NewJWTSVID(self, stream: Stream[Any, Any]) -> None:
+        req = await stream.recv_message()
+        assert req is not None
+        caller = current_caller()
+        agent = caller.agent
+        assert agent is not None
+        if not req.entry_id:
+            raise InvalidArgument("entry_id: missing")
+        audience = _check_audience(req.audience)
+        await self.ctx.sign_limiter.wait(caller.host)
+        entry = self.ctx.cache.authorized_entry(agent.spiffe_id, req.entry_id)
+        if entry is None:
+            raise NotAuthorized(f"entry {req.entry_id!r} is not authorized for this agent")
+        token = await self.ctx.ca.sign_jwt_svid(
+            spiffe_id=entry.spiffe_id, audience=audience, ttl=entry.jwt_svid_ttl
+        )
+        await stream.send_message(
+            svid_pb2.NewJWTSVIDResponse(svid=_jwt_proto(token, entry.spiffe_id, entry.hint))
+        )
+
+    async def NewDownstreamX509CA(self, stream: Stream[Any, Any]) -> None:
+        req = await stream.recv_message()
+        assert req is not None
+        csr = parse_csr(req.csr)
+        chain = await self.ctx.ca.sign_downstream_x509_ca(csr_public_key=csr_public_key(csr))
+        bundle = await self._bundle()
+        await stream.send_message(
+            svid_pb2.NewDownstreamX509CAResponse(
+                ca_cert_chain=[c.public_bytes(serialization.Encoding.DER) for c in chain],
+                x509_authorities=[
+                    a.certificate.public_bytes(serialization.Encoding.DER)
+                    for a in bundle.x509_authorities
+                ],
+            )
+        )
+
+    async def _bundle(self) -> Any:
+        from plastron.server.bundles import load_bundle
+
+        return await load_bundle(self.ctx.datastore, self.ctx.trust_domain)
+
+    async def MintWITSVID(self, stream: Stream[Any, Any]) -> None:
+        await _unimplemented(stream, "MintWITSVID")
+
+    async def BatchNewWITSVID(self, stream: Stream[Any, Any]) -> None:
+        await _unimplemented(stream, "BatchNewWITSVID")
+
+
+async def _unimplemented(stream: Stream[Any, Any], name: str) -> None:
+    from grpclib.const import Status
+    from grpclib.exceptions import GRPCError
+
+    await stream.recv_message()
+    raise GRPCError(Status.UNIMPLEMENTED, f"{name} is not supported by this server")
+
+
+def _jwt_proto(token: str, sid: SpiffeId, hint: str = "") -> jwtsvid_pb2.JWTSVID:
+    parsed = parse_jwt_svid_insecure(token)
+    return jwtsvid_pb2.JWTSVID(
+        token=token,
+        id=convert.spiffe_id_to_proto(sid),
+        expires_at=int(parsed.expires_at.timestamp()),
+        issued_at=int(parsed.issued_at.timestamp()) if parsed.issued_at else 0,
+        hint=hint,
+    )

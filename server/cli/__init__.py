@@ -1,0 +1,1 @@
+"""The ``plastron-server`` command line (SPIRE's verbs and single-dash flags)."""

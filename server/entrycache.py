@@ -1,0 +1,236 @@
+"""The in-memory authorized-entry cache.
+
+Answers "which registration entries may this agent mint?" without touching the datastore:
+entries parented to the agent's ID, plus entries parented to every node alias whose selectors are
+a subset of the agent's node selectors, recursively (an entry's SPIFFE ID may itself be a parent),
+with a seen-set against cycles.
+
+It is built from a full datastore read, then kept current by replaying the datastore's change
+events (entry and node events), so several servers sharing one database converge within one
+poll interval. Events can commit out of id order across servers; ids above the contiguous
+watermark are remembered and a gap is given up on after ``gap_timeout``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from plastron.clock import Clock
+from plastron.selector import Selector
+from plastron.server.datastore.records import RegistrationEntry
+from plastron.spiffe.ids import SpiffeId, TrustDomain, server_id
+
+log = logging.getLogger(__name__)
+
+EVENT_BATCH = 5000
+
+
+class EntrySource(Protocol):
+    """What the cache reads from the datastore."""
+
+    async def list_all_entries(self) -> list[RegistrationEntry]: ...
+
+    async def list_node_selectors(self) -> dict[SpiffeId, tuple[Selector, ...]]: ...
+
+    async def fetch_entries(self, ids: list[str]) -> dict[str, RegistrationEntry]: ...
+
+    async def get_node_selectors(self, spiffe_id: SpiffeId) -> tuple[Selector, ...]: ...
+
+    async def list_entry_events(self, after_id: int, limit: int) -> list[tuple[int, str]]: ...
+
+    async def list_node_events(self, after_id: int, limit: int) -> list[tuple[int, str]]: ...
+
+    async def latest_event_ids(self) -> tuple[int, int]: ...
+
+
+@dataclass
+class _EventCursor:
+    """Tracks which event ids were applied, tolerating out-of-order commits."""
+
+    watermark: int = 0
+    seen_above: set[int] = field(default_factory=set)
+    gap_first_seen: dict[int, dt.datetime] = field(default_factory=dict)
+
+    def query_after(self) -> int:
+        return self.watermark
+
+    def mark(self, event_id: int) -> None:
+        if event_id > self.watermark:
+            self.seen_above.add(event_id)
+
+    def advance(self, now: dt.datetime, gap_timeout: dt.timedelta) -> None:
+        while True:
+            nxt = self.watermark + 1
+            if nxt in self.seen_above:
+                self.seen_above.discard(nxt)
+                self.gap_first_seen.pop(nxt, None)
+                self.watermark = nxt
+                continue
+            if not self.seen_above:
+                return
+            first = self.gap_first_seen.setdefault(nxt, now)
+            if now - first < gap_timeout:
+                return
+            # A rolled-back transaction leaves a permanent hole: skip it.
+            self.gap_first_seen.pop(nxt, None)
+            self.watermark = nxt
+
+
+class AuthorizedEntryCache:
+    def __init__(
+        self,
+        trust_domain: TrustDomain,
+        source: EntrySource,
+        clock: Clock,
+        *,
+        gap_timeout: dt.timedelta = dt.timedelta(seconds=30),
+    ) -> None:
+        self._server_id = server_id(trust_domain)
+        self._source = source
+        self._clock = clock
+        self._gap_timeout = gap_timeout
+        self._entries: dict[str, RegistrationEntry] = {}
+        self._by_parent: dict[SpiffeId, set[str]] = defaultdict(set)
+        self._node_selectors: dict[SpiffeId, frozenset[Selector]] = {}
+        self._entry_cursor = _EventCursor()
+        self._node_cursor = _EventCursor()
+        self._lock = asyncio.Lock()
+        self.version = 0  # bumped on every change; lets callers notice updates cheaply
+
+    # ---- building -------------------------------------------------------------------------
+
+    async def rebuild(self) -> None:
+        """Full reload from the datastore (at start, and periodically as a safety net)."""
+        async with self._lock:
+            entry_event, node_event = await self._source.latest_event_ids()
+            entries = await self._source.list_all_entries()
+            nodes = await self._source.list_node_selectors()
+            self._entries = {}
+            self._by_parent = defaultdict(set)
+            for entry in entries:
+                self._put(entry)
+            self._node_selectors = {k: frozenset(v) for k, v in nodes.items()}
+            # Events at or below the ids read before the full load are already reflected.
+            self._entry_cursor = _EventCursor(watermark=entry_event)
+            self._node_cursor = _EventCursor(watermark=node_event)
+            self.version += 1
+
+    async def refresh(self) -> bool:
+        """Apply new change events; returns True if anything changed."""
+        async with self._lock:
+            changed = await self._apply_entry_events()
+            changed = await self._apply_node_events() or changed
+            if changed:
+                self.version += 1
+            return changed
+
+    async def _apply_entry_events(self) -> bool:
+        cursor = self._entry_cursor
+        events = await self._source.list_entry_events(cursor.query_after(), EVENT_BATCH)
+        fresh = [(i, eid) for i, eid in events if i not in cursor.seen_above]
+        if fresh:
+            ids = sorted({eid for _, eid in fresh})
+            current = await self._source.fetch_entries(ids)
+            for eid in ids:
+                self._remove(eid)
+                if eid in current:
+                    self._put(current[eid])
+            for event_id, _ in fresh:
+                cursor.mark(event_id)
+        cursor.advance(self._clock.now(), self._gap_timeout)
+        return bool(fresh)
+
+    async def _apply_node_events(self) -> bool:
+        cursor = self._node_cursor
+        events = await self._source.list_node_events(cursor.query_after(), EVENT_BATCH)
+        fresh = [(i, sid) for i, sid in events if i not in cursor.seen_above]
+        for spiffe_text in sorted({sid for _, sid in fresh}):
+            node_id = SpiffeId.parse(spiffe_text)
+            selectors = await self._source.get_node_selectors(node_id)
+            if selectors:
+                self._node_selectors[node_id] = frozenset(selectors)
+            else:
+                self._node_selectors.pop(node_id, None)
+        for event_id, _ in fresh:
+            cursor.mark(event_id)
+        cursor.advance(self._clock.now(), self._gap_timeout)
+        return bool(fresh)
+
+    def _put(self, entry: RegistrationEntry) -> None:
+        self._entries[entry.entry_id] = entry
+        self._by_parent[entry.parent_id].add(entry.entry_id)
+
+    def _remove(self, entry_id: str) -> None:
+        old = self._entries.pop(entry_id, None)
+        if old is not None:
+            siblings = self._by_parent.get(old.parent_id)
+            if siblings is not None:
+                siblings.discard(entry_id)
+                if not siblings:
+                    del self._by_parent[old.parent_id]
+
+    # ---- queries --------------------------------------------------------------------------
+
+    def set_node_selectors(self, node_id: SpiffeId, selectors: Iterable[Selector]) -> None:
+        """Apply a node's selectors at once (the attesting server knows them before the poll)."""
+        self._node_selectors[node_id] = frozenset(selectors)
+        self.version += 1
+
+    def matching_aliases(self, agent_id: SpiffeId) -> list[RegistrationEntry]:
+        node_selectors = self._node_selectors.get(agent_id, frozenset())
+        if not node_selectors:
+            return []
+        return [
+            self._entries[eid]
+            for eid in self._by_parent.get(self._server_id, ())
+            if self._entries[eid].selectors
+            and frozenset(self._entries[eid].selectors) <= node_selectors
+        ]
+
+    def authorized_entries(self, agent_id: SpiffeId) -> list[RegistrationEntry]:
+        now = int(self._clock.now().timestamp())
+        roots = [agent_id] + [alias.spiffe_id for alias in self.matching_aliases(agent_id)]
+        seen_parents: set[SpiffeId] = set()
+        seen_entries: set[str] = set()
+        result: list[RegistrationEntry] = []
+        queue = list(roots)
+        while queue:
+            parent = queue.pop()
+            if parent in seen_parents:
+                continue
+            seen_parents.add(parent)
+            for eid in self._by_parent.get(parent, ()):
+                if eid in seen_entries:
+                    continue
+                seen_entries.add(eid)
+                entry = self._entries[eid]
+                if entry.expires_at and entry.expires_at <= now:
+                    continue
+                result.append(entry)
+                queue.append(entry.spiffe_id)
+        result.sort(key=lambda e: e.entry_id)
+        return result
+
+    def authorized_entry(self, agent_id: SpiffeId, entry_id: str) -> RegistrationEntry | None:
+        """The entry if the agent may mint it, else None (checked on every signing call)."""
+        if entry_id not in self._entries:
+            return None
+        for entry in self.authorized_entries(agent_id):
+            if entry.entry_id == entry_id:
+                return entry
+        return None
+
+    def entry(self, entry_id: str) -> RegistrationEntry | None:
+        return self._entries.get(entry_id)
+
+    def entries_with_spiffe_id(self, spiffe_id: SpiffeId) -> list[RegistrationEntry]:
+        return [e for e in self._entries.values() if e.spiffe_id == spiffe_id]
+
+    def __len__(self) -> int:
+        return len(self._entries)

@@ -1,0 +1,64 @@
+"""``plastron-server run`` and ``plastron-server validate``."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from pathlib import Path
+
+from plastron.config import ServerConfig, load_server_config
+from plastron.errors import PlastronError
+from plastron.server.cli.args import FlagParser, flag
+from plastron.server.logsetup import configure_logging
+from plastron.server.runtime import PlastronServer
+
+DEFAULT_CONFIG = "conf/server/server.conf"
+
+
+def _config_args(prog: str, argv: list[str]) -> tuple[Path, bool]:
+    parser = FlagParser(prog=prog)
+    flag(parser, "config", default=DEFAULT_CONFIG, help="path to the server config file")
+    flag(parser, "expandEnv", action="store_true", help="expand $VARS in the config file")
+    args = parser.parse_args(argv)
+    return Path(args.config), bool(args.expandEnv)
+
+
+def load(prog: str, argv: list[str]) -> ServerConfig:
+    path, expand = _config_args(prog, argv)
+    return load_server_config(path, expand_env=expand)
+
+
+async def serve(config: ServerConfig) -> None:
+    server = PlastronServer(config)
+    await server.start()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, server.request_stop)
+    try:
+        await server.wait_stopped()
+    finally:
+        await server.stop()
+
+
+def run_command(argv: list[str]) -> int:
+    try:
+        config = load("plastron-server run", argv)
+        configure_logging(config.log_level, config.log_format, config.log_file)
+        asyncio.run(serve(config))
+    except PlastronError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+def validate_command(argv: list[str]) -> int:
+    try:
+        load("plastron-server validate", argv)
+    except PlastronError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return 1
+    print("Configuration is valid.")
+    return 0

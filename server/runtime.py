@@ -1,0 +1,292 @@
+"""The running server: datastore, KeyManager, CA, entry cache, API listeners, background loops.
+
+``PlastronServer.start()`` brings everything up in dependency order and fails with one clear
+PlastronError if any part cannot start (bad PIN, unreachable database…); ``stop()`` undoes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from plastron.attestors.base import ServerNodeAttestor
+from plastron.attestors.join_token import ConsumedToken, JoinTokenServerAttestor
+from plastron.clock import Clock, SystemClock, from_unix
+from plastron.config import ServerConfig
+from plastron.keymanager import KeyManager
+from plastron.plugins import KEY_MANAGERS, SERVER_NODE_ATTESTORS, PluginContext
+from plastron.server.api.authz import AuthorizedService, Authorizer, authorized_mapping
+from plastron.server.api.context import ApiContext
+from plastron.server.api.policies import POLICIES
+from plastron.server.api.ratelimit import ATTEST_PER_SECOND, SIGN_PER_SECOND, RateLimiter
+from plastron.server.ca.config import CAConfig
+from plastron.server.ca.server_ca import ServerCA
+from plastron.server.ca.store import DataStoreCAStore
+from plastron.server.datastore.store import DataStore, open_datastore
+from plastron.server.entrycache import AuthorizedEntryCache
+from plastron.server.health import HealthChecker
+from plastron.server.plugin_loading import build_upstream, datastore_config, load_builtin_plugins
+from plastron.server.services import build_services
+from plastron.spiffe.bundle import Bundle
+from plastron.transport.server import RunningServer, start_server
+from plastron.transport.tls import RotatingServerTls
+
+log = logging.getLogger(__name__)
+
+CACHE_POLL_SECONDS = 1.0
+CACHE_REBUILD_SECONDS = 3600.0
+BUNDLE_POLL_SECONDS = 5.0
+PRUNE_SECONDS = 300.0
+
+
+class PlastronServer:
+    def __init__(self, config: ServerConfig, *, clock: Clock | None = None) -> None:
+        self.config = config
+        self.clock = clock or SystemClock()
+        self.datastore: DataStore | None = None
+        self.key_manager: KeyManager | None = None
+        self.ca: ServerCA | None = None
+        self.cache: AuthorizedEntryCache | None = None
+        self.health = HealthChecker()
+        self.listeners: RunningServer | None = None
+        self._tls: RotatingServerTls | None = None
+        self._trust: tuple[x509.Certificate, ...] = ()
+        self._server_chain: list[x509.Certificate] = []
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._cache_dirty = asyncio.Event()
+
+    # ---- start / stop ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        cfg = self.config
+        load_builtin_plugins()
+        cfg.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        context = PluginContext(
+            trust_domain=cfg.trust_domain, data_dir=cfg.data_dir, clock=self.clock
+        )
+        self.datastore = await open_datastore(datastore_config(cfg), clock=self.clock)
+        try:
+            await self._start_rest(context)
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start_rest(self, context: PluginContext) -> None:
+        cfg = self.config
+        assert self.datastore is not None
+        km_plugin = cfg.plugins.single("KeyManager")
+        if km_plugin is None:
+            from plastron.keymanager import DiskKeyManager
+
+            self.key_manager = DiskKeyManager(cfg.data_dir / "keys")
+        else:
+            self.key_manager = KEY_MANAGERS.create(km_plugin, context)
+        self.ca = await ServerCA.open(
+            config=_ca_config(cfg),
+            key_manager=self.key_manager,
+            store=DataStoreCAStore(self.datastore),
+            clock=self.clock,
+            upstream=build_upstream(cfg, context),
+        )
+        self.cache = AuthorizedEntryCache(cfg.trust_domain, self.datastore, self.clock)
+        await self.cache.rebuild()
+        await self._refresh_trust()
+        await self._renew_server_svid()
+        ctx = self._api_context(self._attestors(context))
+        self._register_health()
+        authorizer = Authorizer(
+            admin_ids=cfg.admin_ids,
+            cache=self.cache,
+            nodes=self.datastore,
+            clock_now=lambda: self.clock.now().timestamp(),
+        )
+        handlers = [
+            AuthorizedService(authorized_mapping(service, POLICIES, authorizer))
+            for service in build_services(ctx, self.health, lambda: self._server_chain)
+        ]
+        assert self._tls is not None
+        self.listeners = await start_server(
+            handlers,
+            tcp=(cfg.bind_address, cfg.bind_port),
+            uds_path=str(cfg.socket_path),
+            ssl=self._tls.context(),
+        )
+        self._spawn(self._loop(self._rotate_ca, 10.0), "ca-rotator")
+        self._spawn(self._cache_loop(), "entry-cache")
+        self._spawn(self._loop(self._refresh_trust, BUNDLE_POLL_SECONDS), "bundle-poll")
+        self._spawn(self._loop(self._maybe_renew_server_svid, 5.0), "server-svid")
+        self._spawn(self._loop(self._prune, PRUNE_SECONDS), "prune")
+        log.info(
+            "server started trust_domain=%s tcp=%s socket=%s",
+            cfg.trust_domain,
+            self.listeners.tcp_address,
+            cfg.socket_path,
+        )
+
+    async def stop(self) -> None:
+        self._stop.set()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        if self.listeners is not None:
+            await self.listeners.close()
+            self.listeners = None
+        if self.ca is not None:
+            self.ca.close()
+            self.ca = None
+        if self.datastore is not None:
+            await self.datastore.close()
+            self.datastore = None
+        close = getattr(self.key_manager, "close", None)
+        if callable(close):
+            close()
+
+    async def wait_stopped(self) -> None:
+        await self._stop.wait()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    # ---- parts ----------------------------------------------------------------------------
+
+    def _attestors(self, context: PluginContext) -> dict[str, ServerNodeAttestor]:
+        assert self.datastore is not None
+        datastore = self.datastore
+
+        async def consume(token: str) -> ConsumedToken | None:
+            row = await datastore.consume_join_token(token)
+            return None if row is None else ConsumedToken(row.token, from_unix(row.expires_at))
+
+        attestors: dict[str, ServerNodeAttestor] = {
+            "join_token": JoinTokenServerAttestor(self.config.trust_domain, consume, self.clock)
+        }
+        for plugin in self.config.plugins.of_type("NodeAttestor"):
+            if plugin.name == "join_token":
+                continue  # handled in core, like SPIRE
+            attestors[plugin.name] = SERVER_NODE_ATTESTORS.create(plugin, context)
+        return attestors
+
+    def _api_context(self, attestors: dict[str, ServerNodeAttestor]) -> ApiContext:
+        assert self.datastore and self.ca and self.cache
+        rl = self.config.ratelimit
+        return ApiContext(
+            trust_domain=self.config.trust_domain,
+            datastore=self.datastore,
+            ca=self.ca,
+            cache=self.cache,
+            clock=self.clock,
+            attestors=attestors,
+            challenge_timeout=self.config.experimental.challenge_timeout.total_seconds(),
+            attest_limiter=RateLimiter(ATTEST_PER_SECOND, enabled=rl.attestation),
+            sign_limiter=RateLimiter(SIGN_PER_SECOND, enabled=rl.signing),
+            started_at=time.monotonic(),
+            on_change=self._cache_dirty.set,
+        )
+
+    def _register_health(self) -> None:
+        assert self.datastore and self.ca
+        datastore, ca = self.datastore, self.ca
+        self.health.add("datastore", datastore.health_check)
+        self.health.add("ca", ca.health_check)
+
+    async def _rotate_ca(self) -> None:
+        assert self.ca is not None
+        await self.ca.rotator.rotate()
+        await self._refresh_trust()
+
+    async def _refresh_trust(self) -> None:
+        assert self.datastore is not None
+        data = await self.datastore.fetch_bundle(self.config.trust_domain)
+        if data is not None:
+            self._trust = tuple(Bundle.from_json(data).x509_certificates())
+
+    async def _renew_server_svid(self) -> None:
+        assert self.ca is not None
+        key = ec.generate_private_key(ec.SECP256R1())
+        chain = await self.ca.sign_server_x509_svid(public_key=key.public_key())
+        self._server_chain = chain
+        if self._tls is None:
+            self._tls = RotatingServerTls(chain, key, lambda: self._trust)
+        else:
+            self._tls.set_svid(chain, key)
+
+    async def _maybe_renew_server_svid(self) -> None:
+        leaf = self._server_chain[0]
+        lifetime = leaf.not_valid_after_utc - leaf.not_valid_before_utc
+        if self.clock.now() >= leaf.not_valid_before_utc + lifetime / 2:
+            await self._renew_server_svid()
+
+    async def _prune(self) -> None:
+        assert self.datastore is not None
+        now = int(self.clock.now().timestamp())
+        await self.datastore.prune_join_tokens(now)
+        await self.datastore.prune_entries(now - 3600)
+
+    async def _cache_loop(self) -> None:
+        assert self.cache is not None
+        last_rebuild = time.monotonic()
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._cache_dirty.wait(), CACHE_POLL_SECONDS)
+            self._cache_dirty.clear()
+            try:
+                if time.monotonic() - last_rebuild > CACHE_REBUILD_SECONDS:
+                    await self.cache.rebuild()
+                    last_rebuild = time.monotonic()
+                else:
+                    await self.cache.refresh()
+            except Exception:
+                log.exception("entry cache refresh failed")
+
+    async def _loop(self, fn: Callable[[], Awaitable[None]], seconds: float) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), seconds)
+            if self._stop.is_set():
+                return
+            try:
+                await fn()
+            except Exception as exc:
+                log.warning("background task failed task=%s error=%s", fn.__name__, exc)
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        self._tasks.append(asyncio.create_task(coro, name=name))
+
+
+def _ca_config(cfg: ServerConfig) -> CAConfig:
+    subject = None
+    s = cfg.ca_subject
+    if s.country or s.organization or s.common_name:
+        from cryptography.x509.oid import NameOID
+
+        attrs = [x509.NameAttribute(NameOID.COUNTRY_NAME, c) for c in s.country]
+        attrs += [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in s.organization]
+        if s.common_name:
+            attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, s.common_name))
+        subject = x509.Name(attrs)
+    return CAConfig(
+        trust_domain=cfg.trust_domain,
+        ca_key_type=cfg.ca_key_type,
+        jwt_key_type=cfg.jwt_key_type,
+        ca_ttl=cfg.ca_ttl,
+        default_x509_svid_ttl=cfg.default_x509_svid_ttl,
+        default_jwt_svid_ttl=cfg.default_jwt_svid_ttl,
+        agent_ttl=cfg.agent_ttl,
+        ca_subject=subject,
+        jwt_issuer=cfg.jwt_issuer or None,
+    )
+
+
+_ = dt

@@ -1,0 +1,31 @@
+"""The set of gRPC services the server exposes (the same on TCP and on the admin socket)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from cryptography import x509
+
+from plastron.server.api.agent import AgentService
+from plastron.server.api.bundle import BundleService
+from plastron.server.api.context import ApiContext
+from plastron.server.api.debug import DebugService, HealthService
+from plastron.server.api.entry import EntryService
+from plastron.server.api.svid import SvidService
+from plastron.server.health import HealthChecker
+
+
+def build_services(
+    ctx: ApiContext,
+    health: HealthChecker,
+    server_chain: Callable[[], Sequence[x509.Certificate]],
+) -> list[Any]:
+    return [
+        AgentService(ctx),
+        BundleService(ctx),
+        EntryService(ctx),
+        SvidService(ctx),
+        DebugService(ctx, server_chain),
+        HealthService(health),
+    ]
