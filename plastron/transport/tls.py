@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import ssl
 import tempfile
@@ -42,6 +43,7 @@ from plastron.keymanager import PrivateKey
 from plastron.spiffe.ids import SpiffeId
 
 ALPN = ["h2"]
+_log = logging.getLogger(__name__)
 MAX_BUNDLE_CERTS = 1024
 
 TrustBundleSource = Callable[[], Sequence[x509.Certificate]]
@@ -187,8 +189,9 @@ class RotatingServerTls:
     ) -> int | None:
         try:
             ctx = self.current()
-        except Exception:
+        except Exception as exc:
             # Keep serving the last good context rather than failing every handshake.
+            _log.warning("tls: cannot refresh server TLS context, keeping the last one: %s", exc)
             return None
         if ssl_object.context is not ctx:
             ssl_object.context = ctx

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import ssl
+import tempfile
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import grpclib.protocol
@@ -288,3 +291,33 @@ def test_spiffe_id_of_requires_exactly_one_uri_san(ca: PkiCa) -> None:
     bad = ca.svid("/w", uri="https://example.org/w").chain[0]
     with pytest.raises(InvalidArgument):
         spiffe_id_of(bad)
+
+
+def test_key_file_fallback_leaves_nothing_on_disk(
+    ca: PkiCa, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without memfd the key goes through a private temp dir that is gone afterwards."""
+    monkeypatch.delattr(os, "memfd_create", raising=False)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    svid = ca.svid("/spire/server")
+    ctx = server_ssl_context(svid.chain, svid.key, lambda: [ca.cert])
+    assert isinstance(ctx, ssl.SSLContext)
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_bundle_source_failure_keeps_last_context(ca: PkiCa) -> None:
+    svid = ca.svid("/spire/server")
+    healthy = {"ok": True}
+
+    def flaky() -> list[Any]:
+        if not healthy["ok"]:
+            raise RuntimeError("datastore down")
+        return [ca.cert]
+
+    tls = RotatingServerTls(svid.chain, svid.key, flaky)
+    healthy["ok"] = False
+    async with await start_server(
+        [RecordingHealth()], tcp=("127.0.0.1", 0), ssl=tls.context()
+    ) as running:
+        ctx = client_ssl_context(trust_bundle=[ca.cert])
+        assert await _check(running.tcp_address, ctx) == health_pb2.HealthCheckResponse.SERVING
