@@ -20,6 +20,7 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -264,8 +265,7 @@ class TpmAgentAttestor:
 
     async def payload(self) -> bytes:
         """Read the EK and create a fresh AK under it (one AK per attestation)."""
-        ek = await asyncio.to_thread(self.device.read_ek, self._ek_type)
-        ak = await asyncio.to_thread(self.device.create_ak, ek.ek_type)
+        ek, ak = await asyncio.to_thread(self.device.enroll, self._ek_type)
         self._state = (ek.ek_type, ak)
         return Payload(ek_pub=ek.public, ak_pub=ak.public, ek_cert=ek.cert_der).to_bytes()
 
@@ -274,8 +274,15 @@ class TpmAgentAttestor:
             raise AttestationFailed("tpm: challenge received before the payload was sent")
         ek_type, ak = self._state
         msg = Challenge.parse(challenge)
-        secret = await asyncio.to_thread(
-            self.device.activate_credential, ek_type, ak, msg.id_object, msg.encrypted_secret
+        secret, quote = await asyncio.to_thread(
+            partial(
+                self.device.activate_and_quote,
+                ek_type,
+                ak,
+                msg.id_object,
+                msg.encrypted_secret,
+                nonce=msg.nonce,
+                pcrs=list(msg.pcrs),
+            )
         )
-        quote = await asyncio.to_thread(self.device.quote, ek_type, ak, msg.nonce, list(msg.pcrs))
         return Response(secret, quote.attest, quote.signature, quote.pcrs).to_bytes()

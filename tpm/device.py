@@ -121,6 +121,14 @@ def is_unreachable(exc: TSS2_Exception) -> bool:
     return (rc & 0xFF0000) == _TCTI_LAYER or (rc & 0xFFFF) in _IO_BASE_CODES
 
 
+def _ak_template(key_type: str, attributes: int) -> TPM2B_PUBLIC:
+    try:
+        spec = AK_TEMPLATES[key_type]
+    except KeyError:
+        raise AttestationFailed(f"tpm: unknown AK type {key_type!r}") from None
+    return TPM2B_PUBLIC(publicArea=TPMT_PUBLIC.parse(spec, objectAttributes=attributes))
+
+
 class TpmDevice:
     """One TPM reached through a TCTI; all methods block."""
 
@@ -234,22 +242,39 @@ class TpmDevice:
         ek, ek_pub, *_ = ctx.create_primary(TPM2B_SENSITIVE_CREATE(), template, ESYS_TR.ENDORSEMENT)
         return ek, ek_pub, cert
 
+    def _choose_ek(self, ctx: ESAPI, ek_type: str) -> str:
+        if ek_type != "auto":
+            return ek_type
+        for candidate in EK_TYPES:
+            cert, _ = self._ek_template(ctx, candidate)
+            if cert is not None:
+                return candidate
+        return next(iter(EK_TYPES))
+
     def read_ek(self, ek_type: str = "auto") -> EkInfo:
         """The EK public and certificate; ``auto`` picks the first EK type that has a cert."""
 
         def work(ctx: ESAPI) -> EkInfo:
-            order = list(EK_TYPES) if ek_type == "auto" else [ek_type]
-            chosen = order[0]
-            for candidate in order:
-                cert, _ = self._ek_template(ctx, candidate)
-                if cert is not None:
-                    chosen = candidate
-                    break
+            chosen = self._choose_ek(ctx, ek_type)
             ek, ek_pub, cert = self._create_ek(ctx, chosen)
             with self.loaded(ctx, ek):
                 return EkInfo(chosen, ek_pub.marshal(), cert)
 
         return self.run("reading the EK", work)
+
+    def enroll(self, ek_type: str = "auto", ak_type: str = "ecc-p256") -> tuple[EkInfo, KeyBlob]:
+        """Read the EK and create an AK under it in one pass (one EK regeneration)."""
+        template = _ak_template(ak_type, AK_ATTRIBUTES)
+
+        def work(ctx: ESAPI) -> tuple[EkInfo, KeyBlob]:
+            chosen = self._choose_ek(ctx, ek_type)
+            ek, ek_pub, cert = self._create_ek(ctx, chosen)
+            with self.loaded(ctx, ek), self.ek_auth(ctx, ek_pub.publicArea) as auth:
+                priv, pub, *_ = ctx.create(ek, TPM2B_SENSITIVE_CREATE(), template, session1=auth)
+            info = EkInfo(chosen, ek_pub.marshal(), cert)
+            return info, KeyBlob(priv.marshal(), pub.marshal())
+
+        return self.run("reading the EK and creating the AK", work)
 
     # ---- attestation key -------------------------------------------------------------------
 
@@ -257,11 +282,7 @@ class TpmDevice:
         self, ek_type: str, key_type: str = "ecc-p256", attributes: int = AK_ATTRIBUTES
     ) -> KeyBlob:
         """A restricted signing key under the EK; ``attributes`` is overridable for tests."""
-        try:
-            spec = AK_TEMPLATES[key_type]
-        except KeyError:
-            raise AttestationFailed(f"tpm: unknown AK type {key_type!r}") from None
-        template = TPM2B_PUBLIC(publicArea=TPMT_PUBLIC.parse(spec, objectAttributes=attributes))
+        template = _ak_template(key_type, attributes)
 
         def work(ctx: ESAPI) -> KeyBlob:
             ek, ek_pub, _ = self._create_ek(ctx, ek_type)
@@ -277,22 +298,57 @@ class TpmDevice:
         with self.ek_auth(ctx, ek_pub.publicArea) as auth:
             return ctx.load(ek, priv, pub, session1=auth)
 
+    def _activate(
+        self, ctx: ESAPI, ek_type: str, ak: KeyBlob, id_object: bytes, encrypted_secret: bytes
+    ) -> tuple[bytes, ESYS_TR]:
+        """ActivateCredential; returns the secret and the still-loaded AK (EK flushed)."""
+        blob, _ = TPM2B_ID_OBJECT.unmarshal(id_object)
+        secret, _ = TPM2B_ENCRYPTED_SECRET.unmarshal(encrypted_secret)
+        ek, ek_pub, _ = self._create_ek(ctx, ek_type)
+        with self.loaded(ctx, ek):
+            ak_handle = self._load_ak(ctx, ek, ek_pub, ak)
+            try:
+                with self.ek_auth(ctx, ek_pub.publicArea) as auth:
+                    cred = ctx.activate_credential(
+                        ak_handle, ek, blob, secret, session1=ESYS_TR.PASSWORD, session2=auth
+                    )
+            except BaseException:
+                with contextlib.suppress(TSS2_Exception):
+                    ctx.flush_context(ak_handle)
+                raise
+        return bytes(cred), ak_handle
+
     def activate_credential(
         self, ek_type: str, ak: KeyBlob, id_object: bytes, encrypted_secret: bytes
     ) -> bytes:
         """TPM2_ActivateCredential: the secret, if the blob was made for this EK and this AK."""
-        blob, _ = TPM2B_ID_OBJECT.unmarshal(id_object)
-        secret, _ = TPM2B_ENCRYPTED_SECRET.unmarshal(encrypted_secret)
 
         def work(ctx: ESAPI) -> bytes:
-            ek, ek_pub, _ = self._create_ek(ctx, ek_type)
-            with self.loaded(ctx, ek):
-                ak_handle = self._load_ak(ctx, ek, ek_pub, ak)
-                with self.loaded(ctx, ak_handle), self.ek_auth(ctx, ek_pub.publicArea) as auth:
-                    cred = ctx.activate_credential(
-                        ak_handle, ek, blob, secret, session1=ESYS_TR.PASSWORD, session2=auth
-                    )
-            return bytes(cred)
+            secret, ak_handle = self._activate(ctx, ek_type, ak, id_object, encrypted_secret)
+            ctx.flush_context(ak_handle)
+            return secret
+
+        return self.run("ActivateCredential", work)
+
+    def activate_and_quote(
+        self,
+        ek_type: str,
+        ak: KeyBlob,
+        id_object: bytes,
+        encrypted_secret: bytes,
+        *,
+        nonce: bytes,
+        pcrs: list[int],
+    ) -> tuple[bytes, Quote]:
+        """ActivateCredential then Quote with the same loaded AK (one EK regeneration)."""
+        selection = "sha256:" + ",".join(str(i) for i in sorted(pcrs))
+
+        def work(ctx: ESAPI) -> tuple[bytes, Quote]:
+            secret, ak_handle = self._activate(ctx, ek_type, ak, id_object, encrypted_secret)
+            with self.loaded(ctx, ak_handle):
+                attest, sig = ctx.quote(ak_handle, selection, nonce)
+            quote = Quote(attest.marshal(), sig.marshal(), self._read_pcrs(ctx, sorted(pcrs)))
+            return secret, quote
 
         return self.run("ActivateCredential", work)
 
