@@ -1,0 +1,175 @@
+"""Hermetic checks of the TPM parsers, message codecs, TCTI strings and config (no TPM)."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import struct
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from plastron.errors import AttestationFailed, ConfigError
+from plastron.tpm import structures as s
+from plastron.tpm.attestor import TpmAgentConfig, TpmServerConfig, load_ek_hashes, load_pcr_policy
+from plastron.tpm.credential import kdfa
+from plastron.tpm.messages import Challenge, Payload, Response
+from plastron.tpm.tcti import Tcti
+from plastron.tpm.verify import check_ak, check_ek_template
+
+
+def ecc_public(attrs: int, *, curve: int = s.ECC_NIST_P256, policy: bytes = b"") -> bytes:
+    body = struct.pack(">HHI", s.ALG_ECC, s.ALG_SHA256, attrs) + s.tpm2b(policy)
+    body += struct.pack(">H", s.ALG_NULL)  # symmetric
+    body += struct.pack(">HH", s.ALG_ECDSA, s.ALG_SHA256)  # scheme
+    body += struct.pack(">HH", curve, s.ALG_NULL)  # curve, kdf
+    # the P-256 generator point: a valid key
+    gx = bytes.fromhex("6b17d1f2e12c4247f8bce6e563a440f277037d812deb33a0f4a13945d898c296")
+    gy = bytes.fromhex("4fe342e2fe1a7f9b8ee7eb4a7c0f9e162bce33576b315ececbb6406837bf51f5")
+    return body + s.tpm2b(gx) + s.tpm2b(gy)
+
+
+AK_ATTRS = (
+    s.FIXED_TPM | s.FIXED_PARENT | s.SENSITIVE_DATA_ORIGIN | s.USER_WITH_AUTH | s.RESTRICTED
+) | s.SIGN_ENCRYPT
+
+
+def test_tcti_forms() -> None:
+    assert Tcti.parse("device:/dev/tpmrm0") == Tcti("device", "/dev/tpmrm0")
+    assert Tcti.parse("swtpm:path=/run/s.sock").conf == "path=/run/s.sock"
+    assert Tcti.parse("swtpm:host=127.0.0.1,port=2321").name == "swtpm"
+    bad_values = [
+        "",
+        "mssim:port=1",
+        "device:dev/tpm0",
+        "swtpm:path=rel",
+        "swtpm:port=99999",
+        "swtpm:host=a;b",
+        "swtpm:path=/a,host=b",
+        "swtpm:port=1,port=2",
+        "device:/x\n",
+    ]
+    for bad in bad_values:
+        with pytest.raises(ConfigError, match="tcti"):
+            Tcti.parse(bad)
+
+
+def test_public_area_parses_and_names() -> None:
+    raw = ecc_public(AK_ATTRS)
+    pub = s.parse_tpm2b_public(s.tpm2b(raw))
+    assert pub.curve == s.ECC_NIST_P256 and pub.has(s.RESTRICTED)
+    assert pub.name[:2] == b"\x00\x0b" and len(pub.name) == 34
+    check_ak(pub)
+
+
+def test_public_area_rejects_truncation_trailing_and_oversize() -> None:
+    raw = ecc_public(AK_ATTRS)
+    with pytest.raises(AttestationFailed, match="truncated"):
+        s.parse_tpmt_public(raw[:-1])
+    with pytest.raises(AttestationFailed, match="trailing"):
+        s.parse_tpmt_public(raw + b"\x00")
+    with pytest.raises(AttestationFailed, match="at most"):
+        s.parse_tpmt_public(b"\x00" * 2000)
+    with pytest.raises(AttestationFailed, match="authPolicy is 65 bytes"):
+        s.parse_tpmt_public(struct.pack(">HHI", s.ALG_ECC, s.ALG_SHA256, 0) + s.tpm2b(b"x" * 65))
+
+
+@given(st.binary(max_size=400))
+def test_parsers_never_crash_on_garbage(data: bytes) -> None:
+    for parse in (s.parse_tpm2b_public, s.parse_attest, s.parse_signature, s.parse_tpm2b_attest):
+        with contextlib.suppress(AttestationFailed):
+            parse(data)
+
+
+def test_ak_attribute_rules() -> None:
+    rules = [
+        (s.RESTRICTED, "restricted"),
+        (s.FIXED_TPM, "fixedTPM"),
+        (s.SIGN_ENCRYPT, "sign"),
+        (s.SENSITIVE_DATA_ORIGIN, "sensitiveDataOrigin"),
+    ]
+    for missing, name in rules:
+        pub = s.parse_tpmt_public(ecc_public(AK_ATTRS & ~missing))
+        with pytest.raises(AttestationFailed, match=f"AK lacks required attributes {name}"):
+            check_ak(pub)
+    with pytest.raises(AttestationFailed, match="decrypt"):
+        check_ak(s.parse_tpmt_public(ecc_public(AK_ATTRS | s.DECRYPT)))
+    with pytest.raises(AttestationFailed, match="matches no TCG EK template"):
+        check_ek_template(s.parse_tpmt_public(ecc_public(AK_ATTRS)))
+
+
+def test_kdfa_matches_tpm2_pytss() -> None:
+    from tpm2_pytss.constants import TPM2_ALG  # noqa: PLC0415
+    from tpm2_pytss.internal.crypto import _kdfa  # type: ignore[attr-defined]  # noqa: PLC0415
+
+    ours = kdfa(s.ALG_SHA256, b"k" * 32, b"STORAGE", b"name" + b"v", bits=128)
+    theirs = _kdfa(TPM2_ALG.SHA256, b"k" * 32, b"STORAGE", b"name", b"v", 128)
+    assert ours == theirs
+
+
+def b64(n: int) -> str:
+    return base64.b64encode(b"\x01" * n).decode()
+
+
+def test_messages_roundtrip_and_bounds() -> None:
+    p = Payload(ek_pub=b"e", ak_pub=b"a", ek_cert=b"c", ek_chain=(b"i",))
+    assert Payload.parse(p.to_bytes()) == p
+    c = Challenge(b"i", b"s", b"n" * 32, (0, 7))
+    assert Challenge.parse(c.to_bytes()) == c
+    r = Response(b"s" * 32, b"q", b"g", {0: b"\x00" * 32})
+    assert Response.parse(r.to_bytes()) == r
+    with pytest.raises(AttestationFailed, match="unknown keys extra"):
+        Payload.parse(json.dumps({"v": 1, "ek_pub": b64(1), "ak_pub": b64(1), "extra": 1}).encode())
+    with pytest.raises(AttestationFailed, match="lacks ak_pub"):
+        Payload.parse(json.dumps({"v": 1, "ek_pub": b64(1)}).encode())
+    with pytest.raises(AttestationFailed, match="at most 2048 bytes"):
+        Payload.parse(json.dumps({"v": 1, "ek_pub": b64(3000), "ak_pub": b64(1)}).encode())
+    with pytest.raises(AttestationFailed, match="not valid base64"):
+        Payload.parse(json.dumps({"v": 1, "ek_pub": "!!!!", "ak_pub": b64(1)}).encode())
+    with pytest.raises(AttestationFailed, match="version 2"):
+        Payload.parse(json.dumps({"v": 2, "ek_pub": b64(1), "ak_pub": b64(1)}).encode())
+    bad_nonce = {
+        "v": 1,
+        "id_object": b64(1),
+        "encrypted_secret": b64(1),
+        "nonce": b64(16),
+        "pcrs": [0],
+    }
+    with pytest.raises(AttestationFailed, match="nonce is 16 bytes; expected 32"):
+        Challenge.parse(json.dumps(bad_nonce).encode())
+    bad_pcr = {
+        "v": 1,
+        "secret": b64(32),
+        "quote": b64(1),
+        "quote_sig": b64(1),
+        "pcrs": {"07": b64(32)},
+    }
+    with pytest.raises(AttestationFailed, match="not a PCR index"):
+        Response.parse(json.dumps(bad_pcr).encode())
+
+
+def test_server_and_agent_config(tmp_path: Path) -> None:
+    cfg = TpmServerConfig.from_plugin_data({"endorsement_ca_path": "/x", "pcrs": [7, 0, 7]})
+    assert cfg.pcrs == (0, 7)
+    with pytest.raises(ConfigError, match="unknown key 'ca_path'"):
+        TpmServerConfig.from_plugin_data({"ca_path": "/x"})
+    with pytest.raises(ConfigError, match="not a PCR index"):
+        TpmServerConfig.from_plugin_data({"pcrs": [24]})
+    assert TpmAgentConfig.from_plugin_data({}).tcti == "device:/dev/tpmrm0"
+    with pytest.raises(ConfigError, match="ek_type"):
+        TpmAgentConfig.from_plugin_data({"ek_type": "dsa"})
+    hashes = tmp_path / "h"
+    hashes.write_text("# c\n" + "AB" * 32 + "\n")
+    assert load_ek_hashes(str(hashes)) == {"ab" * 32}
+    hashes.write_text("nothex\n")
+    with pytest.raises(ConfigError, match="line 1"):
+        load_ek_hashes(str(hashes))
+    policy = tmp_path / "p.json"
+    policy.write_text(json.dumps({"7": ["00" * 32]}))
+    assert load_pcr_policy(str(policy)) == {7: frozenset({"00" * 32})}
+    policy.write_text(json.dumps({"7": ["zz"]}))
+    with pytest.raises(ConfigError, match="PCR 7 must list sha256 hex"):
+        load_pcr_policy(str(policy))
