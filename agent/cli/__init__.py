@@ -1,0 +1,1 @@
+"""``plastron-agent`` command line."""

@@ -1,0 +1,21 @@
+"""``plastron-agent run`` and ``validate``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TextIO
+
+from plastron.agent.main import run_agent
+from plastron.config import load_agent_config
+
+
+async def validate(args: argparse.Namespace, out: TextIO) -> int:
+    load_agent_config(Path(args.config), expand_env=args.expandEnv)
+    out.write("Agent configuration file is valid.\n")
+    return 0
+
+
+async def run(args: argparse.Namespace, out: TextIO) -> int:
+    config = load_agent_config(Path(args.config), expand_env=args.expandEnv)
+    return await run_agent(config, join_token=args.joinToken)

@@ -1,0 +1,98 @@
+"""``plastron-agent``: run, validate, healthcheck, api fetch x509|jwt, api validate jwt, api watch.
+
+Flags are SPIRE's (single dash, camelCase): ``-socketPath``, ``-config``, ``-audience``...
+Exit codes: 0 success, 1 failure (the message says why).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, TextIO
+
+from grpclib.exceptions import GRPCError
+
+from plastron.agent.cli import agent_commands, api
+from plastron.errors import PlastronError
+
+DEFAULT_CONFIG = "conf/agent/agent.conf"
+Command = Callable[[argparse.Namespace, TextIO], Coroutine[Any, Any, int]]
+
+
+def _socket_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-socketPath", default=None, help="Workload API socket path")
+    p.add_argument("-timeout", type=float, default=5.0, help="seconds to wait for a response")
+
+
+def _api_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    api_p = sub.add_parser("api", help="call the Workload API")
+    api_sub = api_p.add_subparsers(dest="api_command", required=True)
+    fetch = api_sub.add_parser("fetch", help="fetch SVIDs")
+    fetch_sub = fetch.add_subparsers(dest="fetch_kind", required=True)
+    x509_p = fetch_sub.add_parser("x509", help="fetch X509-SVIDs")
+    _socket_flags(x509_p)
+    x509_p.add_argument("-write", default="", help="directory to write the SVIDs and bundles to")
+    x509_p.set_defaults(run=api.fetch_x509)
+    jwt_p = fetch_sub.add_parser("jwt", help="fetch JWT-SVIDs")
+    _socket_flags(jwt_p)
+    jwt_p.add_argument("-audience", action="append", required=True, help="audience (repeatable)")
+    jwt_p.add_argument("-spiffeID", default="", help="SPIFFE ID of the JWT-SVID to fetch")
+    jwt_p.set_defaults(run=api.fetch_jwt)
+    validate = api_sub.add_parser("validate", help="validate SVIDs")
+    validate_sub = validate.add_subparsers(dest="validate_kind", required=True)
+    vjwt = validate_sub.add_parser("jwt", help="validate a JWT-SVID")
+    _socket_flags(vjwt)
+    vjwt.add_argument("-audience", required=True)
+    vjwt.add_argument("-svid", required=True)
+    vjwt.set_defaults(run=api.validate_jwt)
+    watch = api_sub.add_parser("watch", help="print X509-SVID updates as they arrive")
+    _socket_flags(watch)
+    watch.set_defaults(run=api.watch)
+
+
+def _agent_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    run = sub.add_parser("run", help="run the agent")
+    run.add_argument("-config", default=DEFAULT_CONFIG)
+    run.add_argument("-joinToken", default=None)
+    run.add_argument("-expandEnv", action="store_true")
+    run.set_defaults(run=agent_commands.run)
+    val = sub.add_parser("validate", help="validate an agent configuration file")
+    val.add_argument("-config", default=DEFAULT_CONFIG)
+    val.add_argument("-expandEnv", action="store_true")
+    val.set_defaults(run=agent_commands.validate)
+    health = sub.add_parser("healthcheck", help="check the agent's health over its socket")
+    _socket_flags(health)
+    health.add_argument("-shallow", action="store_true")
+    health.add_argument("-verbose", action="store_true")
+    health.set_defaults(run=api.healthcheck)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="plastron-agent")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _agent_parsers(sub)
+    _api_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    stream = out or sys.stdout
+    command: Command = args.run
+    try:
+        return asyncio.run(command(args, stream))
+    except GRPCError as exc:
+        sys.stderr.write(f"Error: rpc error: code = {exc.status.name} desc = {exc.message}\n")
+    except PlastronError as exc:
+        sys.stderr.write(f"Error: {exc}\n")
+    except (OSError, ConnectionError) as exc:
+        sys.stderr.write(f"Error: cannot reach the agent: {exc}\n")
+    except KeyboardInterrupt:
+        return 130
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The SPIFFE Workload API served by the agent on its Unix socket."""

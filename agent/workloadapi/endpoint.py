@@ -1,0 +1,79 @@
+"""The agent's public Unix socket: Workload API + gRPC health.
+
+Like SPIRE, the socket's directory is 0755 and the socket 0777 so any local user can connect;
+who the caller is comes from the kernel (SO_PEERCRED), not from file permissions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+from grpclib.server import Server
+
+from plastron.errors import ConfigError
+from plastron.proto.grpc.health.v1 import health_pb2
+from plastron.proto.grpc.health.v1.health_grpc import HealthBase
+
+# sun_path is 108 bytes on Linux, including the terminating NUL.
+MAX_SOCKET_PATH = 107
+
+
+class AgentHealth(HealthBase):
+    """gRPC health for ``plastron-agent healthcheck``: SERVING while the agent is ready."""
+
+    def __init__(self) -> None:
+        self.serving = True
+
+    def _status(self) -> health_pb2.HealthCheckResponse:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if self.serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        return health_pb2.HealthCheckResponse(status=status)
+
+    async def Check(self, stream: Any) -> None:
+        await stream.recv_message()
+        await stream.send_message(self._status())
+
+    async def List(self, stream: Any) -> None:
+        await stream.recv_message()
+        response = health_pb2.HealthListResponse()
+        response.statuses[""].CopyFrom(self._status())
+        await stream.send_message(response)
+
+    async def Watch(self, stream: Any) -> None:
+        await stream.recv_message()
+        await stream.send_message(self._status())
+
+
+def prepare_socket_path(path: str) -> Path:
+    """Create the socket's directory (0755) and clear a stale socket; refuse anything else."""
+    sock = Path(path)
+    if not sock.is_absolute():
+        raise ConfigError(f"socket_path {path!r} must be absolute")
+    if len(os.fsencode(path)) > MAX_SOCKET_PATH:
+        raise ConfigError(f"socket_path {path!r} is longer than {MAX_SOCKET_PATH} bytes")
+    if not sock.parent.exists():
+        sock.parent.mkdir(parents=True)
+        # Only a directory we created: never loosen or tighten an existing one (/tmp!).
+        os.chmod(sock.parent, 0o755)  # noqa: S103 - any local user must reach the socket
+    with contextlib.suppress(FileNotFoundError):
+        mode = os.lstat(sock).st_mode
+        if not stat.S_ISSOCK(mode):
+            raise ConfigError(f"socket_path {path!r} exists and is not a socket")
+        sock.unlink()
+    return sock
+
+
+async def start_endpoint(path: str, handlers: list[Any]) -> Server:
+    """Serve ``handlers`` on the Unix socket at ``path``; close with server.close()."""
+    sock = prepare_socket_path(path)
+    server = Server(handlers)
+    await server.start(path=str(sock))
+    os.chmod(sock, 0o777)  # noqa: S103 - callers are identified by SO_PEERCRED, not mode bits
+    return server

@@ -1,0 +1,233 @@
+"""The grpclib ``SpiffeWorkloadAPI`` service.
+
+Every call: the ``workload.spiffe.io: true`` header (else InvalidArgument), the caller's PID from
+``SO_PEERCRED``, every workload attestor on that PID (selectors unioned), then the cache. A caller
+matching no entry gets PermissionDenied. Streams send the full current state at once and again on
+every change; identical states are not re-sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from google.protobuf.message import Message
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
+
+from plastron.agent.cache import WorkloadCache, WorkloadEntry, WorkloadUpdate
+from plastron.agent.workloadapi import messages
+from plastron.agent.workloadapi.peer import peer_credentials
+from plastron.agent.workloadapi.status import mapped_errors
+from plastron.agent.workloadattestor.base import WorkloadAttestor
+from plastron.clock import Clock
+from plastron.errors import AttestationFailed, InvalidArgument, InvalidSvid, NotAuthorized
+from plastron.proto.workload import workload_pb2 as pb
+from plastron.proto.workload.workload_grpc import SpiffeWorkloadAPIBase
+from plastron.selector import Selector
+from plastron.spiffe.ids import SpiffeId
+from plastron.spiffe.jwtsvid import (
+    MAX_AUDIENCES,
+    MAX_TOKEN_BYTES,
+    JwtSvid,
+    parse_jwt_svid_insecure,
+    validate_jwt_svid,
+)
+
+log = logging.getLogger("plastron.agent.workloadapi")
+
+HEADER = "workload.spiffe.io"
+MAX_AUDIENCE_CHARS = 1024
+
+
+class JwtSvidSource(Protocol):
+    """Where the agent gets new JWT-SVIDs (the server's NewJWTSVID)."""
+
+    async def new_jwt_svid(self, entry: WorkloadEntry, audience: tuple[str, ...]) -> JwtSvid: ...
+
+
+def _check_audience(audience: Sequence[str]) -> tuple[str, ...]:
+    auds = tuple(dict.fromkeys(audience))
+    if not auds:
+        raise InvalidArgument("audience must be specified")
+    if len(auds) > MAX_AUDIENCES:
+        raise InvalidArgument(f"{len(auds)} audiences requested; limit {MAX_AUDIENCES}")
+    for aud in auds:
+        if not aud or len(aud) > MAX_AUDIENCE_CHARS:
+            raise InvalidArgument(f"audience must be 1..{MAX_AUDIENCE_CHARS} characters")
+    return auds
+
+
+class WorkloadAPIService(SpiffeWorkloadAPIBase):
+    def __init__(
+        self,
+        cache: WorkloadCache,
+        attestors: Sequence[WorkloadAttestor],
+        clock: Clock,
+        jwt_source: JwtSvidSource | None = None,
+    ) -> None:
+        self._cache = cache
+        self._attestors = list(attestors)
+        self._clock = clock
+        self._jwt_source = jwt_source
+
+    # ---- caller identification -------------------------------------------------------------
+
+    async def _caller_selectors(self, stream: Any) -> frozenset[Selector]:
+        if stream.metadata.get(HEADER) != "true":
+            raise InvalidArgument(f"security header missing from request ({HEADER}: true)")
+        creds = peer_credentials(stream)
+        results = await asyncio.gather(
+            *(a.attest(creds.pid) for a in self._attestors), return_exceptions=True
+        )
+        selectors: set[Selector] = set()
+        for attestor, result in zip(self._attestors, results, strict=True):
+            if isinstance(result, BaseException):
+                if isinstance(result, AttestationFailed):
+                    raise result
+                log.error(
+                    "workload attestor failed attestor=%s pid=%d",
+                    attestor.name,
+                    creds.pid,
+                    exc_info=result,
+                )
+                raise AttestationFailed(f"workload attestation failed for pid {creds.pid}")
+            selectors.update(result)
+        return frozenset(selectors)
+
+    def _require_entries(self, selectors: frozenset[Selector]) -> list[WorkloadEntry]:
+        entries = self._cache.matching_entries(selectors)
+        if not entries:
+            raise NotAuthorized("no identity issued")
+        return entries
+
+    async def _stream_state(
+        self,
+        stream: Any,
+        selectors: frozenset[Selector],
+        build: Callable[[WorkloadUpdate], Message | None],
+    ) -> None:
+        """Send ``build(update)`` now and on each change until the caller leaves."""
+        last: bytes | None = None
+        with self._cache.subscribe(selectors) as sub:
+            while True:
+                update = await sub.next()
+                self._require_entries(selectors)
+                msg = build(update)
+                if msg is None:  # entitled, but nothing minted yet: wait for the sync
+                    continue
+                data = msg.SerializeToString(deterministic=True)
+                if data != last:
+                    await stream.send_message(msg)
+                    last = data
+
+    # ---- methods ---------------------------------------------------------------------------
+
+    async def FetchX509SVID(self, stream: Any) -> None:
+        async with mapped_errors("FetchX509SVID"):
+            selectors = await self._caller_selectors(stream)
+            await stream.recv_message()
+            self._require_entries(selectors)
+
+            def build(update: WorkloadUpdate) -> Message | None:
+                if not update.identities:
+                    return None
+                return messages.x509_svid_response(update)
+
+            await self._stream_state(stream, selectors, build)
+
+    async def FetchX509Bundles(self, stream: Any) -> None:
+        async with mapped_errors("FetchX509Bundles"):
+            selectors = await self._caller_selectors(stream)
+            await stream.recv_message()
+            self._require_entries(selectors)
+
+            def build(update: WorkloadUpdate) -> Message | None:
+                if update.bundle is None:
+                    return None
+                return messages.x509_bundles_response(update)
+
+            await self._stream_state(stream, selectors, build)
+
+    async def FetchJWTBundles(self, stream: Any) -> None:
+        async with mapped_errors("FetchJWTBundles"):
+            selectors = await self._caller_selectors(stream)
+            await stream.recv_message()
+            self._require_entries(selectors)
+
+            def build(update: WorkloadUpdate) -> Message | None:
+                if update.bundle is None:
+                    return None
+                return messages.jwt_bundles_response(update)
+
+            await self._stream_state(stream, selectors, build)
+
+    async def FetchJWTSVID(self, stream: Any) -> None:
+        async with mapped_errors("FetchJWTSVID"):
+            selectors = await self._caller_selectors(stream)
+            request: pb.JWTSVIDRequest = await stream.recv_message()
+            audience = _check_audience(list(request.audience))
+            entries = self._require_entries(selectors)
+            if request.spiffe_id:
+                wanted = SpiffeId.parse(request.spiffe_id)
+                entries = [e for e in entries if e.spiffe_id == wanted]
+                if not entries:
+                    raise NotAuthorized(f"no identity issued for {wanted}")
+            response = pb.JWTSVIDResponse()
+            seen_hints: set[str] = set()
+            for entry in entries:
+                if entry.hint and entry.hint in seen_hints:
+                    continue
+                seen_hints.add(entry.hint)
+                svid = await self._jwt_svid(entry, audience)
+                response.svids.append(
+                    pb.JWTSVID(spiffe_id=str(svid.spiffe_id), svid=svid.token, hint=entry.hint)
+                )
+            await stream.send_message(response)
+
+    async def _jwt_svid(self, entry: WorkloadEntry, audience: tuple[str, ...]) -> JwtSvid:
+        cached = self._cache.jwt_svid(entry.entry_id, audience)
+        if cached is not None:
+            return cached
+        if self._jwt_source is None:
+            raise GRPCError(Status.UNAVAILABLE, "JWT-SVIDs cannot be minted: no server connection")
+        svid = await self._jwt_source.new_jwt_svid(entry, audience)
+        self._cache.set_jwt_svid(entry.entry_id, audience, svid)
+        return svid
+
+    async def ValidateJWTSVID(self, stream: Any) -> None:
+        async with mapped_errors("ValidateJWTSVID"):
+            selectors = await self._caller_selectors(stream)
+            request: pb.ValidateJWTSVIDRequest = await stream.recv_message()
+            if not request.audience:
+                raise InvalidArgument("audience must be specified")
+            if not request.svid:
+                raise InvalidArgument("svid must be specified")
+            if len(request.svid) > MAX_TOKEN_BYTES:
+                raise InvalidArgument(f"svid is longer than {MAX_TOKEN_BYTES} bytes")
+            self._require_entries(selectors)
+            update = self._cache.update_for(selectors)
+            # Only to pick the trust domain's keys; the signature is checked next.
+            subject = parse_jwt_svid_insecure(request.svid).spiffe_id
+            bundle = messages.all_bundles(update).get(subject.trust_domain)
+            if bundle is None:
+                raise InvalidSvid(f"no keys found for trust domain {subject.trust_domain}")
+            svid = validate_jwt_svid(
+                request.svid,
+                audience=request.audience,
+                authorities=bundle.jwt_keys(),
+                now=self._clock.now(),
+            )
+            await stream.send_message(
+                pb.ValidateJWTSVIDResponse(
+                    spiffe_id=str(svid.spiffe_id), claims=messages.claims_struct(svid.claims)
+                )
+            )
+
+    async def FetchWITSVID(self, stream: Any) -> None:
+        raise GRPCError(Status.UNIMPLEMENTED, "WIT-SVIDs are not supported")
+
+    async def FetchWITBundles(self, stream: Any) -> None:
+        raise GRPCError(Status.UNIMPLEMENTED, "WIT-SVIDs are not supported")

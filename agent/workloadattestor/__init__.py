@@ -1,0 +1,1 @@
+"""Workload attestors: facts (selectors) about a Workload API caller, from the kernel."""
