@@ -31,11 +31,18 @@ from pkcs11 import Attribute, CertificateType, ObjectClass
 
 from plastron.clock import Clock
 from plastron.configs.duration import parse_duration
+from plastron.configs.plugin_blocks import PluginConfig
 from plastron.errors import ConfigError, FailedPrecondition, InvalidArgument, NotFound
 from plastron.hsm.config import parse_pkcs11_config
 from plastron.hsm.keymanager import Pkcs11KeyManager
 from plastron.hsm.session import open_token_session
 from plastron.keymanager import KeyType, PrivateKey, check_key_id
+from plastron.plugins import PluginContext
+
+# The UpstreamAuthority protocol, its "no JWT side" error and its registry are the server's;
+# this plugin is the one place hsm depends on the server (see the report to the lead).
+from plastron.server.plugin_loading import UPSTREAM_AUTHORITIES
+from plastron.server.upstream.base import UpstreamAuthority, UpstreamUnsupported
 from plastron.spiffe.bundle import JwtAuthority
 from plastron.spiffe.ids import TrustDomain
 from plastron.spiffe.x509svid import make_ca_certificate
@@ -201,10 +208,6 @@ class Pkcs11UpstreamAuthority:
         return await asyncio.to_thread(self._mint, csr, ttl)
 
     async def publish_jwt_key(self, key: JwtAuthority) -> list[JwtAuthority]:
-        # imported here: hsm sits below server in the dependency order, but the server's CA
-        # recognises "no JWT side" by this exception type
-        from plastron.server.upstream.base import UpstreamUnsupported  # noqa: PLC0415
-
         raise UpstreamUnsupported("pkcs11 upstream does not publish JWT keys")
 
     def health_check(self) -> None:
@@ -251,3 +254,15 @@ def create_pkcs11_upstream_authority(
     except BaseException:
         keys.close()
         raise
+
+
+def _pkcs11_upstream(plugin: PluginConfig, context: PluginContext) -> UpstreamAuthority:
+    if context.trust_domain is None:
+        raise ConfigError(f"{plugin.path}: the pkcs11 UpstreamAuthority needs the trust domain")
+    return create_pkcs11_upstream_authority(
+        plugin.plugin_data, trust_domain=context.trust_domain, clock=context.clock
+    )
+
+
+if "pkcs11" not in UPSTREAM_AUTHORITIES:
+    UPSTREAM_AUTHORITIES.register("pkcs11", _pkcs11_upstream)

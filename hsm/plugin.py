@@ -1,0 +1,81 @@
+"""Registers KeyManager ``pkcs11`` with the core registry (imported by the server at start).
+
+Besides the token keys (see :mod:`plastron.hsm.config`), plugin_data names this server so
+that its labels differ from those of other servers on the same token, as SPIRE's KMS key
+managers do: ``key_identifier_value = "server-1"``, or ``key_identifier_file`` (a file holding
+the id, created with a random one if absent). Without either, the file is
+``<data_dir>/pkcs11_key_identifier``.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+from plastron.configs.plugin_blocks import PluginConfig
+from plastron.errors import ConfigError
+from plastron.hsm.keymanager import SERVER_ID_RE, create_pkcs11_key_manager
+from plastron.keymanager import KeyManager
+from plastron.plugins import KEY_MANAGERS, PluginContext
+
+IDENTIFIER_KEYS = ("key_identifier_value", "key_identifier_file")
+DEFAULT_IDENTIFIER_FILE = "pkcs11_key_identifier"
+
+
+def _identifier_from_file(path: Path, where: str) -> str:
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass  # another process made it first; read theirs
+        else:
+            with os.fdopen(fd, "w") as f:
+                f.write(f"{uuid.uuid4()}\n")
+    try:
+        text = path.read_text(encoding="utf-8")[:256].strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{where}: cannot read key identifier file {str(path)!r}") from exc
+    return text
+
+
+def server_key_identifier(plugin: PluginConfig, context: PluginContext) -> str:
+    """This server's id in key labels, from plugin_data or the identifier file."""
+    data = plugin.plugin_data
+    where = f"{plugin.path}.plugin_data"
+    if all(k in data for k in IDENTIFIER_KEYS):
+        raise ConfigError(f"{where}: give key_identifier_value or key_identifier_file, not both")
+    value = data.get("key_identifier_value")
+    if value is None:
+        file = data.get("key_identifier_file")
+        if file is None:
+            if context.data_dir is None:
+                raise ConfigError(f"{where}: key_identifier_file is required (no data_dir)")
+            path = context.data_dir / DEFAULT_IDENTIFIER_FILE
+        elif isinstance(file, str) and file:
+            path = Path(file)
+            if not path.is_absolute() and context.base_dir is not None:
+                path = context.base_dir / path
+        else:
+            raise ConfigError(f"{where}.key_identifier_file must be a non-empty string")
+        value = _identifier_from_file(path, where)
+    if not isinstance(value, str) or not SERVER_ID_RE.fullmatch(value):
+        raise ConfigError(
+            f"{where}: key identifier {value!r} must be 1-64 characters of A-Z a-z 0-9 . _ : -"
+        )
+    return value
+
+
+def _pkcs11_key_manager(plugin: PluginConfig, context: PluginContext) -> KeyManager:
+    if context.trust_domain is None:
+        raise ConfigError(f"{plugin.path}: the pkcs11 KeyManager needs the trust domain")
+    server_id = server_key_identifier(plugin, context)
+    token_data = {k: v for k, v in plugin.plugin_data.items() if k not in IDENTIFIER_KEYS}
+    return create_pkcs11_key_manager(
+        token_data, trust_domain=context.trust_domain, server_id=server_id
+    )
+
+
+if "pkcs11" not in KEY_MANAGERS:
+    KEY_MANAGERS.register("pkcs11", _pkcs11_key_manager)

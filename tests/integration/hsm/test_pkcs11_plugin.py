@@ -1,0 +1,79 @@
+"""KeyManager and UpstreamAuthority "pkcs11" built through the plugin registries."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from softhsm_token import SoftHsmToken
+
+import plastron.hsm.plugin
+import plastron.hsm.upstream
+from plastron.clock import ManualClock
+from plastron.configs.plugin_blocks import PluginConfig
+from plastron.errors import ConfigError
+from plastron.hsm.keymanager import Pkcs11KeyManager
+from plastron.hsm.upstream import Pkcs11UpstreamAuthority
+from plastron.keymanager import KeyType
+from plastron.plugins import KEY_MANAGERS, PluginContext
+from plastron.server.plugin_loading import UPSTREAM_AUTHORITIES
+from plastron.spiffe.ids import TrustDomain
+
+pytestmark = pytest.mark.softhsm
+TD = TrustDomain("example.org")
+
+
+def _km(token: SoftHsmToken, data_dir: Path, **extra: object) -> Pkcs11KeyManager:
+    plugin = PluginConfig("KeyManager", "pkcs11", plugin_data=token.plugin_data(**extra))
+    km = KEY_MANAGERS.create(plugin, PluginContext(trust_domain=TD, data_dir=data_dir))
+    assert isinstance(km, Pkcs11KeyManager)
+    return km
+
+
+def test_registry_builds_keymanager_with_value_identifier(
+    softhsm_token: SoftHsmToken, tmp_path: Path
+) -> None:
+    km = _km(softhsm_token, tmp_path, key_identifier_value="server-7")
+    try:
+        assert km.label_for("x509-CA-A") == "plastron/example.org/server-7/x509-CA-A"
+    finally:
+        km.close()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_identifier_file_is_created_once_and_reused(
+    softhsm_token: SoftHsmToken, tmp_path: Path
+) -> None:
+    first = _km(softhsm_token, tmp_path)
+    try:
+        public = first.generate_key("x509-CA-A", KeyType.EC_P256)
+        label = first.label_for("x509-CA-A")
+    finally:
+        first.close()
+    ident = tmp_path / plastron.hsm.plugin.DEFAULT_IDENTIFIER_FILE
+    assert ident.stat().st_mode & 0o077 == 0
+    second = _km(softhsm_token, tmp_path)  # a restart finds the same labels and key
+    try:
+        assert second.label_for("x509-CA-A") == label
+        assert second.get_public_key("x509-CA-A") == public
+    finally:
+        second.close()
+
+
+def test_identifier_rules(softhsm_token: SoftHsmToken, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not both"):
+        _km(softhsm_token, tmp_path, key_identifier_value="a", key_identifier_file="/x")
+    with pytest.raises(ConfigError, match="key identifier 'a/b'"):
+        _km(softhsm_token, tmp_path, key_identifier_value="a/b")
+    with pytest.raises(ConfigError, match="unknown plugin_data key 'keys_path'"):
+        _km(softhsm_token, tmp_path, keys_path="/x")
+
+
+def test_registry_builds_upstream(softhsm_token: SoftHsmToken) -> None:
+    plugin = PluginConfig(
+        "UpstreamAuthority", "pkcs11", plugin_data=softhsm_token.plugin_data(root_ttl="720h")
+    )
+    context = PluginContext(trust_domain=TD, clock=ManualClock())
+    upstream = UPSTREAM_AUTHORITIES.create(plugin, context)
+    assert isinstance(upstream, Pkcs11UpstreamAuthority)
+    upstream.close()
