@@ -200,6 +200,33 @@ class TpmDevidServerAttestor:
         return tuple(dict.fromkeys(out))
 
 
+@dataclass(frozen=True)
+class TpmDevidAgentConfig:
+    devid_cert_path: str
+    devid_priv_path: str
+    devid_pub_path: str
+    tcti: str = DEFAULT_TCTI
+
+    @classmethod
+    def from_plugin_data(cls, data: Mapping[str, Any]) -> TpmDevidAgentConfig:
+        paths = ("devid_cert_path", "devid_priv_path", "devid_pub_path")
+        for key in data:
+            if key not in (*paths, "tpm_device_path", "tcti"):
+                raise ConfigError(f"NodeAttestor tpm_devid: unknown key {key!r}")
+        for key in paths:
+            if not isinstance(data.get(key), str) or not data[key]:
+                raise ConfigError(f"NodeAttestor tpm_devid: {key} is required")
+        if "tpm_device_path" in data and "tcti" in data:
+            raise ConfigError("NodeAttestor tpm_devid: set tpm_device_path or tcti, not both")
+        tcti = data.get("tcti", DEFAULT_TCTI)
+        if "tpm_device_path" in data:
+            tcti = f"device:{data['tpm_device_path']}"  # SPIRE's key
+        if not isinstance(tcti, str):
+            raise ConfigError("NodeAttestor tpm_devid: tcti must be a string")
+        Tcti.parse(tcti)
+        return cls(data["devid_cert_path"], data["devid_priv_path"], data["devid_pub_path"], tcti)
+
+
 class TpmDevidAgentAttestor:
     """Agent half: DevID key blobs (TPM2B_PRIVATE / TPM2B_PUBLIC files as tpm2_create writes
     them, under the owner SRK) and the DevID certificate chain (PEM)."""

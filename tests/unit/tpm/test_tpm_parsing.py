@@ -173,3 +173,15 @@ def test_server_and_agent_config(tmp_path: Path) -> None:
     policy.write_text(json.dumps({"7": ["zz"]}))
     with pytest.raises(ConfigError, match="PCR 7 must list sha256 hex"):
         load_pcr_policy(str(policy))
+
+
+def test_devid_agent_config() -> None:
+    from plastron.tpm.devid import TpmDevidAgentConfig  # noqa: PLC0415
+
+    base = {"devid_cert_path": "/c", "devid_priv_path": "/k", "devid_pub_path": "/p"}
+    cfg = TpmDevidAgentConfig.from_plugin_data({**base, "tpm_device_path": "/dev/tpmrm0"})
+    assert cfg.tcti == "device:/dev/tpmrm0"
+    with pytest.raises(ConfigError, match="devid_pub_path is required"):
+        TpmDevidAgentConfig.from_plugin_data({"devid_cert_path": "/c", "devid_priv_path": "/k"})
+    with pytest.raises(ConfigError, match="not both"):
+        TpmDevidAgentConfig.from_plugin_data({**base, "tpm_device_path": "/d", "tcti": "device:/d"})
