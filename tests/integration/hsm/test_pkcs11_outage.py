@@ -3,6 +3,7 @@ not ready, and the same manager recovers when the token comes back."""
 
 from __future__ import annotations
 
+import datetime as dt
 import shutil
 import threading
 from collections.abc import Iterator
@@ -15,13 +16,18 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from softhsm_token import SoftHsmToken
 
+from plastron.clock import ManualClock
 from plastron.errors import KeyManagerError, KeyManagerUnavailable
 from plastron.hsm.keymanager import Pkcs11KeyManager
 from plastron.hsm.session import PKCS11_LOCK
 from plastron.keymanager import KeyType
+from plastron.server.ca import CAConfig, MemoryCAStore, ServerCA
+from plastron.spiffe.ids import TrustDomain
 
 pytestmark = pytest.mark.softhsm
 ECDSA = ec.ECDSA(hashes.SHA256())
+TD = TrustDomain("example.org")
+START = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
 
 
 @contextmanager
@@ -133,3 +139,28 @@ def test_rsa_4096(manager: Pkcs11KeyManager, tmp_path: Path) -> None:
     public = manager.generate_key("x509-CA-B", KeyType.RSA_4096)
     assert public.key_size == 4096
     assert [k.key_type for k in manager.get_public_keys()] == [KeyType.RSA_4096]
+
+
+async def test_server_ca_unavailable_then_recovers(
+    softhsm_token: SoftHsmToken, manager: Pkcs11KeyManager
+) -> None:
+    """Through the server CA: SVID signing and the CA health check fail with
+    KeyManagerUnavailable (gRPC UNAVAILABLE, /ready false) and recover in place."""
+    clock = ManualClock(START)
+    ca = await ServerCA.open(
+        config=CAConfig(trust_domain=TD), key_manager=manager, store=MemoryCAStore(), clock=clock
+    )
+    leaf = ec.generate_private_key(ec.SECP256R1()).public_key()
+    sid = TD.spiffe_id("/w")
+    try:
+        await ca.health_check()
+        with token_dir_removed(softhsm_token):
+            with pytest.raises(KeyManagerUnavailable):
+                await ca.sign_workload_x509_svid(spiffe_id=sid, public_key=leaf)
+            with pytest.raises(KeyManagerUnavailable):
+                await ca.health_check()
+        await ca.health_check()
+        chain = await ca.sign_workload_x509_svid(spiffe_id=sid, public_key=leaf)
+        chain[0].verify_directly_issued_by(ca.x509_authority()[0])
+    finally:
+        ca.close()
