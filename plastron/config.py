@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from functools import cache
 from pathlib import Path
 from typing import Any
 
-import hcl
+from hcl.parser import HclParser
 
 from plastron.configs.block import Block, frozen_copy
 from plastron.configs.duration import format_duration, parse_duration
@@ -175,6 +177,21 @@ def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
+_HCL_LOCK = threading.Lock()
+
+
+@cache
+def _hcl_parser() -> Any:
+    # pyhcl's hcl.loads rebuilds its LALR tables on every call (~25 ms); the parser object
+    # keeps no state between parses (a fresh lexer each time), so one is built and reused.
+    return HclParser()
+
+
+def _parse_hcl(text: str) -> Any:
+    with _HCL_LOCK:
+        return _hcl_parser().parse(text)
+
+
 def _parse_document(text: str, expand_env: bool, environ: Mapping[str, str] | None) -> Block:
     if not isinstance(text, str):
         raise ConfigError("configuration must be text")
@@ -190,7 +207,7 @@ def _parse_document(text: str, expand_env: bool, environ: Mapping[str, str] | No
         if text.lstrip().startswith("{"):
             doc = json.loads(text, object_pairs_hook=_reject_duplicate_keys)
         else:
-            doc = hcl.loads(text)
+            doc = _parse_hcl(text)
     except ConfigError:
         raise
     except Exception as exc:  # pyhcl/ply raise assorted types; untrusted text -> ConfigError

@@ -285,15 +285,19 @@ class DiskKeyManager:
             raise KeyManagerError(
                 f"disk: cannot open {str(self._path)!r}: {exc.strerror}"
             ) from None
+        st = os.fstat(fd)
+        problem = None
+        if not stat.S_ISREG(st.st_mode):
+            problem = "is not a regular file"
+        elif st.st_mode & 0o077:
+            problem = (
+                f"has mode {stat.S_IMODE(st.st_mode):04o};"
+                " it must not be accessible by group or others (0600)"
+            )
+        if problem:
+            os.close(fd)
+            raise KeyManagerError(f"disk: {str(self._path)!r} {problem}")
         with os.fdopen(fd, "rb") as fh:
-            st = os.fstat(fh.fileno())
-            if not stat.S_ISREG(st.st_mode):
-                raise KeyManagerError(f"disk: {str(self._path)!r} is not a regular file")
-            if st.st_mode & 0o077:
-                raise KeyManagerError(
-                    f"disk: {str(self._path)!r} has mode {stat.S_IMODE(st.st_mode):04o};"
-                    " it must not be accessible by group or others (0600)"
-                )
             data = fh.read(self.MAX_FILE_BYTES + 1)
         if len(data) > self.MAX_FILE_BYTES:
             raise KeyManagerError(

@@ -23,9 +23,10 @@ def _read_secret_file(path_text: str, where: str) -> str:
         fd = os.open(Path(path_text), flags)
     except OSError as exc:
         raise ConfigError(f"{where}: cannot read {path_text!r}: {exc.strerror}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ConfigError(f"{where}: {path_text!r} is not a regular file")
     with os.fdopen(fd, "rb") as fh:
-        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
-            raise ConfigError(f"{where}: {path_text!r} is not a regular file")
         data = fh.read(MAX_SECRET_BYTES + 1)
     if len(data) > MAX_SECRET_BYTES:
         raise ConfigError(f"{where}: {path_text!r} is larger than {MAX_SECRET_BYTES} bytes")

@@ -83,6 +83,12 @@ def test_rejects_a_file_where_the_directory_should_be(tmp_path: Path) -> None:
         DiskKeyManager(tmp_path / "keys")
 
 
+def test_rejects_keys_json_that_is_a_directory(tmp_path: Path) -> None:
+    (tmp_path / "keys.json").mkdir()
+    with pytest.raises(KeyManagerError, match="not a regular file"):
+        DiskKeyManager(tmp_path)
+
+
 def write_keys_file(directory: Path, content: bytes) -> None:
     directory.mkdir(mode=0o700, exist_ok=True)
     path = directory / "keys.json"

@@ -1,0 +1,117 @@
+"""Plugin registries: build by name, refuse unknown names, and the memory/disk KeyManagers."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from plastron.config import PluginConfig, parse_agent_config, parse_server_config
+from plastron.errors import ConfigError
+from plastron.keymanager import DiskKeyManager, KeyManager, KeyType, MemoryKeyManager
+from plastron.plugins import (
+    KEY_MANAGERS,
+    PluginContext,
+    Registry,
+    check_plugin_data,
+    disk_key_directory,
+)
+
+
+class Greeter:
+    def __init__(self, word: str) -> None:
+        self.word = word
+
+
+def test_registry_builds_by_name_and_lists_known_names_on_error() -> None:
+    registry: Registry[Greeter] = Registry("NodeAttestor")
+    registry.register("x509pop", lambda cfg, ctx: Greeter(str(cfg.plugin_data["w"])))
+    registry.register("join_token", lambda cfg, ctx: Greeter("token"))
+    built = registry.create(PluginConfig("NodeAttestor", "x509pop", {"w": "hi"}), PluginContext())
+    assert built.word == "hi"
+    assert registry.names() == ("join_token", "x509pop")
+    assert "x509pop" in registry
+    with pytest.raises(ConfigError, match='unknown NodeAttestor "foo"; known: join_token, x509pop'):
+        registry.create(PluginConfig("NodeAttestor", "foo"), PluginContext())
+    with pytest.raises(ConfigError, match="cannot be built by the NodeAttestor registry"):
+        registry.create(PluginConfig("KeyManager", "x509pop"), PluginContext())
+    with pytest.raises(ValueError, match="already registered"):
+        registry.register("x509pop", lambda cfg, ctx: Greeter(""))
+
+
+def test_empty_registry_says_none_known() -> None:
+    registry: Registry[Greeter] = Registry("WorkloadAttestor")
+    with pytest.raises(ConfigError, match='unknown WorkloadAttestor "unix"; known: none'):
+        registry.create(PluginConfig("WorkloadAttestor", "unix"), PluginContext())
+
+
+def test_memory_key_manager_from_config() -> None:
+    config = parse_agent_config(
+        'agent { trust_domain = "td.test"  data_dir = "/d"  server_address = "s"\n'
+        "insecure_bootstrap = true }\n"
+        'plugins { NodeAttestor "join_token" {}\n KeyManager "memory" { plugin_data {} } }'
+    )
+    assert config.key_manager is not None
+    km = KEY_MANAGERS.create(config.key_manager, PluginContext(data_dir=config.data_dir))
+    assert isinstance(km, MemoryKeyManager)
+    assert isinstance(km, KeyManager)
+
+
+def test_memory_key_manager_rejects_plugin_data() -> None:
+    with pytest.raises(
+        ConfigError, match=re.escape('unknown key "plugins.KeyManager.memory.plugin_data.x"')
+    ):
+        KEY_MANAGERS.create(PluginConfig("KeyManager", "memory", {"x": 1}), PluginContext())
+
+
+def test_disk_key_manager_from_server_config(tmp_path: Path) -> None:
+    keys_json = tmp_path / "server" / "keys.json"
+    config = parse_server_config(
+        f'server {{ trust_domain = "td.test"  data_dir = "{tmp_path}" }}\n'
+        'plugins { NodeAttestor "join_token" {}\n'
+        f'KeyManager "disk" {{ plugin_data {{ keys_path = "{keys_json}" }} }} }}'
+    )
+    assert config.key_manager is not None
+    km = KEY_MANAGERS.create(config.key_manager, PluginContext(data_dir=config.data_dir))
+    assert isinstance(km, DiskKeyManager)
+    km.generate_key("x509-CA-A", KeyType.EC_P256)
+    assert keys_json.is_file()  # SPIRE's keys_path names exactly the file we write
+
+
+def disk(data: dict[str, object]) -> PluginConfig:
+    return PluginConfig("KeyManager", "disk", data)
+
+
+def test_disk_directory_mapping(tmp_path: Path) -> None:
+    ctx = PluginContext(data_dir=tmp_path / "data")
+    assert disk_key_directory(disk({"directory": "/var/lib/a"}), ctx) == Path("/var/lib/a")
+    assert disk_key_directory(disk({"keys_path": "/var/lib/b/keys.json"}), ctx) == Path(
+        "/var/lib/b"
+    )
+    assert disk_key_directory(disk({"keys_path": "/var/lib/b/ca.json"}), ctx) == Path(
+        "/var/lib/b/ca.json.d"
+    )
+    assert disk_key_directory(disk({}), ctx) == tmp_path / "data" / "keys"
+    relative = PluginContext(base_dir=Path("/etc/plastron"))
+    assert disk_key_directory(disk({"directory": "keys"}), relative) == Path("/etc/plastron/keys")
+
+
+def test_disk_plugin_data_errors() -> None:
+    ctx = PluginContext()
+    with pytest.raises(ConfigError, match="directory or keys_path, not both"):
+        disk_key_directory(disk({"directory": "/a", "keys_path": "/b/keys.json"}), ctx)
+    with pytest.raises(
+        ConfigError, match=re.escape("plugins.KeyManager.disk.plugin_data.directory must be")
+    ):
+        disk_key_directory(disk({"directory": 5}), ctx)
+    with pytest.raises(ConfigError, match="directory is required"):
+        disk_key_directory(disk({}), ctx)
+    with pytest.raises(
+        ConfigError, match=re.escape('unknown key "plugins.KeyManager.disk.plugin_data.dir"')
+    ):
+        disk_key_directory(disk({"dir": "/a"}), ctx)
+
+
+def test_check_plugin_data_accepts_known_keys() -> None:
+    check_plugin_data(disk({"directory": "/a"}), ("directory", "keys_path"))
