@@ -1,0 +1,222 @@
+"""Attested node and node-selector queries (synchronous, inside the caller's transaction)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.engine import Connection
+
+from plastron.errors import InvalidArgument, NotFound
+from plastron.selector import Selector
+from plastron.server.datastore import events
+from plastron.server.datastore.filters import check_match, selector_predicate, set_match
+from plastron.server.datastore.records import AttestedNode, MatchMode
+from plastron.server.datastore.schema import (
+    MAX_SHORT,
+    attested_node_entries,
+    node_resolver_map_entries,
+)
+from plastron.spiffe.ids import SpiffeId
+
+N = attested_node_entries
+NS = node_resolver_map_entries
+MAX_NODE_DATA = 1 << 20
+MAX_NODE_SELECTORS = 1_000
+MAX_TIMESTAMP = 2**62
+UPDATABLE = frozenset(f.name for f in dataclasses.fields(AttestedNode)) - {"spiffe_id"}
+
+
+def validate_node(node: AttestedNode) -> None:
+    if not isinstance(node.spiffe_id, SpiffeId):
+        raise InvalidArgument("attested node spiffe_id must be a SpiffeId")
+    for name in ("attestation_type", "cert_serial", "new_cert_serial", "agent_version"):
+        if len(getattr(node, name)) > MAX_SHORT:
+            raise InvalidArgument(f"attested node {name} is longer than {MAX_SHORT} characters")
+    for name in ("cert_serial", "new_cert_serial"):
+        if not getattr(node, name).isascii():
+            raise InvalidArgument(f"attested node {name} must be ASCII")
+    for name in ("cert_not_after", "new_cert_not_after"):
+        if not 0 <= getattr(node, name) <= MAX_TIMESTAMP:
+            raise InvalidArgument(f"attested node {name} {getattr(node, name)} is out of range")
+    if len(node.node_data) > MAX_NODE_DATA:
+        raise InvalidArgument(f"attested node node_data is larger than {MAX_NODE_DATA} bytes")
+    check_selectors(node.selectors)
+
+
+def check_selectors(sels: Sequence[Selector]) -> None:
+    if len(sels) > MAX_NODE_SELECTORS:
+        raise InvalidArgument(f"node has more than {MAX_NODE_SELECTORS} selectors")
+
+
+def _values(node: AttestedNode) -> dict[str, Any]:
+    return {
+        "spiffe_id": str(node.spiffe_id),
+        "data_type": node.attestation_type,
+        "serial_number": node.cert_serial,
+        "expires_at": node.cert_not_after,
+        "new_serial_number": node.new_cert_serial,
+        "new_expires_at": node.new_cert_not_after,
+        "can_reattest": node.can_reattest,
+        "agent_version": node.agent_version,
+        "node_data": node.node_data,
+    }
+
+
+def _from_row(row: Any, sels: Sequence[Selector]) -> AttestedNode:
+    return AttestedNode(
+        spiffe_id=SpiffeId.parse(row.spiffe_id),
+        attestation_type=row.data_type,
+        cert_serial=row.serial_number,
+        cert_not_after=int(row.expires_at),
+        new_cert_serial=row.new_serial_number,
+        new_cert_not_after=int(row.new_expires_at),
+        can_reattest=bool(row.can_reattest),
+        agent_version=row.agent_version,
+        node_data=bytes(row.node_data),
+        selectors=tuple(sels),
+    )
+
+
+def replace_selectors(conn: Connection, sid: str, sels: Sequence[Selector]) -> None:
+    check_selectors(sels)
+    conn.execute(delete(NS).where(NS.c.spiffe_id == sid))
+    unique = list(dict.fromkeys(sels))
+    if unique:
+        conn.execute(
+            insert(NS), [{"spiffe_id": sid, "type": s.type, "value": s.value} for s in unique]
+        )
+
+
+def get_selectors(conn: Connection, sid: str) -> tuple[Selector, ...]:
+    q = select(NS.c.type, NS.c.value).where(NS.c.spiffe_id == sid).order_by(NS.c.id)
+    return tuple(Selector(t, v) for t, v in conn.execute(q))
+
+
+def all_selectors(conn: Connection) -> dict[SpiffeId, tuple[Selector, ...]]:
+    grouped: dict[str, list[Selector]] = defaultdict(list)
+    for sid, typ, val in conn.execute(
+        select(NS.c.spiffe_id, NS.c.type, NS.c.value).order_by(NS.c.id)
+    ):
+        grouped[sid].append(Selector(typ, val))
+    return {SpiffeId.parse(k): tuple(v) for k, v in grouped.items()}
+
+
+def create(conn: Connection, node: AttestedNode, now: int) -> AttestedNode:
+    validate_node(node)
+    sid = str(node.spiffe_id)
+    conn.execute(insert(N).values(**_values(node)))
+    replace_selectors(conn, sid, node.selectors)
+    events.record_node_event(conn, sid, now)
+    return dataclasses.replace(node, selectors=tuple(dict.fromkeys(node.selectors)))
+
+
+def fetch(conn: Connection, spiffe_id: SpiffeId, *, lock: bool = False) -> AttestedNode | None:
+    sid = str(spiffe_id)
+    q = select(N).where(N.c.spiffe_id == sid)
+    if lock:
+        q = q.with_for_update()
+    row = conn.execute(q).first()
+    return None if row is None else _from_row(row, get_selectors(conn, sid))
+
+
+def update_fields(
+    conn: Connection, spiffe_id: SpiffeId, fields: dict[str, Any], now: int
+) -> AttestedNode:
+    unknown = set(fields) - UPDATABLE
+    if unknown:
+        raise InvalidArgument(f"attested node fields cannot be updated: {sorted(unknown)}")
+    current = fetch(conn, spiffe_id, lock=True)
+    if current is None:
+        raise NotFound(f"attested node {str(spiffe_id)!r} does not exist")
+    updated = dataclasses.replace(current, **fields)
+    validate_node(updated)
+    sid = str(spiffe_id)
+    conn.execute(update(N).where(N.c.spiffe_id == sid).values(**_values(updated)))
+    if "selectors" in fields:
+        replace_selectors(conn, sid, updated.selectors)
+    events.record_node_event(conn, sid, now)
+    return dataclasses.replace(updated, selectors=tuple(dict.fromkeys(updated.selectors)))
+
+
+def upsert_with_selectors(conn: Connection, node: AttestedNode, now: int) -> AttestedNode:
+    """Create or replace the node row and its selectors (attestation and re-attestation)."""
+    validate_node(node)
+    sid = str(node.spiffe_id)
+    exists = conn.execute(select(N.c.id).where(N.c.spiffe_id == sid).with_for_update()).first()
+    if exists is None:
+        conn.execute(insert(N).values(**_values(node)))
+    else:
+        conn.execute(update(N).where(N.c.id == exists[0]).values(**_values(node)))
+    replace_selectors(conn, sid, node.selectors)
+    events.record_node_event(conn, sid, now)
+    return dataclasses.replace(node, selectors=tuple(dict.fromkeys(node.selectors)))
+
+
+def remove(conn: Connection, spiffe_id: SpiffeId, now: int) -> AttestedNode:
+    current = fetch(conn, spiffe_id, lock=True)
+    if current is None:
+        raise NotFound(f"attested node {str(spiffe_id)!r} does not exist")
+    sid = str(spiffe_id)
+    conn.execute(delete(NS).where(NS.c.spiffe_id == sid))
+    conn.execute(delete(N).where(N.c.spiffe_id == sid))
+    events.record_node_event(conn, sid, now)
+    return current
+
+
+def set_selectors(
+    conn: Connection, spiffe_id: SpiffeId, sels: Sequence[Selector], now: int
+) -> None:
+    sid = str(spiffe_id)
+    replace_selectors(conn, sid, sels)
+    events.record_node_event(conn, sid, now)
+
+
+def node_filter(
+    *,
+    by_attestation_type: str | None,
+    by_selectors: tuple[Sequence[Selector], MatchMode] | None,
+    by_banned: bool | None,
+    by_can_reattest: bool | None,
+    by_expires_before: int | None,
+) -> list[Any]:
+    where: list[Any] = []
+    if by_attestation_type is not None:
+        where.append(N.c.data_type == by_attestation_type)
+    if by_banned is not None:
+        where.append(N.c.serial_number == "" if by_banned else N.c.serial_number != "")
+    if by_can_reattest is not None:
+        where.append(N.c.can_reattest == by_can_reattest)
+    if by_expires_before is not None:
+        where.append(N.c.expires_at < by_expires_before)
+    if by_selectors is not None:
+        sels, match = by_selectors
+        check_match("by_selectors", sels, match)
+        pred = selector_predicate(NS.c.type, NS.c.value, sels)
+        where.append(N.c.spiffe_id.in_(set_match(NS, NS.c.spiffe_id, pred, len(set(sels)), match)))
+    return where
+
+
+def list_page(
+    conn: Connection, where: list[Any], after: int, limit: int | None
+) -> tuple[list[AttestedNode], list[int]]:
+    q = select(N).where(*where, N.c.id > after).order_by(N.c.id)
+    if limit is not None:
+        q = q.limit(limit)
+    rows = list(conn.execute(q))
+    sels: dict[str, list[Selector]] = defaultdict(list)
+    sids = [r.spiffe_id for r in rows]
+    for i in range(0, len(sids), 500):
+        sq = select(NS.c.spiffe_id, NS.c.type, NS.c.value).where(
+            NS.c.spiffe_id.in_(sids[i : i + 500])
+        )
+        for sid, typ, val in conn.execute(sq.order_by(NS.c.id)):
+            sels[sid].append(Selector(typ, val))
+    return [_from_row(r, sels.get(r.spiffe_id, ())) for r in rows], [int(r.id) for r in rows]
+
+
+def count(conn: Connection, where: list[Any]) -> int:
+    return int(conn.execute(select(func.count()).select_from(N).where(*where)).scalar_one())
