@@ -289,3 +289,30 @@ async def test_oversize_and_malformed_payloads_are_rejected(
         await server.attest(b"\xff", never)
     with pytest.raises(AttestationFailed, match="duplicate JSON key"):
         await server.attest(b'{"v":1,"v":1}', never)
+
+
+async def test_registered_plugins_attest_from_config(
+    swtpm: SwtpmProcess, manufacturer_ca: ManufacturerCa, tmp_path: Path
+) -> None:
+    """The names in config build working halves through the core registries."""
+    import plastron.tpm.attestor  # noqa: F401, PLC0415 - registers the TPM plugins
+    from plastron.configs.plugin_blocks import PluginConfig  # noqa: PLC0415
+    from plastron.plugins import (  # noqa: PLC0415
+        AGENT_NODE_ATTESTORS,
+        KEY_MANAGERS,
+        SERVER_NODE_ATTESTORS,
+        PluginContext,
+    )
+
+    (tmp_path / "ca.pem").write_bytes(manufacturer_ca.cert_pem)
+    ctx = PluginContext(trust_domain=TD, data_dir=tmp_path / "data", base_dir=tmp_path)
+    server = SERVER_NODE_ATTESTORS.create(
+        PluginConfig("NodeAttestor", "tpm", {"endorsement_ca_path": "ca.pem", "pcrs": [7]}), ctx
+    )
+    agent = AGENT_NODE_ATTESTORS.create(
+        PluginConfig("NodeAttestor", "tpm", {"tcti": swtpm.tcti}), ctx
+    )
+    result = await server.attest(await agent.payload(), agent.answer)
+    assert result.agent_id.path.startswith("/spire/agent/tpm/")
+    km = KEY_MANAGERS.create(PluginConfig("KeyManager", "tpm", {"tcti": swtpm.tcti}), ctx)
+    assert km.get_public_keys() == []

@@ -1,0 +1,89 @@
+"""Registers the TPM plugins with the core registries: NodeAttestor ``tpm`` and ``tpm_devid``
+(server and agent halves) and KeyManager ``tpm`` (agent). Importing plastron.tpm.attestor,
+plastron.tpm.devid or plastron.tpm.keymanager runs this once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from plastron.configs.plugin_blocks import PluginConfig
+from plastron.errors import ConfigError
+from plastron.keymanager import KeyManager
+from plastron.plugins import (
+    AGENT_NODE_ATTESTORS,
+    KEY_MANAGERS,
+    SERVER_NODE_ATTESTORS,
+    PluginContext,
+    check_plugin_data,
+)
+from plastron.tpm import attestor, devid, keymanager
+from plastron.tpm.tcti import DEFAULT_TCTI, Tcti
+
+_PATH_KEYS = frozenset(
+    {"endorsement_ca_path", "ek_hash_path", "pcr_policy_path", "devid_ca_path",
+     "devid_cert_path", "devid_priv_path", "devid_pub_path"}
+)  # fmt: skip
+
+
+def _resolved(plugin: PluginConfig, context: PluginContext) -> dict[str, Any]:
+    """plugin_data with relative file paths resolved against the config file's directory."""
+    data = dict(plugin.plugin_data)
+    for key in _PATH_KEYS & data.keys():
+        value = data[key]
+        if isinstance(value, str) and value and context.base_dir and not Path(value).is_absolute():
+            data[key] = str(context.base_dir / value)
+    return data
+
+
+def _trust_domain(plugin: PluginConfig, context: PluginContext) -> Any:
+    if context.trust_domain is None:
+        raise ConfigError(f"{plugin.path}: the server attestor needs the trust domain")
+    return context.trust_domain
+
+
+def _tpm_server(plugin: PluginConfig, context: PluginContext) -> attestor.TpmServerAttestor:
+    cfg = attestor.TpmServerConfig.from_plugin_data(_resolved(plugin, context))
+    return attestor.TpmServerAttestor(cfg, _trust_domain(plugin, context), context.clock)
+
+
+def _tpm_agent(plugin: PluginConfig, context: PluginContext) -> attestor.TpmAgentAttestor:
+    cfg = attestor.TpmAgentConfig.from_plugin_data(plugin.plugin_data)
+    return attestor.TpmAgentAttestor(cfg.tcti, cfg.ek_type)
+
+
+def _devid_server(plugin: PluginConfig, context: PluginContext) -> devid.TpmDevidServerAttestor:
+    cfg = devid.TpmDevidServerConfig.from_plugin_data(_resolved(plugin, context))
+    return devid.TpmDevidServerAttestor(cfg, _trust_domain(plugin, context), context.clock)
+
+
+def _devid_agent(plugin: PluginConfig, context: PluginContext) -> devid.TpmDevidAgentAttestor:
+    cfg = devid.TpmDevidAgentConfig.from_plugin_data(_resolved(plugin, context))
+    return devid.TpmDevidAgentAttestor(
+        cfg.devid_cert_path, cfg.devid_priv_path, cfg.devid_pub_path, tcti=cfg.tcti
+    )
+
+
+def _key_manager(plugin: PluginConfig, context: PluginContext) -> KeyManager:
+    check_plugin_data(plugin, ("tcti",))
+    if context.data_dir is None:
+        raise ConfigError(f"{plugin.path}: the tpm KeyManager needs the agent data_dir")
+    tcti = plugin.plugin_data.get("tcti", DEFAULT_TCTI)
+    if not isinstance(tcti, str):
+        raise ConfigError(f"{plugin.path}.plugin_data.tcti must be a string")
+    return keymanager.TpmKeyManager(context.data_dir, Tcti.parse(tcti))
+
+
+def register() -> None:
+    for registry, name, factory in (
+        (SERVER_NODE_ATTESTORS, attestor.NAME, _tpm_server),
+        (AGENT_NODE_ATTESTORS, attestor.NAME, _tpm_agent),
+        (SERVER_NODE_ATTESTORS, devid.NAME, _devid_server),
+        (AGENT_NODE_ATTESTORS, devid.NAME, _devid_agent),
+        (KEY_MANAGERS, keymanager.TpmKeyManager.name, _key_manager),
+    ):
+        if name not in registry:
+            registry.register(name, factory)  # type: ignore[arg-type]
+
+
+register()
