@@ -49,7 +49,7 @@ test-fast: venv
 	$(VENV)/bin/pytest -q -n 2 tests/unit
 
 demo: venv
-	$(PY) -m plastron.demo
+	$(PY) tools/demo.py
 
 bench: venv
 	$(PY) bench/run_all.py

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -16,12 +15,14 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from grpclib.encoding.proto import ProtoStatusDetailsCodec
 
 from plastron.attestors.base import ServerNodeAttestor
 from plastron.attestors.join_token import ConsumedToken, JoinTokenServerAttestor
 from plastron.clock import Clock, SystemClock, from_unix
 from plastron.config import ServerConfig
-from plastron.keymanager import KeyManager
+from plastron.keymanager import DiskKeyManager, KeyManager
 from plastron.plugins import KEY_MANAGERS, SERVER_NODE_ATTESTORS, PluginContext
 from plastron.server.api.authz import AuthorizedService, Authorizer, authorized_mapping
 from plastron.server.api.context import ApiContext
@@ -85,8 +86,6 @@ class PlastronServer:
         assert self.datastore is not None
         km_plugin = cfg.plugins.single("KeyManager")
         if km_plugin is None:
-            from plastron.keymanager import DiskKeyManager
-
             self.key_manager = DiskKeyManager(cfg.data_dir / "keys")
         else:
             self.key_manager = KEY_MANAGERS.create(km_plugin, context)
@@ -119,6 +118,7 @@ class PlastronServer:
             tcp=(cfg.bind_address, cfg.bind_port),
             uds_path=str(cfg.socket_path),
             ssl=self._tls.context(),
+            status_details_codec=ProtoStatusDetailsCodec(),
         )
         self._spawn(self._loop(self._rotate_ca, 10.0), "ca-rotator")
         self._spawn(self._cache_loop(), "entry-cache")
@@ -179,7 +179,7 @@ class PlastronServer:
         return attestors
 
     def _api_context(self, attestors: dict[str, ServerNodeAttestor]) -> ApiContext:
-        assert self.datastore and self.ca and self.cache
+        assert self.datastore is not None and self.ca is not None and self.cache is not None
         rl = self.config.ratelimit
         return ApiContext(
             trust_domain=self.config.trust_domain,
@@ -196,7 +196,7 @@ class PlastronServer:
         )
 
     def _register_health(self) -> None:
-        assert self.datastore and self.ca
+        assert self.datastore is not None and self.ca is not None
         datastore, ca = self.datastore, self.ca
         self.health.add("datastore", datastore.health_check)
         self.health.add("ca", ca.health_check)
@@ -269,8 +269,6 @@ def _ca_config(cfg: ServerConfig) -> CAConfig:
     subject = None
     s = cfg.ca_subject
     if s.country or s.organization or s.common_name:
-        from cryptography.x509.oid import NameOID
-
         attrs = [x509.NameAttribute(NameOID.COUNTRY_NAME, c) for c in s.country]
         attrs += [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in s.organization]
         if s.common_name:
@@ -287,6 +285,3 @@ def _ca_config(cfg: ServerConfig) -> CAConfig:
         ca_subject=subject,
         jwt_issuer=cfg.jwt_issuer or None,
     )
-
-
-_ = dt

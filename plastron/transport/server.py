@@ -122,6 +122,7 @@ async def start_server(
     ssl: _ssl.SSLContext | None = None,
     uds_mode: int = 0o600,
     uds_dir_mode: int = 0o700,
+    status_details_codec: Any = None,
 ) -> RunningServer:
     """Serve `handlers` (grpclib service implementations) on TCP+TLS and/or a Unix socket.
 
@@ -136,14 +137,14 @@ async def start_server(
     running = RunningServer()
     try:
         if tcp is not None:
-            server = Server(list(handlers))
+            server = Server(list(handlers), status_details_codec=status_details_codec)
             await server.start(tcp[0], tcp[1], ssl=ssl, reuse_address=True)
             running.servers.append(server)
             bound = server._server.sockets[0].getsockname()  # type: ignore[union-attr]
             running.tcp_address = (str(bound[0]), int(bound[1]))
         if uds_path is not None:
             sock = bind_unix_socket(uds_path, mode=uds_mode, dir_mode=uds_dir_mode)
-            server = Server(list(handlers))
+            server = Server(list(handlers), status_details_codec=status_details_codec)
             try:
                 await server.start(sock=sock)
             except BaseException:

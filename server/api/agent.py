@@ -9,7 +9,8 @@ from typing import Any
 from google.protobuf import empty_pb2
 from grpclib.server import Stream
 
-from plastron.errors import InvalidArgument, NotFound
+from plastron.attestors.join_token import check_token_shape
+from plastron.errors import AttestationFailed, InvalidArgument, NotFound
 from plastron.proto.spire.api.server.agent.v1 import agent_grpc, agent_pb2
 from plastron.proto.spire.api.types import jointoken_pb2, status_pb2
 from plastron.selector import Selector
@@ -160,9 +161,6 @@ class AgentService(agent_grpc.AgentBase):
         if req.ttl > MAX_JOIN_TOKEN_TTL:
             raise InvalidArgument(f"ttl: {req.ttl} exceeds the maximum of {MAX_JOIN_TOKEN_TTL}")
         token = req.token or str(uuid.UUID(bytes=secrets.token_bytes(16), version=4))
-        from plastron.attestors.join_token import check_token_shape
-        from plastron.errors import AttestationFailed
-
         try:
             check_token_shape(token)
         except AttestationFailed as exc:

@@ -12,6 +12,7 @@ from plastron.server import bundles
 from plastron.server.api import convert
 from plastron.server.api.context import ApiContext
 from plastron.server.api.entry import check_page_size
+from plastron.server.api.status import unimplemented
 from plastron.spiffe.bundle import Bundle
 from plastron.spiffe.ids import TrustDomain
 
@@ -70,9 +71,7 @@ class BundleService(bundle_grpc.BundleBase):
         )
 
     async def PublishWITAuthority(self, stream: Stream[Any, Any]) -> None:
-        from plastron.server.api.svid import _unimplemented
-
-        await _unimplemented(stream, "PublishWITAuthority")
+        await unimplemented(stream, "PublishWITAuthority")
 
     async def CountBundles(self, stream: Stream[Any, Any]) -> None:
         await stream.recv_message()

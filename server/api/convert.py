@@ -10,7 +10,9 @@ from collections.abc import Iterable, Sequence
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from plastron.clock import from_unix
 from plastron.errors import InvalidArgument, PlastronError
 from plastron.proto.spire.api.types import (
     agent_pb2,
@@ -292,8 +294,6 @@ def x509_authorities_from_proto(
 def jwt_authorities_from_proto(
     msgs: Sequence[bundle_pb2.JWTKey], field: str
 ) -> tuple[JwtAuthority, ...]:
-    from plastron.clock import from_unix
-
     out = []
     for i, m in enumerate(msgs):
         if not m.key_id:
@@ -302,8 +302,6 @@ def jwt_authorities_from_proto(
             key = serialization.load_der_public_key(m.public_key)
         except ValueError:
             raise InvalidArgument(f"{field}[{i}].public_key: not a DER public key") from None
-        from cryptography.hazmat.primitives.asymmetric import ec, rsa
-
         if not isinstance(key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey):
             raise InvalidArgument(f"{field}[{i}].public_key: only EC and RSA keys are supported")
         out.append(

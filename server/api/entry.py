@@ -176,7 +176,7 @@ class EntryService(entry_grpc.EntryBase):
         merged.CopyFrom(convert.entry_to_proto(current))
         for name in input_mask if input_mask is not None else convert.ENTRY_MASK_FIELDS:
             field = merged.DESCRIPTOR.fields_by_name[name]
-            if field.label == field.LABEL_REPEATED:
+            if field.is_repeated:
                 merged.ClearField(name)
                 getattr(merged, name).extend(getattr(msg, name))
             elif field.message_type is not None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
@@ -74,3 +74,9 @@ def item_status(exc: BaseException | None) -> tuple[int, str]:
         return Status.OK.value, ""
     err = grpc_error(exc)
     return err.status.value, err.message or ""
+
+
+async def unimplemented(stream: Any, name: str) -> None:
+    """Answer a method Plastron does not offer (yet) with UNIMPLEMENTED."""
+    await stream.recv_message()
+    raise GRPCError(Status.UNIMPLEMENTED, f"{name} is not supported by this server")

@@ -14,6 +14,9 @@ from plastron.server.api import convert
 from plastron.server.api.authz import current_caller
 from plastron.server.api.context import ApiContext
 from plastron.server.api.csr import csr_public_key, csr_uri_and_dns, parse_csr
+from plastron.server.api.status import unimplemented
+from plastron.server.bundles import load_bundle
+from plastron.spiffe.bundle import Bundle
 from plastron.spiffe.ids import SpiffeId
 from plastron.spiffe.jwtsvid import parse_jwt_svid_insecure
 
@@ -150,24 +153,14 @@ class SvidService(svid_grpc.SVIDBase):
             )
         )
 
-    async def _bundle(self) -> Any:
-        from plastron.server.bundles import load_bundle
-
+    async def _bundle(self) -> Bundle:
         return await load_bundle(self.ctx.datastore, self.ctx.trust_domain)
 
     async def MintWITSVID(self, stream: Stream[Any, Any]) -> None:
-        await _unimplemented(stream, "MintWITSVID")
+        await unimplemented(stream, "MintWITSVID")
 
     async def BatchNewWITSVID(self, stream: Stream[Any, Any]) -> None:
-        await _unimplemented(stream, "BatchNewWITSVID")
-
-
-async def _unimplemented(stream: Stream[Any, Any], name: str) -> None:
-    from grpclib.const import Status
-    from grpclib.exceptions import GRPCError
-
-    await stream.recv_message()
-    raise GRPCError(Status.UNIMPLEMENTED, f"{name} is not supported by this server")
+        await unimplemented(stream, "BatchNewWITSVID")
 
 
 def _jwt_proto(token: str, sid: SpiffeId, hint: str = "") -> jwtsvid_pb2.JWTSVID:

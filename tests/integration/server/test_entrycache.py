@@ -1,0 +1,87 @@
+"""The authorized-entry cache against a real SQLite datastore: aliases, recursion, cycles,
+and convergence through change events (as a second server sharing the database would see)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from plastron.clock import ManualClock
+from plastron.selector import Selector
+from plastron.server.datastore.config import SqlConfig
+from plastron.server.datastore.records import AttestedNode, RegistrationEntry
+from plastron.server.datastore.store import open_datastore
+from plastron.server.entrycache import AuthorizedEntryCache
+from plastron.spiffe.ids import SpiffeId, TrustDomain
+
+TD = TrustDomain("example.org")
+AGENT = SpiffeId.parse("spiffe://example.org/spire/agent/x/1")
+OTHER = SpiffeId.parse("spiffe://example.org/spire/agent/x/2")
+SERVER = SpiffeId.parse("spiffe://example.org/spire/server")
+
+
+def sid(path: str) -> SpiffeId:
+    return SpiffeId(TD, path)
+
+
+def e(spiffe: SpiffeId, parent: SpiffeId, *sels: str) -> RegistrationEntry:
+    return RegistrationEntry(
+        entry_id="",
+        spiffe_id=spiffe,
+        parent_id=parent,
+        selectors=tuple(Selector.parse(s) for s in sels) or (Selector("unix", "uid:0"),),
+    )
+
+
+async def test_aliases_recursion_cycles_and_events(tmp_path: Path) -> None:
+    clock = ManualClock()
+    ds = await open_datastore(
+        SqlConfig(database_type="sqlite3", data_dir=str(tmp_path)), clock=clock
+    )
+    try:
+        await ds.upsert_attested_node_with_selectors(
+            AttestedNode(
+                spiffe_id=AGENT,
+                attestation_type="x",
+                cert_serial="1",
+                cert_not_after=0,
+                selectors=(Selector("x", "rack:7"), Selector("x", "zone:a")),
+            )
+        )
+        alias = await ds.create_entry(e(sid("/rack7"), SERVER, "x:rack:7"))
+        not_mine = await ds.create_entry(e(sid("/rack8"), SERVER, "x:rack:8"))
+        direct = await ds.create_entry(e(sid("/direct"), AGENT))
+        via_alias = await ds.create_entry(e(sid("/svc"), sid("/rack7")))
+        nested = await ds.create_entry(e(sid("/svc/child"), sid("/svc")))
+        # a cycle: /loop-a parents /loop-b which parents /loop-a, reachable from the agent
+        loop_a = await ds.create_entry(e(sid("/loop-a"), AGENT, "unix:uid:9"))
+        loop_b = await ds.create_entry(e(sid("/loop-b"), sid("/loop-a")))
+        loop_a2 = await ds.create_entry(e(sid("/loop-a"), sid("/loop-b"), "unix:uid:10"))
+        await ds.create_entry(e(sid("/elsewhere"), OTHER))
+        await ds.create_entry(e(sid("/r8svc"), not_mine.spiffe_id))
+
+        cache = AuthorizedEntryCache(TD, ds, clock)
+        await cache.rebuild()
+        got = {x.entry_id for x in cache.authorized_entries(AGENT)}
+        want = {direct, via_alias, nested, loop_a, loop_b, loop_a2}
+        assert got == {w.entry_id for w in want}
+        assert alias.entry_id not in got
+        assert cache.authorized_entry(AGENT, direct.entry_id) is not None
+        assert cache.authorized_entry(OTHER, direct.entry_id) is None
+
+        # a second cache (another server) sees changes made elsewhere through events
+        other_cache = AuthorizedEntryCache(TD, ds, clock)
+        await other_cache.rebuild()
+        added = await ds.create_entry(e(sid("/late"), AGENT))
+        await ds.delete_entry(direct.entry_id)
+        assert await other_cache.refresh()
+        ids = {x.entry_id for x in other_cache.authorized_entries(AGENT)}
+        assert added.entry_id in ids and direct.entry_id not in ids
+
+        # node selector change moves the agent out of the alias
+        await ds.set_node_selectors(AGENT, (Selector("x", "rack:8"),))
+        await other_cache.refresh()
+        ids = {x.entry_id for x in other_cache.authorized_entries(AGENT)}
+        assert via_alias.entry_id not in ids
+        assert any(x.spiffe_id == sid("/r8svc") for x in other_cache.authorized_entries(AGENT))
+    finally:
+        await ds.close()
