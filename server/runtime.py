@@ -57,6 +57,7 @@ class PlastronServer:
         self.ca: ServerCA | None = None
         self.cache: AuthorizedEntryCache | None = None
         self.health = HealthChecker()
+        self.api: ApiContext | None = None
         self.listeners: RunningServer | None = None
         self._tls: RotatingServerTls | None = None
         self._trust: tuple[x509.Certificate, ...] = ()
@@ -100,7 +101,7 @@ class PlastronServer:
         await self.cache.rebuild()
         await self._refresh_trust()
         await self._renew_server_svid()
-        ctx = self._api_context(self._attestors(context))
+        ctx = self.api = self._api_context(self._attestors(context))
         self._register_health()
         authorizer = Authorizer(
             admin_ids=cfg.admin_ids,

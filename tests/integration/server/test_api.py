@@ -319,3 +319,55 @@ async def test_get_bundle_is_public_and_federated_bundles(harness: Harness) -> N
     )
     resp = await admin.BatchSetFederatedBundle(same)
     assert resp.results[0].status.code == Status.INVALID_ARGUMENT.value
+
+
+class _AskingAttestor:
+    """A real challenge-response method for the test: it asks once and expects b"pong"."""
+
+    name = "asking"
+
+    def __init__(self) -> None:
+        self.finished = asyncio.Event()
+
+    async def attest(self, payload: bytes, challenge):  # type: ignore[no-untyped-def]
+        try:
+            answer = await challenge(b"ping")
+            from plastron.attestors.base import AttestationResult
+            from plastron.errors import AttestationFailed
+
+            if answer != b"pong":
+                raise AttestationFailed("asking: wrong answer")
+            return AttestationResult(
+                agent_id=SpiffeId.parse("spiffe://example.org/spire/agent/asking/1")
+            )
+        finally:
+            self.finished.set()
+
+
+async def test_agent_that_never_answers_is_dropped_after_the_deadline(harness: Harness) -> None:
+    assert harness.server.api is not None
+    asking = _AskingAttestor()
+    harness.server.api.attestors["asking"] = asking  # type: ignore[assignment]
+    harness.server.api.challenge_timeout = 0.5
+    stub = agent_grpc.AgentStub(await harness.tls())
+    key = ec.generate_private_key(ec.SECP256R1())
+    with pytest.raises(GRPCError) as err:
+        async with stub.AttestAgent.open() as stream:
+            await stream.send_message(attest_params("asking", b"hello", make_csr(key)))
+            first = await stream.recv_message()
+            assert first is not None and first.challenge == b"ping"
+            await stream.recv_message()  # never answer: the server gives up
+    assert err.value.status == Status.DEADLINE_EXCEEDED
+    assert "challenge response not received" in (err.value.message or "")
+    await asyncio.wait_for(asking.finished.wait(), 5)  # the server task is freed
+    count = await agent_grpc.AgentStub(harness.local()).CountAgents(agent_pb2.CountAgentsRequest())
+    assert count.count == 0
+    # and a wrong answer is refused with no node record
+    with pytest.raises(GRPCError) as err:
+        async with stub.AttestAgent.open() as stream:
+            await stream.send_message(attest_params("asking", b"hello", make_csr(key)))
+            await stream.recv_message()
+            await stream.send_message(agent_pb2.AttestAgentRequest(challenge_response=b"nope"))
+            await stream.recv_message()
+    assert err.value.status == Status.PERMISSION_DENIED
+    assert "wrong answer" in (err.value.message or "")
