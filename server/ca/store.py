@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Protocol
 
+from plastron.server.datastore import CAJournal, DataStore
 from plastron.spiffe.ids import TrustDomain
 
 
@@ -76,20 +77,16 @@ class MemoryCAStore:
 class DataStoreCAStore:
     """Adapts the SQL DataStore (``plastron.server.datastore``) to CAStore."""
 
-    def __init__(self, datastore: Any) -> None:
+    def __init__(self, datastore: DataStore) -> None:
         self._ds = datastore
 
     async def update_bundle(self, td: TrustDomain, fn: Callable[[bytes | None], bytes]) -> bytes:
-        result: bytes = await self._ds.update_bundle(td, fn)
-        return result
+        return await self._ds.update_bundle(td, fn)
 
     async def fetch_bundle(self, td: TrustDomain) -> bytes | None:
-        result: bytes | None = await self._ds.fetch_bundle(td)
-        return result
+        return await self._ds.fetch_bundle(td)
 
     async def set_ca_journal(self, journal: StoredJournal) -> StoredJournal:
-        from plastron.server.datastore.records import CAJournal  # noqa: PLC0415
-
         row = await self._ds.set_ca_journal(
             CAJournal(
                 id=journal.id,
