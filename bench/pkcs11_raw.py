@@ -20,6 +20,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "softhsm-conf"))
 
@@ -88,6 +89,7 @@ def main() -> int:
         try:
             km.generate_key("x509-CA-A", KeyType.EC_P256)
             hsm_key = km.signer("x509-CA-A")
+            assert isinstance(hsm_key, ec.EllipticCurvePrivateKey)
             label = km.label_for("x509-CA-A")
             digest = hashlib.sha256(MESSAGE).digest()
 
@@ -95,7 +97,7 @@ def main() -> int:
             with PKCS11_LOCK:
                 lib = pkcs11.lib(token.module_path)
                 session = lib.get_token(token_label=token.token_label).open()
-                raw_key = session.get_key(object_class=ObjectClass.PRIVATE_KEY, label=label)
+                raw_key: Any = session.get_key(object_class=ObjectClass.PRIVATE_KEY, label=label)
                 assert raw_key[Attribute.SIGN]
             MECH = Mechanism.ECDSA
             soft = ec.generate_private_key(ec.SECP256R1())
