@@ -8,7 +8,7 @@ from typing import Any, NoReturn
 
 from plastron.errors import InvalidArgument
 
-DEFAULT_SERVER_SOCKET = "/tmp/plastron-server/private/api.sock"
+DEFAULT_SERVER_SOCKET = "/tmp/plastron-server/private/api.sock"  # noqa: S108 - SPIRE-shaped default
 
 
 class CliError(Exception):
@@ -60,3 +60,54 @@ def parse_duration_seconds(text: str, name: str) -> int:
 def fail(message: str) -> NoReturn:
     print(message, file=sys.stderr)
     raise SystemExit(1)
+
+
+# ---- additions for the verb modules ------------------------------------------------------------
+
+# Inputs read from files or stdin are bounded so a wrong path (a device, a huge log) cannot
+# exhaust memory; 4 MiB is far above any realistic entry batch or bundle.
+MAX_INPUT_BYTES = 4 * 1024 * 1024
+_INT32_MAX = (1 << 31) - 1
+
+
+def new_parser(prog: str, description: str = "") -> FlagParser:
+    # Go's flag package has no abbreviations: "-spiffe" must not mean "-spiffeID".
+    return FlagParser(prog=f"plastron-server {prog}", description=description, allow_abbrev=False)
+
+
+def repeated_flag(parser: argparse.ArgumentParser, name: str, help: str) -> None:
+    """A string flag that may be given several times (Go's StringsFlag)."""
+    flag(parser, name, action="append", default=[], help=help)
+
+
+def bool_flag(parser: argparse.ArgumentParser, name: str, help: str) -> None:
+    flag(parser, name, action="store_true", help=help)
+
+
+def int32_value(value: int, name: str, *, minimum: int = 0) -> int:
+    """Check an integer flag fits the proto int32 field it travels in."""
+    if value < minimum or value > _INT32_MAX:
+        raise CliError(f"-{name}: {value} is out of range ({minimum}..{_INT32_MAX})")
+    return value
+
+
+def duration_flag_seconds(text: str, name: str) -> int:
+    """A Go duration flag (``-ttl 1h``) as whole seconds that fit in an int32."""
+    if not text:
+        return 0
+    return int32_value(parse_duration_seconds(text, name), name)
+
+
+def read_input(path: str, what: str) -> bytes:
+    """Read ``path`` (or stdin for ``-`` / empty), refusing more than MAX_INPUT_BYTES."""
+    try:
+        if path in ("", "-"):
+            data = sys.stdin.buffer.read(MAX_INPUT_BYTES + 1)
+        else:
+            with open(path, "rb") as fh:
+                data = fh.read(MAX_INPUT_BYTES + 1)
+    except OSError as exc:
+        raise CliError(f"unable to load {what}: {exc.strerror or exc} ({path})") from exc
+    if len(data) > MAX_INPUT_BYTES:
+        raise CliError(f"{what} is larger than {MAX_INPUT_BYTES} bytes ({path or 'stdin'})")
+    return data
