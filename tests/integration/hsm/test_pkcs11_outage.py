@@ -40,6 +40,11 @@ def token_dir_removed(token: SoftHsmToken) -> Iterator[None]:
         shutil.move(aside, token.token_dir)
 
 
+def _ec(key: object) -> ec.EllipticCurvePrivateKey:
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    return key
+
+
 def _verify(key: ec.EllipticCurvePrivateKey) -> None:
     key.public_key().verify(key.sign(b"m", ECDSA), b"m", ECDSA)
 
@@ -48,8 +53,7 @@ def test_token_dir_removed_then_restored(
     softhsm_token: SoftHsmToken, manager: Pkcs11KeyManager
 ) -> None:
     manager.generate_key("x509-CA-A", KeyType.EC_P256)
-    key = manager.signer("x509-CA-A")
-    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    key = _ec(manager.signer("x509-CA-A"))
     _verify(key)
     manager.health_check()
     with token_dir_removed(softhsm_token):
@@ -68,7 +72,7 @@ def test_module_finalised_from_outside_recovers_transparently(
     softhsm_token: SoftHsmToken, manager: Pkcs11KeyManager
 ) -> None:
     manager.generate_key("x509-CA-A", KeyType.EC_P256)
-    key = manager.signer("x509-CA-A")
+    key = _ec(manager.signer("x509-CA-A"))
     with PKCS11_LOCK:
         pkcs11.lib(softhsm_token.module_path).finalize()
     _verify(key)  # re-initialised, logged in again, key found again, one retry
@@ -82,7 +86,7 @@ def test_module_finalised_while_token_gone(
     softhsm_token: SoftHsmToken, manager: Pkcs11KeyManager
 ) -> None:
     manager.generate_key("x509-CA-A", KeyType.EC_P256)
-    key = manager.signer("x509-CA-A")
+    key = _ec(manager.signer("x509-CA-A"))
     with token_dir_removed(softhsm_token):
         with PKCS11_LOCK:
             pkcs11.lib(softhsm_token.module_path).finalize()
@@ -99,7 +103,7 @@ def test_changed_pin_is_not_retried_until_fixed(
     softhsm_token: SoftHsmToken, manager: Pkcs11KeyManager
 ) -> None:
     manager.generate_key("x509-CA-A", KeyType.EC_P256)
-    key = manager.signer("x509-CA-A")
+    key = _ec(manager.signer("x509-CA-A"))
     good = softhsm_token.pin_file.read_text()
     softhsm_token.pin_file.write_text("wrong-pin")
     try:
@@ -117,7 +121,7 @@ def test_changed_pin_is_not_retried_until_fixed(
 def test_concurrent_signers_share_the_lock(manager: Pkcs11KeyManager) -> None:
     manager.generate_key("x509-CA-A", KeyType.EC_P256)
     manager.generate_key("JWT-Signer-A", KeyType.EC_P256)
-    keys = [manager.signer("x509-CA-A"), manager.signer("JWT-Signer-A")]
+    keys = [_ec(manager.signer("x509-CA-A")), _ec(manager.signer("JWT-Signer-A"))]
     errors: list[BaseException] = []
 
     def work(key: ec.EllipticCurvePrivateKey) -> None:
