@@ -1,0 +1,122 @@
+"""Attested nodes and node selectors."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from datastore_builders import node, sel, sid
+
+from plastron.errors import AlreadyExists, InvalidArgument, NotFound
+from plastron.server.datastore import AttestedNode, DataStore
+
+
+async def test_create_fetch_update_delete(ds: DataStore) -> None:
+    n = node("a", "k:1", "k:2", node_data=b"\x00data", agent_version="1.2", can_reattest=True)
+    assert await ds.create_attested_node(n) == n
+    assert await ds.fetch_attested_node(n.spiffe_id) == n
+    with pytest.raises(AlreadyExists, match="join_token/a"):
+        await ds.create_attested_node(n)
+    updated = await ds.update_attested_node(
+        n.spiffe_id, new_cert_serial="s2", new_cert_not_after=5, selectors=(sel("k:3"),)
+    )
+    assert updated.new_cert_serial == "s2" and updated.cert_serial == n.cert_serial
+    assert updated.selectors == (sel("k:3"),)
+    assert await ds.fetch_attested_node(n.spiffe_id) == updated
+    with pytest.raises(InvalidArgument, match="entry_id"):
+        await ds.update_attested_node(n.spiffe_id, entry_id="x")
+    with pytest.raises(NotFound):
+        await ds.update_attested_node(sid("/spire/agent/none"), cert_serial="x")
+    assert await ds.delete_attested_node(n.spiffe_id) == updated
+    assert await ds.fetch_attested_node(n.spiffe_id) is None
+    assert await ds.get_node_selectors(n.spiffe_id) == ()
+    with pytest.raises(NotFound):
+        await ds.delete_attested_node(n.spiffe_id)
+
+
+async def test_ban_is_empty_serial(ds: DataStore) -> None:
+    n = await ds.create_attested_node(node("a"))
+    banned = await ds.update_attested_node(n.spiffe_id, cert_serial="", new_cert_serial="")
+    assert banned.banned
+    assert (await ds.fetch_attested_node(n.spiffe_id)).banned  # type: ignore[union-attr]
+
+
+async def test_rejects_oversize_inputs(ds: DataStore) -> None:
+    with pytest.raises(InvalidArgument, match="node_data"):
+        await ds.create_attested_node(node("a", node_data=b"x" * ((1 << 20) + 1)))
+    with pytest.raises(InvalidArgument, match="cert_serial"):
+        await ds.create_attested_node(node("a", cert_serial="s" * 256))
+    with pytest.raises(InvalidArgument, match="selectors"):
+        await ds.set_node_selectors(sid("/n"), [sel(f"k:{i}") for i in range(1001)])
+    assert await ds.count_attested_nodes() == 0
+
+
+async def test_node_selectors(ds: DataStore) -> None:
+    a, b = sid("/spire/agent/x/a"), sid("/spire/agent/x/b")
+    await ds.set_node_selectors(a, [sel("k:1"), sel("k:2"), sel("k:1")])
+    await ds.set_node_selectors(b, [sel("k:3")])
+    assert await ds.get_node_selectors(a) == (sel("k:1"), sel("k:2"))
+    await ds.set_node_selectors(a, [sel("k:9")])
+    assert await ds.list_node_selectors() == {a: (sel("k:9"),), b: (sel("k:3"),)}
+    await ds.set_node_selectors(b, [])
+    assert await ds.list_node_selectors() == {a: (sel("k:9"),)}
+
+
+async def test_upsert_with_selectors(ds: DataStore) -> None:
+    n = node("a", "k:1", node_data=b"first")
+    assert await ds.upsert_attested_node_with_selectors(n) == n
+    again = node("a", "k:2", cert_serial="new", node_data=b"second")
+    assert await ds.upsert_attested_node_with_selectors(again) == again
+    assert await ds.fetch_attested_node(n.spiffe_id) == again
+    assert await ds.count_attested_nodes() == 1
+
+
+async def test_concurrent_first_upserts_both_succeed(ds: DataStore) -> None:
+    results = await asyncio.gather(
+        ds.upsert_attested_node_with_selectors(node("r", "k:1", cert_serial="one")),
+        ds.upsert_attested_node_with_selectors(node("r", "k:2", cert_serial="two")),
+    )
+    stored = await ds.fetch_attested_node(results[0].spiffe_id)
+    assert stored in results
+    assert await ds.count_attested_nodes() == 1
+
+
+async def test_list_filters_and_paging(ds: DataStore) -> None:
+    a = await ds.create_attested_node(node("a", "k:1", "k:2", cert_not_after=100))
+    b = await ds.create_attested_node(node("b", "k:1", attestation_type="tpm", can_reattest=True))
+    c = await ds.create_attested_node(node("c", "k:3", cert_serial=""))
+
+    async def ids(**kw: object) -> list[AttestedNode]:
+        found, _ = await ds.list_attested_nodes(**kw)  # type: ignore[arg-type]
+        assert await ds.count_attested_nodes(**kw) == len(found)  # type: ignore[arg-type]
+        return found
+
+    assert await ids() == [a, b, c]
+    assert await ids(by_attestation_type="tpm") == [b]
+    assert await ids(by_banned=True) == [c]
+    assert await ids(by_banned=False) == [a, b]
+    assert await ids(by_can_reattest=True) == [b]
+    assert await ids(by_expires_before=101) == [a]
+    assert await ids(by_selectors=((sel("k:1"),), "exact")) == [b]
+    assert await ids(by_selectors=((sel("k:1"), sel("k:2")), "superset")) == [a]
+    assert await ids(by_selectors=((sel("k:1"), sel("k:2")), "subset")) == [a, b]
+    assert await ids(by_selectors=((sel("k:1"), sel("k:3")), "any")) == [a, b, c]
+    page, token = await ds.list_attested_nodes(page_size=2)
+    assert page == [a, b] and token
+    page, token = await ds.list_attested_nodes(page_size=2, page_token=token)
+    assert page == [c] and token == ""
+
+
+async def test_every_node_write_records_an_event(ds: DataStore) -> None:
+    n = await ds.create_attested_node(node("a", "k:1"))
+    await ds.update_attested_node(n.spiffe_id, agent_version="2")
+    await ds.set_node_selectors(n.spiffe_id, [sel("k:2")])
+    await ds.upsert_attested_node_with_selectors(n)
+    await ds.delete_attested_node(n.spiffe_id)
+    events = await ds.list_node_events(0, 100)
+    assert [s for _, s in events] == [str(n.spiffe_id)] * 5
+    assert (await ds.latest_event_ids())[1] == events[-1][0]
+    with pytest.raises(AlreadyExists):
+        await ds.create_attested_node(node("b"))
+        await ds.create_attested_node(node("b"))
+    assert len(await ds.list_node_events(0, 100)) == 6  # the failed create left none
