@@ -1,0 +1,214 @@
+"""Real ``plastron-server run`` and ``plastron-agent run`` processes for agent e2e tests.
+
+Readiness is polled (health checks, socket answers) with deadlines; nothing sleeps to guess.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+BIN = Path(sys.executable).parent
+TD = "example.org"
+DEADLINE = 60.0
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def poll(what: str, fn: Callable[[], T | None], deadline: float = DEADLINE) -> T:
+    """Call ``fn`` until it returns a truthy value; fail after ``deadline`` seconds."""
+    end = time.monotonic() + deadline
+    last: object = None
+    while time.monotonic() < end:
+        try:
+            value = fn()
+            if value:
+                return value
+        except AssertionError:
+            raise
+        except Exception as exc:  # remembered for the failure message
+            last = exc
+        time.sleep(0.05)  # polling interval, not a readiness guess
+    raise AssertionError(f"{what}: not within {deadline:g}s (last: {last!r})")
+
+
+@dataclass
+class Proc:
+    args: list[str]
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT)
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def wait(self, timeout: float = 30) -> int:
+        assert self.process is not None
+        return self.process.wait(timeout=timeout)
+
+    def stop(self) -> int | None:
+        proc = self.process
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+        return proc.returncode
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-6000:]
+        except OSError:
+            return ""
+
+
+class ServerProcess:
+    def __init__(self, base: Path, server_extra: str = "") -> None:
+        self.base = base
+        self.port = free_port()
+        self.socket_path = str(base / "server.sock")
+        self.config = base / "server.conf"
+        self.config.write_text(
+            f"""
+server {{
+  trust_domain = "{TD}"
+  bind_address = "127.0.0.1"
+  bind_port = {self.port}
+  socket_path = "{self.socket_path}"
+  data_dir = "{base}/server-data"
+  log_level = "INFO"
+  {server_extra}
+}}
+plugins {{
+  DataStore "sql" {{ plugin_data {{ database_type = "sqlite3"
+    connection_string = "{base}/server-data/ds.sqlite3" }} }}
+  KeyManager "disk" {{ plugin_data {{ directory = "{base}/server-keys" }} }}
+  NodeAttestor "join_token" {{ plugin_data {{}} }}
+}}
+"""
+        )
+        self.proc = Proc(
+            [str(BIN / "plastron-server"), "run", "-config", str(self.config)],
+            base / "server.log",
+        )
+
+    def start(self) -> None:
+        self.proc.start()
+
+        def healthy() -> bool:
+            if not self.proc.running():
+                raise AssertionError(f"server exited:\n{self.proc.log()}")
+            return self.cli("healthcheck", check=False).returncode == 0
+
+        poll("server healthy", healthy)
+
+    def stop(self) -> None:
+        self.proc.stop()
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        out = subprocess.run(
+            [str(BIN / "plastron-server"), *args, "-socketPath", self.socket_path],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        if check and out.returncode != 0:
+            raise AssertionError(f"plastron-server {' '.join(args)}: {out.stderr}")
+        return out
+
+    def join_token(self, node_id: str | None = None) -> str:
+        extra = ["-spiffeID", node_id] if node_id else []
+        return self.cli("token", "generate", "-ttl", "600", *extra).stdout.strip().split()[-1]
+
+    def create_entry(self, parent: str, spiffe_id: str, *selectors: str) -> str:
+        args = ["entry", "create", "-parentID", parent, "-spiffeID", spiffe_id]
+        for sel in selectors:
+            args += ["-selector", sel]
+        out = self.cli(*args).stdout
+        return next(
+            line.split(":", 1)[1].strip() for line in out.splitlines() if "Entry ID" in line
+        )
+
+    def agents(self) -> str:
+        return self.cli("agent", "list").stdout
+
+
+class AgentProcess:
+    def __init__(self, base: Path, server: ServerProcess, sync_interval: str = "1s") -> None:
+        self.base = base
+        self.socket_path = str(base / "agent" / "public" / "api.sock")
+        self.data_dir = base / "agent-data"
+        (base / "bootstrap.pem").write_text(server.cli("bundle", "show").stdout)
+        self.config = base / "agent.conf"
+        self.config.write_text(
+            f"""
+agent {{
+  trust_domain = "{TD}"
+  server_address = "127.0.0.1"
+  server_port = {server.port}
+  data_dir = "{self.data_dir}"
+  socket_path = "{self.socket_path}"
+  trust_bundle_path = "{base}/bootstrap.pem"
+  log_level = "INFO"
+  experimental {{ sync_interval = "{sync_interval}" }}
+}}
+plugins {{
+  NodeAttestor "join_token" {{ plugin_data {{}} }}
+  KeyManager "disk" {{ plugin_data {{ directory = "{self.data_dir}" }} }}
+  WorkloadAttestor "unix" {{ plugin_data {{}} }}
+}}
+"""
+        )
+        self.proc: Proc | None = None
+
+    def start(self, token: str | None = None) -> None:
+        args = [str(BIN / "plastron-agent"), "run", "-config", str(self.config)]
+        if token:
+            args += ["-joinToken", token]
+        self.proc = Proc(args, self.base / "agent.log")
+        self.proc.start()
+        proc = self.proc
+
+        def healthy() -> bool:
+            if not proc.running():
+                raise AssertionError(f"agent exited:\n{proc.log()}")
+            return self.cli("healthcheck").returncode == 0
+
+        poll("agent healthy", healthy)
+
+    def stop(self) -> int | None:
+        return self.proc.stop() if self.proc else None
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(BIN / "plastron-agent"), *args, "-socketPath", self.socket_path],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    @property
+    def uid_selector(self) -> str:
+        return f"unix:uid:{os.geteuid()}"
