@@ -1,0 +1,235 @@
+"""End-to-end fixtures: a real ``plastron-server run`` process and a way to drive its CLI.
+
+``plastron_server`` starts the server exactly as a user would (``python -m
+plastron.server.cli.main run -config server.conf``) on SQLite, the memory KeyManager and the
+join_token attestor, waits for the admin socket to answer a health check (with a deadline,
+no sleeps for readiness), and stops it with SIGTERM afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from plastron.proto.grpc.health.v1 import health_grpc, health_pb2
+from plastron.proto.spire.api.server.agent.v1 import agent_grpc, agent_pb2
+from plastron.spiffe.ids import SpiffeId, TrustDomain, server_id
+from plastron.transport.client import open_channel
+from plastron.transport.tls import client_ssl_context
+
+TRUST_DOMAIN = "example.org"
+START_DEADLINE_SECONDS = 60.0
+CLI_TIMEOUT_SECONDS = 60.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def server_config(base: Path, port: int, socket_path: Path, extra_server: str = "") -> str:
+    return f"""
+server {{
+  trust_domain = "{TRUST_DOMAIN}"
+  bind_address = "127.0.0.1"
+  bind_port = {port}
+  socket_path = "{socket_path}"
+  data_dir = "{base}/data"
+  log_level = "DEBUG"
+  {extra_server}
+}}
+plugins {{
+  DataStore "sql" {{
+    plugin_data {{
+      database_type = "sqlite3"
+      connection_string = "{base}/data/datastore.sqlite3"
+    }}
+  }}
+  KeyManager "memory" {{ plugin_data {{}} }}
+  NodeAttestor "join_token" {{ plugin_data {{}} }}
+}}
+"""
+
+
+async def _healthy(socket_path: str) -> bool:
+    from grpclib.client import Channel
+
+    channel = Channel(path=socket_path)
+    try:
+        resp = await health_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(), timeout=2.0
+        )
+        return bool(resp.status == health_pb2.HealthCheckResponse.SERVING)
+    except Exception:
+        return False
+    finally:
+        channel.close()
+
+
+@dataclass
+class AgentIdentity:
+    spiffe_id: SpiffeId
+    chain: list[x509.Certificate]
+    key: ec.EllipticCurvePrivateKey
+
+
+@dataclass
+class PlastronServerProcess:
+    base: Path
+    config_path: Path
+    data_dir: Path
+    port: int
+    socket_path: str
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+    def start(self) -> None:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "plastron.server.cli.main",
+                "run",
+                "-config",
+                str(self.config_path),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+            cwd=self.base,
+        )
+        log.close()
+        deadline = time.monotonic() + START_DEADLINE_SECONDS
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log()}")
+            if os.path.exists(self.socket_path) and asyncio.run(_healthy(self.socket_path)):
+                return
+            time.sleep(0.05)  # polling interval, not a readiness guess
+        self.stop()
+        raise RuntimeError(f"server not healthy within {START_DEADLINE_SECONDS}s:\n{self.log()}")
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-4000:]
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        proc = self.process
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+    def run_cli(self, *args: str, input: bytes | None = None) -> subprocess.CompletedProcess[str]:
+        """Run ``plastron-server <args>`` against this server's socket (added unless given)."""
+        argv = list(args)
+        if "-socketPath" not in argv and argv[:1] not in (["run"], ["validate"]):
+            argv += ["-socketPath", self.socket_path]
+        return subprocess.run(
+            [sys.executable, "-m", "plastron.server.cli.main", *argv],
+            input=input.decode() if input is not None else None,
+            capture_output=True,
+            text=True,
+            timeout=CLI_TIMEOUT_SECONDS,
+            env=self.env,
+            cwd=self.base,
+            check=False,
+        )
+
+    def bundle_certificates(self) -> list[x509.Certificate]:
+        out = self.run_cli("bundle", "show")
+        assert out.returncode == 0, out.stderr
+        return x509.load_pem_x509_certificates(out.stdout.encode())
+
+    def attest_join_token(self, token: str) -> AgentIdentity:
+        """Attest an agent over the TLS port with a join token, as an agent would."""
+        return asyncio.run(self._attest(token))
+
+    async def _attest(self, token: str) -> AgentIdentity:
+        key = ec.generate_private_key(ec.SECP256R1())
+        csr = (
+            x509.CertificateSigningRequestBuilder()
+            .subject_name(x509.Name([]))
+            .sign(key, hashes.SHA256())
+            .public_bytes(serialization.Encoding.DER)
+        )
+        ctx = client_ssl_context(trust_bundle=self.bundle_certificates())
+        channel = open_channel(
+            ("127.0.0.1", self.port),
+            ssl=ctx,
+            expected_server_id=server_id(TrustDomain(TRUST_DOMAIN)),
+        )
+        try:
+            stub = agent_grpc.AgentStub(channel)
+            async with stub.AttestAgent.open(timeout=30) as stream:
+                await stream.send_message(
+                    agent_pb2.AttestAgentRequest(
+                        params=agent_pb2.AttestAgentRequest.Params(
+                            data={"type": "join_token", "payload": token.encode()},
+                            params={"csr": csr},
+                        )
+                    )
+                )
+                resp = await stream.recv_message()
+                await stream.end()
+        finally:
+            channel.close()
+        assert resp is not None and resp.WhichOneof("step") == "result", resp
+        svid = resp.result.svid
+        chain = [x509.load_der_x509_certificate(c) for c in svid.cert_chain]
+        return AgentIdentity(SpiffeId.from_parts(svid.id.trust_domain, svid.id.path), chain, key)
+
+
+def _short_tmp() -> Path:
+    # Unix socket paths are limited to ~107 bytes; pytest's tmp_path can be longer.
+    return Path(tempfile.mkdtemp(prefix="pl-e2e-", dir="/tmp"))
+
+
+@pytest.fixture
+def plastron_server() -> Iterator[PlastronServerProcess]:
+    base = _short_tmp()
+    port = free_port()
+    socket_path = base / "api.sock"
+    config_path = base / "server.conf"
+    config_path.write_text(server_config(base, port, socket_path))
+    env = dict(os.environ)
+    env.pop("SPIFFE_ENDPOINT_SOCKET", None)
+    server = PlastronServerProcess(
+        base=base,
+        config_path=config_path,
+        data_dir=base / "data",
+        port=port,
+        socket_path=str(socket_path),
+        log_path=base / "server.log",
+        env=env,
+    )
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(base, ignore_errors=True)
