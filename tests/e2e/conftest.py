@@ -25,6 +25,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from grpclib.client import Channel
 
 from plastron.proto.grpc.health.v1 import health_grpc, health_pb2
 from plastron.proto.spire.api.server.agent.v1 import agent_grpc, agent_pb2
@@ -68,8 +69,6 @@ plugins {{
 
 
 async def _healthy(socket_path: str) -> bool:
-    from grpclib.client import Channel
-
     channel = Channel(path=socket_path)
     try:
         resp = await health_grpc.HealthStub(channel).Check(

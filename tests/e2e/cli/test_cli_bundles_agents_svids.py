@@ -106,7 +106,8 @@ def test_federated_bundle_set_list_delete(plastron_server: Any, tmp_path: Path) 
 
     # An entry federating with other.org makes RESTRICT refuse; DISSOCIATE succeeds.
     _ok(run("entry", "create", "-spiffeID", "spiffe://example.org/f", "-parentID",
-            "spiffe://example.org/h", "-selector", "a:b", "-federatesWith", "spiffe://other.org"))  # fmt: skip
+            "spiffe://example.org/h", "-selector", "a:b",
+            "-federatesWith", "spiffe://other.org"))  # fmt: skip
     refused = _one_error_line(run("bundle", "delete", "-id", "spiffe://other.org"))
     assert refused.startswith('Error: failed to delete federated bundle "other.org"')
     assert (

@@ -200,8 +200,9 @@ def test_entry_create_from_data_file_and_stdin(plastron_server: Any, tmp_path: P
     out = _ok(plastron_server.run_cli("entry", "create", "-data", str(path)))
     assert out.count("Entry ID") == 2
     assert "Entry ID                : entry-b\n" in out
-    stdin_doc = {"entries": [{"spiffe_id": "spiffe://example.org/c", "parent_id":
-                 "spiffe://example.org/h", "selectors": [{"type": "k8s", "value": "ns:x"}]}]}  # fmt: skip
+    stdin_entry = {"spiffe_id": "spiffe://example.org/c", "parent_id": "spiffe://example.org/h",
+                   "selectors": [{"type": "k8s", "value": "ns:x"}]}  # fmt: skip
+    stdin_doc = {"entries": [stdin_entry]}
     out = _ok(
         plastron_server.run_cli(
             "entry", "create", "-data", "-", input=json.dumps(stdin_doc).encode()
