@@ -19,10 +19,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from cryptography import x509
-
 from plastron.clock import SystemClock
 from plastron.spiffe.bundle import Bundle
+from plastron.spiffe.ids import TrustDomain
 from plastron.spiffe.jwtsvid import validate_jwt_svid
 from plastron.spiffe.x509svid import load_pem_certificates, validate_x509_svid
 
@@ -167,6 +166,7 @@ plugins {{
         roots = load_pem_certificates(bundle_pem)
         step(f"trust bundle has {len(roots)} X.509 authority(ies)")
         mint_dir = work / "minted"
+        mint_dir.mkdir()
         cli(
             "x509",
             "mint",
@@ -184,7 +184,7 @@ plugins {{
             "jwt", "mint", "-socketPath", str(sock), "-spiffeID", workload_id, "-audience", "demo"
         ).strip()
         bundle = Bundle.from_jwks(
-            x509.load_pem_x509_certificate(bundle_pem) and _td(),
+            TrustDomain(TD),
             cli("bundle", "show", "-socketPath", str(sock), "-format", "spiffe").encode(),
         )
         jwt = validate_jwt_svid(
@@ -193,12 +193,6 @@ plugins {{
         step(f"jwt mint: {jwt.spiffe_id} aud={list(jwt.audience)} verified")
         run_agent(work, port, token, bundle_pem, workload_id)
     step("server stopped cleanly")
-
-
-def _td() -> object:
-    from plastron.spiffe.ids import TrustDomain
-
-    return TrustDomain(TD)
 
 
 def run_agent(work: Path, port: int, token: str, bundle_pem: bytes, workload_id: str) -> None:
@@ -234,8 +228,10 @@ plugins {{
         [str(agent_bin), "run", "-config", str(conf), "-joinToken", token], work / "agent.log"
     ) as agent:
         wait_for(api_sock, agent, "plastron-agent")
+        (work / "fetched").mkdir()
         deadline = time.monotonic() + 30
         out = None
+        last_error = ""
         while time.monotonic() < deadline:
             proc = subprocess.run(
                 [
@@ -255,9 +251,12 @@ plugins {{
             if proc.returncode == 0:
                 out = proc.stdout
                 break
+            last_error = proc.stderr.strip()
             time.sleep(0.5)
         if out is None:
-            raise DemoError("the workload got no X509-SVID from the agent within 30s")
+            raise DemoError(
+                f"the workload got no X509-SVID from the agent within 30s: {last_error}"
+            )
         print(out.strip())
         chain = load_pem_certificates((work / "fetched" / "svid.0.pem").read_bytes())
         roots = load_pem_certificates((work / "fetched" / "bundle.0.pem").read_bytes())
