@@ -6,7 +6,7 @@ expiry). Appends go through ``update_bundle`` so concurrent servers never lose a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from plastron.errors import NotFound
@@ -17,7 +17,9 @@ from plastron.spiffe.ids import TrustDomain
 class BundleStore(Protocol):
     async def fetch_bundle(self, td: TrustDomain) -> bytes | None: ...
 
-    async def update_bundle(self, td: TrustDomain, fn: object) -> bytes: ...
+    async def update_bundle(
+        self, td: TrustDomain, fn: Callable[[bytes | None], bytes]
+    ) -> bytes: ...
 
 
 async def load_bundle(store: BundleStore, td: TrustDomain) -> Bundle:

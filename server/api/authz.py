@@ -75,10 +75,10 @@ class NodeLookup(Protocol):
     async def update_attested_node(self, spiffe_id: SpiffeId, **fields: Any) -> AttestedNode: ...
 
 
-def permission_denied(message: str, reason: int | None = None) -> GRPCError:
+def permission_denied(message: str, reason: Any = None) -> GRPCError:
     details = None
     if reason is not None:
-        details = [status_pb2.PermissionDeniedDetails(reason=reason)]  # type: ignore[attr-defined]
+        details = [status_pb2.PermissionDeniedDetails(reason=reason)]
     return GRPCError(Status.PERMISSION_DENIED, message, details)
 
 
@@ -124,7 +124,7 @@ class Authorizer:
         return any(e.downstream for e in self._cache.entries_with_spiffe_id(sid))
 
     async def _authorize_agent(self, sid: SpiffeId, leaf: x509.Certificate) -> AttestedNode:
-        reasons = status_pb2.PermissionDeniedDetails  # type: ignore[attr-defined]
+        reasons = status_pb2.PermissionDeniedDetails
         if leaf.not_valid_after_utc.timestamp() <= self._now():
             raise permission_denied("agent SVID has expired", reasons.AGENT_EXPIRED)
         node = await self._nodes.fetch_attested_node(sid)

@@ -13,11 +13,12 @@ from plastron.server.api import convert
 from plastron.server.api.context import ApiContext
 from plastron.server.api.entry import check_page_size
 from plastron.server.api.status import unimplemented
+from plastron.server.datastore.records import DeleteMode
 from plastron.spiffe.bundle import Bundle
 from plastron.spiffe.ids import TrustDomain
 
 MAX_BATCH = 1000
-_DELETE_MODES = {
+_DELETE_MODES: dict[int, DeleteMode] = {
     bundle_pb2.BatchDeleteFederatedBundleRequest.RESTRICT: "restrict",
     bundle_pb2.BatchDeleteFederatedBundleRequest.DELETE: "delete",
     bundle_pb2.BatchDeleteFederatedBundleRequest.DISSOCIATE: "dissociate",
@@ -116,7 +117,7 @@ class BundleService(bundle_grpc.BundleBase):
             raise InvalidArgument(f"bundle: batch of {len(req.bundle)} exceeds {MAX_BATCH}")
         mask = _mask(req)
         results = []
-        response_type = {
+        response_type: Any = {
             "create": bundle_pb2.BatchCreateFederatedBundleResponse,
             "update": bundle_pb2.BatchUpdateFederatedBundleResponse,
             "set": bundle_pb2.BatchSetFederatedBundleResponse,

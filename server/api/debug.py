@@ -54,7 +54,7 @@ class HealthService(health_grpc.HealthBase):
     def __init__(self, checker: HealthChecker) -> None:
         self._checker = checker
 
-    async def _status_of(self, service: str) -> int:
+    async def _status_of(self, service: str) -> Any:
         statuses = await self._checker.statuses()
         if service:
             match = [s for s in statuses if s.name == service]

@@ -11,6 +11,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
+from plastron.attestors.base import AttestationResult
+from plastron.errors import AttestationFailed
 from plastron.proto.spire.api.server.agent.v1 import agent_grpc, agent_pb2
 from plastron.proto.spire.api.server.bundle.v1 import bundle_pb2
 from plastron.proto.spire.api.server.entry.v1 import entry_pb2
@@ -332,9 +334,6 @@ class _AskingAttestor:
     async def attest(self, payload: bytes, challenge):  # type: ignore[no-untyped-def]
         try:
             answer = await challenge(b"ping")
-            from plastron.attestors.base import AttestationResult
-            from plastron.errors import AttestationFailed
-
             if answer != b"pong":
                 raise AttestationFailed("asking: wrong answer")
             return AttestationResult(
