@@ -209,53 +209,76 @@ def load_entries(conn: Connection, pks: Sequence[int] | None) -> list[Registrati
     return out
 
 
-def _load_chunk(conn: Connection, pks: Sequence[int] | None) -> list[RegistrationEntry]:
-    def scoped(q: Select[Any], col: Any) -> Select[Any]:
-        return q if pks is None else q.where(col.in_(pks))
+class _Children:
+    """An entry chunk's selectors, DNS names and federated trust domains, keyed by entry pk."""
 
-    sels: dict[int, list[Selector]] = defaultdict(list)
-    sq: Select[Any] = select(selectors.c.registered_entry_id, selectors.c.type, selectors.c.value)
-    for eid, typ, val in conn.execute(
-        scoped(sq, selectors.c.registered_entry_id).order_by(selectors.c.id)
-    ):
-        sels[eid].append(Selector(typ, val))
-    dns: dict[int, list[str]] = defaultdict(list)
-    dq: Select[Any] = select(dns_names.c.registered_entry_id, dns_names.c.value)
-    for eid, val in conn.execute(
-        scoped(dq, dns_names.c.registered_entry_id).order_by(dns_names.c.id)
-    ):
-        dns[eid].append(val)
-    fed: dict[int, list[TrustDomain]] = defaultdict(list)
-    f = federated_registration_entries
-    fq: Select[Any] = select(f.c.registered_entry_id, bundles.c.trust_domain).join(
-        bundles, bundles.c.id == f.c.bundle_id
-    )
-    for eid, td in conn.execute(
-        scoped(fq, f.c.registered_entry_id).order_by(bundles.c.trust_domain)
-    ):
-        fed[eid].append(TrustDomain(td))
-    out: list[RegistrationEntry] = []
-    for row in conn.execute(scoped(select(E), E.c.id).order_by(E.c.id)):
-        out.append(
-            RegistrationEntry(
-                entry_id=row.entry_id,
-                spiffe_id=SpiffeId.parse(row.spiffe_id),
-                parent_id=SpiffeId.parse(row.parent_id),
-                selectors=tuple(sels.get(row.id, ())),
-                x509_svid_ttl=int(row.ttl),
-                jwt_svid_ttl=int(row.jwt_svid_ttl),
-                federates_with=tuple(fed.get(row.id, ())),
-                admin=bool(row.admin),
-                downstream=bool(row.downstream),
-                expires_at=int(row.expiry),
-                dns_names=tuple(dns.get(row.id, ())),
-                revision_number=int(row.revision_number),
-                store_svid=bool(row.store_svid),
-                hint=row.hint,
-                created_at=int(row.created_at),
-            )
+    def __init__(self, conn: Connection, pks: Sequence[int] | None) -> None:
+        def scoped(q: Select[Any], col: Any) -> Select[Any]:
+            return q if pks is None else q.where(col.in_(pks))
+
+        # Common selectors repeat across entries: build each distinct one once.
+        cache: dict[tuple[str, str], Selector] = {}
+        self.selectors: dict[int, list[Selector]] = defaultdict(list)
+        sq: Select[Any] = select(
+            selectors.c.registered_entry_id, selectors.c.type, selectors.c.value
         )
-    return out
+        for eid, typ, val in conn.execute(
+            scoped(sq, selectors.c.registered_entry_id).order_by(selectors.c.id)
+        ):
+            found = cache.get((typ, val))
+            if found is None:
+                found = cache[(typ, val)] = Selector(typ, val)
+            self.selectors[eid].append(found)
+        self.dns: dict[int, list[str]] = defaultdict(list)
+        dq: Select[Any] = select(dns_names.c.registered_entry_id, dns_names.c.value)
+        for eid, val in conn.execute(
+            scoped(dq, dns_names.c.registered_entry_id).order_by(dns_names.c.id)
+        ):
+            self.dns[eid].append(val)
+        self.federated: dict[int, list[TrustDomain]] = defaultdict(list)
+        f = federated_registration_entries
+        fq: Select[Any] = select(f.c.registered_entry_id, bundles.c.trust_domain).join(
+            bundles, bundles.c.id == f.c.bundle_id
+        )
+        for eid, td in conn.execute(
+            scoped(fq, f.c.registered_entry_id).order_by(bundles.c.trust_domain)
+        ):
+            self.federated[eid].append(TrustDomain(td))
+
+
+def _load_chunk(conn: Connection, pks: Sequence[int] | None) -> list[RegistrationEntry]:
+    children = _Children(conn, pks)
+    # Parent IDs repeat across entries: parse each distinct one once.
+    ids: dict[str, SpiffeId] = {}
+
+    def spiffe(text: str) -> SpiffeId:
+        found = ids.get(text)
+        if found is None:
+            found = ids[text] = SpiffeId.parse(text)
+        return found
+
+    query = select(E) if pks is None else select(E).where(E.c.id.in_(pks))
+    rows = conn.execute(query.order_by(E.c.id))
+    return [
+        RegistrationEntry(
+            entry_id=row.entry_id,
+            spiffe_id=spiffe(row.spiffe_id),
+            parent_id=spiffe(row.parent_id),
+            selectors=tuple(children.selectors.get(row.id, ())),
+            x509_svid_ttl=int(row.ttl),
+            jwt_svid_ttl=int(row.jwt_svid_ttl),
+            federates_with=tuple(children.federated.get(row.id, ())),
+            admin=bool(row.admin),
+            downstream=bool(row.downstream),
+            expires_at=int(row.expiry),
+            dns_names=tuple(children.dns.get(row.id, ())),
+            revision_number=int(row.revision_number),
+            store_svid=bool(row.store_svid),
+            hint=row.hint,
+            created_at=int(row.created_at),
+        )
+        for row in rows
+    ]
 
 
 def pks_for_ids(
