@@ -35,7 +35,6 @@ class SqlConfig:
     root_ca_path: str = ""  # mysql TLS
     client_cert_path: str = ""
     client_key_path: str = ""
-    extra: dict[str, str] = field(default_factory=dict)
 
     def __repr__(self) -> str:
         # connection_string may carry a password.
