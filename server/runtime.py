@@ -22,6 +22,7 @@ from plastron.attestors.base import ServerNodeAttestor
 from plastron.attestors.join_token import ConsumedToken, JoinTokenServerAttestor
 from plastron.clock import Clock, SystemClock, from_unix
 from plastron.config import ServerConfig
+from plastron.health_http import HealthHttpConfig, HealthHttpServer
 from plastron.keymanager import DiskKeyManager, KeyManager
 from plastron.plugins import KEY_MANAGERS, SERVER_NODE_ATTESTORS, PluginContext
 from plastron.server.api.authz import AuthorizedService, Authorizer, authorized_mapping
@@ -58,6 +59,7 @@ class PlastronServer:
         self.cache: AuthorizedEntryCache | None = None
         self.health = HealthChecker()
         self.api: ApiContext | None = None
+        self.health_http: HealthHttpServer | None = None
         self.listeners: RunningServer | None = None
         self._tls: RotatingServerTls | None = None
         self._trust: tuple[x509.Certificate, ...] = ()
@@ -121,6 +123,7 @@ class PlastronServer:
             ssl=self._tls.context(),
             status_details_codec=ProtoStatusDetailsCodec(),
         )
+        await self._start_health_listener()
         self._spawn(self._loop(self._rotate_ca, 10.0), "ca-rotator")
         self._spawn(self._cache_loop(), "entry-cache")
         self._spawn(self._loop(self._refresh_trust, BUNDLE_POLL_SECONDS), "bundle-poll")
@@ -133,8 +136,24 @@ class PlastronServer:
             cfg.socket_path,
         )
 
+    async def _start_health_listener(self) -> None:
+        hc = self.config.health_checks
+        if not hc.listener_enabled:
+            return
+
+        async def statuses() -> dict[str, tuple[bool, str]]:
+            return {s.name: (s.healthy, s.detail) for s in await self.health.statuses()}
+
+        self.health_http = HealthHttpServer(
+            HealthHttpConfig(hc.bind_address, hc.bind_port, hc.live_path, hc.ready_path), statuses
+        )
+        await self.health_http.start()
+
     async def stop(self) -> None:
         self._stop.set()
+        if self.health_http is not None:
+            await self.health_http.close()
+            self.health_http = None
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

@@ -36,7 +36,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def server_conf(tmp: Path, port: int, extra_server: str = "", extra_plugins: str = "") -> str:
+def server_conf(
+    tmp: Path, port: int, extra_server: str = "", extra_plugins: str = "", extra_top: str = ""
+) -> str:
     return f"""
 server {{
   trust_domain = "example.org"
@@ -59,6 +61,7 @@ plugins {{
   NodeAttestor "join_token" {{ plugin_data {{}} }}
   {extra_plugins}
 }}
+{extra_top}
 """
 
 
@@ -155,10 +158,10 @@ def attest_params(kind: str, payload: bytes, csr: bytes) -> agent_pb2.AttestAgen
 
 @contextlib.asynccontextmanager
 async def running_server(
-    tmp: Path, *, extra_server: str = "", extra_plugins: str = ""
+    tmp: Path, *, extra_server: str = "", extra_plugins: str = "", extra_top: str = ""
 ) -> AsyncIterator[Harness]:
     port = free_port()
-    config = parse_server_config(server_conf(tmp, port, extra_server, extra_plugins))
+    config = parse_server_config(server_conf(tmp, port, extra_server, extra_plugins, extra_top))
     server = PlastronServer(config)
     await server.start()
     harness = Harness(server, tmp, port)
