@@ -21,6 +21,11 @@ class FlagParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         raise CliError(f"{self.prog}: {message}")
 
+    def _get_option_tuples(self, option_string: str) -> list[Any]:
+        # Go's flag package matches names exactly; argparse would still expand single-dash
+        # prefixes ("-spiffe" -> "-spiffeID") even with allow_abbrev=False.
+        return []
+
 
 def flag(parser: argparse.ArgumentParser, name: str, **kwargs: Any) -> None:
     """Add ``-name`` and ``--name`` as one flag (Go's flag package accepts both)."""
