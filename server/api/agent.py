@@ -184,7 +184,12 @@ class AgentService(agent_grpc.AgentBase):
         expires_at = self.ctx.now_unix() + req.ttl
         await self.ctx.datastore.create_join_token(JoinToken(token=token, expires_at=expires_at))
         if alias is not None:
-            await self.ctx.datastore.create_entry(alias)
+            try:
+                await self.ctx.datastore.create_entry(alias)
+            except BaseException:
+                # Nothing half-written: a token whose alias entry failed is withdrawn.
+                await self.ctx.datastore.consume_join_token(token)
+                raise
             self.ctx.on_change()
         await stream.send_message(jointoken_pb2.JoinToken(value=token, expires_at=expires_at))
 

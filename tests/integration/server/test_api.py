@@ -370,3 +370,27 @@ async def test_agent_that_never_answers_is_dropped_after_the_deadline(harness: H
             await stream.recv_message()
     assert err.value.status == Status.PERMISSION_DENIED
     assert "wrong answer" in (err.value.message or "")
+
+
+async def test_join_token_with_agent_id_creates_alias_entry(harness: Harness) -> None:
+    stub = agent_grpc.AgentStub(harness.local())
+    resp = await stub.CreateJoinToken(
+        agent_pb2.CreateJoinTokenRequest(
+            ttl=60, agent_id={"trust_domain": "example.org", "path": "/node"}
+        )
+    )
+    listed = await harness.entry_stub(harness.local()).ListEntries(entry_pb2.ListEntriesRequest())
+    assert len(listed.entries) == 1
+    alias = listed.entries[0]
+    assert alias.parent_id.path == f"/spire/agent/join_token/{resp.value}"
+    assert alias.spiffe_id.path == "/node"
+    for bad, text in [(0, "ttl"), (60, "agent_id")]:
+        req = agent_pb2.CreateJoinTokenRequest(ttl=bad)
+        if text == "agent_id":
+            req.agent_id.trust_domain = "other.org"
+            req.agent_id.path = "/x"
+        with pytest.raises(GRPCError) as err:
+            await stub.CreateJoinToken(req)
+        assert err.value.status == Status.INVALID_ARGUMENT
+        assert text in (err.value.message or "")
+    assert await count_entries(harness) == 1
