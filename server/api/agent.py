@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import secrets
 import uuid
 from typing import Any
@@ -43,13 +44,28 @@ def agent_filters(flt: Any) -> dict[str, Any]:
     if flt.HasField("by_can_reattest"):
         out["by_can_reattest"] = flt.by_can_reattest.value
     if flt.by_expires_before:
-        try:
-            out["by_expires_before"] = int(flt.by_expires_before)
-        except ValueError:
-            raise InvalidArgument(
-                "filter.by_expires_before: must be a Unix timestamp in seconds"
-            ) from None
+        out["by_expires_before"] = parse_expires_before(flt.by_expires_before)
     return out
+
+
+def parse_expires_before(text: str) -> int:
+    """SPIRE's wire layout (Go ``"2006-01-02 15:04:05 -0700 -07"``), RFC 3339, or Unix seconds."""
+    if text.isdigit():
+        return int(text)
+    parts = text.split(" ")
+    candidates = [text]
+    if len(parts) >= 3:
+        candidates.append(" ".join(parts[:3]))  # drop Go's trailing zone abbreviation
+    for candidate in candidates:
+        for layout in ("%Y-%m-%d %H:%M:%S %z", "%Y-%m-%d %H:%M:%S.%f %z", "%Y-%m-%dT%H:%M:%S%z"):
+            try:
+                return int(dt.datetime.strptime(candidate, layout).timestamp())
+            except ValueError:
+                continue
+    raise InvalidArgument(
+        f"filter.by_expires_before: {text!r} is not a time "
+        '(expected "YYYY-MM-DD hh:mm:ss -0700 -07", RFC 3339, or Unix seconds)'
+    )
 
 
 class AgentService(agent_grpc.AgentBase):

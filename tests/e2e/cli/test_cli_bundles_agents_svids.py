@@ -229,11 +229,6 @@ def test_healthcheck_and_unreachable_socket(plastron_server: Any, tmp_path: Path
     assert "unknown command" in _one_error_line(plastron_server.run_cli("entry", "frobnicate"))
 
 
-@pytest.mark.xfail(
-    reason="server/api/agent.py reads filter.by_expires_before as Unix seconds; SPIRE's wire "
-    'format (sent by the CLI) is "2006-01-02 15:04:05 -0700 -07"',
-    strict=False,
-)
 def test_agent_list_expires_before_uses_spire_wire_format(plastron_server: Any) -> None:
     token = json.loads(_ok(plastron_server.run_cli("token", "generate", "-output", "json")))
     plastron_server.attest_join_token(token["value"])
