@@ -75,7 +75,11 @@ class AgentRuntime:
             self.client, self.keys, self.storage, self.clock, self._reattest
         )
         self.sync = WorkloadSync(
-            self.client, self.cache, self.storage, self.clock, config.workload_x509_svid_key_type
+            self.client,
+            self.cache,
+            self.rotator.update_bundle,
+            self.clock,
+            config.workload_x509_svid_key_type,
         )
         self.health = AgentHealth()
         self.stop = asyncio.Event()

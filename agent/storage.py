@@ -81,11 +81,6 @@ class AgentStorage:
         }
         self._write(json.dumps(doc).encode())
 
-    def save_bundle(self, bundle: Bundle) -> None:
-        state = self.load()
-        if state is not None and state.bundle != bundle:
-            self.save(AgentState(state.svid_chain, state.key_id, bundle, state.reattestable))
-
     def delete_svid(self) -> None:
         """Forget the agent SVID (after a ban): the next start must attest again."""
         with contextlib.suppress(FileNotFoundError):

@@ -19,6 +19,7 @@ from plastron.agent.wire import csr_der, svid_with_key
 from plastron.clock import Clock
 from plastron.errors import KeyManagerError, NotFound
 from plastron.keymanager import KeyManager, KeyType
+from plastron.spiffe.bundle import Bundle
 from plastron.spiffe.x509svid import X509Svid, spiffe_id_from_certificate
 
 log = logging.getLogger("plastron.agent.svid_rotator")
@@ -65,6 +66,14 @@ class AgentSvidRotator:
         self._jitter = random_jitter()
         self._client.set_trust(state.bundle.x509_certificates())
         self._client.set_identity(state.svid_chain, self._keys.signer(state.key_id))
+
+    def update_bundle(self, bundle: Bundle) -> None:
+        """Keep the stored state's bundle current: it checks renewals and re-attestation TLS."""
+        state = self.state
+        if state is None or state.bundle == bundle:
+            return
+        self.state = AgentState(state.svid_chain, state.key_id, bundle, state.reattestable)
+        self._storage.save(self.state)
 
     def svid(self) -> X509Svid:
         assert self.state is not None

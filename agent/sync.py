@@ -10,12 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
 from cryptography import x509
 
 from plastron.agent.cache import WorkloadCache, WorkloadEntry
 from plastron.agent.server_client import ServerClient
-from plastron.agent.storage import AgentStorage
 from plastron.agent.wire import csr_der, svid_with_key
 from plastron.clock import Clock
 from plastron.errors import InvalidArgument, InvalidSvid
@@ -34,13 +34,13 @@ class WorkloadSync:
         self,
         client: ServerClient,
         cache: WorkloadCache,
-        storage: AgentStorage,
+        on_bundle: Callable[[Bundle], None],
         clock: Clock,
         key_type: KeyType = KeyType.EC_P256,
     ) -> None:
         self._client = client
         self._cache = cache
-        self._storage = storage
+        self._on_bundle = on_bundle
         self._clock = clock
         self._key_type = key_type
         self.last_success: float | None = None
@@ -53,7 +53,7 @@ class WorkloadSync:
         bundle = await self._client.get_bundle()
         if bundle != self._cache.bundle:
             self._cache.set_bundle(bundle)
-            self._storage.save_bundle(bundle)
+            self._on_bundle(bundle)
             self._client.set_trust(bundle.x509_certificates())
         await self._sync_federated(entries)
         self._cache.svid_wanted.clear()
