@@ -180,11 +180,19 @@ def _check_template_shape(template: PathTemplate) -> None:
     at start rather than at every attestation."""
     sample = TemplateValues("a", "a", "a", "a", "a", _AnyKey())
     try:
-        SpiffeId(TrustDomain("example.org"), "/spire/agent" + template.render(sample))
+        agent_path(TrustDomain("example.org"), template.render(sample))
     except InvalidSpiffeId as exc:
         raise ConfigError(
             f"agent_path_template {template.text!r} cannot produce a valid agent ID: {exc}"
         ) from None
+
+
+def agent_path(td: TrustDomain, rendered: str) -> SpiffeId:
+    """``spiffe://<td>/spire/agent`` + ``rendered``, which must itself be a path (as SPIRE's
+    idutil.AgentID); nothing is normalised."""
+    if not rendered.startswith("/"):
+        raise InvalidSpiffeId(f"agent path {rendered[:200]!r} must start with '/'")
+    return SpiffeId(td, "/spire/agent" + rendered)
 
 
 class _AnyKey(dict[str, str]):
@@ -360,7 +368,7 @@ class X509PopServerAttestor:
         template = self._config.agent_path_template
         rendered = template.render(values)
         try:
-            return SpiffeId(self._td, "/spire/agent" + rendered)
+            return agent_path(self._td, rendered)
         except InvalidSpiffeId as exc:
             raise AttestationFailed(
                 f"x509pop: agent_path_template {template.text!r} rendered "
