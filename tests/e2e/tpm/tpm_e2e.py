@@ -1,0 +1,294 @@
+"""Real processes for the ``tpm`` end-to-end tests: ``plastron-server run`` with NodeAttestor
+"tpm", ``plastron-agent run`` with NodeAttestor "tpm" (and KeyManager "disk" or "tpm"), and a
+private swtpm per test. Readiness is polled with deadlines; nothing sleeps to guess.
+
+The server process is the e2e suite's :class:`PlastronServerProcess` (tests/e2e/conftest.py)
+with a TPM-shaped config. The agent is started through :data:`AGENT_LAUNCH`, which imports
+``plastron.tpm.plugin`` before the agent CLI's own ``main``: the agent runtime does not yet
+register the TPM plugins itself (test_agent_registers_tpm_plugins shows it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from swtpm_fixtures import SwtpmProcess
+from tpm2_pytss import ESAPI, TCTILdr
+
+from tests.e2e.conftest import PlastronServerProcess, free_port
+
+TD = "example.org"
+DEADLINE = 60.0
+BIN = Path(sys.executable).parent
+AGENT_LAUNCH = (
+    "import sys, plastron.tpm.plugin; from plastron.agent.cli.main import main; "
+    "sys.exit(main(sys.argv[1:]))"
+)
+T = TypeVar("T")
+
+
+def poll(what: str, fn: Callable[[], T | None], deadline: float = DEADLINE) -> T:
+    """Call ``fn`` until it returns a truthy value; fail after ``deadline`` seconds."""
+    end = time.monotonic() + deadline
+    last: object = None
+    while time.monotonic() < end:
+        try:
+            value = fn()
+            if value:
+                return value
+        except AssertionError:
+            raise
+        except Exception as exc:  # kept for the failure message
+            last = exc
+        time.sleep(0.05)  # polling interval, not a readiness guess
+    raise AssertionError(f"{what}: not within {deadline:g}s (last: {last!r})")
+
+
+def ek_cert_files(template: Path) -> dict[str, x509.Certificate]:
+    """The EK certificates swtpm_setup wrote next to the template state (by our ek_type)."""
+    conf = template.parent / f"{template.name}-conf"
+    out: dict[str, x509.Certificate] = {}
+    for ek_type, name in (("rsa-2048", "ek-rsa2048.crt"), ("ecc-p384", "ek-secp384r1.crt")):
+        data = (conf / name).read_bytes()
+        out[ek_type] = (
+            x509.load_pem_x509_certificate(data)
+            if data.startswith(b"-----")
+            else x509.load_der_x509_certificate(data)
+        )
+    return out
+
+
+def ek_hash(cert: x509.Certificate) -> str:
+    """sha256 hex of the EK's SubjectPublicKeyInfo DER, computed from the certificate."""
+    spki = cert.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return hashlib.sha256(spki).hexdigest()
+
+
+def extend_pcr(tcti: str, index: int, data: bytes = b"plastron-e2e") -> None:
+    """Extend a sha256 PCR in the TPM (what a boot measurement would do)."""
+    name, _, conf = tcti.partition(":")
+    with ESAPI(TCTILdr(name, conf)) as ectx:
+        digest = hashlib.sha256(data).digest()
+        ectx.pcr_extend(ectx.tr_from_tpmpublic(index), f"sha256:{digest.hex()}")
+
+
+def tpm_server_config(
+    base: Path,
+    port: int,
+    socket_path: str,
+    ca_path: Path,
+    *,
+    pcr_policy: Path | None = None,
+    server_extra: str = "",
+) -> str:
+    policy = f'pcr_policy_path = "{pcr_policy}"' if pcr_policy else ""
+    return f"""
+server {{
+  trust_domain = "{TD}"
+  bind_address = "127.0.0.1"
+  bind_port = {port}
+  socket_path = "{socket_path}"
+  data_dir = "{base}/data"
+  log_level = "INFO"
+  {server_extra}
+}}
+plugins {{
+  DataStore "sql" {{ plugin_data {{ database_type = "sqlite3"
+    connection_string = "{base}/data/datastore.sqlite3" }} }}
+  KeyManager "memory" {{ plugin_data {{}} }}
+  NodeAttestor "tpm" {{ plugin_data {{
+    endorsement_ca_path = "{ca_path}"
+    pcrs = [0, 7]
+    {policy}
+  }} }}
+}}
+"""
+
+
+def start_tpm_server(
+    base: Path,
+    ca_path: Path,
+    *,
+    pcr_policy: Path | None = None,
+    server_extra: str = "",
+) -> PlastronServerProcess:
+    port = free_port()
+    socket_path = str(base / "server.sock")
+    config = base / "server.conf"
+    config.write_text(
+        tpm_server_config(
+            base, port, socket_path, ca_path, pcr_policy=pcr_policy, server_extra=server_extra
+        )
+    )
+    env = dict(os.environ)
+    env.pop("SPIFFE_ENDPOINT_SOCKET", None)
+    server = PlastronServerProcess(
+        base=base,
+        config_path=config,
+        data_dir=base / "data",
+        port=port,
+        socket_path=socket_path,
+        log_path=base / "server.log",
+        env=env,
+    )
+    server.start()
+    return server
+
+
+def cli_ok(server: PlastronServerProcess, *args: str) -> str:
+    out = server.run_cli(*args)
+    assert out.returncode == 0, f"plastron-server {' '.join(args)}: {out.stderr}"
+    return out.stdout
+
+
+def agent_count(server: PlastronServerProcess) -> int:
+    return int(cli_ok(server, "agent", "count").split()[0])
+
+
+def agent_ids(server: PlastronServerProcess) -> list[str]:
+    doc = json.loads(cli_ok(server, "agent", "list", "-output", "json"))
+    return sorted(f"spiffe://{a['id']['trust_domain']}{a['id']['path']}" for a in doc["agents"])
+
+
+def agent_show(server: PlastronServerProcess, spiffe_id: str) -> dict[str, Any]:
+    out: dict[str, Any] = json.loads(
+        cli_ok(server, "agent", "show", "-spiffeID", spiffe_id, "-output", "json")
+    )
+    return out
+
+
+@dataclass
+class TpmAgent:
+    """``plastron-agent run`` attesting with the ``tpm`` method."""
+
+    base: Path
+    server: PlastronServerProcess
+    tcti: str
+    ek_type: str = "auto"
+    key_manager: str = "disk"
+    process: subprocess.Popen[bytes] | None = None
+    runs: int = 0
+    data_dir: Path = field(init=False)
+    socket_path: str = field(init=False)
+    config: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.data_dir = self.base / "agent-data"
+        self.socket_path = str(self.base / "agent" / "api.sock")
+        bootstrap = self.base / "bootstrap.pem"
+        bootstrap.write_text(cli_ok(self.server, "bundle", "show"))
+        km = (
+            f'KeyManager "tpm" {{ plugin_data {{ tcti = "{self.tcti}" }} }}'
+            if self.key_manager == "tpm"
+            else f'KeyManager "disk" {{ plugin_data {{ directory = "{self.data_dir}" }} }}'
+        )
+        self.config = self.base / "agent.conf"
+        self.config.write_text(
+            f"""
+agent {{
+  trust_domain = "{TD}"
+  server_address = "127.0.0.1"
+  server_port = {self.server.port}
+  data_dir = "{self.data_dir}"
+  socket_path = "{self.socket_path}"
+  trust_bundle_path = "{bootstrap}"
+  log_level = "DEBUG"
+  experimental {{ sync_interval = "1s" }}
+}}
+plugins {{
+  NodeAttestor "tpm" {{ plugin_data {{ tcti = "{self.tcti}" ek_type = "{self.ek_type}" }} }}
+  {km}
+  WorkloadAttestor "unix" {{ plugin_data {{}} }}
+}}
+"""
+        )
+
+    @property
+    def log_path(self) -> Path:
+        return self.base / f"agent-{self.runs}.log"
+
+    def start(self) -> None:
+        """Start the agent process (returns at once; see :meth:`wait_healthy`)."""
+        self.runs += 1
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-c", AGENT_LAUNCH, "run", "-config", str(self.config)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.server.env,
+            )
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def wait_healthy(self) -> None:
+        def healthy() -> bool:
+            if not self.running():
+                raise AssertionError(f"agent exited:\n{self.log()}")
+            return self.cli("healthcheck").returncode == 0
+
+        poll("agent healthy", healthy)
+
+    def wait_exit(self, timeout: float = DEADLINE) -> int:
+        assert self.process is not None
+        return self.process.wait(timeout=timeout)
+
+    def stop(self) -> None:
+        proc = self.process
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-6000:]
+        except OSError:
+            return ""
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(BIN / "plastron-agent"), *args, "-socketPath", self.socket_path],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    def fetched_ids(self) -> set[str]:
+        out = self.cli("api", "fetch", "x509")
+        if out.returncode != 0:
+            return set()
+        return {
+            line.split("\t")[-1].strip()
+            for line in out.stdout.splitlines()
+            if line.startswith("SPIFFE ID")
+        }
+
+
+def restart_swtpm(tpm: SwtpmProcess) -> None:
+    tpm.kill()
+    tpm.start()
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
