@@ -1,0 +1,304 @@
+"""Agent figures: Workload API FetchX509SVID first-message latency from the agent cache (1, 100,
+1,000 concurrent streams), agent RSS with 1,000 cached SVIDs, and the time for an entry created
+on the server to reach a connected workload (real server + agent processes).
+
+Prints one table: each figure, the raw limit measured in the same run (a bare gRPC health
+round trip on the same socket; the RSS of the same process with one SVID; the agent's sync
+interval) and the ratio. Medians of --runs repetitions.
+
+    .venv/bin/python bench/agent_workload_api.py [--runs 3] [--skip-e2e]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric import ec
+from grpclib.client import Channel
+
+from plastron.agent.cache import WorkloadCache, WorkloadEntry
+from plastron.agent.workloadapi.endpoint import AgentHealth, start_endpoint
+from plastron.agent.workloadapi.service import WorkloadAPIService
+from plastron.agent.workloadattestor.unix import UnixWorkloadAttestor
+from plastron.clock import SystemClock
+from plastron.proto.grpc.health.v1 import health_pb2
+from plastron.proto.grpc.health.v1.health_grpc import HealthStub
+from plastron.proto.workload import workload_pb2 as pb
+from plastron.proto.workload.workload_grpc import SpiffeWorkloadAPIStub
+from plastron.selector import Selector
+from plastron.spiffe.bundle import Bundle, X509Authority
+from plastron.spiffe.ids import TrustDomain
+from plastron.spiffe.x509svid import X509Svid, make_ca_certificate, make_x509_svid
+
+TD = TrustDomain("bench.example")
+HEADER = {"workload.spiffe.io": "true"}
+
+
+# ---- the serving side (runs in a child process so client and server do not share a loop) ----
+
+
+def _fill(cache: WorkloadCache, svids: int) -> None:
+    now = SystemClock().now()
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = make_ca_certificate(
+        trust_domain=TD,
+        public_key=ca_key.public_key(),
+        issuer=None,
+        issuer_key=ca_key,
+        not_before=now - dt.timedelta(minutes=1),
+        not_after=now + dt.timedelta(days=1),
+    )
+    cache.set_bundle(Bundle(TD, (X509Authority(ca),)))
+    entries, minted = [], {}
+    for i in range(svids):
+        # Entry 0 is ours (this uid); the others belong to other uids, as on a busy node.
+        uid = os.geteuid() if i == 0 else 100000 + i
+        entry = WorkloadEntry(
+            f"e{i}", TD.spiffe_id(f"/w/{i}"), frozenset({Selector("unix", f"uid:{uid}")})
+        )
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = make_x509_svid(
+            spiffe_id=entry.spiffe_id,
+            public_key=key.public_key(),
+            issuer=ca,
+            issuer_key=ca_key,
+            not_before=now,
+            not_after=now + dt.timedelta(hours=1),
+        )
+        entries.append(entry)
+        minted[entry.entry_id] = X509Svid(entry.spiffe_id, (cert,), key)
+    cache.set_entries(entries)
+    cache.set_x509_svids(minted)
+
+
+async def serve(socket_path: str, svids: int) -> None:
+    clock = SystemClock()
+    cache = WorkloadCache(TD, clock, max_x509_svids=max(svids, 1))
+    _fill(cache, svids)
+    service = WorkloadAPIService(cache, [UnixWorkloadAttestor()], clock)
+    server = await start_endpoint(socket_path, [service, AgentHealth()])
+    print("ready", flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    server.close()
+    await server.wait_closed()
+
+
+# ---- the client side -------------------------------------------------------------------------
+
+
+async def _first_message(channel: Channel) -> float:
+    stub = SpiffeWorkloadAPIStub(channel)
+    start = time.perf_counter()
+    async with stub.FetchX509SVID.open(metadata=HEADER, timeout=60) as stream:
+        await stream.send_message(pb.X509SVIDRequest(), end=True)
+        msg = await stream.recv_message()
+        elapsed = time.perf_counter() - start
+        await stream.cancel()
+    assert msg is not None and msg.svids
+    return elapsed
+
+
+async def stream_latencies(socket_path: str, streams: int) -> list[float]:
+    # One connection per 100 streams: like many workloads, each with its own connection.
+    channels = [Channel(path=socket_path) for _ in range(max(1, streams // 100))]
+    try:
+        for ch in channels:  # connect (and warm up) before timing
+            await _first_message(ch)
+        return list(
+            await asyncio.gather(
+                *(_first_message(channels[i % len(channels)]) for i in range(streams))
+            )
+        )
+    finally:
+        for ch in channels:
+            ch.close()
+
+
+async def health_latencies(socket_path: str, count: int) -> list[float]:
+    channel = Channel(path=socket_path)
+    stub = HealthStub(channel)
+    try:
+        await stub.Check(health_pb2.HealthCheckRequest())
+        out = []
+        for _ in range(count):
+            start = time.perf_counter()
+            await stub.Check(health_pb2.HealthCheckRequest())
+            out.append(time.perf_counter() - start)
+        return out
+    finally:
+        channel.close()
+
+
+def pct(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+class ServingChild:
+    def __init__(self, work: Path, svids: int) -> None:
+        self.socket_path = str(work / f"api-{svids}.sock")
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, "--serve", self.socket_path, str(svids)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if line.strip() != b"ready":
+            raise RuntimeError("serving child did not start")
+
+    def rss_kib(self) -> int:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        raise RuntimeError("no VmRSS")
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait(timeout=30)
+
+
+async def _watch_until(socket_path: str, spiffe_id: str, started: asyncio.Event) -> float:
+    channel = Channel(path=socket_path)
+    try:
+        stub = SpiffeWorkloadAPIStub(channel)
+        async with stub.FetchX509SVID.open(metadata=HEADER, timeout=120) as stream:
+            await stream.send_message(pb.X509SVIDRequest(), end=True)
+            while True:
+                msg = await stream.recv_message()
+                started.set()
+                assert msg is not None
+                if any(s.spiffe_id == spiffe_id for s in msg.svids):
+                    seen = time.perf_counter()
+                    await stream.cancel()  # else leaving the block waits for the stream's end
+                    return seen
+    finally:
+        channel.close()
+
+
+async def propagation_once(server: object, agent: object, n: int) -> float:
+    td = "example.org"
+    target = f"spiffe://{td}/bench/{n}"
+    started = asyncio.Event()
+    watcher = asyncio.create_task(_watch_until(agent.socket_path, target, started))  # type: ignore[attr-defined]
+    await asyncio.wait_for(started.wait(), 60)
+    await asyncio.to_thread(
+        server.create_entry,  # type: ignore[attr-defined]
+        f"spiffe://{td}/node",
+        target,
+        agent.uid_selector,  # type: ignore[attr-defined]
+    )
+    created = time.perf_counter()
+    return await asyncio.wait_for(watcher, 60) - created
+
+
+def entry_propagation(runs: int) -> list[float]:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests/integration/agent"))
+    from agent_processes import AgentProcess, ServerProcess  # noqa: PLC0415 - test harness
+
+    work = Path(tempfile.mkdtemp(prefix="pab-", dir="/tmp"))
+    work.chmod(0o755)
+    server = ServerProcess(work)
+    server.start()
+    agent = AgentProcess(work, server, sync_interval="5s")
+    try:
+        server.create_entry(
+            "spiffe://example.org/node", "spiffe://example.org/w0", agent.uid_selector
+        )
+        agent.start(server.join_token("spiffe://example.org/node"))
+        return [asyncio.run(propagation_once(server, agent, i)) for i in range(runs)]
+    finally:
+        agent.stop()
+        server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--skip-e2e", action="store_true")
+    parser.add_argument("--serve", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        asyncio.run(serve(args.serve[0], int(args.serve[1])))
+        return 0
+    work = Path(tempfile.mkdtemp(prefix="pab-", dir="/tmp"))
+    rows: list[tuple[str, str, str, str]] = []
+    try:
+        child = ServingChild(work, 1)
+        raw = statistics.median(
+            pct(asyncio.run(health_latencies(child.socket_path, 200)), 0.5)
+            for _ in range(args.runs)
+        )
+        rows.append(("health round trip p50 (raw limit)", f"{raw * 1e3:.2f} ms", "", ""))
+        for streams in (1, 100, 1000):
+            p50s, p99s = [], []
+            for _ in range(args.runs):
+                lat = asyncio.run(stream_latencies(child.socket_path, streams))
+                p50s.append(pct(lat, 0.5))
+                p99s.append(pct(lat, 0.99))
+            p50, p99 = statistics.median(p50s), statistics.median(p99s)
+            rows.append(
+                (
+                    f"FetchX509SVID 1st msg p50, {streams} streams",
+                    f"{p50 * 1e3:.2f} ms",
+                    f"{raw * 1e3:.2f} ms",
+                    f"{p50 / raw:.1f}x",
+                )
+            )
+            rows.append(
+                (
+                    f"FetchX509SVID 1st msg p99, {streams} streams",
+                    f"{p99 * 1e3:.2f} ms",
+                    f"{raw * 1e3:.2f} ms",
+                    f"{p99 / raw:.1f}x",
+                )
+            )
+        child.close()
+        fresh = ServingChild(work, 1)  # baseline before any client load
+        base_rss = fresh.rss_kib()
+        fresh.close()
+        big = ServingChild(work, 1000)
+        rss = big.rss_kib()
+        big.close()
+        rows.append(
+            (
+                "agent RSS, 1000 cached SVIDs",
+                f"{rss / 1024:.1f} MiB",
+                f"{base_rss / 1024:.1f} MiB (1 SVID)",
+                f"{rss / base_rss:.2f}x",
+            )
+        )
+        if not args.skip_e2e:
+            times = entry_propagation(args.runs)
+            med = statistics.median(times)
+            rows.append(
+                (
+                    "entry created -> workload stream",
+                    f"{med:.2f} s",
+                    "5 s (sync interval)",
+                    f"{med / 5:.2f}x",
+                )
+            )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    width = max(len(r[0]) for r in rows)
+    print(f"{'figure':<{width}}  {'value':>12}  {'raw limit':>24}  {'ratio':>7}")
+    for name, value, limit, ratio in rows:
+        print(f"{name:<{width}}  {value:>12}  {limit:>24}  {ratio:>7}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
