@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from swtpm_fixtures import (
@@ -47,9 +48,24 @@ def tpm(swtpm_template: Path, base: Path) -> Iterator[SwtpmProcess]:
 
 
 @pytest.fixture
-def tpm_server(base: Path, manufacturer_ca: ManufacturerCa) -> Iterator[PlastronServerProcess]:
-    server = start_tpm_server(base, manufacturer_ca.dir / "ca-cert.pem")
+def server_factory(base: Path) -> Iterator[Callable[..., PlastronServerProcess]]:
+    """Start a tpm server with chosen settings (start_tpm_server's keywords); stopped after."""
+    started: list[PlastronServerProcess] = []
+
+    def start(ca_path: Path, **kwargs: Any) -> PlastronServerProcess:
+        server = start_tpm_server(base, ca_path, **kwargs)
+        started.append(server)
+        return server
+
     try:
-        yield server
+        yield start
     finally:
-        server.stop()
+        for server in started:
+            server.stop()
+
+
+@pytest.fixture
+def tpm_server(
+    server_factory: Callable[..., PlastronServerProcess], manufacturer_ca: ManufacturerCa
+) -> PlastronServerProcess:
+    return server_factory(manufacturer_ca.dir / "ca-cert.pem")

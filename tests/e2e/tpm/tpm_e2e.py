@@ -10,7 +10,6 @@ register the TPM plugins itself (test_agent_registers_tpm_plugins shows it).
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import os
@@ -18,16 +17,25 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
 from swtpm_fixtures import SwtpmProcess
 from tpm2_pytss import ESAPI, TCTILdr
+from tpm2_pytss.constants import ESYS_TR
 
+from plastron.proto.spire.api.server.agent.v1 import agent_grpc, agent_pb2
+from plastron.spiffe.ids import TrustDomain, server_id
+from plastron.tpm.attestor import TpmAgentAttestor
+from plastron.transport.client import open_channel
+from plastron.transport.tls import client_ssl_context
 from tests.e2e.conftest import PlastronServerProcess, free_port
 
 TD = "example.org"
@@ -80,11 +88,10 @@ def ek_hash(cert: x509.Certificate) -> str:
 
 
 def extend_pcr(tcti: str, index: int, data: bytes = b"plastron-e2e") -> None:
-    """Extend a sha256 PCR in the TPM (what a boot measurement would do)."""
+    """Measure ``data`` into a PCR (TPM2_PCR_Event, what a boot measurement would do)."""
     name, _, conf = tcti.partition(":")
     with ESAPI(TCTILdr(name, conf)) as ectx:
-        digest = hashlib.sha256(data).digest()
-        ectx.pcr_extend(ectx.tr_from_tpmpublic(index), f"sha256:{digest.hex()}")
+        ectx.pcr_event(getattr(ESYS_TR, f"PCR{index}"), data)
 
 
 def tpm_server_config(
@@ -290,5 +297,60 @@ def restart_swtpm(tpm: SwtpmProcess) -> None:
     tpm.start()
 
 
-def run(coro: Any) -> Any:
-    return asyncio.run(coro)
+@dataclass
+class HandDriven:
+    """What a hand-driven AttestAgent stream ended with."""
+
+    result: Any | None = None
+    status: Status | None = None
+    message: str = ""
+    agent_error: Exception | None = None
+
+
+async def drive_attestation(
+    server: PlastronServerProcess,
+    attestor: TpmAgentAttestor,
+    *,
+    on_challenge: Callable[[bytes], Awaitable[bytes | None]],
+) -> HandDriven:
+    """Run AttestAgent over the server's TLS port with the agent half of ``tpm``; at the
+    challenge, ``on_challenge`` decides the answer (None: send nothing and wait for the server)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([]))
+        .sign(key, hashes.SHA256())
+    )
+    ctx = client_ssl_context(trust_bundle=server.bundle_certificates())
+    channel = open_channel(
+        ("127.0.0.1", server.port), ssl=ctx, expected_server_id=server_id(TrustDomain(TD))
+    )
+    out = HandDriven()
+    try:
+        stream_cm = agent_grpc.AgentStub(channel).AttestAgent.open(timeout=DEADLINE)
+        async with stream_cm as stream:
+            params = agent_pb2.AttestAgentRequest.Params(
+                data={"type": "tpm", "payload": await attestor.payload()},
+                params={"csr": csr.public_bytes(serialization.Encoding.DER)},
+            )
+            await stream.send_message(agent_pb2.AttestAgentRequest(params=params))
+            msg = await stream.recv_message()
+            while msg is not None and msg.WhichOneof("step") == "challenge":
+                try:
+                    answer = await on_challenge(bytes(msg.challenge))
+                except Exception as exc:  # the agent half failed: abandon the stream
+                    out.agent_error = exc
+                    await stream.cancel()
+                    return out
+                if answer is not None:
+                    await stream.send_message(
+                        agent_pb2.AttestAgentRequest(challenge_response=answer)
+                    )
+                msg = await stream.recv_message()
+            out.result = None if msg is None else msg.result
+            await stream.end()
+    except GRPCError as exc:
+        out.status, out.message = exc.status, exc.message or ""
+    finally:
+        channel.close()
+    return out
