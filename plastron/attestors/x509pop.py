@@ -19,9 +19,6 @@ import datetime as dt
 import hashlib
 import os
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from cryptography import x509
@@ -32,12 +29,12 @@ from cryptography.x509.verification import ExtensionPolicy, PolicyBuilder, Store
 
 from plastron.attestors import x509pop_agent
 from plastron.attestors.base import AttestationResult, ChallengeFn
-from plastron.attestors.x509pop_template import (
-    DEFAULT_EXTERNAL_PKI,
-    DEFAULT_SPIFFE,
-    PathTemplate,
-    TemplateValues,
+from plastron.attestors.x509pop_server_config import (
+    SERVER_KEYS,
+    X509PopServerConfig,
+    agent_path,
 )
+from plastron.attestors.x509pop_template import TemplateValues
 from plastron.attestors.x509pop_wire import (
     NAME,
     NONCE_LEN,
@@ -70,138 +67,6 @@ __all__ = ["NAME", "TrustBundleFn", "X509PopServerAttestor", "X509PopServerConfi
 
 # The trust domain's current X.509 authorities (mode "spiffe"), fetched per attestation.
 TrustBundleFn = Callable[[], Awaitable[Sequence[x509.Certificate]]]
-PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
-
-SERVER_KEYS = (
-    "mode", "ca_bundle_path", "ca_bundle_paths", "spiffe_prefix", "svid_prefix",
-    "agent_path_template", "max_intermediates", "max_rsa_key_size", "verify_client_ip",
-)  # fmt: skip
-DEFAULT_MAX_INTERMEDIATES = 4
-DEFAULT_MAX_RSA_KEY_SIZE = 8192
-DEFAULT_SPIFFE_PREFIX = "/spire-exchange/"
-MAX_CA_FILE_BYTES = 4 * 1024 * 1024
-
-
-@dataclass(frozen=True)
-class X509PopServerConfig:
-    mode: str = "external_pki"
-    ca_bundle: tuple[x509.Certificate, ...] = ()
-    agent_path_template: PathTemplate = DEFAULT_EXTERNAL_PKI
-    spiffe_prefix: str = DEFAULT_SPIFFE_PREFIX
-    max_intermediates: int = DEFAULT_MAX_INTERMEDIATES
-    max_rsa_key_size: int = DEFAULT_MAX_RSA_KEY_SIZE
-
-    @classmethod
-    def from_plugin_data(
-        cls, data: Mapping[str, Any], *, base_dir: Path | None = None, where: str = "x509pop"
-    ) -> X509PopServerConfig:
-        mode = data.get("mode", "external_pki") or "external_pki"
-        if mode not in ("external_pki", "spiffe"):
-            raise ConfigError(f"{where}.mode must be external_pki or spiffe, not {mode!r}")
-        if data.get("verify_client_ip", False) is not False:
-            raise ConfigError(f"{where}.verify_client_ip is not supported by Plastron's x509pop")
-        paths = _bundle_paths(data, where)
-        if mode == "spiffe" and paths:
-            raise ConfigError(f"{where}: ca_bundle_path(s) cannot be used in spiffe mode")
-        if mode == "external_pki" and not paths:
-            raise ConfigError(f"{where}: one of ca_bundle_path or ca_bundle_paths is required")
-        bundle: list[x509.Certificate] = []
-        for p in paths:
-            path = Path(p)
-            if not path.is_absolute() and base_dir is not None:
-                path = base_dir / path
-            bundle.extend(_load_ca_file(path, where))
-        template = DEFAULT_SPIFFE if mode == "spiffe" else DEFAULT_EXTERNAL_PKI
-        if "agent_path_template" in data:
-            template = PathTemplate.parse(data["agent_path_template"])
-        _check_template_shape(template)
-        return cls(
-            mode=mode,
-            ca_bundle=tuple(bundle),
-            agent_path_template=template,
-            spiffe_prefix=_spiffe_prefix(data, where),
-            max_intermediates=_positive(
-                data, "max_intermediates", DEFAULT_MAX_INTERMEDIATES, where
-            ),
-            max_rsa_key_size=_positive(data, "max_rsa_key_size", DEFAULT_MAX_RSA_KEY_SIZE, where),
-        )
-
-
-def _bundle_paths(data: Mapping[str, Any], where: str) -> list[str]:
-    single, many = data.get("ca_bundle_path"), data.get("ca_bundle_paths")
-    if single and many:
-        raise ConfigError(f"{where}: give ca_bundle_path or ca_bundle_paths, not both")
-    if single is not None and (not isinstance(single, str)):
-        raise ConfigError(f"{where}.ca_bundle_path must be a string")
-    if many is not None and (
-        not isinstance(many, list) or not all(isinstance(p, str) and p for p in many)
-    ):
-        raise ConfigError(f"{where}.ca_bundle_paths must be a list of non-empty strings")
-    return [single] if single else list(many or [])
-
-
-def _load_ca_file(path: Path, where: str) -> list[x509.Certificate]:
-    try:
-        with path.open("rb") as fh:
-            data = fh.read(MAX_CA_FILE_BYTES + 1)
-    except OSError as exc:
-        raise ConfigError(
-            f"{where}: cannot read trust bundle {str(path)!r}: {exc.strerror}"
-        ) from None
-    if len(data) > MAX_CA_FILE_BYTES:
-        raise ConfigError(
-            f"{where}: trust bundle {str(path)!r} is larger than {MAX_CA_FILE_BYTES} bytes"
-        )
-    try:
-        return x509.load_pem_x509_certificates(data)
-    except ValueError:
-        raise ConfigError(f"{where}: trust bundle {str(path)!r} holds no PEM certificate") from None
-
-
-def _spiffe_prefix(data: Mapping[str, Any], where: str) -> str:
-    # SPIRE's code reads "spiffe_prefix", its docs say "svid_prefix": accept either, not both.
-    if "spiffe_prefix" in data and "svid_prefix" in data:
-        raise ConfigError(f"{where}: give spiffe_prefix or svid_prefix, not both")
-    prefix = data.get("spiffe_prefix", data.get("svid_prefix", DEFAULT_SPIFFE_PREFIX))
-    if not isinstance(prefix, str):
-        raise ConfigError(f"{where}.spiffe_prefix must be a string")
-    return prefix if prefix.endswith("/") else prefix + "/"
-
-
-def _positive(data: Mapping[str, Any], key: str, default: int, where: str) -> int:
-    value = data.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConfigError(f"{where}.{key} must be an integer greater than 0, not {value!r}")
-    return value
-
-
-def _check_template_shape(template: PathTemplate) -> None:
-    """Render with plain sample values so a template that can never give a valid ID is refused
-    at start rather than at every attestation."""
-    sample = TemplateValues("a", "a", "a", "a", "a", _AnyKey())
-    try:
-        agent_path(TrustDomain("example.org"), template.render(sample))
-    except InvalidSpiffeId as exc:
-        raise ConfigError(
-            f"agent_path_template {template.text!r} cannot produce a valid agent ID: {exc}"
-        ) from None
-
-
-def agent_path(td: TrustDomain, rendered: str) -> SpiffeId:
-    """``spiffe://<td>/spire/agent`` + ``rendered``, which must itself be a path (as SPIRE's
-    idutil.AgentID); nothing is normalised."""
-    if not rendered.startswith("/"):
-        raise InvalidSpiffeId(f"agent path {rendered[:200]!r} must start with '/'")
-    return SpiffeId(td, "/spire/agent" + rendered)
-
-
-class _AnyKey(dict[str, str]):
-    def __contains__(self, key: object) -> bool:
-        return True
-
-    def __missing__(self, key: str) -> str:
-        return "a"
-
 
 # ---- certificate facts --------------------------------------------------------------------
 
@@ -279,7 +144,8 @@ class X509PopServerAttestor:
         _check_leaf(leaf, now)
         chain = await self._verify_chain(leaf, intermediates, now)
         public_key = leaf.public_key()
-        assert isinstance(public_key, (rsa.RSAPublicKey, ec.EllipticCurvePublicKey))
+        if not isinstance(public_key, (rsa.RSAPublicKey, ec.EllipticCurvePublicKey)):
+            raise AttestationFailed(f"x509pop: leaf key must be RSA or EC ({_describe(leaf)})")
         sent = Challenge(key_kind(public_key), os.urandom(NONCE_LEN))
         answer = await challenge(encode_challenge(sent))
         verify_response(public_key, sent, decode_response(answer))
@@ -401,7 +267,6 @@ def _check_leaf(leaf: x509.Certificate, now: dt.datetime) -> None:
             "x509pop: leaf certificate is not intended for digital signature use "
             f"(keyUsage lacks digitalSignature, {_describe(leaf)})"
         )
-    key_kind(leaf.public_key())
 
 
 def _selectors(

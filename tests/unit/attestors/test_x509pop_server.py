@@ -3,6 +3,7 @@ what is refused and why. Real keys and certificates (see x509pop_pki)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime as dt
 import hashlib
@@ -14,6 +15,7 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
 from x509pop_pki import NOW, Issued, make_ca, make_leaf, new_key, write_files
 
 from plastron.attestors.base import AttestationResult
@@ -426,3 +428,29 @@ async def test_der_payload_matches_certificate_bytes(
             _b64(inter.cert.public_bytes(serialization.Encoding.DER)),
         ]
     }
+
+
+async def test_ed25519_leaf_is_refused(root: Issued, inter: Issued, tmp_path: Path) -> None:
+    node = make_leaf(inter, key=ed25519.Ed25519PrivateKey.generate())  # type: ignore[arg-type]
+    with pytest.raises(AttestationFailed, match="leaf key must be RSA or EC"):
+        await server_for(root, tmp_path).attest(payload_of(node, inter), _no_challenge)
+
+
+async def test_cancelled_attestation_leaves_no_task_behind(
+    root: Issued, inter: Issued, tmp_path: Path
+) -> None:
+    # what the gRPC layer does at the challenge deadline: the attest task is cancelled
+    node = make_leaf(inter)
+    asked = asyncio.Event()
+
+    async def silent(blob: bytes) -> bytes:
+        asked.set()
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    task = asyncio.create_task(server_for(root, tmp_path).attest(payload_of(node, inter), silent))
+    await asked.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert asyncio.all_tasks() == {asyncio.current_task()}
