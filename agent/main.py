@@ -183,14 +183,15 @@ class AgentRuntime:
                 log.warning("sync failed; serving from cache error=%s", exc)
                 delay = min(backoff, interval)
                 backoff = min(backoff * 2, interval)
-            stop_wait = asyncio.create_task(self.stop.wait())
+            waits = [
+                asyncio.create_task(self.stop.wait()),
+                asyncio.create_task(wait_or_wake(self.cache.svid_wanted, delay)),
+            ]
             try:
-                await asyncio.wait(
-                    [stop_wait, asyncio.ensure_future(wait_or_wake(self.cache.svid_wanted, delay))],
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
             finally:
-                stop_wait.cancel()
+                for task in waits:
+                    task.cancel()
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
