@@ -31,6 +31,7 @@ from swtpm_fixtures import SwtpmProcess
 from tpm2_pytss import ESAPI, TCTILdr
 from tpm2_pytss.constants import ESYS_TR
 
+from plastron.keymanager import PrivateKey
 from plastron.proto.spire.api.server.agent.v1 import agent_grpc, agent_pb2
 from plastron.spiffe.ids import TrustDomain, server_id
 from plastron.tpm.attestor import TpmAgentAttestor
@@ -312,10 +313,12 @@ async def drive_attestation(
     attestor: TpmAgentAttestor,
     *,
     on_challenge: Callable[[bytes], Awaitable[bytes | None]],
+    key: PrivateKey | None = None,
 ) -> HandDriven:
     """Run AttestAgent over the server's TLS port with the agent half of ``tpm``; at the
-    challenge, ``on_challenge`` decides the answer (None: send nothing and wait for the server)."""
-    key = ec.generate_private_key(ec.SECP256R1())
+    challenge, ``on_challenge`` decides the answer (None: send nothing and wait for the server).
+    The CSR is signed by ``key`` (a fresh in-memory P-256 key by default)."""
+    key = key or ec.generate_private_key(ec.SECP256R1())
     csr = (
         x509.CertificateSigningRequestBuilder()
         .subject_name(x509.Name([]))
