@@ -9,7 +9,7 @@ import stat
 from pathlib import Path
 
 from agent_authority import entry
-from conftest import WorkloadApiEnv
+from agent_workload_env import WorkloadApiEnv
 from cryptography import x509
 
 from plastron.agent.cli.main import main

@@ -10,7 +10,7 @@ import stat
 import grpc
 import pytest
 from agent_authority import TestAuthority, entry
-from conftest import WorkloadApiEnv
+from agent_workload_env import WorkloadApiEnv
 from cryptography.x509 import verification
 from spiffe import SpiffeId as PySpiffeId
 from spiffe import TrustDomain as PyTrustDomain

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from agent_authority import entry
-from conftest import WorkloadApiEnv
+from agent_workload_env import WorkloadApiEnv
 from grpclib.client import Channel
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
