@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -319,3 +320,19 @@ async def test_agent_refuses_a_challenge_before_the_payload(node_files: dict[str
 def test_agent_repr_has_no_key(node_files: dict[str, str]) -> None:
     agent = X509PopAgentAttestor(X509PopAgentConfig.from_plugin_data(node_files))
     assert "BEGIN" not in repr(agent) and "Private" not in repr(agent)
+
+
+@dataclass(frozen=True)
+class HostContext(PluginContext):
+    """What the server is asked to provide for mode spiffe (see docs/plugins/x509pop.md)."""
+
+    x509_authorities: Callable[[], Awaitable[Sequence[x509.Certificate]]] | None = None
+
+
+async def test_registry_passes_the_hosts_authorities_in_spiffe_mode(tmp_path: Path) -> None:
+    ca = TrustDomainCA()
+    context = HostContext(trust_domain=TD, clock=ManualClock(NOW), x509_authorities=ca.bundle)
+    server = SERVER_NODE_ATTESTORS.create(plugin({"mode": "spiffe"}), context)
+    agent = ca.svid("/spire-exchange/host-9", tmp_path)
+    result = await server.attest(await agent.payload(), agent.answer)
+    assert result.agent_id == SpiffeId(TD, "/spire/agent/x509pop/host-9")
