@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 
 from cryptography import x509
@@ -21,6 +22,22 @@ from plastron.spiffe.x509svid import load_pem_certificates
 log = logging.getLogger("plastron.agent")
 MAX_TRUST_BUNDLE_BYTES = 4 * 1024 * 1024
 
+# Modules that register agent-side plugins (NodeAttestor halves, KeyManagers) when imported. A
+# missing optional dependency (libtss2, a PKCS#11 module) disables that plugin, not the agent.
+BUILTIN_PLUGIN_MODULES = (
+    "plastron.attestors.x509pop",
+    "plastron.tpm.plugin",
+    "plastron.hsm.plugin",
+)
+
+
+def load_builtin_plugins() -> None:
+    for name in BUILTIN_PLUGIN_MODULES:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            log.warning("plugin module unavailable module=%s error=%s", name, exc)
+
 
 def _join_token(config: AgentConfig, flag: str | None) -> str | None:
     if flag:
@@ -33,6 +50,7 @@ def _join_token(config: AgentConfig, flag: str | None) -> str | None:
 
 
 def build_node_attestor(config: AgentConfig, join_token: str | None) -> AgentNodeAttestor:
+    load_builtin_plugins()
     plugin = config.plugins.single("NodeAttestor")
     if plugin is None:
         raise ConfigError('plugins: a NodeAttestor is required (e.g. NodeAttestor "join_token")')
@@ -64,6 +82,7 @@ def _context(config: AgentConfig) -> PluginContext:
 
 
 def build_key_manager(config: AgentConfig) -> KeyManager:
+    load_builtin_plugins()
     plugin = config.key_manager
     if plugin is None:
         raise ConfigError('plugins: a KeyManager is required (e.g. KeyManager "disk")')
