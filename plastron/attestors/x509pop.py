@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from urllib.parse import unquote, urlsplit
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
@@ -172,9 +173,14 @@ class X509PopServerAttestor:
             what = "leaf certificate" if i == 0 else f"intermediate certificate {i - 1}"
             try:
                 cert = x509.load_der_x509_certificate(der)
-            except ValueError as exc:
+                # parsed lazily by cryptography: force it here so later checks cannot trip
+                _ = (cert.extensions, cert.subject, cert.issuer, cert.serial_number)
+                _ = (cert.not_valid_before_utc, cert.not_valid_after_utc)
+                key = cert.public_key()
+            except (ValueError, x509.DuplicateExtension, UnsupportedAlgorithm) as exc:
                 raise InvalidArgument(f"x509pop: unable to parse {what}: {exc}") from None
-            key = cert.public_key()
+            if cert.serial_number <= 0:
+                raise InvalidArgument(f"x509pop: {what} serial number is not positive (RFC 5280)")
             if isinstance(key, rsa.RSAPublicKey) and key.key_size > self._config.max_rsa_key_size:
                 raise InvalidArgument(
                     f"x509pop: {what} RSA key is {key.key_size} bits; "

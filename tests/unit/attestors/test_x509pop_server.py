@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from x509pop_pki import NOW, Issued, make_ca, make_leaf, new_key, write_files
 
 from plastron.attestors.base import AttestationResult
@@ -454,3 +456,26 @@ async def test_cancelled_attestation_leaves_no_task_behind(
     with pytest.raises(asyncio.CancelledError):
         await task
     assert asyncio.all_tasks() == {asyncio.current_task()}
+
+
+@pytest.fixture(scope="module")
+def mutation_target(inter: Issued) -> Issued:
+    return make_leaf(inter, serial=77)
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.data())
+async def test_mutated_leaf_der_is_refused_cleanly(
+    data: st.DataObject, mutation_target: Issued, root: Issued, inter: Issued, tmp_path: Path
+) -> None:
+    node = mutation_target
+    der = bytearray(node.der)
+    places = data.draw(st.lists(st.integers(0, len(der) - 1), min_size=1, max_size=3, unique=True))
+    for i in places:
+        der[i] ^= data.draw(st.integers(1, 255))
+    server = server_for(root, tmp_path)
+    # any change breaks parsing or the issuer's signature: a typed refusal, never a crash
+    with pytest.raises((InvalidArgument, AttestationFailed)):
+        await server.attest(encode_payload([bytes(der), inter.der]), answer_with(node.key))
