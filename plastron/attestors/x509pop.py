@@ -66,6 +66,15 @@ from plastron.spiffe.ids import SpiffeId, TrustDomain
 
 __all__ = ["NAME", "TrustBundleFn", "X509PopServerAttestor", "X509PopServerConfig"]
 
+# What cryptography raises for certificates it cannot decode (some only on first access).
+_PARSE_ERRORS = (
+    ValueError,
+    x509.InvalidVersion,
+    x509.DuplicateExtension,
+    x509.UnsupportedGeneralNameType,
+    UnsupportedAlgorithm,
+)
+
 # The trust domain's current X.509 authorities (mode "spiffe"), fetched per attestation.
 TrustBundleFn = Callable[[], Awaitable[Sequence[x509.Certificate]]]
 
@@ -177,7 +186,7 @@ class X509PopServerAttestor:
                 _ = (cert.extensions, cert.subject, cert.issuer, cert.serial_number)
                 _ = (cert.not_valid_before_utc, cert.not_valid_after_utc)
                 key = cert.public_key()
-            except (ValueError, x509.DuplicateExtension, UnsupportedAlgorithm) as exc:
+            except _PARSE_ERRORS as exc:
                 raise InvalidArgument(f"x509pop: unable to parse {what}: {exc}") from None
             if cert.serial_number <= 0:
                 raise InvalidArgument(f"x509pop: {what} serial number is not positive (RFC 5280)")

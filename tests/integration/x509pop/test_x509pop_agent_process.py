@@ -8,7 +8,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -21,12 +20,6 @@ from x509pop_processes import BIN, DEADLINE, TD, X509PopServer
 NOW = dt.datetime.now(dt.UTC)
 NODE_ALIAS = f"spiffe://{TD.name}/node/x509pop-rack"
 WORKLOAD = f"spiffe://{TD.name}/workload/x509pop"
-# The agent runtime builds node attestors from the registry but does not (yet) import
-# plastron.attestors.x509pop; this launcher imports it, then runs the agent's own CLI.
-LAUNCHER = (
-    "import sys, plastron.attestors.x509pop; "
-    "from plastron.agent.cli.main import main; sys.exit(main())"
-)
 
 
 def agent_config(base: Path, server: X509PopServer, files: dict[str, str]) -> str:
@@ -77,8 +70,7 @@ def poll_until(what: str, fn: object) -> str:
     raise AssertionError(f"{what}: not within {DEADLINE}s")
 
 
-@pytest.mark.parametrize("entry_point", ["launcher", "plastron-agent"])
-def test_agent_process_attests_with_x509pop(base: Path, entry_point: str) -> None:
+def test_agent_process_attests_with_x509pop(base: Path) -> None:
     root = make_ca("Agent Proc Root", not_before=NOW - dt.timedelta(days=1))
     inter = make_ca("Agent Proc Inter", parent=root, not_before=NOW - dt.timedelta(days=1))
     node = make_leaf(
@@ -92,14 +84,12 @@ def test_agent_process_attests_with_x509pop(base: Path, entry_point: str) -> Non
     server = X509PopServer(base, f'ca_bundle_path = "{base}/ca.pem"')
     server.start()
     try:
-        _attest_and_fetch(base, server, node, inter, entry_point)
+        _attest_and_fetch(base, server, node, inter)
     finally:
         server.stop()
 
 
-def _attest_and_fetch(
-    base: Path, server: X509PopServer, node: Issued, inter: Issued, entry_point: str
-) -> None:
+def _attest_and_fetch(base: Path, server: X509PopServer, node: Issued, inter: Issued) -> None:
     cli = [str(BIN / "plastron-server")]
     sock = ["-socketPath", server.socket_path]
     made = run(
@@ -135,16 +125,14 @@ def _attest_and_fetch(
     (base / "bootstrap.pem").write_text(run([*cli, "bundle", "show", *sock]).stdout)
     files = write_files(base / "node", node, [inter])
     (base / "agent.conf").write_text(agent_config(base, server, files))
-    if entry_point == "launcher":
-        argv = [sys.executable, "-c", LAUNCHER]
-    else:
-        argv = [str(BIN / "plastron-agent")]
     with (base / "agent.log").open("ab") as log:
         agent = subprocess.Popen(
-            [*argv, "run", "-config", str(base / "agent.conf")], stdout=log, stderr=log
+            [str(BIN / "plastron-agent"), "run", "-config", str(base / "agent.conf")],
+            stdout=log,
+            stderr=log,
         )
     try:
-        _wait_for_svid(base, agent, entry_point)
+        _wait_for_svid(base, agent)
     finally:
         if agent.poll() is None:
             agent.send_signal(signal.SIGTERM)
@@ -153,12 +141,10 @@ def _attest_and_fetch(
     assert f"spiffe://{TD.name}/spire/agent/x509pop/" in listed, listed
 
 
-def _wait_for_svid(base: Path, agent: subprocess.Popen[bytes], entry_point: str) -> None:
+def _wait_for_svid(base: Path, agent: subprocess.Popen[bytes]) -> None:
     def fetched() -> str:
         if agent.poll() is not None:
             log = (base / "agent.log").read_text(errors="replace")
-            if entry_point == "plastron-agent" and 'unknown NodeAttestor "x509pop"' in log:
-                pytest.xfail("plastron-agent does not import plastron.attestors.x509pop yet")
             raise AssertionError(f"agent exited {agent.returncode}:\n{log[-4000:]}")
         out = run(
             [
