@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "swtpm-tests"))
 
-from swtpm_fixtures import make_manufacturer_ca, manufacture, start_copy
+from swtpm_manufacture import make_manufacturer_ca, manufacture, start_copy
 
 from plastron.spiffe.ids import TrustDomain
 from plastron.tpm.attestor import (

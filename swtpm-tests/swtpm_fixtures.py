@@ -1,6 +1,6 @@
 """swtpm instances for tests: a test manufacturer CA, EK certificates it signs, one TPM per test.
 
-Import from a conftest (the folder is put on sys.path by tests/integration/tpm/conftest.py):
+Import from a conftest (swtpm-tests/ is on pytest's pythonpath):
 
     manufacturer_ca   session: an EC P-256 "TPM manufacturer" root made by the test run
     swtpm_template    session: a TPM state manufactured once by ``swtpm_setup --create-ek-cert``
@@ -8,274 +8,46 @@ Import from a conftest (the folder is put on sys.path by tests/integration/tpm/c
     swtpm             function: a private copy of the template state served by ``swtpm socket``
                       on a unix socket; killed at teardown
 
-Helpers: ``manufacture(dir, ca)`` for a TPM with its own unique EKs, ``write_ek_cert(tcti, der,
-index)`` to put a chosen certificate into NV (negative tests), ``issue_ek_cert(ca, public_key)``.
+The helpers (``manufacture``, ``write_ek_cert``, ``issue_ek_cert``, ...) live in
+swtpm_manufacture.py, which does not need pytest, and are re-exported here.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import os
-import shutil
-import signal
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
-from tpm2_pytss import ESAPI, TCTILdr, TSS2_Exception
-from tpm2_pytss.constants import ESYS_TR, TPM2_ALG, TPMA_NV
-from tpm2_pytss.types import TPM2B_NV_PUBLIC, TPMS_NV_PUBLIC
+from swtpm_manufacture import (
+    ECC_P256_EK_CERT_INDEX,
+    ECC_P384_EK_CERT_INDEX,
+    RSA_EK_CERT_INDEX,
+    START_DEADLINE_S,
+    ManufacturerCa,
+    SwtpmProcess,
+    issue_ek_cert,
+    make_manufacturer_ca,
+    manufacture,
+    start_copy,
+    write_ek_cert,
+)
 
-RSA_EK_CERT_INDEX = 0x01C00002
-ECC_P256_EK_CERT_INDEX = 0x01C0000A
-ECC_P384_EK_CERT_INDEX = 0x01C00016
-START_DEADLINE_S = 10.0
-
-# libtss2 logs every failed NV probe at error level; tests do not need that noise.
-os.environ.setdefault("TSS2_LOG", "all+none")
-
-
-@dataclass(frozen=True)
-class ManufacturerCa:
-    key: ec.EllipticCurvePrivateKey
-    cert: x509.Certificate
-    dir: Path  # holds ca-key.pem and ca-cert.pem
-
-    @property
-    def cert_pem(self) -> bytes:
-        return self.cert.public_bytes(serialization.Encoding.PEM)
-
-
-def make_manufacturer_ca(
-    directory: Path, cn: str = "Plastron Test TPM Manufacturer"
-) -> ManufacturerCa:
-    directory.mkdir(parents=True, exist_ok=True)
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=3650))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    # swtpm_localca reads the signing key as a traditional "EC PRIVATE KEY" PEM.
-    (directory / "ca-key.pem").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.TraditionalOpenSSL,
-            serialization.NoEncryption(),
-        )
-    )
-    (directory / "ca-cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return ManufacturerCa(key, cert, directory)
-
-
-def _write_setup_config(conf_dir: Path, ca: ManufacturerCa) -> Path:
-    localca = conf_dir / "localca"
-    localca.mkdir(parents=True, exist_ok=True)
-    (conf_dir / "swtpm-localca.conf").write_text(
-        f"statedir = {localca}\n"
-        f"signingkey = {ca.dir / 'ca-key.pem'}\n"
-        f"issuercert = {ca.dir / 'ca-cert.pem'}\n"
-        f"certserial = {localca / 'certserial'}\n"
-    )
-    (conf_dir / "swtpm-localca.options").write_text(
-        "--platform-manufacturer Plastron\n--platform-version 2.1\n--platform-model TestBox\n"
-    )
-    setup = conf_dir / "swtpm_setup.conf"
-    setup.write_text(
-        "create_certs_tool = /usr/bin/swtpm_localca\n"
-        f"create_certs_tool_config = {conf_dir / 'swtpm-localca.conf'}\n"
-        f"create_certs_tool_options = {conf_dir / 'swtpm-localca.options'}\n"
-        "active_pcr_banks = sha256\n"
-    )
-    return setup
-
-
-def manufacture(state_dir: Path, ca: ManufacturerCa, *, ek_certs: bool = True) -> Path:
-    """Run swtpm_setup into ``state_dir``: fresh EKs, certificates signed by ``ca``."""
-    state_dir.mkdir(parents=True, exist_ok=True)
-    conf_dir = state_dir.parent / f"{state_dir.name}-conf"
-    conf_dir.mkdir(parents=True, exist_ok=True)
-    setup = _write_setup_config(conf_dir, ca)
-    cmd = ["swtpm_setup", "--tpm2", "--tpmstate", str(state_dir), "--config", str(setup)]
-    cmd += ["--pcr-banks", "sha256", "--overwrite"]
-    if ek_certs:
-        cmd += ["--create-ek-cert", "--write-ek-cert-files", str(conf_dir)]
-    else:
-        cmd += ["--createek"]
-    env = dict(os.environ, XDG_CONFIG_HOME=str(conf_dir))
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=60, check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(f"swtpm_setup failed ({proc.returncode}): {proc.stderr or proc.stdout}")
-    return state_dir
-
-
-class SwtpmProcess:
-    """``swtpm socket`` serving one state directory on a unix socket."""
-
-    def __init__(self, state_dir: Path) -> None:
-        self.state_dir = state_dir
-        self.sock = state_dir / "tpm.sock"
-        self._proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def tcti(self) -> str:
-        return f"swtpm:path={self.sock}"
-
-    def start(self) -> None:
-        self.sock.unlink(missing_ok=True)
-        cmd = ["swtpm", "socket", "--tpm2", "--tpmstate", f"dir={self.state_dir}"]
-        cmd += ["--server", f"type=unixio,path={self.sock}"]
-        cmd += ["--ctrl", f"type=unixio,path={self.sock}.ctrl"]
-        cmd += ["--flags", "not-need-init,startup-clear"]
-        cmd += ["--log", f"file={self.state_dir / 'swtpm.log'},level=1"]
-        self._proc = subprocess.Popen(
-            cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-        )
-        self._wait_ready()
-
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + START_DEADLINE_S
-        while time.monotonic() < deadline:
-            if self._proc is not None and self._proc.poll() is not None:
-                raise RuntimeError(f"swtpm exited with {self._proc.returncode} at start")
-            if self.sock.exists():
-                with socket.socket(socket.AF_UNIX) as s:
-                    try:
-                        s.connect(str(self.sock))
-                        return
-                    except OSError:
-                        pass
-            time.sleep(0.005)  # polling a socket with a deadline, not waiting for a guess
-        raise RuntimeError(f"swtpm did not open {self.sock} within {START_DEADLINE_S}s")
-
-    def kill(self) -> None:
-        if self._proc is None:
-            return
-        if self._proc.poll() is None:
-            self._proc.send_signal(signal.SIGKILL)
-            self._proc.wait(timeout=10)
-        self._proc = None
-
-    def stop(self) -> None:
-        if self._proc is None:
-            return
-        if self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait(timeout=5)
-        self._proc = None
-
-
-def start_copy(template: Path, dest: Path) -> SwtpmProcess:
-    """Copy a manufactured state (~6 KB) and serve it."""
-    dest.mkdir(parents=True, exist_ok=True)
-    for item in template.iterdir():
-        if item.is_file() and item.name.startswith("tpm2-"):
-            shutil.copy2(item, dest / item.name)
-    proc = SwtpmProcess(dest)
-    proc.start()
-    return proc
-
-
-def issue_ek_cert(
-    ca: ManufacturerCa,
-    public_key: ec.EllipticCurvePublicKey | object,
-    *,
-    model: str = "swtpm",
-) -> x509.Certificate:
-    """An EK certificate in the TCG shape (TCG EKU, critical dirName SAN) signed by ``ca``."""
-    san_name = x509.Name(
-        [
-            x509.RelativeDistinguishedName(
-                [
-                    x509.NameAttribute(x509.ObjectIdentifier("2.23.133.2.1"), "id:00001014"),
-                    x509.NameAttribute(x509.ObjectIdentifier("2.23.133.2.2"), model),
-                    x509.NameAttribute(x509.ObjectIdentifier("2.23.133.2.3"), "id:20191023"),
-                ]
-            )
-        ]
-    )
-    now = dt.datetime.now(dt.UTC)
-    return (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([]))
-        .issuer_name(ca.cert.subject)
-        .public_key(public_key)  # type: ignore[arg-type]
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=365))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.ExtendedKeyUsage([x509.ObjectIdentifier("2.23.133.8.1")]), critical=False
-        )
-        .add_extension(x509.SubjectAlternativeName([x509.DirectoryName(san_name)]), critical=True)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()),
-            critical=False,
-        )
-        .sign(ca.key, hashes.SHA256())
-    )
-
-
-def write_ek_cert(tcti: str, der: bytes, index: int = RSA_EK_CERT_INDEX) -> None:
-    """Replace the NV certificate at ``index`` with ``der`` (platform auth is empty on swtpm)."""
-    name, _, conf = tcti.partition(":")
-    with ESAPI(TCTILdr(name, conf)) as ectx:
-        try:
-            old = ectx.tr_from_tpmpublic(index)
-            ectx.nv_undefine_space(old, ESYS_TR.PLATFORM)
-        except TSS2_Exception:
-            pass  # absent index is the normal case
-        attrs = (
-            TPMA_NV.PPWRITE
-            | TPMA_NV.PPREAD
-            | TPMA_NV.OWNERREAD
-            | TPMA_NV.AUTHREAD
-            | TPMA_NV.NO_DA
-            | TPMA_NV.PLATFORMCREATE
-        )
-        pub = TPM2B_NV_PUBLIC(
-            nvPublic=TPMS_NV_PUBLIC(
-                nvIndex=index, nameAlg=TPM2_ALG.SHA256, attributes=attrs, dataSize=len(der)
-            )
-        )
-        nvh = ectx.nv_define_space(b"", pub, auth_handle=ESYS_TR.PLATFORM)
-        for off in range(0, len(der), 512):
-            ectx.nv_write(nvh, der[off : off + 512], off, auth_handle=ESYS_TR.PLATFORM)
+__all__ = [
+    "ECC_P256_EK_CERT_INDEX",
+    "ECC_P384_EK_CERT_INDEX",
+    "RSA_EK_CERT_INDEX",
+    "START_DEADLINE_S",
+    "ManufacturerCa",
+    "SwtpmProcess",
+    "issue_ek_cert",
+    "make_manufacturer_ca",
+    "manufacture",
+    "manufacturer_ca",
+    "start_copy",
+    "swtpm",
+    "swtpm_template",
+    "write_ek_cert",
+]
 
 
 # ---- pytest fixtures ----------------------------------------------------------------------

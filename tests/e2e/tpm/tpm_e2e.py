@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
-from swtpm_fixtures import SwtpmProcess
+from swtpm_manufacture import SwtpmProcess
 from tpm2_pytss import ESAPI, TCTILdr
 from tpm2_pytss.constants import ESYS_TR
 
@@ -103,8 +103,17 @@ def tpm_server_config(
     *,
     pcr_policy: Path | None = None,
     server_extra: str = "",
+    attestor_block: str = "",
 ) -> str:
     policy = f'pcr_policy_path = "{pcr_policy}"' if pcr_policy else ""
+    attestor_block = (
+        attestor_block
+        or f"""NodeAttestor "tpm" {{ plugin_data {{
+    endorsement_ca_path = "{ca_path}"
+    pcrs = [0, 7]
+    {policy}
+  }} }}"""
+    )
     return f"""
 server {{
   trust_domain = "{TD}"
@@ -119,11 +128,7 @@ plugins {{
   DataStore "sql" {{ plugin_data {{ database_type = "sqlite3"
     connection_string = "{base}/data/datastore.sqlite3" }} }}
   KeyManager "memory" {{ plugin_data {{}} }}
-  NodeAttestor "tpm" {{ plugin_data {{
-    endorsement_ca_path = "{ca_path}"
-    pcrs = [0, 7]
-    {policy}
-  }} }}
+  {attestor_block}
 }}
 """
 
@@ -134,13 +139,20 @@ def start_tpm_server(
     *,
     pcr_policy: Path | None = None,
     server_extra: str = "",
+    attestor_block: str = "",
 ) -> PlastronServerProcess:
     port = free_port()
     socket_path = str(base / "server.sock")
     config = base / "server.conf"
     config.write_text(
         tpm_server_config(
-            base, port, socket_path, ca_path, pcr_policy=pcr_policy, server_extra=server_extra
+            base,
+            port,
+            socket_path,
+            ca_path,
+            pcr_policy=pcr_policy,
+            server_extra=server_extra,
+            attestor_block=attestor_block,
         )
     )
     env = dict(os.environ)
@@ -189,6 +201,7 @@ class TpmAgent:
     tcti: str
     ek_type: str = "auto"
     key_manager: str = "disk"
+    attestor_block: str = ""
     process: subprocess.Popen[bytes] | None = None
     runs: int = 0
     data_dir: Path = field(init=False)
@@ -205,6 +218,10 @@ class TpmAgent:
             if self.key_manager == "tpm"
             else f'KeyManager "disk" {{ plugin_data {{ directory = "{self.data_dir}" }} }}'
         )
+        attestor = self.attestor_block or (
+            f'NodeAttestor "tpm" {{ plugin_data {{ tcti = "{self.tcti}" '
+            f'ek_type = "{self.ek_type}" }} }}'
+        )
         self.config = self.base / "agent.conf"
         self.config.write_text(
             f"""
@@ -219,7 +236,7 @@ agent {{
   experimental {{ sync_interval = "1s" }}
 }}
 plugins {{
-  NodeAttestor "tpm" {{ plugin_data {{ tcti = "{self.tcti}" ek_type = "{self.ek_type}" }} }}
+  {attestor}
   {km}
   WorkloadAttestor "unix" {{ plugin_data {{}} }}
 }}

@@ -1,0 +1,45 @@
+"""tools/demo_tpm.py as ``make demo`` would use it: its swtpm, its config blocks and its node
+selector take a real agent from TPM attestation to a workload SVID."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from tpm_e2e import TD, TpmAgent, agent_ids, cli_ok, poll, start_tpm_server
+
+from tools.demo_tpm import SwtpmForDemo, prepare_swtpm
+
+pytestmark = pytest.mark.swtpm
+
+
+@pytest.fixture
+def demo_tpm(base: Path) -> Iterator[SwtpmForDemo]:
+    tpm = prepare_swtpm(base)
+    try:
+        yield tpm
+    finally:
+        tpm.stop()
+
+
+def test_demo_swtpm_attests_an_agent(base: Path, demo_tpm: SwtpmForDemo) -> None:
+    server = start_tpm_server(
+        base, demo_tpm.endorsement_ca_path, attestor_block=demo_tpm.server_attestor_block()
+    )
+    agent = TpmAgent(base, server, demo_tpm.tcti, attestor_block=demo_tpm.agent_attestor_block())
+    try:
+        alias = f"spiffe://{TD}/demo/tpm-node"
+        workload = f"spiffe://{TD}/demo/workload"
+        cli_ok(server, "entry", "create", "-node", "-spiffeID", alias,
+               "-selector", demo_tpm.node_selector)  # fmt: skip
+        cli_ok(server, "entry", "create", "-parentID", alias, "-spiffeID", workload,
+               "-selector", f"unix:uid:{os.geteuid()}")  # fmt: skip
+        agent.start()
+        agent.wait_healthy()
+        assert agent_ids(server) == [demo_tpm.agent_id(TD)]
+        poll("demo workload SVID", lambda: workload in agent.fetched_ids())
+    finally:
+        agent.stop()
+        server.stop()
