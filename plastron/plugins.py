@@ -12,10 +12,12 @@ naming the key (``plugins.KeyManager.disk.directory must be a string``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Generic, TypeVar
+
+from cryptography import x509
 
 from plastron.attestors.base import AgentNodeAttestor, ServerNodeAttestor
 from plastron.clock import Clock, SystemClock
@@ -37,6 +39,8 @@ class PluginContext:
     # Where relative paths in plugin_data resolve from (the config file's directory).
     base_dir: Path | None = None
     environ: Mapping[str, str] | None = None
+    # Server only: the trust domain's current X.509 authorities (x509pop "spiffe" mode).
+    x509_authorities: Callable[[], Awaitable[Sequence[x509.Certificate]]] | None = None
 
 
 Factory = Callable[[PluginConfig, PluginContext], T]

@@ -75,7 +75,10 @@ class PlastronServer:
         load_builtin_plugins()
         cfg.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         context = PluginContext(
-            trust_domain=cfg.trust_domain, data_dir=cfg.data_dir, clock=self.clock
+            trust_domain=cfg.trust_domain,
+            data_dir=cfg.data_dir,
+            clock=self.clock,
+            x509_authorities=self._x509_authorities,
         )
         self.datastore = await open_datastore(datastore_config(cfg), clock=self.clock)
         try:
@@ -225,6 +228,9 @@ class PlastronServer:
         assert self.ca is not None
         await self.ca.rotator.rotate()
         await self._refresh_trust()
+
+    async def _x509_authorities(self) -> tuple[x509.Certificate, ...]:
+        return self._trust
 
     async def _refresh_trust(self) -> None:
         assert self.datastore is not None
