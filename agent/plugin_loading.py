@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import importlib
 import logging
+import ssl
+import urllib.parse
+import urllib.request
 
 from cryptography import x509
 
@@ -13,7 +16,7 @@ from plastron.attestors.base import AgentNodeAttestor
 from plastron.attestors.join_token import JoinTokenAgentAttestor
 from plastron.config import AgentConfig
 from plastron.configs.plugin_blocks import PluginConfig
-from plastron.errors import ConfigError
+from plastron.errors import ConfigError, Unavailable
 from plastron.keymanager import KeyManager
 from plastron.plugins import AGENT_NODE_ATTESTORS, KEY_MANAGERS, PluginContext
 from plastron.spiffe.bundle import Bundle
@@ -93,12 +96,36 @@ def load_bootstrap_bundle(config: AgentConfig) -> list[x509.Certificate]:
     if config.insecure_bootstrap:
         log.warning("insecure_bootstrap: the server's certificate chain is NOT verified")
         return []
-    if config.trust_bundle_path is None:
-        raise ConfigError("trust_bundle_url is not supported yet; use trust_bundle_path")
-    with config.trust_bundle_path.open("rb") as fh:
-        data = fh.read(MAX_TRUST_BUNDLE_BYTES + 1)
-    if len(data) > MAX_TRUST_BUNDLE_BYTES:
-        raise ConfigError(f"trust_bundle_path {config.trust_bundle_path} is too large")
+    if config.trust_bundle_path is not None:
+        with config.trust_bundle_path.open("rb") as fh:
+            data = fh.read(MAX_TRUST_BUNDLE_BYTES + 1)
+        if len(data) > MAX_TRUST_BUNDLE_BYTES:
+            raise ConfigError(f"trust_bundle_path {config.trust_bundle_path} is too large")
+    elif config.trust_bundle_url is not None:
+        data = fetch_trust_bundle_url(config.trust_bundle_url)
+    else:
+        raise ConfigError("agent: set trust_bundle_path, trust_bundle_url or insecure_bootstrap")
     if config.trust_bundle_format == "spiffe":
         return list(Bundle.from_jwks(config.trust_domain, data).x509_certificates())
     return list(load_pem_certificates(data, max_certs=1024))
+
+
+def fetch_trust_bundle_url(url: str, *, timeout: float = 30.0) -> bytes:
+    """Download the bootstrap bundle over HTTPS, verified with the system's web PKI roots
+    (``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` apply). Plain HTTP is refused: a bundle fetched
+    without authentication would let anyone on the path choose the agent's trust roots."""
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme != "https" or not parsed.hostname:
+        raise ConfigError(f"trust_bundle_url must be an https:// URL, got {url!r}")
+    request = urllib.request.Request(url, headers={"Accept": "application/json, */*"})  # noqa: S310
+    context = ssl.create_default_context()
+    try:
+        with urllib.request.urlopen(request, timeout=timeout, context=context) as resp:  # noqa: S310
+            data: bytes = resp.read(MAX_TRUST_BUNDLE_BYTES + 1)
+    except (OSError, ValueError) as exc:
+        raise Unavailable(f"trust_bundle_url {url}: download failed: {exc}") from None
+    if len(data) > MAX_TRUST_BUNDLE_BYTES:
+        raise ConfigError(
+            f"trust_bundle_url {url}: bundle is larger than {MAX_TRUST_BUNDLE_BYTES} bytes"
+        )
+    return data
