@@ -39,6 +39,7 @@ from plastron.agent.workloadapi.service import WorkloadAPIService
 from plastron.clock import Clock, SystemClock
 from plastron.config import AgentConfig
 from plastron.errors import AttestationFailed, PlastronError
+from plastron.health_http import HealthHttpConfig, HealthHttpServer
 
 log = logging.getLogger("plastron.agent")
 MIN_BACKOFF = 0.5
@@ -203,13 +204,45 @@ class AgentRuntime:
         )
         server = await start_endpoint(str(self.config.socket_path), [service, self.health])
         log.info("workload API listening socket_path=%s", self.config.socket_path)
+        health_http = await self._start_health_listener()
         try:
             await self._loop()
         finally:
+            if health_http is not None:
+                await health_http.close()
             server.close()
             await server.wait_closed()
             self.client.close()
         return 0
+
+    async def _health_statuses(self) -> dict[str, tuple[bool, str]]:
+        """Ready while the Workload API serves and the agent holds a valid SVID; the last
+        successful sync is reported but a down server does not make the agent unready (it
+        keeps serving cached SVIDs, as SPIRE's agent does)."""
+        now = self.clock.now()
+        svid_ok, svid_detail = False, "no agent SVID"
+        if self.rotator.state is not None:
+            leaf = self.rotator.state.svid_chain[0]
+            svid_ok = leaf.not_valid_after_utc > now
+            svid_detail = f"expires {leaf.not_valid_after_utc.isoformat()}"
+        last = self.sync.last_success
+        sync_detail = "never" if last is None else f"{now.timestamp() - last:.0f}s ago"
+        return {
+            "workload_api": (True, ""),
+            "agent_svid": (svid_ok, svid_detail),
+            "last_sync_success": (True, sync_detail),
+        }
+
+    async def _start_health_listener(self) -> HealthHttpServer | None:
+        hc = self.config.health_checks
+        if not hc.listener_enabled:
+            return None
+        server = HealthHttpServer(
+            HealthHttpConfig(hc.bind_address, hc.bind_port, hc.live_path, hc.ready_path),
+            self._health_statuses,
+        )
+        await server.start()
+        return server
 
 
 async def run_agent(config: AgentConfig, *, join_token: str | None = None) -> int:

@@ -155,7 +155,9 @@ plugins {{
 
 
 class AgentProcess:
-    def __init__(self, base: Path, server: ServerProcess, sync_interval: str = "1s") -> None:
+    def __init__(
+        self, base: Path, server: ServerProcess, sync_interval: str = "1s", extra_top: str = ""
+    ) -> None:
         self.base = base
         self.socket_path = str(base / "agent" / "public" / "api.sock")
         self.data_dir = base / "agent-data"
@@ -178,6 +180,7 @@ plugins {{
   KeyManager "disk" {{ plugin_data {{ directory = "{self.data_dir}" }} }}
   WorkloadAttestor "unix" {{ plugin_data {{}} }}
 }}
+{extra_top}
 """
         )
         self.proc: Proc | None = None
