@@ -7,5 +7,3 @@ from pathlib import Path
 
 _ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(_ROOT / "softhsm-conf"))
-
-from softhsm_token import softhsm_dir, softhsm_token  # noqa: E402, F401

@@ -7,5 +7,3 @@ from pathlib import Path
 
 _TESTS = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(_TESTS / "unit" / "attestors"))  # x509pop_pki
-
-from softhsm_token import softhsm_dir, softhsm_token  # noqa: E402, F401
