@@ -9,7 +9,16 @@ from pathlib import Path
 
 import pytest
 from swtpm_fixtures import SwtpmProcess
-from tpm_e2e import TD, TpmAgent, agent_ids, cli_ok, ek_cert_files, ek_hash, poll
+from tpm_e2e import (
+    TD,
+    TpmAgent,
+    agent_ids,
+    agent_knows_tpm,
+    cli_ok,
+    ek_cert_files,
+    ek_hash,
+    poll,
+)
 
 from tests.e2e.conftest import PlastronServerProcess
 
@@ -64,3 +73,10 @@ def test_agent_attests_with_ek_and_workload_gets_svid_through_node_alias(
     assert "Selectors         : tpm:pcr:sha256:7:" in shown
     assert "Selectors         : tpm:ek_ca:" in shown
     poll("workload SVID through the node alias", lambda: WORKLOAD in agent.fetched_ids())
+
+
+def test_agent_registers_tpm_plugins() -> None:
+    """The real ``plastron-agent`` builds NodeAttestor "tpm" (it fails on the absent TPM)."""
+    known, message = agent_knows_tpm()
+    assert known, message
+    assert "tpm: TPM at swtpm:path=" in message and "is not reachable" in message

@@ -3,9 +3,7 @@
 private swtpm per test. Readiness is polled with deadlines; nothing sleeps to guess.
 
 The server process is the e2e suite's :class:`PlastronServerProcess` (tests/e2e/conftest.py)
-with a TPM-shaped config. The agent is started through :data:`AGENT_LAUNCH`, which imports
-``plastron.tpm.plugin`` before the agent CLI's own ``main``: the agent runtime does not yet
-register the TPM plugins itself (test_agent_registers_tpm_plugins shows it).
+with a TPM-shaped config; the agent is the ``plastron-agent`` console script.
 """
 
 from __future__ import annotations
@@ -16,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -42,11 +41,37 @@ from tests.e2e.conftest import PlastronServerProcess, free_port
 TD = "example.org"
 DEADLINE = 60.0
 BIN = Path(sys.executable).parent
-AGENT_LAUNCH = (
-    "import sys, plastron.tpm.plugin; from plastron.agent.cli.main import main; "
-    "sys.exit(main(sys.argv[1:]))"
-)
 T = TypeVar("T")
+UNKNOWN_TPM = 'unknown NodeAttestor "tpm"'
+
+
+def agent_knows_tpm() -> tuple[bool, str]:
+    """Whether the real ``plastron-agent`` builds NodeAttestor "tpm" (and its message if not)."""
+    with tempfile.TemporaryDirectory(prefix="pt-probe-", dir="/tmp") as tmp:
+        conf = Path(tmp) / "agent.conf"
+        conf.write_text(f"""
+agent {{
+  trust_domain = "{TD}"
+  server_address = "127.0.0.1"
+  server_port = {free_port()}
+  data_dir = "{tmp}/data"
+  socket_path = "{tmp}/api.sock"
+  insecure_bootstrap = true
+}}
+plugins {{
+  NodeAttestor "tpm" {{ plugin_data {{ tcti = "swtpm:path={tmp}/absent.sock" }} }}
+  KeyManager "memory" {{ plugin_data {{}} }}
+  WorkloadAttestor "unix" {{ plugin_data {{}} }}
+}}
+""")
+        out = subprocess.run(
+            [str(BIN / "plastron-agent"), "run", "-config", str(conf)],
+            capture_output=True,
+            text=True,
+            timeout=DEADLINE,
+            check=False,
+        )
+    return UNKNOWN_TPM not in out.stderr, out.stderr.strip()
 
 
 def poll(what: str, fn: Callable[[], T | None], deadline: float = DEADLINE) -> T:
@@ -252,7 +277,7 @@ plugins {{
         self.runs += 1
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-c", AGENT_LAUNCH, "run", "-config", str(self.config)],
+                [str(BIN / "plastron-agent"), "run", "-config", str(self.config)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=self.server.env,
@@ -367,8 +392,12 @@ async def drive_attestation(
                         agent_pb2.AttestAgentRequest(challenge_response=answer)
                     )
                 msg = await stream.recv_message()
-            out.result = None if msg is None else msg.result
             await stream.end()
+            if msg is None:
+                # The stream ended without a result: the status is in the trailers.
+                await stream.recv_trailing_metadata()
+            else:
+                out.result = msg.result
     except GRPCError as exc:
         out.status, out.message = exc.status, exc.message or ""
     finally:
