@@ -222,7 +222,9 @@ class TpmDevice:
     # ---- endorsement key -------------------------------------------------------------------
 
     @staticmethod
-    def _ek_template(ctx: ESAPI, ek_type: str) -> tuple[bytes | None, TPM2B_PUBLIC]:
+    def _ek_template(ctx: ESAPI, ek_type: str) -> tuple[bytes | None, TPM2B_PUBLIC | None]:
+        """The EK certificate (if in NV) and template; no template for a high-range EK type
+        without a certificate (the TCG profile defines those EKs only with one)."""
         try:
             name = EK_TYPES[ek_type]
         except KeyError:
@@ -232,13 +234,16 @@ class TpmDevice:
         try:
             cert, template = create_ek_template(name, NVReadEK(ctx))
         except (ValueError, NoSuchIndex):
-            return None, TPM2B_PUBLIC()
+            return None, None
         return (bytes(cert) if cert else None), template
 
     def _create_ek(self, ctx: ESAPI, ek_type: str) -> tuple[ESYS_TR, TPM2B_PUBLIC, bytes | None]:
         cert, template = self._ek_template(ctx, ek_type)
-        if template.publicArea.type == TPM2_ALG.NULL:
-            raise AttestationFailed(f"tpm: the TPM has no {ek_type} EK certificate")
+        if template is None:
+            raise AttestationFailed(
+                f"tpm: the TPM has no {ek_type} EK certificate (high-range EKs need one; "
+                "rsa-2048 and ecc-p256 EKs work without, with ek_hash_path on the server)"
+            )
         ek, ek_pub, *_ = ctx.create_primary(TPM2B_SENSITIVE_CREATE(), template, ESYS_TR.ENDORSEMENT)
         return ek, ek_pub, cert
 

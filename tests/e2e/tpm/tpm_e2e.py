@@ -152,7 +152,7 @@ server {{
 plugins {{
   DataStore "sql" {{ plugin_data {{ database_type = "sqlite3"
     connection_string = "{base}/data/datastore.sqlite3" }} }}
-  KeyManager "memory" {{ plugin_data {{}} }}
+  KeyManager "disk" {{ plugin_data {{ directory = "{base}/data/keys" }} }}
   {attestor_block}
 }}
 """
