@@ -55,6 +55,9 @@ async def _exchange(client: ServerClient, attestor: AgentNodeAttestor, csr: byte
         for _ in range(MAX_CHALLENGE_ROUNDS + 1):
             response = await stream.recv_message()
             if response is None:
+                # The server's refusal comes in the trailers: raise it with its real reason.
+                await stream.end()
+                await stream.recv_trailing_metadata()
                 raise AttestationFailed("attestation: server ended the stream without a result")
             step = response.WhichOneof("step")
             if step == "result":

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO
 
 from grpclib.exceptions import GRPCError
 
@@ -70,11 +71,19 @@ def _agent_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="plastron-agent")
+    parser: argparse.ArgumentParser = OneLineErrorParser(prog="plastron-agent")
     sub = parser.add_subparsers(dest="command", required=True)
     _agent_parsers(sub)
     _api_parser(sub)
     return parser
+
+
+class OneLineErrorParser(argparse.ArgumentParser):
+    """Bad flags: one line on stderr and exit code 1, like every other CLI failure."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"Error: {self.prog}: {message}\n")
+        raise SystemExit(1)
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
@@ -88,9 +97,12 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     except PlastronError as exc:
         sys.stderr.write(f"Error: {exc}\n")
     except (OSError, ConnectionError) as exc:
-        sys.stderr.write(f"Error: cannot reach the agent: {exc}\n")
+        sys.stderr.write(f"Error: {exc}\n")
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # never a traceback to the user; the log has the details
+        logging.getLogger("plastron.agent").debug("unexpected failure", exc_info=exc)
+        sys.stderr.write(f"Error: unexpected failure: {type(exc).__name__}: {exc}\n")
     return 1
 
 

@@ -76,7 +76,12 @@ async def attest_agent(ctx: ApiContext, stream: Stream[Any, Any]) -> None:
             )
         return bytes(msg.challenge_response)
 
-    result = await attestor.attest(bytes(data.payload), challenge)
+    try:
+        result = await attestor.attest(bytes(data.payload), challenge)
+    except Exception as exc:
+        # Operators need to see refusals; the message names the rule, never a secret.
+        log.warning("attestation refused type=%s peer=%s reason=%s", data.type, caller.host, exc)
+        raise
     node = await _admit(ctx, data.type, result, public_key)
     chain = node[1]
     await stream.send_message(
