@@ -1,7 +1,8 @@
 """`make demo`: a Plastron server on embedded defaults, driven through its CLI, end to end.
 
 Starts a server (SQLite datastore, CA keys in a SoftHSM2 token when SoftHSM2 is installed,
-else on disk), creates a join token and entries, starts an agent that attests with the token,
+else on disk), creates entries, starts an agent that attests with a swtpm TPM (``tpm`` method;
+a join token when swtpm is missing),
 fetches the workload's X509-SVID and JWT-SVID through the Workload API, verifies them against
 the trust bundle, and stops everything. Exit 0 on success; any failure prints one line.
 """
@@ -18,6 +19,8 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+
+from demo_tpm import DemoTpmError, SwtpmForDemo, prepare_swtpm, swtpm_available
 
 from plastron.clock import SystemClock
 from plastron.spiffe.bundle import Bundle
@@ -119,7 +122,29 @@ def process(args: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
                 proc.wait()
 
 
-def run(work: Path) -> None:
+def node_attestation(sock: Path, node_id: str, tpm: SwtpmForDemo | None) -> str | None:
+    """Make ``node_id`` a node alias for the demo agent: by its TPM's EK when swtpm is there
+    (the agent attests with the ``tpm`` method), else by a join token (returned)."""
+    if tpm is not None:
+        cli(
+            "entry",
+            "create",
+            "-socketPath",
+            str(sock),
+            "-node",
+            "-spiffeID",
+            node_id,
+            "-selector",
+            tpm.node_selector,
+        )
+        step(f"node alias {node_id} for the agent whose TPM EK hash is {tpm.ek_pubhash[:16]}…")
+        return None
+    token = cli("token", "generate", "-socketPath", str(sock), "-spiffeID", node_id, "-ttl", "600")
+    step("join token created for the node alias " + node_id)
+    return token.strip().splitlines()[0].split()[-1]
+
+
+def run(work: Path, tpm: SwtpmForDemo | None) -> None:
     port = free_port()
     sock = work / "server.sock"
     conf = work / "server.conf"
@@ -140,6 +165,7 @@ plugins {{
   }} }}
   {key_manager_block(work)}
   NodeAttestor "join_token" {{ plugin_data {{}} }}
+  {tpm.server_attestor_block() if tpm else ""}
 }}
 """
     )
@@ -151,11 +177,7 @@ plugins {{
         print(cli("healthcheck", "-socketPath", str(sock)).strip())
         node_id = f"spiffe://{TD}/demo/node"
         workload_id = f"spiffe://{TD}/demo/workload"
-        token = cli(
-            "token", "generate", "-socketPath", str(sock), "-spiffeID", node_id, "-ttl", "600"
-        )
-        token = token.strip().split()[-1]
-        step("join token created for the node alias " + node_id)
+        token = node_attestation(sock, node_id, tpm)
         out = cli(
             "entry",
             "create",
@@ -198,11 +220,22 @@ plugins {{
             token_jwt, audience="demo", authorities=bundle.jwt_keys(), now=SystemClock().now()
         )
         step(f"jwt mint: {jwt.spiffe_id} aud={list(jwt.audience)} verified")
-        run_agent(work, port, token, bundle_pem, workload_id)
+        run_agent(work, port, token=token, bundle_pem=bundle_pem, workload_id=workload_id, tpm=tpm)
+        if tpm is not None:
+            shown = cli("agent", "show", "-socketPath", str(sock), "-spiffeID", tpm.agent_id(TD))
+            print(shown.strip())
     step("server stopped cleanly")
 
 
-def run_agent(work: Path, port: int, token: str, bundle_pem: bytes, workload_id: str) -> None:
+def run_agent(
+    work: Path,
+    port: int,
+    *,
+    token: str | None,
+    bundle_pem: bytes,
+    workload_id: str,
+    tpm: SwtpmForDemo | None,
+) -> None:
     agent_bin = BIN / "plastron-agent"
     (work / "bootstrap.pem").write_bytes(bundle_pem)
     api_sock = work / "agent" / "public" / "api.sock"
@@ -219,16 +252,18 @@ agent {{
   log_level = "INFO"
 }}
 plugins {{
-  NodeAttestor "join_token" {{ plugin_data {{}} }}
+  {tpm.agent_attestor_block() if tpm else 'NodeAttestor "join_token" { plugin_data {} }'}
   KeyManager "disk" {{ plugin_data {{ directory = "{work}/agent-data" }} }}
   WorkloadAttestor "unix" {{ plugin_data {{}} }}
 }}
 """
     )
-    step("starting plastron-agent (join_token attestation)")
-    with process(
-        [str(agent_bin), "run", "-config", str(conf), "-joinToken", token], work / "agent.log"
-    ) as agent:
+    args = [str(agent_bin), "run", "-config", str(conf)]
+    if token is not None:
+        args += ["-joinToken", token]
+    method = "tpm attestation with swtpm" if tpm else "join_token attestation"
+    step(f"starting plastron-agent ({method})")
+    with process(args, work / "agent.log") as agent:
         wait_for(api_sock, agent, "plastron-agent")
         (work / "fetched").mkdir()
         deadline = time.monotonic() + 30
@@ -293,11 +328,20 @@ plugins {{
 def main() -> int:
     started = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="plastron-demo-"))
+    tpm: SwtpmForDemo | None = None
     try:
-        run(work)
-    except (DemoError, OSError, subprocess.SubprocessError) as exc:
+        if swtpm_available():
+            tpm = prepare_swtpm(work)
+            step(f"swtpm manufactured with an EK certificate; agent TCTI {tpm.tcti}")
+        else:
+            step("swtpm not installed: the agent will attest with a join token")
+        run(work, tpm)
+    except (DemoError, DemoTpmError, OSError, subprocess.SubprocessError) as exc:
         print(f"demo failed: {exc} (logs in {work})", file=sys.stderr)
         return 1
+    finally:
+        if tpm is not None:
+            tpm.stop()
     step(f"demo finished in {time.monotonic() - started:.1f}s")
     shutil.rmtree(work, ignore_errors=True)
     return 0
