@@ -50,5 +50,9 @@ class HealthChecker:
             self._last = (now, out)
             return out
 
+    def invalidate(self) -> None:
+        """Forget the cached result: the next poll checks every subsystem again."""
+        self._last = None
+
     async def healthy(self) -> bool:
         return all(s.healthy for s in await self.statuses())

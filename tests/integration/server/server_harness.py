@@ -36,8 +36,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+MEMORY_KEY_MANAGER = 'KeyManager "memory" { plugin_data {} }'
+
+
 def server_conf(
-    tmp: Path, port: int, extra_server: str = "", extra_plugins: str = "", extra_top: str = ""
+    tmp: Path,
+    port: int,
+    extra_server: str = "",
+    extra_plugins: str = "",
+    extra_top: str = "",
+    key_manager: str = MEMORY_KEY_MANAGER,
 ) -> str:
     return f"""
 server {{
@@ -57,7 +65,7 @@ plugins {{
       connection_string = "{tmp}/data/datastore.sqlite3"
     }}
   }}
-  KeyManager "memory" {{ plugin_data {{}} }}
+  {key_manager}
   NodeAttestor "join_token" {{ plugin_data {{}} }}
   {extra_plugins}
 }}
@@ -158,10 +166,17 @@ def attest_params(kind: str, payload: bytes, csr: bytes) -> agent_pb2.AttestAgen
 
 @contextlib.asynccontextmanager
 async def running_server(
-    tmp: Path, *, extra_server: str = "", extra_plugins: str = "", extra_top: str = ""
+    tmp: Path,
+    *,
+    extra_server: str = "",
+    extra_plugins: str = "",
+    extra_top: str = "",
+    key_manager: str = MEMORY_KEY_MANAGER,
 ) -> AsyncIterator[Harness]:
     port = free_port()
-    config = parse_server_config(server_conf(tmp, port, extra_server, extra_plugins, extra_top))
+    config = parse_server_config(
+        server_conf(tmp, port, extra_server, extra_plugins, extra_top, key_manager)
+    )
     server = PlastronServer(config)
     await server.start()
     harness = Harness(server, tmp, port)

@@ -1,0 +1,196 @@
+"""A real server whose CA keys live in a SoftHSM2 token: keys never extractable and never on
+disk, restart reuses them, an HSM outage answers UNAVAILABLE and turns health NOT_SERVING, then
+recovers without a restart; the pkcs11 UpstreamAuthority roots the bundle in the HSM."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
+from softhsm_token import SoftHsmToken
+
+from plastron.errors import PlastronError
+from plastron.proto.grpc.health.v1 import health_grpc, health_pb2
+from plastron.proto.spire.api.server.svid.v1 import svid_pb2
+from plastron.spiffe.x509svid import validate_x509_svid
+
+from .server_harness import Harness, free_port, make_csr, running_server, server_conf
+
+pytestmark = pytest.mark.softhsm
+
+
+def pkcs11_block(token: SoftHsmToken, kind: str = "KeyManager", extra: str = "") -> str:
+    return (
+        f'{kind} "pkcs11" {{ plugin_data {{ module_path = "{token.module_path}" '
+        f'token_label = "{token.token_label}" pin_file = "{token.pin_file}" {extra} }} }}'
+    )
+
+
+@contextmanager
+def token_dir_removed(token: SoftHsmToken) -> Iterator[None]:
+    aside = token.token_dir.with_name("tokens.removed")
+    shutil.move(token.token_dir, aside)
+    try:
+        yield
+    finally:
+        shutil.move(aside, token.token_dir)
+
+
+async def mint(h: Harness) -> list[x509.Certificate]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    resp = await h.svid_stub(h.local()).MintX509SVID(
+        svid_pb2.MintX509SVIDRequest(csr=make_csr(key, "spiffe://example.org/hsm"))
+    )
+    return [x509.load_der_x509_certificate(c) for c in resp.svid.cert_chain]
+
+
+async def health(h: Harness, service: str = "") -> int:
+    stub = health_grpc.HealthStub(h.local())
+    resp = await stub.Check(health_pb2.HealthCheckRequest(service=service))
+    return int(resp.status)
+
+
+def list_private_keys(token: SoftHsmToken) -> str:
+    return subprocess.run(
+        [
+            "pkcs11-tool",
+            "--module",
+            token.module_path,
+            "--token-label",
+            token.token_label,
+            "--login",
+            "--pin",
+            token.pin,
+            "--list-objects",
+            "--type",
+            "privkey",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=token.env(),
+    ).stdout
+
+
+def no_private_key_material(root: Path) -> None:
+    for path in root.rglob("*"):
+        if path.is_file() and path.suffix not in (".sqlite3-wal", ".sqlite3-shm"):
+            data = path.read_bytes()
+            assert b"PRIVATE KEY" not in data, path
+
+
+async def test_ca_keys_in_hsm_restart_outage_and_recovery(
+    tmp_path: Path, softhsm_token: SoftHsmToken, caplog: pytest.LogCaptureFixture
+) -> None:
+    km = pkcs11_block(softhsm_token)
+    async with running_server(tmp_path, key_manager=km) as h:
+        chain = await mint(h)
+        bundle = await h.bundle()
+        assert validate_x509_svid(chain, bundle.x509_certificates(), h.server.clock.now())
+        first_roots = bundle.x509_certificates()
+        objects = list_private_keys(softhsm_token)
+        assert "x509-CA-" in objects and "JWT-Signer-" in objects
+        for block in objects.split("Private Key Object")[1:]:
+            assert "never extractable" in block and "sensitive" in block, block
+
+        assert await health(h) == health_pb2.HealthCheckResponse.SERVING
+        with token_dir_removed(softhsm_token):
+            with pytest.raises(GRPCError) as err:
+                await mint(h)
+            assert err.value.status == Status.UNAVAILABLE, err.value
+            assert err.value.message
+            h.server.health.invalidate()  # results are cached for 1 s; do not wait for it
+            assert await health(h, "ca") == health_pb2.HealthCheckResponse.NOT_SERVING
+            assert await health(h) == health_pb2.HealthCheckResponse.NOT_SERVING
+        # back: same server process, signing and health recover
+        h.server.health.invalidate()
+        assert await health(h) == health_pb2.HealthCheckResponse.SERVING
+        assert validate_x509_svid(await mint(h), first_roots, h.server.clock.now())
+    no_private_key_material(tmp_path)
+    assert "PRIVATE KEY" not in caplog.text
+
+    # restart on the same token and datastore: same CA, same bundle, no new root
+    async with running_server(tmp_path, key_manager=km) as h:
+        again = await h.bundle()
+        assert again.x509_certificates() == first_roots
+        assert validate_x509_svid(await mint(h), first_roots, h.server.clock.now())
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expect"),
+    [
+        ("pin", "PIN"),
+        ("token", "token"),
+        ("module", "module"),
+    ],
+)
+async def test_bad_hsm_settings_fail_start_with_one_clear_error(
+    tmp_path: Path, softhsm_token: SoftHsmToken, mutate: str, expect: str
+) -> None:
+    if mutate == "pin":
+        bad_pin = tmp_path / "bad.pin"
+        bad_pin.write_text("0000\n")
+        bad_pin.chmod(0o600)
+        km = pkcs11_block(softhsm_token).replace(str(softhsm_token.pin_file), str(bad_pin))
+    elif mutate == "token":
+        km = pkcs11_block(softhsm_token).replace(softhsm_token.token_label, "no-such-token")
+    else:
+        km = pkcs11_block(softhsm_token).replace(softhsm_token.module_path, "/nonexistent/lib.so")
+    with pytest.raises(PlastronError) as err:
+        async with running_server(tmp_path, key_manager=km):
+            pass
+    assert expect.lower() in str(err.value).lower()
+    assert softhsm_token.pin not in str(err.value)
+
+
+def test_bad_pin_real_process_exits_1_with_one_line(
+    tmp_path: Path, softhsm_token: SoftHsmToken
+) -> None:
+    bad_pin = tmp_path / "bad.pin"
+    bad_pin.write_text("0000\n")
+    bad_pin.chmod(0o600)
+    km = pkcs11_block(softhsm_token).replace(str(softhsm_token.pin_file), str(bad_pin))
+    conf = tmp_path / "server.conf"
+    conf.write_text(server_conf(tmp_path, free_port(), key_manager=km))
+    proc = subprocess.run(
+        [sys.executable, "-m", "plastron.server.cli.main", "run", "-config", str(conf)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=softhsm_token.env(),
+        check=False,
+    )
+    assert proc.returncode == 1
+    lines = [ln for ln in proc.stderr.splitlines() if not ln.startswith("time=")]
+    assert len(lines) == 1 and lines[0].startswith("Error:"), proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "0000" not in proc.stderr
+
+
+@pytest.mark.parametrize("intermediate", ["memory", "pkcs11"])
+async def test_pkcs11_upstream_roots_the_bundle_in_the_hsm(
+    tmp_path: Path, softhsm_token: SoftHsmToken, intermediate: str
+) -> None:
+    km = 'KeyManager "memory" { plugin_data {} }'
+    if intermediate == "pkcs11":
+        km = pkcs11_block(softhsm_token)
+    upstream = pkcs11_block(softhsm_token, "UpstreamAuthority", 'root_key_id = "root"')
+    async with running_server(tmp_path, key_manager=km, extra_plugins=upstream) as h:
+        roots = (await h.bundle()).x509_certificates()
+        assert len(roots) == 1
+        root = roots[0]
+        assert root.subject == root.issuer  # the HSM's self-signed root, not the server's CA
+        chain = await mint(h)
+        assert len(chain) == 2  # leaf + the server's intermediate; the root is in the bundle
+        assert chain[1].issuer == root.subject
+        assert validate_x509_svid(chain, roots, h.server.clock.now())
+    assert "root" in list_private_keys(softhsm_token)
