@@ -215,7 +215,7 @@ class PlastronServer:
             attest_limiter=RateLimiter(ATTEST_PER_SECOND, enabled=rl.attestation),
             sign_limiter=RateLimiter(SIGN_PER_SECOND, enabled=rl.signing),
             started_at=time.monotonic(),
-            on_change=self._cache_dirty.set,
+            on_change=self._apply_local_change,
         )
 
     def _register_health(self) -> None:
@@ -259,6 +259,14 @@ class PlastronServer:
         now = int(self.clock.now().timestamp())
         await self.datastore.prune_join_tokens(now)
         await self.datastore.prune_entries(now - 3600)
+
+    async def _apply_local_change(self) -> None:
+        assert self.cache is not None
+        try:
+            await self.cache.refresh()
+        except Exception as exc:  # the poll loop retries; the write itself succeeded
+            log.warning("entry cache refresh after a write failed error=%s", exc)
+            self._cache_dirty.set()
 
     async def _cache_loop(self) -> None:
         assert self.cache is not None

@@ -122,7 +122,7 @@ class AgentService(agent_grpc.AgentBase):
         assert req is not None
         sid = self._agent_id(req)
         await self.ctx.datastore.delete_attested_node(sid)
-        self.ctx.on_change()
+        await self.ctx.on_change()
         await stream.send_message(empty_pb2.Empty())
 
     async def BanAgent(self, stream: Stream[Any, Any]) -> None:
@@ -135,7 +135,7 @@ class AgentService(agent_grpc.AgentBase):
         await self.ctx.datastore.update_attested_node(
             sid, cert_serial="", new_cert_serial="", new_cert_not_after=0
         )
-        self.ctx.on_change()
+        await self.ctx.on_change()
         await stream.send_message(empty_pb2.Empty())
 
     async def AttestAgent(self, stream: Stream[Any, Any]) -> None:
@@ -206,7 +206,7 @@ class AgentService(agent_grpc.AgentBase):
                 # Nothing half-written: a token whose alias entry failed is withdrawn.
                 await self.ctx.datastore.consume_join_token(token)
                 raise
-            self.ctx.on_change()
+            await self.ctx.on_change()
         await stream.send_message(jointoken_pb2.JoinToken(value=token, expires_at=expires_at))
 
     async def PostStatus(self, stream: Stream[Any, Any]) -> None:

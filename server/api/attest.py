@@ -127,6 +127,6 @@ async def _admit(
     )
     await ctx.datastore.upsert_attested_node_with_selectors(node)
     ctx.cache.set_node_selectors(agent_id, node.selectors)
-    ctx.on_change()
+    await ctx.on_change()
     log.info("agent attested agent_id=%s type=%s", agent_id, attestation_type)
     return node, chain

@@ -136,7 +136,7 @@ class BundleService(bundle_grpc.BundleBase):
                 )
             except PlastronError as exc:
                 results.append(response_type.Result(status=convert.status(exc)))
-        self.ctx.on_change()
+        await self.ctx.on_change()
         await stream.send_message(response_type(results=results))
 
     async def _write(self, op: str, bundle: Bundle) -> None:
@@ -174,5 +174,5 @@ class BundleService(bundle_grpc.BundleBase):
                         status=convert.status(exc), trust_domain=text
                     )
                 )
-        self.ctx.on_change()
+        await self.ctx.on_change()
         await stream.send_message(bundle_pb2.BatchDeleteFederatedBundleResponse(results=results))

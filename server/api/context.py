@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from plastron.attestors.base import ServerNodeAttestor
@@ -14,6 +14,10 @@ from plastron.server.entrycache import AuthorizedEntryCache
 from plastron.spiffe.ids import TrustDomain
 
 MAX_PAGE_SIZE = 10_000
+
+
+async def _nothing() -> None:
+    return None
 
 
 @dataclass
@@ -28,8 +32,9 @@ class ApiContext:
     attest_limiter: RateLimiter = field(default_factory=lambda: RateLimiter(ATTEST_PER_SECOND))
     sign_limiter: RateLimiter = field(default_factory=lambda: RateLimiter(SIGN_PER_SECOND))
     started_at: float = 0.0
-    # Called after a write the local cache must see before the next poll.
-    on_change: Callable[[], None] = lambda: None
+    # Awaited after a write: the local entry cache applies it before the call returns, so a
+    # caller sees its own writes (other servers catch up within one poll).
+    on_change: Callable[[], Awaitable[None]] = _nothing
 
     def now_unix(self) -> int:
         return int(self.clock.now().timestamp())

@@ -137,7 +137,7 @@ class EntryService(entry_grpc.EntryBase):
                     status=convert.status(None), entry=convert.entry_to_proto(outcome, mask)
                 )
             results.append(result)
-        self.ctx.on_change()
+        await self.ctx.on_change()
         await stream.send_message(entry_pb2.BatchCreateEntryResponse(results=results))
 
     async def BatchUpdateEntry(self, stream: Stream[Any, Any]) -> None:
@@ -160,7 +160,7 @@ class EntryService(entry_grpc.EntryBase):
                 results.append(
                     entry_pb2.BatchUpdateEntryResponse.Result(status=convert.status(exc))
                 )
-        self.ctx.on_change()
+        await self.ctx.on_change()
         await stream.send_message(entry_pb2.BatchUpdateEntryResponse(results=results))
 
     async def _update_one(
@@ -209,7 +209,7 @@ class EntryService(entry_grpc.EntryBase):
                         status=convert.status(exc), id=entry_id
                     )
                 )
-        self.ctx.on_change()
+        await self.ctx.on_change()
         await stream.send_message(entry_pb2.BatchDeleteEntryResponse(results=results))
 
     async def GetAuthorizedEntries(self, stream: Stream[Any, Any]) -> None:

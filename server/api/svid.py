@@ -16,6 +16,8 @@ from plastron.server.api.context import ApiContext
 from plastron.server.api.csr import csr_public_key, csr_uri_and_dns, parse_csr
 from plastron.server.api.status import unimplemented
 from plastron.server.bundles import load_bundle
+from plastron.server.ca.server_ca import WorkloadSvidRequest
+from plastron.server.datastore.records import RegistrationEntry
 from plastron.spiffe.bundle import Bundle
 from plastron.spiffe.ids import SpiffeId
 from plastron.spiffe.jwtsvid import parse_jwt_svid_insecure
@@ -85,37 +87,31 @@ class SvidService(svid_grpc.SVIDBase):
         assert agent is not None
         await self.ctx.sign_limiter.wait(caller.host, len(req.params))
         authorized = {e.entry_id: e for e in self.ctx.cache.authorized_entries(agent.spiffe_id)}
-        results = []
+        prepared: list[tuple[RegistrationEntry, WorkloadSvidRequest] | PlastronError] = []
         for i, param in enumerate(req.params):
             try:
-                chain, entry_hint, sid = await self._new_x509(param, authorized, i)
-                results.append(
-                    svid_pb2.BatchNewX509SVIDResponse.Result(
-                        status=convert.status(None),
-                        svid=convert.x509_svid_to_proto(chain, sid, entry_hint),
-                    )
-                )
+                prepared.append(_prepare(param, authorized, i))
             except PlastronError as exc:
-                results.append(svid_pb2.BatchNewX509SVIDResponse.Result(status=convert.status(exc)))
+                prepared.append(exc)
+        ready = [p for p in prepared if not isinstance(p, PlastronError)]
+        signed = iter(await self.ctx.ca.sign_workload_x509_svids([r for _, r in ready]))
+        results = []
+        for item in prepared:
+            outcome = item if isinstance(item, PlastronError) else next(signed)
+            if isinstance(outcome, PlastronError):
+                results.append(
+                    svid_pb2.BatchNewX509SVIDResponse.Result(status=convert.status(outcome))
+                )
+                continue
+            assert not isinstance(item, PlastronError)
+            entry = item[0]
+            results.append(
+                svid_pb2.BatchNewX509SVIDResponse.Result(
+                    status=convert.status(None),
+                    svid=convert.x509_svid_to_proto(outcome, entry.spiffe_id, entry.hint),
+                )
+            )
         await stream.send_message(svid_pb2.BatchNewX509SVIDResponse(results=results))
-
-    async def _new_x509(
-        self, param: Any, authorized: dict[str, Any], i: int
-    ) -> tuple[list[Any], str, SpiffeId]:
-        if not param.entry_id:
-            raise InvalidArgument(f"params[{i}].entry_id: missing")
-        entry = authorized.get(param.entry_id)
-        if entry is None:
-            raise NotAuthorized(f"params[{i}]: entry {param.entry_id!r} is not authorized")
-        # The CSR contributes its public key only; SANs and subject come from the entry.
-        csr = parse_csr(param.csr, f"params[{i}].csr")
-        chain = await self.ctx.ca.sign_workload_x509_svid(
-            spiffe_id=entry.spiffe_id,
-            public_key=csr_public_key(csr, f"params[{i}].csr"),
-            ttl=entry.x509_svid_ttl,
-            dns_names=entry.dns_names,
-        )
-        return chain, entry.hint, entry.spiffe_id
 
     async def NewJWTSVID(self, stream: Stream[Any, Any]) -> None:
         req = await stream.recv_message()
@@ -161,6 +157,24 @@ class SvidService(svid_grpc.SVIDBase):
 
     async def BatchNewWITSVID(self, stream: Stream[Any, Any]) -> None:
         await unimplemented(stream, "BatchNewWITSVID")
+
+
+def _prepare(
+    param: Any, authorized: dict[str, RegistrationEntry], i: int
+) -> tuple[RegistrationEntry, WorkloadSvidRequest]:
+    if not param.entry_id:
+        raise InvalidArgument(f"params[{i}].entry_id: missing")
+    entry = authorized.get(param.entry_id)
+    if entry is None:
+        raise NotAuthorized(f"params[{i}]: entry {param.entry_id!r} is not authorized")
+    # The CSR contributes its public key only; SANs and subject come from the entry.
+    csr = parse_csr(param.csr, f"params[{i}].csr")
+    return entry, WorkloadSvidRequest(
+        spiffe_id=entry.spiffe_id,
+        public_key=csr_public_key(csr, f"params[{i}].csr"),
+        ttl=entry.x509_svid_ttl,
+        dns_names=entry.dns_names,
+    )
 
 
 def _jwt_proto(token: str, sid: SpiffeId, hint: str = "") -> jwtsvid_pb2.JWTSVID:
