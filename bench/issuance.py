@@ -3,7 +3,8 @@
 BatchNewX509SVID (batches of 50, as an attested agent over mTLS, through the real server API)
 for the ``memory``, ``disk``, ``pkcs11`` (every SVID signed in the HSM) and ``pkcs11-upstream``
 (HSM-held root, intermediate key in memory) modes, beside the bare python-pkcs11 ECDSA P-256 sign
-rate and the bare HSM-signed ``CertificateBuilder`` rate measured in the same run.
+rate and the bare HSM-signed ``CertificateBuilder`` rate measured in the same run. Several batches
+can be in flight at once (``--concurrency``, default 1).
 
     .venv/bin/python bench/issuance.py [--seconds 2] [--runs 3]
 """
@@ -87,8 +88,10 @@ async def become_agent(server: PlastronServer, local: Channel) -> Channel:
     async with agent_grpc.AgentStub(anon).AttestAgent.open() as stream:
         await stream.send_message(
             agent_pb2.AttestAgentRequest(
-                params={"data": {"type": "join_token", "payload": token.value.encode()},
-                        "params": {"csr": csr(key)}}
+                params={
+                    "data": {"type": "join_token", "payload": token.value.encode()},
+                    "params": {"csr": csr(key)},
+                }
             )
         )
         resp = await stream.recv_message()
@@ -105,7 +108,9 @@ async def become_agent(server: PlastronServer, local: Channel) -> Channel:
     ), resp.result.svid.id.path  # type: ignore[return-value]
 
 
-async def run_mode(mode: str, token: SoftHsmToken, seconds: float, runs: int) -> float:
+async def run_mode(
+    mode: str, token: SoftHsmToken, seconds: float, runs: int, concurrency: int = 1
+) -> float:
     with tempfile.TemporaryDirectory(prefix="plastron-issuance-") as d:
         tmp = Path(d)
         conf = f"""
@@ -143,11 +148,17 @@ plugins {{ {mode_plugins(mode, tmp, token)}
             assert all(r.status.code == 0 for r in resp.results), resp.results[0].status
             rates = []
             for _ in range(runs):
-                count, began = 0, time.perf_counter()
-                while time.perf_counter() - began < seconds:
-                    await stub.BatchNewX509SVID(req)
-                    count += BATCH
-                rates.append(count / (time.perf_counter() - began))
+                began = time.perf_counter()
+
+                async def worker(began: float = began) -> int:
+                    done = 0
+                    while time.perf_counter() - began < seconds:
+                        await stub.BatchNewX509SVID(req)
+                        done += BATCH
+                    return done
+
+                counts = await asyncio.gather(*(worker() for _ in range(concurrency)))
+                rates.append(sum(counts) / (time.perf_counter() - began))
             agent_channel.close()
             return statistics.median(rates)
         finally:
@@ -181,6 +192,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=1, help="batches in flight")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="plastron-issuance-hsm-") as hsm_dir:
         base = Path(hsm_dir)
@@ -188,7 +200,9 @@ def main() -> int:
         results = {}
         for mode in ("memory", "disk", "pkcs11", "pkcs11-upstream"):
             token = init_token(base, f"issuance-{mode}")
-            results[mode] = asyncio.run(run_mode(mode, token, args.seconds, args.runs))
+            results[mode] = asyncio.run(
+                run_mode(mode, token, args.seconds, args.runs, args.concurrency)
+            )
     print(f"{'mode':<18} {'SVIDs/s':>9}  {'raw limit (same run)':<38} {'ratio':>6}")
     limits = {
         "memory": ("-", None),
@@ -201,10 +215,15 @@ def main() -> int:
         ratio = f"{value / limit:6.2f}" if limit else "     -"
         limit_text = f"{label} {limit:,.0f}/s" if limit else label
         print(f"{mode:<18} {value:>9,.0f}  {limit_text:<38} {ratio}")
-    print(f"bare python-pkcs11 C_Sign ECDSA P-256: {c_sign:,.0f}/s; "
-          f"bare HSM-signed CertificateBuilder: {hsm_issue:,.0f}/s")
-    print(f"(BatchNewX509SVID batches of {BATCH}, medians of {args.runs} x {args.seconds:g}s, "
-          "client and server in one process on this machine)")
+    print(
+        f"bare python-pkcs11 C_Sign ECDSA P-256: {c_sign:,.0f}/s; "
+        f"bare HSM-signed CertificateBuilder: {hsm_issue:,.0f}/s"
+    )
+    print(
+        f"(BatchNewX509SVID batches of {BATCH}, {args.concurrency} in flight, "
+        f"medians of {args.runs} x {args.seconds:g}s, "
+        "client and server in one process on this machine)"
+    )
     return 0
 
 
