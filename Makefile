@@ -42,7 +42,7 @@ lint: venv
 typecheck: venv
 	$(PY) tools/typecheck.py
 
-test: venv
+test: venv lint typecheck
 	$(VENV)/bin/pytest -q -n 2 --dist loadgroup tests
 
 test-fast: venv
