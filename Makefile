@@ -36,8 +36,8 @@ proto: venv
 	$(PY) plastron/proto/generate.py
 
 lint: venv
-	$(VENV)/bin/ruff check plastron server agent hsm tpm tests bench swtpm-tests softhsm-conf
-	$(VENV)/bin/ruff format --check plastron server agent hsm tpm tests bench swtpm-tests softhsm-conf
+	$(VENV)/bin/ruff check plastron server agent hsm tpm tests bench swtpm-tests softhsm-conf tools
+	$(VENV)/bin/ruff format --check plastron server agent hsm tpm tests bench swtpm-tests softhsm-conf tools
 
 typecheck: venv
 	$(PY) tools/typecheck.py
