@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import pkcs11
 from cryptography import x509
@@ -71,7 +72,7 @@ def csr(key: ec.EllipticCurvePrivateKey) -> bytes:
     return b.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
 
 
-async def become_agent(server: PlastronServer, local: Channel) -> Channel:
+async def become_agent(server: PlastronServer, local: Channel) -> tuple[Channel, str]:
     token = await agent_grpc.AgentStub(local).CreateJoinToken(
         agent_pb2.CreateJoinTokenRequest(ttl=600)
     )
@@ -105,7 +106,7 @@ async def become_agent(server: PlastronServer, local: Channel) -> Channel:
             trust_bundle=bundle.x509_certificates(), client_chain=chain, client_key=key
         ),
         expected_server_id=server_id(TD),
-    ), resp.result.svid.id.path  # type: ignore[return-value]
+    ), str(resp.result.svid.id.path)
 
 
 async def run_mode(
@@ -124,7 +125,7 @@ plugins {{ {mode_plugins(mode, tmp, token)}
         await server.start()
         local = Channel(path=str(tmp / "api.sock"))
         try:
-            agent_channel, agent_path = await become_agent(server, local)  # type: ignore[misc]
+            agent_channel, agent_path = await become_agent(server, local)
             entries = [
                 types_entry.Entry(
                     spiffe_id={"trust_domain": "example.org", "path": f"/w/{i}"},
@@ -175,7 +176,7 @@ def bare_rates(token: SoftHsmToken, seconds: float, runs: int) -> tuple[float, f
         digest = hashlib.sha256(MESSAGE).digest()
         with PKCS11_LOCK:
             session = pkcs11.lib(token.module_path).get_token(token_label=token.token_label).open()
-            raw = session.get_key(object_class=ObjectClass.PRIVATE_KEY, label=label)
+            raw: Any = session.get_key(object_class=ObjectClass.PRIVATE_KEY, label=label)
         c_sign = statistics.median(
             rate(lambda: raw.sign(digest, mechanism=Mechanism.ECDSA), seconds) for _ in range(runs)
         )

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pkcs11
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -19,11 +20,20 @@ from grpclib.exceptions import GRPCError
 from softhsm_token import SoftHsmToken
 
 from plastron.errors import PlastronError
+from plastron.hsm.session import PKCS11_LOCK
 from plastron.proto.grpc.health.v1 import health_grpc, health_pb2
+from plastron.proto.spire.api.server.entry.v1 import entry_pb2
 from plastron.proto.spire.api.server.svid.v1 import svid_pb2
+from plastron.proto.spire.api.types import entry_pb2 as types_entry
 from plastron.spiffe.x509svid import validate_x509_svid
-
-from .server_harness import Harness, free_port, make_csr, running_server, server_conf
+from tests.integration.server.server_harness import (
+    AgentIdentity,
+    Harness,
+    free_port,
+    make_csr,
+    running_server,
+    server_conf,
+)
 
 pytestmark = pytest.mark.softhsm
 
@@ -51,6 +61,41 @@ async def mint(h: Harness) -> list[x509.Certificate]:
         svid_pb2.MintX509SVIDRequest(csr=make_csr(key, "spiffe://example.org/hsm"))
     )
     return [x509.load_der_x509_certificate(c) for c in resp.svid.cert_chain]
+
+
+async def agent_with_entry(h: Harness) -> tuple[AgentIdentity, str]:
+    agent = await h.attest(await h.join_token())
+    created = await h.entry_stub(h.local()).BatchCreateEntry(
+        entry_pb2.BatchCreateEntryRequest(
+            entries=[
+                types_entry.Entry(
+                    spiffe_id={"trust_domain": "example.org", "path": "/hsm-batch"},
+                    parent_id={"trust_domain": "example.org", "path": agent.spiffe_id.path},
+                    selectors=[{"type": "unix", "value": "uid:1"}],
+                )
+            ]
+        )
+    )
+    return agent, str(created.results[0].entry.id)
+
+
+async def batch(h: Harness, agent: AgentIdentity, entry_id: str) -> list[int]:
+    """Status codes of a BatchNewX509SVID of two items for one authorized entry."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    req = svid_pb2.BatchNewX509SVIDRequest(
+        params=[{"entry_id": entry_id, "csr": make_csr(key)} for _ in range(2)]
+    )
+    resp = await h.svid_stub(await h.tls(agent)).BatchNewX509SVID(req)
+    return [int(r.status.code) for r in resp.results]
+
+
+async def batch_unavailable(h: Harness, agent: AgentIdentity, entry_id: str) -> bool:
+    """True when the whole call, or every item of it, answers UNAVAILABLE."""
+    try:
+        codes = await batch(h, agent, entry_id)
+    except GRPCError as exc:
+        return exc.status == Status.UNAVAILABLE and "unreachable" in (exc.message or "")
+    return codes == [Status.UNAVAILABLE.value] * 2
 
 
 async def health(h: Harness, service: str = "") -> int:
@@ -103,11 +148,16 @@ async def test_ca_keys_in_hsm_restart_outage_and_recovery(
             assert "never extractable" in block and "sensitive" in block, block
 
         assert await health(h) == health_pb2.HealthCheckResponse.SERVING
+        agent, entry_id = await agent_with_entry(h)
+        assert await batch(h, agent, entry_id) == [0, 0]
         with token_dir_removed(softhsm_token):
             with pytest.raises(GRPCError) as err:
                 await mint(h)
             assert err.value.status == Status.UNAVAILABLE, err.value
-            assert err.value.message
+            # names the token and what failed, not an opaque INTERNAL
+            assert "unreachable" in (err.value.message or ""), err.value.message
+            assert softhsm_token.token_label in (err.value.message or "")
+            assert await batch_unavailable(h, agent, entry_id)
             h.server.health.invalidate()  # results are cached for 1 s; do not wait for it
             assert await health(h, "ca") == health_pb2.HealthCheckResponse.NOT_SERVING
             assert await health(h) == health_pb2.HealthCheckResponse.NOT_SERVING
@@ -115,6 +165,24 @@ async def test_ca_keys_in_hsm_restart_outage_and_recovery(
         h.server.health.invalidate()
         assert await health(h) == health_pb2.HealthCheckResponse.SERVING
         assert validate_x509_svid(await mint(h), first_roots, h.server.clock.now())
+        assert await batch(h, agent, entry_id) == [0, 0]
+
+        # the module finalised from outside: the next signature re-initialises and logs in again
+        with PKCS11_LOCK:
+            pkcs11.lib(softhsm_token.module_path).finalize()
+        assert validate_x509_svid(await mint(h), first_roots, h.server.clock.now())
+        # finalised while the token is gone: unavailable, then back without a restart
+        with token_dir_removed(softhsm_token):
+            with PKCS11_LOCK:
+                pkcs11.lib(softhsm_token.module_path).finalize()
+            with pytest.raises(GRPCError) as err:
+                await mint(h)
+            assert err.value.status == Status.UNAVAILABLE, err.value
+            h.server.health.invalidate()
+            assert await health(h, "ca") == health_pb2.HealthCheckResponse.NOT_SERVING
+        h.server.health.invalidate()
+        assert await health(h, "ca") == health_pb2.HealthCheckResponse.SERVING
+        assert await batch(h, agent, entry_id) == [0, 0]
     no_private_key_material(tmp_path)
     assert "PRIVATE KEY" not in caplog.text
 
