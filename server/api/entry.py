@@ -15,7 +15,7 @@ from plastron.server.api import convert
 from plastron.server.api.authz import current_caller
 from plastron.server.api.context import MAX_PAGE_SIZE, ApiContext
 from plastron.server.datastore.records import RegistrationEntry
-from plastron.spiffe.ids import SpiffeId, TrustDomain
+from plastron.spiffe.ids import TrustDomain
 
 SYNC_PAGE_SIZE = 500
 MAX_BATCH = 1000
@@ -277,9 +277,3 @@ class EntryService(entry_grpc.EntryBase):
 def _check_batch(n: int) -> None:
     if n > MAX_BATCH:
         raise InvalidArgument(f"batch of {n} items exceeds the maximum of {MAX_BATCH}")
-
-
-def agent_id_of_caller() -> SpiffeId:
-    agent = current_caller().agent
-    assert agent is not None
-    return agent.spiffe_id

@@ -9,9 +9,9 @@ to the caller.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import Any
 
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
@@ -58,14 +58,6 @@ async def mapped_errors() -> AsyncIterator[None]:
         raise
     except Exception as exc:
         raise grpc_error(exc) from None
-
-
-T = TypeVar("T")
-
-
-async def call_mapped(fn: Callable[[], Awaitable[T]]) -> T:
-    async with mapped_errors():
-        return await fn()
 
 
 def item_status(exc: BaseException | None) -> tuple[int, str]:
