@@ -4,7 +4,8 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
-SYSTEM_PACKAGES := softhsm2 swtpm swtpm-tools libtss2-dev tpm2-tools opensc pkg-config gcc python3-dev
+SYSTEM_PACKAGES := softhsm2 swtpm swtpm-tools libtss2-dev tpm2-tools opensc pkg-config gcc python3-dev \
+	tpm2-openssl tpm2-abrmd libtss2-tcti-tabrmd0 dbus-daemon
 STAMP_SYS := .build/system-packages.stamp
 STAMP_VENV := $(VENV)/.plastron-installed
 

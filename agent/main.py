@@ -40,6 +40,7 @@ from plastron.clock import Clock, SystemClock
 from plastron.config import AgentConfig
 from plastron.errors import AttestationFailed, PlastronError
 from plastron.health_http import HealthHttpConfig, HealthHttpServer
+from plastron.keymanager import prove_possession
 
 log = logging.getLogger("plastron.agent")
 MIN_BACKOFF = 0.5
@@ -106,6 +107,17 @@ class AgentRuntime:
         ):
             log.warning("stored agent SVID does not match key %s; attesting again", state.key_id)
             return None
+        try:
+            # A TPM-wrapped key copied from another machine has the right public key but does
+            # not load here: such a data_dir must not resume that node's identity.
+            prove_possession(self.keys.signer(state.key_id), public)
+        except PlastronError as exc:
+            log.warning(
+                "stored agent SVID's key %s cannot sign here (%s); attesting again",
+                state.key_id,
+                exc,
+            )
+            return None
         return state
 
     async def _attest(self, trust: list[x509.Certificate] | None = None) -> AgentState:
@@ -141,6 +153,10 @@ class AgentRuntime:
                 raise AgentExit(f"node attestation failed: {exc}") from exc
         self.rotator.adopt(state)
         self.cache.set_bundle(state.bundle)
+        try:
+            self.client.channel()  # builds the mTLS context now: a key TLS cannot use ends here
+        except (PlastronError, OSError) as exc:
+            raise AgentExit(f"cannot use the agent SVID for TLS: {exc}") from exc
 
     # ---- loop --------------------------------------------------------------------------------
 

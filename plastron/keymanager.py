@@ -20,13 +20,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from plastron.errors import ConfigError, InvalidArgument, KeyManagerError, NotFound
 
 PublicKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+
+
+@runtime_checkable
+class TlsProviderKey(Protocol):
+    """A non-exportable key that Python's ``ssl`` can still use for a handshake, through an
+    OpenSSL provider (the ``tpm`` KeyManager's keys, via tpm2-openssl)."""
+
+    def tls_key_pem(self) -> bytes:
+        """A PEM the provider decodes into a handle on the key (never the key itself); makes
+        sure the provider is loaded first."""
+        ...
 
 
 class KeyType(enum.Enum):
@@ -142,6 +154,26 @@ def new_private_key(key_type: KeyType) -> PrivateKey:
         return ec.generate_private_key(ec.SECP384R1())
     bits = 2048 if key_type is KeyType.RSA_2048 else 4096
     return rsa.generate_private_key(public_exponent=65537, key_size=bits)
+
+
+def prove_possession(key: PrivateKey, public_key: PublicKey) -> None:
+    """Sign a random challenge with ``key`` and verify it with ``public_key``: proves a stored
+    key still works here (a TPM-wrapped key copied to another machine does not).
+    Raises KeyManagerError naming what failed."""
+    challenge = os.urandom(32)
+    try:
+        if isinstance(key, ec.EllipticCurvePrivateKey) and isinstance(
+            public_key, ec.EllipticCurvePublicKey
+        ):
+            signature = key.sign(challenge, ec.ECDSA(hashes.SHA256()))
+            public_key.verify(signature, challenge, ec.ECDSA(hashes.SHA256()))
+        elif isinstance(key, rsa.RSAPrivateKey) and isinstance(public_key, rsa.RSAPublicKey):
+            signature = key.sign(challenge, padding.PKCS1v15(), hashes.SHA256())
+            public_key.verify(signature, challenge, padding.PKCS1v15(), hashes.SHA256())
+        else:
+            raise KeyManagerError("the key and the public key are of different types")
+    except InvalidSignature:
+        raise KeyManagerError("the key's signature does not verify with its public key") from None
 
 
 def key_info(key_id: str, public_key: PublicKey) -> KeyInfo:

@@ -108,9 +108,13 @@ def key_manager_block(work: Path) -> str:
 
 
 @contextlib.contextmanager
-def process(args: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+def process(
+    args: list[str], log: Path, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
     with log.open("wb") as out:
-        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            args, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+        )
         try:
             yield proc
         finally:
@@ -240,6 +244,7 @@ def run_agent(
     (work / "bootstrap.pem").write_bytes(bundle_pem)
     api_sock = work / "agent" / "public" / "api.sock"
     conf = work / "agent.conf"
+    disk_keys = f'KeyManager "disk" {{ plugin_data {{ directory = "{work}/agent-data" }} }}'
     conf.write_text(
         f"""
 agent {{
@@ -253,7 +258,7 @@ agent {{
 }}
 plugins {{
   {tpm.agent_attestor_block() if tpm else 'NodeAttestor "join_token" { plugin_data {} }'}
-  KeyManager "disk" {{ plugin_data {{ directory = "{work}/agent-data" }} }}
+  {tpm.agent_key_manager_block() if tpm else disk_keys}
   WorkloadAttestor "unix" {{ plugin_data {{}} }}
 }}
 """
@@ -261,9 +266,13 @@ plugins {{
     args = [str(agent_bin), "run", "-config", str(conf)]
     if token is not None:
         args += ["-joinToken", token]
-    method = "tpm attestation with swtpm" if tpm else "join_token attestation"
+    method = (
+        "tpm attestation with swtpm; its SVID key is created in the TPM and signs its mTLS there"
+        if tpm
+        else "join_token attestation"
+    )
     step(f"starting plastron-agent ({method})")
-    with process(args, work / "agent.log") as agent:
+    with process(args, work / "agent.log", tpm.env if tpm else None) as agent:
         wait_for(api_sock, agent, "plastron-agent")
         (work / "fetched").mkdir()
         deadline = time.monotonic() + 30

@@ -34,6 +34,7 @@ from plastron.keymanager import (
     check_key_type,
     key_info,
 )
+from plastron.tpm import openssl_provider
 from plastron.tpm.device import TpmDevice
 from plastron.tpm.structures import parse_tpm2b_public
 from plastron.tpm.tcti import DEFAULT_TCTI, Tcti
@@ -176,6 +177,13 @@ def _digest(data: Buffer, algorithm: Any) -> tuple[bytes, hashes.HashAlgorithm]:
     return d.finalize(), algorithm
 
 
+def _tls_key_pem(device: TpmDevice, blob: TSSPrivKey) -> bytes:
+    """The TPM-wrapped blob for Python's ssl, after loading tpm2-openssl for this TPM."""
+    openssl_provider.ensure_loaded(device.tcti)
+    pem: bytes = blob.to_pem()
+    return pem
+
+
 def _not_exportable() -> NoReturn:
     raise KeyManagerError("tpm: TPM keys cannot be exported")
 
@@ -218,6 +226,9 @@ class TpmEcPrivateKey(ec.EllipticCurvePrivateKey):
 
     def private_bytes(self, *args: Any, **kwargs: Any) -> NoReturn:
         _not_exportable()
+
+    def tls_key_pem(self) -> bytes:
+        return _tls_key_pem(self._device, self._blob)
 
     def __copy__(self) -> TpmEcPrivateKey:
         return self
@@ -267,6 +278,9 @@ class TpmRsaPrivateKey(rsa.RSAPrivateKey):
 
     def private_bytes(self, *args: Any, **kwargs: Any) -> NoReturn:
         _not_exportable()
+
+    def tls_key_pem(self) -> bytes:
+        return _tls_key_pem(self._device, self._blob)
 
     def __copy__(self) -> TpmRsaPrivateKey:
         return self

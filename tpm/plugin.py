@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from plastron.configs.plugin_blocks import PluginConfig
-from plastron.errors import ConfigError
+from plastron.errors import ConfigError, KeyManagerError
 from plastron.keymanager import KeyManager
 from plastron.plugins import (
     AGENT_NODE_ATTESTORS,
@@ -17,7 +17,7 @@ from plastron.plugins import (
     PluginContext,
     check_plugin_data,
 )
-from plastron.tpm import attestor, devid, keymanager
+from plastron.tpm import attestor, devid, keymanager, openssl_provider
 from plastron.tpm.tcti import DEFAULT_TCTI, Tcti
 
 _PATH_KEYS = frozenset(
@@ -71,7 +71,20 @@ def _key_manager(plugin: PluginConfig, context: PluginContext) -> KeyManager:
     tcti = plugin.plugin_data.get("tcti", DEFAULT_TCTI)
     if not isinstance(tcti, str):
         raise ConfigError(f"{plugin.path}.plugin_data.tcti must be a string")
-    return keymanager.TpmKeyManager(context.data_dir, Tcti.parse(tcti))
+    parsed = Tcti.parse(tcti)
+    # The agent's TLS handshakes are signed by the TPM through tpm2-openssl, which holds its
+    # own connection to the TPM beside the agent's: both need a resource manager.
+    if not parsed.resource_managed:
+        raise ConfigError(
+            f"{plugin.path}.plugin_data.tcti: {tcti!r} serves one client at a time, but the "
+            "agent's TLS stack (tpm2-openssl) and the agent share the TPM; use a resource "
+            "manager: device:/dev/tpmrm0 or tabrmd"
+        )
+    try:
+        openssl_provider.check_available()
+    except KeyManagerError as exc:
+        raise ConfigError(f"{plugin.path}: {exc}") from None
+    return keymanager.TpmKeyManager(context.data_dir, parsed)
 
 
 def register() -> None:

@@ -14,7 +14,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509 import verification
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID
 
 from plastron.errors import FailedPrecondition, InvalidSpiffeId, InvalidSvid
 from plastron.keymanager import PrivateKey, PublicKey
@@ -104,22 +104,65 @@ def make_x509_svid(
             )
     start, end = _validity(not_before, not_after, issuer)
     if subject is None:
-        attrs = list(_SPIRE_SUBJECT)
+        subject = _SPIRE_SUBJECT
         if dns_names:
-            attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, dns_names[0]))
-        subject = x509.Name(attrs)
+            subject = x509.Name(
+                [*_SPIRE_SUBJECT, x509.NameAttribute(NameOID.COMMON_NAME, dns_names[0])]
+            )
     sans: list[x509.GeneralName] = [x509.UniformResourceIdentifier(str(spiffe_id))]
     sans += [x509.DNSName(name) for name in dns_names]
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer.subject)
-        .public_key(public_key)
-        .serial_number(serial if serial is not None else random_serial())
-        .not_valid_before(start)
-        .not_valid_after(end)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
+    issuer_name, before_san, after_san = _leaf_template(issuer)
+    extensions: list[x509.Extension[x509.ExtensionType]] = [
+        *before_san,
+        # The spec: the SAN extension is critical when the subject is empty.
+        x509.Extension(
+            ExtensionOID.SUBJECT_ALTERNATIVE_NAME,
+            len(subject) == 0,
+            x509.SubjectAlternativeName(sans),
+        ),
+        x509.Extension(
+            ExtensionOID.SUBJECT_KEY_IDENTIFIER,
+            False,
+            x509.SubjectKeyIdentifier.from_public_key(public_key),
+        ),
+        *after_san,
+    ]
+    # The constructor rather than the chained setters: same certificate, without rebuilding
+    # (and re-validating) the per-issuer constant parts for every SVID.
+    builder = x509.CertificateBuilder(
+        issuer_name=issuer_name,
+        subject_name=subject,
+        public_key=public_key,
+        serial_number=serial if serial is not None else random_serial(),
+        not_valid_before=start,
+        not_valid_after=end,
+        extensions=extensions,
+    )
+    return builder.sign(issuer_key, signature_hash(issuer_key))
+
+
+_LeafTemplate = tuple[
+    x509.Name,
+    tuple[x509.Extension[x509.ExtensionType], ...],
+    tuple[x509.Extension[x509.ExtensionType], ...],
+]
+_LEAF_TEMPLATES: dict[x509.Certificate, _LeafTemplate] = {}
+_MAX_LEAF_TEMPLATES = 16
+
+
+def _leaf_template(issuer: x509.Certificate) -> _LeafTemplate:
+    """SPIRE's leaf extensions that depend only on the issuer, made once per issuer: those that
+    precede the SAN (basic constraints, key usage, EKU) and follow the SKID (the AKID)."""
+    cached = _LEAF_TEMPLATES.get(issuer)
+    if cached is not None:
+        return cached
+    before: tuple[x509.Extension[x509.ExtensionType], ...] = (
+        x509.Extension(
+            ExtensionOID.BASIC_CONSTRAINTS, True, x509.BasicConstraints(ca=False, path_length=None)
+        ),
+        x509.Extension(
+            ExtensionOID.KEY_USAGE,
+            True,
             x509.KeyUsage(
                 digital_signature=True,
                 content_commitment=False,
@@ -131,20 +174,23 @@ def make_x509_svid(
                 encipher_only=False,
                 decipher_only=False,
             ),
-            critical=True,
-        )
-        .add_extension(
+        ),
+        x509.Extension(
+            ExtensionOID.EXTENDED_KEY_USAGE,
+            False,
             x509.ExtendedKeyUsage(
                 [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
             ),
-            critical=False,
-        )
-        # The spec: the SAN extension is critical when the subject is empty.
-        .add_extension(x509.SubjectAlternativeName(sans), critical=len(subject) == 0)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
-        .add_extension(_authority_key_id(issuer), critical=False)
+        ),
     )
-    return builder.sign(issuer_key, signature_hash(issuer_key))
+    after = (
+        x509.Extension(ExtensionOID.AUTHORITY_KEY_IDENTIFIER, False, _authority_key_id(issuer)),
+    )
+    template = (issuer.subject, before, after)
+    if len(_LEAF_TEMPLATES) >= _MAX_LEAF_TEMPLATES:
+        _LEAF_TEMPLATES.clear()  # CAs rotate rarely; a handful of live issuers at most
+    _LEAF_TEMPLATES[issuer] = template
+    return template
 
 
 def make_ca_certificate(

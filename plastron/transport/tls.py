@@ -15,8 +15,10 @@ SVID and bundle. Contexts are cached and rebuilt only when either changes.
 Key material: Python's ``ssl`` loads a certificate and key only from a file
 path. They go through an anonymous ``memfd`` (never on disk) or, where that is
 unavailable, a private 0700 temp dir removed at once. The key must therefore
-be exportable: the server's TLS X509-SVID key is a short-lived leaf key held
-in memory; the CA key is the one that stays in the HSM.
+be exportable (the server's TLS X509-SVID key is a short-lived leaf key held
+in memory; the CA key is the one that stays in the HSM), or be a
+``TlsProviderKey``: a TPM-resident agent key is handed over as its TPM-wrapped
+blob, which the tpm2-openssl provider turns into a key that signs in the TPM.
 
 Client side: SVIDs carry a URI SAN and no DNS name, so host-name checking is
 off and the peer is instead held to an expected SPIFFE ID by
@@ -39,7 +41,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from plastron.errors import FailedPrecondition, InvalidArgument, InvalidSvid, NotAuthorized
-from plastron.keymanager import PrivateKey
+from plastron.keymanager import PrivateKey, TlsProviderKey
 from plastron.spiffe.ids import SpiffeId
 
 ALPN = ["h2"]
@@ -67,6 +69,8 @@ def _pem_chain(chain: Sequence[x509.Certificate]) -> bytes:
 
 
 def _pem_key(key: PrivateKey) -> bytes:
+    if isinstance(key, TlsProviderKey):
+        return key.tls_key_pem()
     try:
         return key.private_bytes(
             serialization.Encoding.PEM,
@@ -111,7 +115,12 @@ def _load_identity(ctx: ssl.SSLContext, chain: Sequence[x509.Certificate], key: 
         raise InvalidSvid("tls: the certificate chain is empty (need at least the leaf)")
     with _private_file(_pem_key(key) + _pem_chain(chain)) as path:
         # The file holds key then certs; ssl finds each by its PEM label.
-        ctx.load_cert_chain(path)
+        try:
+            ctx.load_cert_chain(path)
+        except ssl.SSLError as exc:
+            raise FailedPrecondition(
+                f"tls: cannot load the X509-SVID and its key ({exc.reason or exc})"
+            ) from None
 
 
 def _load_trust(ctx: ssl.SSLContext, bundle: Sequence[x509.Certificate]) -> None:

@@ -28,7 +28,14 @@ def test_demo_swtpm_attests_an_agent(base: Path, demo_tpm: SwtpmForDemo) -> None
     server = start_tpm_server(
         base, demo_tpm.endorsement_ca_path, attestor_block=demo_tpm.server_attestor_block()
     )
-    agent = TpmAgent(base, server, demo_tpm.tcti, attestor_block=demo_tpm.agent_attestor_block())
+    agent = TpmAgent(
+        base,
+        server,
+        demo_tpm.tcti,
+        attestor_block=demo_tpm.agent_attestor_block(),
+        key_manager="tpm",  # the demo keeps the agent SVID key in the TPM
+        env_extra=demo_tpm.env,
+    )
     try:
         alias = f"spiffe://{TD}/demo/tpm-node"
         workload = f"spiffe://{TD}/demo/workload"

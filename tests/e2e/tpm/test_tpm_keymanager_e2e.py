@@ -1,22 +1,36 @@
 """KeyManager ``tpm`` for the agent SVID, end to end through the real server.
 
-The agent SVID key is created in the TPM, the CSR is signed there, and the server certifies
-that key. The agent's mTLS to the server is the open problem: Python's ``ssl`` loads a client
-key only as PEM bytes, and a TPM key has none (docs/plugins/tpm.md, "Agent KeyManager")."""
+The agent SVID key is created in the TPM, the CSR is signed there, the server certifies that
+key, and the agent's mTLS handshakes are signed there too (tpm2-openssl inside Python's ssl,
+tpm2-abrmd in front of swtpm as the resource manager a host has in /dev/tpmrm0)."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
+import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from swtpm_fixtures import SwtpmProcess
-from tpm_e2e import TD, TpmAgent, agent_ids, drive_attestation, ek_cert_files, ek_hash
+from swtpm_fixtures import ManufacturerCa, SwtpmProcess, manufacture
+from tpm_e2e import (
+    TD,
+    TpmAgent,
+    agent_ids,
+    cli_ok,
+    drive_attestation,
+    ek_cert_files,
+    ek_hash,
+    poll,
+)
+from tpm_resource_manager import AbrmdProcess
 
+from plastron.agent.storage import AgentStorage
 from plastron.keymanager import KeyType
 from plastron.spiffe.x509svid import validate_x509_svid
 from plastron.tpm.attestor import TpmAgentAttestor
@@ -25,6 +39,9 @@ from tests.e2e.conftest import PlastronServerProcess
 
 pytestmark = pytest.mark.swtpm
 SPKI = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+NODE_ALIAS = f"spiffe://{TD}/tpm-nodes/ek"
+WORKLOAD = f"spiffe://{TD}/workload/tpm-key"
+UID_SELECTOR = f"unix:uid:{os.geteuid()}"
 
 
 @pytest.fixture
@@ -67,21 +84,114 @@ def test_server_certifies_a_tpm_resident_agent_key(
     assert "TSS2 PRIVATE KEY" in stored and "BEGIN PRIVATE KEY" not in stored
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the agent's mTLS client (plastron/transport/tls.py _pem_key) needs the SVID key as "
-    "PEM; a TPM key is not exportable, so the agent exits right after attesting",
-)
-def test_agent_process_with_tpm_keymanager_serves_workloads(
-    base: Path, tpm: SwtpmProcess, tpm_server: PlastronServerProcess, agents: list[TpmAgent]
+@pytest.fixture
+def tpm_rm(tpm: SwtpmProcess, base: Path) -> Iterator[AbrmdProcess]:
+    """tpm2-abrmd in front of the test's swtpm, as /dev/tpmrm0 is on a host."""
+    rm = AbrmdProcess(tpm.tcti, base / "abrmd")
+    rm.start()
+    try:
+        yield rm
+    finally:
+        rm.stop()
+
+
+def _alias_and_workload(server: PlastronServerProcess, pubhash: str) -> None:
+    cli_ok(server, "entry", "create", "-node", "-spiffeID", NODE_ALIAS,
+           "-selector", f"tpm:ek_pubhash:{pubhash}")  # fmt: skip
+    cli_ok(server, "entry", "create", "-parentID", NODE_ALIAS, "-spiffeID", WORKLOAD,
+           "-selector", UID_SELECTOR)  # fmt: skip
+
+
+def _no_software_private_key(data_dir: Path) -> None:
+    for path in data_dir.rglob("*"):
+        if path.is_file():
+            text = path.read_bytes()
+            for label in (b"BEGIN PRIVATE KEY", b"BEGIN EC PRIVATE KEY", b"BEGIN RSA PRIVATE"):
+                assert label not in text, f"{path} holds a software private key"
+
+
+def test_agent_signs_its_mtls_handshakes_in_the_tpm_and_serves_workloads(
+    base: Path,
+    tpm_rm: AbrmdProcess,
+    tpm_server: PlastronServerProcess,
+    swtpm_template: Path,
+    agents: list[TpmAgent],
 ) -> None:
-    agent = TpmAgent(base, tpm_server, tpm.tcti, key_manager="tpm")
+    pubhash = ek_hash(ek_cert_files(swtpm_template)["rsa-2048"])
+    _alias_and_workload(tpm_server, pubhash)
+    agent = TpmAgent(base, tpm_server, tpm_rm.tcti, key_manager="tpm", env_extra=tpm_rm.env)
     agents.append(agent)
     agent.start()
+    agent.wait_healthy()
+
+    assert agent_ids(tpm_server) == [f"spiffe://{TD}/spire/agent/tpm/{pubhash}"]
+    # Entries reach the agent only over mTLS as the agent (SyncAuthorizedEntries and
+    # BatchNewX509SVID refuse anyone else), and the agent has no software copy of its key: each
+    # handshake was signed by the TPM.
+    poll("workload SVID over the TPM-signed mTLS", lambda: WORKLOAD in agent.fetched_ids())
+    stored = json.loads((agent.data_dir / FILE_NAME).read_text())
+    assert set(stored) == {"agent-svid-A"}
+    assert stored["agent-svid-A"].startswith("-----BEGIN TSS2 PRIVATE KEY-----")
+    state = AgentStorage(agent.data_dir).load()
+    assert state is not None and state.key_id == "agent-svid-A"
+    in_tpm = TpmKeyManager(agent.data_dir, tpm_rm.tcti).get_public_key("agent-svid-A")
+    assert state.svid_chain[0].public_key().public_bytes(*SPKI) == in_tpm.public_bytes(*SPKI)
+    _no_software_private_key(agent.data_dir)
+
+
+def test_a_copied_data_dir_is_useless_with_another_tpm(
+    base: Path,
+    tpm_rm: AbrmdProcess,
+    tpm_server: PlastronServerProcess,
+    swtpm_template: Path,
+    manufacturer_ca: ManufacturerCa,
+    agents: list[TpmAgent],
+) -> None:
+    first = TpmAgent(base, tpm_server, tpm_rm.tcti, key_manager="tpm", env_extra=tpm_rm.env)
+    agents.append(first)
+    first.start()
+    first.wait_healthy()
+    first.stop()
+    original = agent_ids(tpm_server)
+    assert len(original) == 1
+
+    # Another machine: a TPM manufactured on its own (other EK, other storage seed).
+    other_base = base / "other"
+    other_tpm = SwtpmProcess(manufacture(other_base / "state", manufacturer_ca))
+    other_tpm.start()
+    other_rm = AbrmdProcess(other_tpm.tcti, other_base / "abrmd")
     try:
-        agent.wait_healthy()
+        other_rm.start()
+        thief = TpmAgent(
+            other_base, tpm_server, other_rm.tcti, key_manager="tpm", env_extra=other_rm.env
+        )
+        agents.append(thief)
+        shutil.copytree(first.data_dir, thief.data_dir)  # the stolen agent SVID and key blob
+        thief.start()
+        thief.wait_healthy()
+        # The stolen key did not load in this TPM, so the copy could not resume as the first
+        # node: it attested as itself, with its own EK.
+        assert "cannot sign here" in thief.log()
+        ids = agent_ids(tpm_server)
+        assert len(ids) == 2 and original[0] in ids
+        (new_id,) = set(ids) - set(original)
+        assert new_id.startswith(f"spiffe://{TD}/spire/agent/tpm/")
+        stolen = json.loads((first.data_dir / FILE_NAME).read_text())
+        stored = json.loads((thief.data_dir / FILE_NAME).read_text())
+        assert stored["agent-svid-A"] != stolen["agent-svid-A"]  # a fresh key in its own TPM
     finally:
-        # What happens today, for the record: the server has admitted the node (the CSR was
-        # signed in the TPM), then the agent fails building its mTLS channel.
-        assert len(agent_ids(tpm_server)) == 1
-        assert "agent-svid-A" in (agent.data_dir / FILE_NAME).read_text()
+        for agent in agents:
+            agent.stop()
+        other_rm.stop()
+        other_tpm.kill()
+
+
+def test_agent_refuses_a_tcti_without_resource_manager(
+    base: Path, tpm: SwtpmProcess, tpm_server: PlastronServerProcess
+) -> None:
+    agent = TpmAgent(base, tpm_server, tpm.tcti, key_manager="tpm")
+    agent.start()
+    assert agent.wait_exit() == 1
+    assert "serves one client at a time" in agent.log() and "tabrmd" in agent.log()
+    assert "Traceback" not in agent.log()
+    assert agent_ids(tpm_server) == []  # refused before attesting

@@ -227,6 +227,7 @@ class TpmAgent:
     ek_type: str = "auto"
     key_manager: str = "disk"
     attestor_block: str = ""
+    env_extra: dict[str, str] = field(default_factory=dict)  # e.g. a tpm2-abrmd session bus
     process: subprocess.Popen[bytes] | None = None
     runs: int = 0
     data_dir: Path = field(init=False)
@@ -280,7 +281,7 @@ plugins {{
                 [str(BIN / "plastron-agent"), "run", "-config", str(self.config)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env=self.server.env,
+                env={**self.server.env, **self.env_extra},
             )
 
     def running(self) -> bool:

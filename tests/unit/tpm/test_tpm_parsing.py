@@ -12,7 +12,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from plastron.errors import AttestationFailed, ConfigError
+from plastron.errors import AttestationFailed, ConfigError, KeyManagerError
+from plastron.tpm import openssl_provider
 from plastron.tpm import structures as s
 from plastron.tpm.attestor import TpmAgentConfig, TpmServerConfig, load_ek_hashes, load_pcr_policy
 from plastron.tpm.credential import kdfa
@@ -41,7 +42,15 @@ def test_tcti_forms() -> None:
     assert Tcti.parse("device:/dev/tpmrm0") == Tcti("device", "/dev/tpmrm0")
     assert Tcti.parse("swtpm:path=/run/s.sock").conf == "path=/run/s.sock"
     assert Tcti.parse("swtpm:host=127.0.0.1,port=2321").name == "swtpm"
+    assert Tcti.parse("tabrmd") == Tcti("tabrmd", "")
+    assert str(Tcti.parse("tabrmd")) == "tabrmd"
+    with_bus = "tabrmd:bus_name=com.intel.tss2.Tabrmd.x1,bus_type=session"
+    assert str(Tcti.parse(with_bus)) == with_bus
     bad_values = [
+        "tabrmd:bus_type=tcp",
+        "tabrmd:bus_name=a/b",
+        "tabrmd:other=1",
+        "tabrmd:bus_type=session,bus_type=system",
         "",
         "mssim:port=1",
         "device:dev/tpm0",
@@ -55,6 +64,21 @@ def test_tcti_forms() -> None:
     for bad in bad_values:
         with pytest.raises(ConfigError, match="tcti"):
             Tcti.parse(bad)
+
+
+def test_only_resource_managed_tctis_can_be_shared() -> None:
+    """KeyManager ``tpm`` shares the TPM with tpm2-openssl: it needs a resource manager."""
+    assert Tcti.parse("device:/dev/tpmrm0").resource_managed
+    assert Tcti.parse("tabrmd").resource_managed
+    assert not Tcti.parse("device:/dev/tpm0").resource_managed
+    assert not Tcti.parse("swtpm:path=/run/s.sock").resource_managed
+
+
+def test_tls_provider_refuses_a_tpm_without_resource_manager() -> None:
+    # Refused before anything is loaded into this process's OpenSSL.
+    with pytest.raises(KeyManagerError, match="serves one client at a time"):
+        openssl_provider.ensure_loaded(Tcti.parse("swtpm:path=/run/s.sock"))
+    openssl_provider.check_available()  # the Makefile installs tpm2-openssl
 
 
 def test_public_area_parses_and_names() -> None:
