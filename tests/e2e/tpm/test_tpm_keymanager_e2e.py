@@ -11,7 +11,7 @@ import datetime as dt
 import json
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -195,3 +195,36 @@ def test_agent_refuses_a_tcti_without_resource_manager(
     assert "serves one client at a time" in agent.log() and "tabrmd" in agent.log()
     assert "Traceback" not in agent.log()
     assert agent_ids(tpm_server) == []  # refused before attesting
+
+
+def test_agent_rotates_its_tpm_key_and_keeps_talking_mtls(
+    base: Path,
+    tpm_rm: AbrmdProcess,
+    server_factory: Callable[..., PlastronServerProcess],
+    manufacturer_ca: ManufacturerCa,
+    swtpm_template: Path,
+    agents: list[TpmAgent],
+) -> None:
+    """RenewAgent makes the next key in the TPM (CSR signed there) and the agent's next TLS
+    context loads it through the provider; syncing goes on over the new handshake key."""
+    server = server_factory(manufacturer_ca.dir / "ca-cert.pem", server_extra='agent_ttl = "30s"')
+    agent = TpmAgent(base, server, tpm_rm.tcti, key_manager="tpm", env_extra=tpm_rm.env)
+    agents.append(agent)
+    agent.start()
+    agent.wait_healthy()
+    first = AgentStorage(agent.data_dir).load()
+    assert first is not None and first.key_id == "agent-svid-A"
+
+    def rotated() -> bool:
+        state = AgentStorage(agent.data_dir).load()
+        return state is not None and state.key_id == "agent-svid-B"
+
+    poll("agent SVID rotated to the TPM key in slot B", rotated, deadline=40)
+    pubhash = ek_hash(ek_cert_files(swtpm_template)["rsa-2048"])
+    _alias_and_workload(server, pubhash)  # reaches the agent only over mTLS with key B
+    poll("workload SVID after rotation", lambda: WORKLOAD in agent.fetched_ids())
+    assert agent.running()
+    state = AgentStorage(agent.data_dir).load()
+    assert state is not None
+    in_tpm = TpmKeyManager(agent.data_dir, tpm_rm.tcti).get_public_key("agent-svid-B")
+    assert state.svid_chain[0].public_key().public_bytes(*SPKI) == in_tpm.public_bytes(*SPKI)
