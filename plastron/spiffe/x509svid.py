@@ -24,6 +24,7 @@ MAX_CHAIN_CERTS = 16
 MAX_CERT_DER_BYTES = 64 * 1024
 MAX_DNS_NAMES = 100
 SERIAL_LIMIT = 1 << 128
+MAX_SERIAL = 1 << 159  # 20 octets, positive
 
 _SPIRE_SUBJECT = x509.Name(
     [
@@ -102,6 +103,8 @@ def make_x509_svid(
             raise InvalidSvid(
                 f"DNS name {name[:64]!r} is not a printable ASCII name of 1..253 chars"
             )
+    if serial is not None and not 0 < serial < MAX_SERIAL:
+        raise InvalidSvid(f"serial number {serial} is outside 1..2^159-1 (RFC 5280 §4.1.2.2)")
     start, end = _validity(not_before, not_after, issuer)
     if subject is None:
         subject = _SPIRE_SUBJECT

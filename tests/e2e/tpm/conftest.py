@@ -18,7 +18,7 @@ from swtpm_fixtures import (
     start_copy,
     swtpm_template,
 )
-from tpm_e2e import start_tpm_server
+from tpm_e2e import TpmAgent, start_tpm_server
 
 from tests.e2e.conftest import PlastronServerProcess
 
@@ -45,6 +45,16 @@ def tpm(swtpm_template: Path, base: Path) -> Iterator[SwtpmProcess]:
         yield proc
     finally:
         proc.kill()
+
+
+@pytest.fixture
+def agents() -> Iterator[list[TpmAgent]]:
+    started: list[TpmAgent] = []
+    try:
+        yield started
+    finally:
+        for agent in started:
+            agent.stop()
 
 
 @pytest.fixture

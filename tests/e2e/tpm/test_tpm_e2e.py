@@ -3,8 +3,6 @@ real swtpm per test, everything checked through the CLIs a user would run."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,6 +12,7 @@ from tpm_e2e import (
     TpmAgent,
     agent_ids,
     agent_knows_tpm,
+    alias_and_workload,
     cli_ok,
     ek_cert_files,
     ek_hash,
@@ -24,26 +23,7 @@ from tests.e2e.conftest import PlastronServerProcess
 
 pytestmark = pytest.mark.swtpm
 
-NODE_ALIAS = f"spiffe://{TD}/tpm-nodes/ek"
 WORKLOAD = f"spiffe://{TD}/workload/tpm"
-UID_SELECTOR = f"unix:uid:{os.geteuid()}"
-
-
-@pytest.fixture
-def agents() -> Iterator[list[TpmAgent]]:
-    started: list[TpmAgent] = []
-    try:
-        yield started
-    finally:
-        for agent in started:
-            agent.stop()
-
-
-def _alias_and_workload(server: PlastronServerProcess, pubhash: str) -> None:
-    cli_ok(server, "entry", "create", "-node", "-spiffeID", NODE_ALIAS,
-           "-selector", f"tpm:ek_pubhash:{pubhash}")  # fmt: skip
-    cli_ok(server, "entry", "create", "-parentID", NODE_ALIAS, "-spiffeID", WORKLOAD,
-           "-selector", UID_SELECTOR)  # fmt: skip
 
 
 @pytest.mark.parametrize("ek_type", ["rsa-2048", "ecc-p384"])
@@ -57,7 +37,7 @@ def test_agent_attests_with_ek_and_workload_gets_svid_through_node_alias(
 ) -> None:
     pubhash = ek_hash(ek_cert_files(swtpm_template)[ek_type])
     expected_id = f"spiffe://{TD}/spire/agent/tpm/{pubhash}"
-    _alias_and_workload(tpm_server, pubhash)
+    alias_and_workload(tpm_server, pubhash, WORKLOAD)
 
     agent = TpmAgent(base, tpm_server, tpm.tcti, ek_type=ek_type)
     agents.append(agent)

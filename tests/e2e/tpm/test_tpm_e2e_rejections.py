@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -32,16 +32,6 @@ from tests.e2e.conftest import PlastronServerProcess
 
 pytestmark = pytest.mark.swtpm
 ServerFactory = Callable[..., PlastronServerProcess]
-
-
-@pytest.fixture
-def agents() -> Iterator[list[TpmAgent]]:
-    started: list[TpmAgent] = []
-    try:
-        yield started
-    finally:
-        for agent in started:
-            agent.stop()
 
 
 def _failed_agent(agent: TpmAgent) -> str:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
-import os
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,7 +21,7 @@ from tpm_e2e import (
     TD,
     TpmAgent,
     agent_ids,
-    cli_ok,
+    alias_and_workload,
     drive_attestation,
     ek_cert_files,
     ek_hash,
@@ -39,19 +38,7 @@ from tests.e2e.conftest import PlastronServerProcess
 
 pytestmark = pytest.mark.swtpm
 SPKI = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-NODE_ALIAS = f"spiffe://{TD}/tpm-nodes/ek"
 WORKLOAD = f"spiffe://{TD}/workload/tpm-key"
-UID_SELECTOR = f"unix:uid:{os.geteuid()}"
-
-
-@pytest.fixture
-def agents() -> Iterator[list[TpmAgent]]:
-    started: list[TpmAgent] = []
-    try:
-        yield started
-    finally:
-        for agent in started:
-            agent.stop()
 
 
 @pytest.mark.parametrize("key_type", [KeyType.EC_P256, KeyType.RSA_2048])
@@ -95,13 +82,6 @@ def tpm_rm(tpm: SwtpmProcess, base: Path) -> Iterator[AbrmdProcess]:
         rm.stop()
 
 
-def _alias_and_workload(server: PlastronServerProcess, pubhash: str) -> None:
-    cli_ok(server, "entry", "create", "-node", "-spiffeID", NODE_ALIAS,
-           "-selector", f"tpm:ek_pubhash:{pubhash}")  # fmt: skip
-    cli_ok(server, "entry", "create", "-parentID", NODE_ALIAS, "-spiffeID", WORKLOAD,
-           "-selector", UID_SELECTOR)  # fmt: skip
-
-
 def _no_software_private_key(data_dir: Path) -> None:
     for path in data_dir.rglob("*"):
         if path.is_file():
@@ -118,7 +98,7 @@ def test_agent_signs_its_mtls_handshakes_in_the_tpm_and_serves_workloads(
     agents: list[TpmAgent],
 ) -> None:
     pubhash = ek_hash(ek_cert_files(swtpm_template)["rsa-2048"])
-    _alias_and_workload(tpm_server, pubhash)
+    alias_and_workload(tpm_server, pubhash, WORKLOAD)
     agent = TpmAgent(base, tpm_server, tpm_rm.tcti, key_manager="tpm", env_extra=tpm_rm.env)
     agents.append(agent)
     agent.start()
@@ -221,7 +201,7 @@ def test_agent_rotates_its_tpm_key_and_keeps_talking_mtls(
 
     poll("agent SVID rotated to the TPM key in slot B", rotated, deadline=40)
     pubhash = ek_hash(ek_cert_files(swtpm_template)["rsa-2048"])
-    _alias_and_workload(server, pubhash)  # reaches the agent only over mTLS with key B
+    alias_and_workload(server, pubhash, WORKLOAD)  # reaches the agent only over mTLS with key B
     poll("workload SVID after rotation", lambda: WORKLOAD in agent.fetched_ids())
     assert agent.running()
     state = AgentStorage(agent.data_dir).load()

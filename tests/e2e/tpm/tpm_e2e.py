@@ -195,6 +195,17 @@ def start_tpm_server(
     return server
 
 
+NODE_ALIAS = f"spiffe://{TD}/tpm-nodes/ek"
+
+
+def alias_and_workload(server: PlastronServerProcess, pubhash: str, workload: str) -> None:
+    """A node alias on the TPM's EK hash, and ``workload`` (this uid) under it."""
+    cli_ok(server, "entry", "create", "-node", "-spiffeID", NODE_ALIAS,
+           "-selector", f"tpm:ek_pubhash:{pubhash}")  # fmt: skip
+    cli_ok(server, "entry", "create", "-parentID", NODE_ALIAS, "-spiffeID", workload,
+           "-selector", f"unix:uid:{os.geteuid()}")  # fmt: skip
+
+
 def cli_ok(server: PlastronServerProcess, *args: str) -> str:
     out = server.run_cli(*args)
     assert out.returncode == 0, f"plastron-server {' '.join(args)}: {out.stderr}"

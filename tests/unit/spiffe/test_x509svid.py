@@ -137,6 +137,50 @@ def test_serials_are_random(ec_pki: Pki) -> None:
     assert len(serials) == 5
 
 
+def test_extension_order_and_per_issuer_parts(ec_pki: Pki, pki: Pki) -> None:
+    """SPIRE's order; the per-issuer parts (cached per CA) follow the issuer that signs."""
+    leaves = [
+        make_x509_svid(
+            spiffe_id=WORKLOAD,
+            public_key=ec_pki.leaf_key.public_key(),
+            issuer=issuer,
+            issuer_key=key,
+            not_before=NOW,
+            not_after=NOW + dt.timedelta(hours=1),
+        )
+        for issuer, key in ((ec_pki.inter, ec_pki.inter_key), (pki.inter, pki.inter_key)) * 2
+    ]
+    for leaf, issuer in zip(leaves, (ec_pki.inter, pki.inter) * 2, strict=True):
+        assert [type(e.value) for e in leaf.extensions] == [
+            x509.BasicConstraints,
+            x509.KeyUsage,
+            x509.ExtendedKeyUsage,
+            x509.SubjectAlternativeName,
+            x509.SubjectKeyIdentifier,
+            x509.AuthorityKeyIdentifier,
+        ]
+        assert leaf.issuer == issuer.subject
+        akid = ext(leaf, x509.AuthorityKeyIdentifier).value
+        skid = ext(issuer, x509.SubjectKeyIdentifier).value
+        assert isinstance(akid, x509.AuthorityKeyIdentifier)
+        assert isinstance(skid, x509.SubjectKeyIdentifier)
+        assert akid.key_identifier == skid.digest
+
+
+@pytest.mark.parametrize("serial", [0, -1, 2**159])
+def test_out_of_range_serials_are_refused(ec_pki: Pki, serial: int) -> None:
+    with pytest.raises(InvalidSvid, match="serial"):
+        make_x509_svid(
+            spiffe_id=WORKLOAD,
+            public_key=ec_pki.leaf_key.public_key(),
+            issuer=ec_pki.inter,
+            issuer_key=ec_pki.inter_key,
+            not_before=NOW,
+            not_after=NOW + dt.timedelta(hours=1),
+            serial=serial,
+        )
+
+
 def test_leaf_needs_a_path(ec_pki: Pki) -> None:
     with pytest.raises(InvalidSvid, match="needs a SPIFFE ID with a path"):
         make_x509_svid(
