@@ -16,10 +16,12 @@ import stat
 import string
 import tempfile
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
@@ -38,6 +40,11 @@ class TlsProviderKey(Protocol):
     def tls_key_pem(self) -> bytes:
         """A PEM the provider decodes into a handle on the key (never the key itself); makes
         sure the provider is loaded first."""
+        ...
+
+    def check_peer_keys(self, certificates: Sequence[x509.Certificate]) -> None:
+        """Raise unless TLS can still verify signatures by these keys once the provider is in
+        use (it may take over signature checks too)."""
         ...
 
 

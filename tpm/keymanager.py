@@ -13,9 +13,11 @@ import json
 import os
 import tempfile
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa, utils
 from cryptography.hazmat.primitives.asymmetric import padding as asym_padding
@@ -230,6 +232,9 @@ class TpmEcPrivateKey(ec.EllipticCurvePrivateKey):
     def tls_key_pem(self) -> bytes:
         return _tls_key_pem(self._device, self._blob)
 
+    def check_peer_keys(self, certificates: Sequence[x509.Certificate]) -> None:
+        openssl_provider.check_verifiable(certificates)
+
     def __copy__(self) -> TpmEcPrivateKey:
         return self
 
@@ -281,6 +286,9 @@ class TpmRsaPrivateKey(rsa.RSAPrivateKey):
 
     def tls_key_pem(self) -> bytes:
         return _tls_key_pem(self._device, self._blob)
+
+    def check_peer_keys(self, certificates: Sequence[x509.Certificate]) -> None:
+        openssl_provider.check_verifiable(certificates)
 
     def __copy__(self) -> TpmRsaPrivateKey:
         return self

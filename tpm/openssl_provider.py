@@ -27,7 +27,11 @@ import ctypes
 import os
 import ssl
 import threading
+from collections.abc import Sequence
 from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from plastron.errors import KeyManagerError
 from plastron.tpm.tcti import Tcti
@@ -68,6 +72,34 @@ def _system_libcrypto() -> ctypes.CDLL:
     lib.ERR_error_string_n.restype = None
     lib.ERR_error_string_n.argtypes = [ctypes.c_ulong, ctypes.c_char_p, ctypes.c_size_t]
     return lib
+
+
+def check_verifiable(certificates: Sequence[x509.Certificate]) -> None:
+    """Raise unless the TPM can check signatures by these certificates' keys.
+
+    With tpm2 preferred, OpenSSL 3.0 also verifies the *server's* chain in the TPM, and TPMs
+    implement RSA-2048 (3072 on some) and NIST P-256/P-384 only: a server CA on RSA-4096 or P-521
+    would fail every handshake with an opaque "certificate signature failure"."""
+    for cert in certificates:
+        key = cert.public_key()
+        if isinstance(key, rsa.RSAPublicKey) and key.key_size in (2048, 3072):
+            continue
+        if isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name in (
+            "secp256r1",
+            "secp384r1",
+        ):
+            continue
+        kind = (
+            f"RSA-{key.key_size}"
+            if isinstance(key, rsa.RSAPublicKey)
+            else getattr(getattr(key, "curve", None), "name", type(key).__name__)
+        )
+        subject = cert.subject.rfc4514_string() or "no subject"
+        raise KeyManagerError(
+            f"tpm: the server's chain has a {kind} key ({subject}); with KeyManager tpm the "
+            "agent's TLS checks signatures in the TPM, which handles RSA-2048/3072 and EC "
+            "P-256/P-384: use one of those for the server's CA (ca_key_type)"
+        )
 
 
 def check_available() -> None:

@@ -232,6 +232,9 @@ def client_ssl_context(
     ctx.verify_mode = ssl.CERT_REQUIRED
     _load_trust(ctx, trust_bundle)
     if client_chain is not None and client_key is not None:
+        if isinstance(client_key, TlsProviderKey):
+            # The bundle's roots and the CA chain that issued us also sign the server's chain.
+            client_key.check_peer_keys([*trust_bundle, *client_chain[1:]])
         _load_identity(ctx, client_chain, client_key)
     return ctx
 

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import datetime as dt
 import json
 import struct
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -209,3 +214,34 @@ def test_devid_agent_config() -> None:
         TpmDevidAgentConfig.from_plugin_data({"devid_cert_path": "/c", "devid_priv_path": "/k"})
     with pytest.raises(ConfigError, match="not both"):
         TpmDevidAgentConfig.from_plugin_data({**base, "tpm_device_path": "/d", "tcti": "device:/d"})
+
+
+def _self_signed(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> x509.Certificate:
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "server CA")])
+    now = dt.datetime.now(dt.UTC)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(hours=1))
+        .sign(key, hashes.SHA256())
+    )
+
+
+def test_tls_provider_refuses_server_keys_a_tpm_cannot_verify() -> None:
+    """With tpm2 preferred, the server's chain is verified in the TPM: refuse what it lacks."""
+    fine = [
+        _self_signed(ec.generate_private_key(ec.SECP256R1())),
+        _self_signed(ec.generate_private_key(ec.SECP384R1())),
+        _self_signed(rsa.generate_private_key(public_exponent=65537, key_size=2048)),
+    ]
+    openssl_provider.check_verifiable(fine)
+    for key, kind in (
+        (rsa.generate_private_key(public_exponent=65537, key_size=4096), "RSA-4096"),
+        (ec.generate_private_key(ec.SECP521R1()), "secp521r1"),
+    ):
+        with pytest.raises(KeyManagerError, match=f"{kind} key .*ca_key_type"):
+            openssl_provider.check_verifiable([*fine, _self_signed(key)])
