@@ -22,6 +22,7 @@ BENCHMARKS: list[tuple[str, list[str]]] = [
     ("agent_workload_api.py", ["--runs", "1"]),
     ("tpm_attest.py", ["--rounds", "20"]),
     ("tpm_attest_server.py", ["--rounds", "15", "--seconds", "3"]),
+    ("tpm_tls_handshake.py", ["--rounds", "30"]),
 ]
 
 
