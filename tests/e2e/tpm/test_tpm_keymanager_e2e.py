@@ -118,6 +118,15 @@ def test_agent_signs_its_mtls_handshakes_in_the_tpm_and_serves_workloads(
     assert state.svid_chain[0].public_key().public_bytes(*SPKI) == in_tpm.public_bytes(*SPKI)
     _no_software_private_key(agent.data_dir)
 
+    # A restart resumes: the stored key proves it still signs in this TPM, and the new process
+    # loads it into its TLS stack again.
+    agent.stop()
+    agent.start()
+    agent.wait_healthy()
+    poll("resumed agent serves again", lambda: WORKLOAD in agent.fetched_ids())
+    assert "resuming with stored agent SVID" in agent.log()
+    assert len(agent_ids(tpm_server)) == 1
+
 
 def test_a_copied_data_dir_is_useless_with_another_tpm(
     base: Path,
