@@ -41,6 +41,7 @@ from plastron.proto.spire.api.server.entry.v1 import entry_grpc, entry_pb2
 from plastron.proto.spire.api.server.svid.v1 import svid_grpc, svid_pb2
 from plastron.proto.spire.api.types import entry_pb2 as types_entry
 from plastron.server.api.csr import csr_public_key, parse_csr
+from plastron.server.api.csr_check import CsrChecker, default_workers
 from plastron.server.runtime import PlastronServer
 from plastron.spiffe.bundle import Bundle
 from plastron.spiffe.ids import SpiffeId, TrustDomain, server_id
@@ -114,7 +115,12 @@ async def become_agent(server: PlastronServer, local: Channel) -> tuple[Channel,
 
 
 async def run_mode(
-    mode: str, token: SoftHsmToken, seconds: float, runs: int, concurrency: int = 1
+    mode: str,
+    token: SoftHsmToken,
+    seconds: float,
+    runs: int,
+    concurrency: int = 1,
+    csr_workers: int | None = None,
 ) -> float:
     with tempfile.TemporaryDirectory(prefix="plastron-issuance-") as d:
         tmp = Path(d)
@@ -126,6 +132,8 @@ plugins {{ {mode_plugins(mode, tmp, token)}
   NodeAttestor "join_token" {{ plugin_data {{}} }} }}
 """
         server = PlastronServer(parse_server_config(conf))
+        if csr_workers is not None:
+            server.csr_checker = CsrChecker(workers=csr_workers)
         await server.start()
         local = Channel(path=str(tmp / "api.sock"))
         try:
@@ -234,6 +242,9 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=1, help="batches in flight")
     parser.add_argument("--modes", default="memory,disk,pkcs11,pkcs11-upstream")
+    parser.add_argument(
+        "--csr-workers", type=int, default=None, help="CSR check processes (default: the server's)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="plastron-issuance-hsm-") as hsm_dir:
         base = Path(hsm_dir)
@@ -242,7 +253,7 @@ def main() -> int:
         for mode in args.modes.split(","):
             token = init_token(base, f"issuance-{mode}")
             results[mode] = asyncio.run(
-                run_mode(mode, token, args.seconds, args.runs, args.concurrency)
+                run_mode(mode, token, args.seconds, args.runs, args.concurrency, args.csr_workers)
             )
     print(f"{'mode':<18} {'SVIDs/s':>9}  {'raw limit (same run)':<38} {'ratio':>6}")
     limits = {
@@ -271,7 +282,8 @@ def main() -> int:
             f" pkcs11 mode reaches {results['pkcs11'] / ceiling:.2f} of it"
         )
     print(
-        f"(BatchNewX509SVID batches of {BATCH}, {args.concurrency} in flight, "
+        f"(BatchNewX509SVID batches of {BATCH}, {args.concurrency} in flight, CSR check workers "
+        f"{default_workers() if args.csr_workers is None else args.csr_workers}, "
         f"medians of {args.runs} x {args.seconds:g}s, "
         "client and server in one process on this machine)"
     )

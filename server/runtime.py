@@ -27,6 +27,7 @@ from plastron.keymanager import DiskKeyManager, KeyManager
 from plastron.plugins import KEY_MANAGERS, SERVER_NODE_ATTESTORS, PluginContext
 from plastron.server.api.authz import AuthorizedService, Authorizer, authorized_mapping
 from plastron.server.api.context import ApiContext
+from plastron.server.api.csr_check import CsrChecker
 from plastron.server.api.policies import POLICIES
 from plastron.server.api.ratelimit import ATTEST_PER_SECOND, SIGN_PER_SECOND, RateLimiter
 from plastron.server.ca.config import CAConfig
@@ -67,6 +68,7 @@ class PlastronServer:
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._cache_dirty = asyncio.Event()
+        self.csr_checker = CsrChecker()  # worker processes start with the first large batch
 
     # ---- start / stop ---------------------------------------------------------------------
 
@@ -166,6 +168,7 @@ class PlastronServer:
         if self.listeners is not None:
             await self.listeners.close()
             self.listeners = None
+        self.csr_checker.close()
         if self.ca is not None:
             self.ca.close()
             self.ca = None
@@ -216,6 +219,7 @@ class PlastronServer:
             sign_limiter=RateLimiter(SIGN_PER_SECOND, enabled=rl.signing),
             started_at=time.monotonic(),
             on_change=self._apply_local_change,
+            csr_checker=self.csr_checker,
         )
 
     def _register_health(self) -> None:

@@ -33,6 +33,11 @@ def csr_public_key(csr: x509.CertificateSigningRequest, field: str = "csr") -> P
         key = csr.public_key()
     except ValueError:
         raise InvalidArgument(f"{field}: unsupported public key") from None
+    return check_public_key(key, field)
+
+
+def check_public_key(key: object, field: str = "csr") -> PublicKey:
+    """``key`` if it is one we certify: EC P-256/P-384/P-521 or RSA ≥ 2048 bits."""
     if isinstance(key, ec.EllipticCurvePublicKey):
         if not isinstance(key.curve, ec.SECP256R1 | ec.SECP384R1 | ec.SECP521R1):
             raise InvalidArgument(f"{field}: unsupported EC curve {key.curve.name}")

@@ -14,6 +14,7 @@ from plastron.server.api import convert
 from plastron.server.api.authz import current_caller
 from plastron.server.api.context import ApiContext
 from plastron.server.api.csr import csr_public_key, csr_uri_and_dns, parse_csr
+from plastron.server.api.csr_check import CheckedKey
 from plastron.server.api.status import unimplemented
 from plastron.server.bundles import load_bundle
 from plastron.server.ca.server_ca import WorkloadSvidRequest
@@ -87,31 +88,59 @@ class SvidService(svid_grpc.SVIDBase):
         assert agent is not None
         await self.ctx.sign_limiter.wait(caller.host, len(req.params))
         authorized = {e.entry_id: e for e in self.ctx.cache.authorized_entries(agent.spiffe_id)}
-        prepared: list[tuple[RegistrationEntry, WorkloadSvidRequest] | PlastronError] = []
+        results: list[svid_pb2.BatchNewX509SVIDResponse.Result | None] = []
+        pending: list[tuple[int, RegistrationEntry]] = []
+        csrs: list[tuple[bytes, str]] = []
         for i, param in enumerate(req.params):
             try:
-                prepared.append(_prepare(param, authorized, i))
+                pending.append((i, _authorize(param, authorized, i)))
+                csrs.append((param.csr, f"params[{i}].csr"))
+                results.append(None)
             except PlastronError as exc:
-                prepared.append(exc)
-        ready = [p for p in prepared if not isinstance(p, PlastronError)]
-        signed = iter(await self.ctx.ca.sign_workload_x509_svids([r for _, r in ready]))
-        results = []
-        for item in prepared:
-            outcome = item if isinstance(item, PlastronError) else next(signed)
-            if isinstance(outcome, PlastronError):
-                results.append(
-                    svid_pb2.BatchNewX509SVIDResponse.Result(status=convert.status(outcome))
-                )
+                results.append(_failed(exc))
+        # The CSR contributes its public key only; SANs and subject come from the entry. Chunk
+        # k is signed while the CSR checkers work on chunk k+1.
+        checking = self.ctx.csr_checker.check(csrs)
+        try:
+            done = 0
+            for chunk in checking:
+                keys = await chunk
+                await self._sign_chunk(pending[done : done + len(keys)], keys, results)
+                done += len(keys)
+        finally:
+            for chunk in checking:
+                chunk.close()  # the coroutines not reached (a no-op for the others)
+        await stream.send_message(
+            svid_pb2.BatchNewX509SVIDResponse(results=[r for r in results if r is not None])
+        )
+
+    async def _sign_chunk(
+        self,
+        entries: list[tuple[int, RegistrationEntry]],
+        keys: list[CheckedKey],
+        results: list[svid_pb2.BatchNewX509SVIDResponse.Result | None],
+    ) -> None:
+        requests: list[tuple[int, RegistrationEntry, WorkloadSvidRequest]] = []
+        for (i, entry), key in zip(entries, keys, strict=True):
+            if isinstance(key, PlastronError):
+                results[i] = _failed(key)
                 continue
-            assert not isinstance(item, PlastronError)
-            entry = item[0]
-            results.append(
-                svid_pb2.BatchNewX509SVIDResponse.Result(
-                    status=convert.status(None),
-                    svid=convert.x509_svid_to_proto(outcome, entry.spiffe_id, entry.hint),
-                )
+            request = WorkloadSvidRequest(
+                spiffe_id=entry.spiffe_id,
+                public_key=key,
+                ttl=entry.x509_svid_ttl,
+                dns_names=entry.dns_names,
             )
-        await stream.send_message(svid_pb2.BatchNewX509SVIDResponse(results=results))
+            requests.append((i, entry, request))
+        signed = await self.ctx.ca.sign_workload_x509_svids([r for _, _, r in requests])
+        for (i, entry, _), chain in zip(requests, signed, strict=True):
+            if isinstance(chain, PlastronError):
+                results[i] = _failed(chain)
+            else:
+                results[i] = svid_pb2.BatchNewX509SVIDResponse.Result(
+                    status=convert.status(None),
+                    svid=convert.x509_svid_to_proto(chain, entry.spiffe_id, entry.hint),
+                )
 
     async def NewJWTSVID(self, stream: Stream[Any, Any]) -> None:
         req = await stream.recv_message()
@@ -159,22 +188,17 @@ class SvidService(svid_grpc.SVIDBase):
         await unimplemented(stream, "BatchNewWITSVID")
 
 
-def _prepare(
-    param: Any, authorized: dict[str, RegistrationEntry], i: int
-) -> tuple[RegistrationEntry, WorkloadSvidRequest]:
+def _authorize(param: Any, authorized: dict[str, RegistrationEntry], i: int) -> RegistrationEntry:
     if not param.entry_id:
         raise InvalidArgument(f"params[{i}].entry_id: missing")
     entry = authorized.get(param.entry_id)
     if entry is None:
         raise NotAuthorized(f"params[{i}]: entry {param.entry_id!r} is not authorized")
-    # The CSR contributes its public key only; SANs and subject come from the entry.
-    csr = parse_csr(param.csr, f"params[{i}].csr")
-    return entry, WorkloadSvidRequest(
-        spiffe_id=entry.spiffe_id,
-        public_key=csr_public_key(csr, f"params[{i}].csr"),
-        ttl=entry.x509_svid_ttl,
-        dns_names=entry.dns_names,
-    )
+    return entry
+
+
+def _failed(exc: PlastronError) -> svid_pb2.BatchNewX509SVIDResponse.Result:
+    return svid_pb2.BatchNewX509SVIDResponse.Result(status=convert.status(exc))
 
 
 def _jwt_proto(token: str, sid: SpiffeId, hint: str = "") -> jwtsvid_pb2.JWTSVID:

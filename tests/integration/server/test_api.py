@@ -190,6 +190,42 @@ async def test_join_token_attestation_and_agent_flow(harness: Harness) -> None:
     assert err.value.status == Status.PERMISSION_DENIED
 
 
+async def test_large_batch_is_checked_in_workers_and_answered_in_order(harness: Harness) -> None:
+    """24 items (pooled CSR checks, pipelined with signing): each answer in its own slot."""
+    token = await harness.join_token()
+    agent = await harness.attest(token)
+    parent = f"/spire/agent/join_token/{token}"
+    results = await create(harness, *(entry(f"/w/{i}", parent, f"unix:uid:{i}") for i in range(22)))
+    ids = [r.entry.id for r in results]
+    keys = [ec.generate_private_key(ec.SECP256R1()) for _ in ids]
+    params = [{"entry_id": i, "csr": make_csr(k)} for i, k in zip(ids, keys, strict=True)]
+    tampered = bytearray(params[13]["csr"])
+    tampered[-5] ^= 0xFF
+    params[13]["csr"] = bytes(tampered)
+    params.insert(17, {"entry_id": "no-such-entry", "csr": make_csr(keys[0])})
+    params.append({"entry_id": ids[0], "csr": b"junk"})
+    svid = harness.svid_stub(await harness.tls(agent))
+    resp = await svid.BatchNewX509SVID(svid_pb2.BatchNewX509SVIDRequest(params=params))
+    if harness.server.csr_checker.workers:  # none on a single-core machine
+        assert harness.server.csr_checker._pool, "a batch this size goes to the workers"
+    codes = [r.status.code for r in resp.results]
+    assert len(codes) == 24
+    assert codes[13] == codes[23] == Status.INVALID_ARGUMENT.value
+    assert resp.results[13].status.message == "params[13].csr: CSR signature is invalid"
+    assert "params[23].csr: malformed CSR" in resp.results[23].status.message
+    assert codes[17] == Status.PERMISSION_DENIED.value
+    bundle = (await harness.bundle()).x509_certificates()
+    for slot, result in enumerate(resp.results):
+        if slot in (13, 17, 23):
+            continue
+        n = slot if slot < 17 else slot - 1
+        chain = [x509.load_der_x509_certificate(c) for c in result.svid.cert_chain]
+        assert str(validate_x509_svid(chain, bundle, harness.server.clock.now())) == (
+            f"spiffe://example.org/w/{n}"
+        )
+        assert chain[0].public_key() == keys[n].public_key()
+
+
 async def test_two_concurrent_attestations_with_one_token(harness: Harness) -> None:
     token = await harness.join_token()
     outcomes = await asyncio.gather(

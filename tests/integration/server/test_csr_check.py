@@ -1,0 +1,110 @@
+"""CSR checks in worker processes (server/api/csr_check.py): same answers as inline, small
+batches stay inline, a killed worker is survived and replaced, close() leaves no process."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from plastron.errors import PlastronError
+from plastron.server.api.csr_check import MIN_POOLED, CheckedKey, CsrChecker, check_inline
+
+SPKI = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def csr_der(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
+    builder = x509.CertificateSigningRequestBuilder().subject_name(x509.Name([]))
+    return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
+
+
+def mixed_batch() -> list[tuple[bytes, str]]:
+    good = [csr_der(ec.generate_private_key(ec.SECP256R1())) for _ in range(20)]
+    good.append(csr_der(ec.generate_private_key(ec.SECP384R1())))
+    good.append(csr_der(rsa.generate_private_key(public_exponent=65537, key_size=2048)))
+    tampered = bytearray(good[0])
+    tampered[-5] ^= 0xFF  # inside the signature
+    weak = csr_der(rsa.generate_private_key(public_exponent=65537, key_size=1024))
+    ders = [*good[:10], b"", bytes(tampered), *good[10:], b"not a csr", weak]
+    return [(der, f"params[{i}].csr") for i, der in enumerate(ders)]
+
+
+def summary(keys: list[CheckedKey]) -> list[bytes | str]:
+    return [
+        f"{type(k).__name__}: {k}" if isinstance(k, PlastronError) else k.public_bytes(*SPKI)
+        for k in keys
+    ]
+
+
+async def checked(checker: CsrChecker, items: list[tuple[bytes, str]]) -> list[CheckedKey]:
+    out: list[CheckedKey] = []
+    for chunk in checker.check(items):
+        out += await chunk
+    return out
+
+
+async def test_workers_answer_exactly_as_inline() -> None:
+    items = mixed_batch()
+    checker = CsrChecker(workers=2)
+    try:
+        pooled = await checked(checker, items)
+        assert len(checker._pool) == 2 and all(w.process.is_alive() for w in checker._pool)
+    finally:
+        checker.close()
+    assert summary(pooled) == summary(check_inline(items))
+    errors = [k for k in pooled if isinstance(k, PlastronError)]
+    assert [str(e) for e in errors] == [
+        "params[10].csr: missing CSR",
+        "params[11].csr: CSR signature is invalid",
+        "params[24].csr: malformed CSR (not DER PKCS#10)",
+        "params[25].csr: RSA key of 1024 bits is below 2048",
+    ]
+
+
+async def test_small_batches_are_checked_inline() -> None:
+    checker = CsrChecker(workers=2)
+    try:
+        items = mixed_batch()[: MIN_POOLED - 1]
+        assert summary(await checked(checker, items)) == summary(check_inline(items))
+        assert checker._pool == []
+    finally:
+        checker.close()
+
+
+async def test_a_killed_worker_is_survived_and_replaced() -> None:
+    items = mixed_batch()
+    checker = CsrChecker(workers=1)
+    try:
+        await checked(checker, items)
+        (first,) = checker._pool
+        os.kill(first.process.pid, signal.SIGKILL)
+        first.process.join(timeout=10)
+        # The chunks sent to the dead worker are checked inline; nothing is lost.
+        assert summary(await checked(checker, items)) == summary(check_inline(items))
+        assert summary(await checked(checker, items)) == summary(check_inline(items))
+        (second,) = checker._pool
+        assert second is not first and second.process.is_alive()
+    finally:
+        checker.close()
+
+
+async def test_close_stops_every_worker() -> None:
+    checker = CsrChecker(workers=2)
+    await checked(checker, mixed_batch())
+    processes = [w.process for w in checker._pool]
+    checker.close()
+    assert all(not p.is_alive() for p in processes)
+    items = mixed_batch()
+    assert summary(await checked(checker, items)) == summary(check_inline(items))  # inline now
+
+
+@pytest.mark.parametrize("workers", [0])
+async def test_no_workers_means_inline(workers: int) -> None:
+    checker = CsrChecker(workers=workers)
+    items = mixed_batch()
+    assert summary(await checked(checker, items)) == summary(check_inline(items))
+    assert checker._pool == []
