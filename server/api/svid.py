@@ -110,9 +110,9 @@ class SvidService(svid_grpc.SVIDBase):
         finally:
             for chunk in checking:
                 chunk.close()  # the coroutines not reached (a no-op for the others)
-        await stream.send_message(
-            svid_pb2.BatchNewX509SVIDResponse(results=[r for r in results if r is not None])
-        )
+        answered = [r for r in results if r is not None]
+        assert len(answered) == len(results), "every item gets its own result"
+        await stream.send_message(svid_pb2.BatchNewX509SVIDResponse(results=answered))
 
     async def _sign_chunk(
         self,
