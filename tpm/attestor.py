@@ -32,8 +32,8 @@ from plastron.errors import AttestationFailed, ConfigError
 from plastron.selector import Selector
 from plastron.spiffe.ids import TrustDomain, agent_id
 from plastron.tpm import verify
+from plastron.tpm.blobs import EK_TYPES, KeyBlob
 from plastron.tpm.credential import make_credential
-from plastron.tpm.device import EK_TYPES, KeyBlob, TpmDevice
 from plastron.tpm.messages import NONCE_SIZE, Challenge, Payload, Response, pcr_index
 from plastron.tpm.structures import TpmPublic, parse_tpm2b_public
 from plastron.tpm.tcti import DEFAULT_TCTI, Tcti
@@ -259,6 +259,8 @@ class TpmAgentAttestor:
     name = NAME
 
     def __init__(self, tcti: str | Tcti = DEFAULT_TCTI, ek_type: str = "auto") -> None:
+        from plastron.tpm.device import TpmDevice  # noqa: PLC0415  # agent only: tpm2-pytss
+
         self.device = TpmDevice(tcti)
         self._ek_type = ek_type
         self._state: tuple[str, KeyBlob] | None = None

@@ -13,7 +13,6 @@ import contextlib
 import os
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import TypeVar
 
 from tpm2_pytss import ESAPI, TCTILdr, TSS2_Exception
@@ -41,17 +40,14 @@ from tpm2_pytss.types import (
 from tpm2_pytss.utils import NoSuchIndex, NVReadEK, create_ek_template
 
 from plastron.errors import AttestationFailed, PlastronError, Unavailable
+from plastron.tpm.blobs import EK_TYPES, EkInfo, KeyBlob, Quote
 from plastron.tpm.tcti import Tcti
+
+__all__ = ["EK_TYPES", "EkInfo", "KeyBlob", "Quote", "TpmDevice"]
 
 # libtss2 logs each failed NV probe as an error; probing is expected, so keep it quiet.
 os.environ.setdefault("TSS2_LOG", "all+none")
 
-# EK types we can use, in the order "auto" tries them (first with a certificate wins).
-EK_TYPES: dict[str, str] = {
-    "rsa-2048": "EK-RSA2048",
-    "ecc-p256": "EK-ECC256",
-    "ecc-p384": "EK-HIGH-ECC384",
-}
 AK_ATTRIBUTES = (
     TPMA_OBJECT.FIXEDTPM
     | TPMA_OBJECT.FIXEDPARENT
@@ -87,33 +83,6 @@ _device_locks: dict[str, threading.Lock] = {}
 _device_locks_guard = threading.Lock()
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class EkInfo:
-    """The endorsement key: its TPM2B_PUBLIC, its certificate (DER) if the TPM holds one."""
-
-    ek_type: str
-    public: bytes
-    cert_der: bytes | None
-
-
-@dataclass(frozen=True, repr=False)
-class KeyBlob:
-    """A key created under a parent: TPM2B_PRIVATE (wrapped, useless elsewhere) and TPM2B_PUBLIC."""
-
-    private: bytes
-    public: bytes
-
-    def __repr__(self) -> str:
-        return f"KeyBlob(public={len(self.public)} bytes, private=<wrapped>)"
-
-
-@dataclass(frozen=True)
-class Quote:
-    attest: bytes  # TPM2B_ATTEST
-    signature: bytes  # TPMT_SIGNATURE
-    pcrs: dict[int, bytes]  # sha256 bank values of the quoted PCRs
 
 
 def is_unreachable(exc: TSS2_Exception) -> bool:

@@ -38,8 +38,8 @@ from plastron.errors import AttestationFailed, ConfigError
 from plastron.selector import Selector
 from plastron.spiffe.ids import TrustDomain, agent_id
 from plastron.tpm import verify
+from plastron.tpm.blobs import KeyBlob
 from plastron.tpm.credential import make_credential
-from plastron.tpm.device import KeyBlob, TpmDevice
 from plastron.tpm.messages import MAX_CERT, MAX_CHAIN, MAX_TPM_BLOB, b64, b64field, dump
 from plastron.tpm.messages import load_object as _load_object
 from plastron.tpm.structures import TpmPublic, hash_name, parse_signature, parse_tpmt_public, tpm2b
@@ -243,6 +243,8 @@ class TpmDevidAgentAttestor:
         ek_type: str = "rsa-2048",
         ak_type: str = "rsa-2048",
     ) -> None:
+        from plastron.tpm.device import TpmDevice  # noqa: PLC0415  # agent only: tpm2-pytss
+
         self.device = TpmDevice(tcti)
         pem = Path(devid_cert_path).read_bytes()
         self._chain = [

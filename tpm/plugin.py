@@ -17,7 +17,7 @@ from plastron.plugins import (
     PluginContext,
     check_plugin_data,
 )
-from plastron.tpm import attestor, devid, keymanager, openssl_provider
+from plastron.tpm import attestor, devid, openssl_provider
 from plastron.tpm.tcti import DEFAULT_TCTI, Tcti
 
 _PATH_KEYS = frozenset(
@@ -84,7 +84,9 @@ def _key_manager(plugin: PluginConfig, context: PluginContext) -> KeyManager:
         openssl_provider.check_available()
     except KeyManagerError as exc:
         raise ConfigError(f"{plugin.path}: {exc}") from None
-    return keymanager.TpmKeyManager(context.data_dir, parsed)
+    from plastron.tpm.keymanager import TpmKeyManager  # noqa: PLC0415  # agent only: tpm2-pytss
+
+    return TpmKeyManager(context.data_dir, parsed)
 
 
 def register() -> None:
@@ -93,7 +95,7 @@ def register() -> None:
         (AGENT_NODE_ATTESTORS, attestor.NAME, _tpm_agent),
         (SERVER_NODE_ATTESTORS, devid.NAME, _devid_server),
         (AGENT_NODE_ATTESTORS, devid.NAME, _devid_agent),
-        (KEY_MANAGERS, keymanager.TpmKeyManager.name, _key_manager),
+        (KEY_MANAGERS, "tpm", _key_manager),
     ):
         if name not in registry:
             registry.register(name, factory)  # type: ignore[arg-type]
