@@ -5,8 +5,8 @@ verify costs about as much as signing the SVID. Threads cannot overlap it with s
 return from a GIL-free section waits for a busy event loop (docs/hsm.md, "Threads do not help").
 So large batches are checked in worker processes, started with ``spawn`` (nothing inherited)
 and sent only public data: CSR DER in, SubjectPublicKeyInfo DER or an error message out. The
-caller gets one awaitable per chunk, all submitted at once, and signs chunk k while the workers
-check chunk k+1. Small batches, a machine with one core, or a broken pool: checked inline.
+caller gets one coroutine per chunk, awaits them in order, and signs chunk k while the workers
+check the next ones. Small batches, a machine with one core, or a broken pool: checked inline.
 """
 
 from __future__ import annotations
@@ -154,32 +154,50 @@ class CsrChecker:
         return self._pool
 
     def check(self, items: Sequence[CsrItem]) -> list[Coroutine[Any, Any, list[CheckedKey]]]:
-        """One coroutine per chunk of ``items``, in order; pooled work starts now. Close the
-        ones not awaited."""
+        """One coroutine per chunk of ``items``, to be awaited in order; the first chunks go to
+        the workers now. Close the ones not awaited."""
         chunks = [list(items[k : k + CHUNK]) for k in range(0, len(items), CHUNK)]
         workers = self._workers() if len(items) >= MIN_POOLED else []
         if not workers:
             return [self._inline(chunk) for chunk in chunks]
-        out = []
-        for chunk in chunks:
-            worker = min(workers, key=lambda w: len(w.waiting))
-            out.append(self._pooled(worker.submit(chunk), chunk))
-        return out
+        run = _PooledRun(chunks, workers)
+        return [run.result(k) for k in range(len(chunks))]
 
     async def _inline(self, chunk: list[CsrItem]) -> list[CheckedKey]:
         return check_inline(chunk)
-
-    async def _pooled(
-        self, answers: asyncio.Future[list[bytes | str]], chunk: list[CsrItem]
-    ) -> list[CheckedKey]:
-        try:
-            return _from_worker(await answers, chunk)
-        except BrokenPipeError:
-            log.warning("a CSR check worker stopped; checking inline (a new one starts later)")
-            return check_inline(chunk)
 
     def close(self) -> None:
         self._closed = True
         for worker in self._pool:
             worker.stop()
         self._pool.clear()
+
+
+class _PooledRun:
+    """One batch's chunks on the workers. Only ``AHEAD`` chunks per worker are in flight, so a
+    500-item batch never fills a pipe (which would block the event loop on send)."""
+
+    AHEAD = 2
+
+    def __init__(self, chunks: list[list[CsrItem]], workers: list[_Worker]) -> None:
+        self._chunks = chunks
+        self._workers = workers
+        self._futures: dict[int, asyncio.Future[list[bytes | str]]] = {}
+        self._next = 0
+        self._top_up(0)
+
+    def _top_up(self, current: int) -> None:
+        limit = min(len(self._chunks), current + self.AHEAD * len(self._workers))
+        while self._next < limit:
+            worker = min(self._workers, key=lambda w: len(w.waiting))
+            self._futures[self._next] = worker.submit(self._chunks[self._next])
+            self._next += 1
+
+    async def result(self, k: int) -> list[CheckedKey]:
+        self._top_up(k + 1)  # keep the workers busy while chunk k is being signed
+        chunk = self._chunks[k]
+        try:
+            return _from_worker(await self._futures.pop(k), chunk)
+        except BrokenPipeError:
+            log.warning("a CSR check worker stopped; checking inline (a new one starts later)")
+            return check_inline(chunk)

@@ -108,3 +108,16 @@ async def test_no_workers_means_inline(workers: int) -> None:
     items = mixed_batch()
     assert summary(await checked(checker, items)) == summary(check_inline(items))
     assert checker._pool == []
+
+
+async def test_a_full_batch_keeps_its_order() -> None:
+    """500 items (the API's limit) through 2 workers, a few chunks in flight at a time."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    ders = [csr_der(ec.generate_private_key(ec.SECP256R1())) for _ in range(499)]
+    ders.insert(321, csr_der(key)[:-3])  # truncated: refused in its own slot
+    items = [(der, f"params[{i}].csr") for i, der in enumerate(ders)]
+    checker = CsrChecker(workers=2)
+    try:
+        assert summary(await checked(checker, items)) == summary(check_inline(items))
+    finally:
+        checker.close()
