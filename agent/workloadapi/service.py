@@ -125,44 +125,37 @@ class WorkloadAPIService(SpiffeWorkloadAPIBase):
 
     # ---- methods ---------------------------------------------------------------------------
 
-    async def FetchX509SVID(self, stream: Any) -> None:
-        async with mapped_errors("FetchX509SVID"):
+    async def _serve_stream(
+        self, stream: Any, method: str, build: Callable[[WorkloadUpdate], Message | None]
+    ) -> None:
+        """The three streaming methods: attest the caller, then stream ``build`` of its state
+        (``None``: nothing to send yet)."""
+        async with mapped_errors(method):
             selectors = await self._caller_selectors(stream)
             await stream.recv_message()
             self._require_entries(selectors)
-
-            def build(update: WorkloadUpdate) -> Message | None:
-                if not update.identities:
-                    return None
-                return messages.x509_svid_response(update)
-
             await self._stream_state(stream, selectors, build)
+
+    async def FetchX509SVID(self, stream: Any) -> None:
+        await self._serve_stream(
+            stream,
+            "FetchX509SVID",
+            lambda u: messages.x509_svid_response(u) if u.identities else None,
+        )
 
     async def FetchX509Bundles(self, stream: Any) -> None:
-        async with mapped_errors("FetchX509Bundles"):
-            selectors = await self._caller_selectors(stream)
-            await stream.recv_message()
-            self._require_entries(selectors)
-
-            def build(update: WorkloadUpdate) -> Message | None:
-                if update.bundle is None:
-                    return None
-                return messages.x509_bundles_response(update)
-
-            await self._stream_state(stream, selectors, build)
+        await self._serve_stream(
+            stream,
+            "FetchX509Bundles",
+            lambda u: messages.x509_bundles_response(u) if u.bundle is not None else None,
+        )
 
     async def FetchJWTBundles(self, stream: Any) -> None:
-        async with mapped_errors("FetchJWTBundles"):
-            selectors = await self._caller_selectors(stream)
-            await stream.recv_message()
-            self._require_entries(selectors)
-
-            def build(update: WorkloadUpdate) -> Message | None:
-                if update.bundle is None:
-                    return None
-                return messages.jwt_bundles_response(update)
-
-            await self._stream_state(stream, selectors, build)
+        await self._serve_stream(
+            stream,
+            "FetchJWTBundles",
+            lambda u: messages.jwt_bundles_response(u) if u.bundle is not None else None,
+        )
 
     async def FetchJWTSVID(self, stream: Any) -> None:
         async with mapped_errors("FetchJWTSVID"):

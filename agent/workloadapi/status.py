@@ -6,29 +6,16 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from plastron import errors
+from plastron.transport.grpc_status import status_for
 
 log = logging.getLogger("plastron.agent.workloadapi")
 
-_CODES: list[tuple[type[errors.PlastronError], Status]] = [
-    (errors.InvalidArgument, Status.INVALID_ARGUMENT),
-    (errors.NotFound, Status.NOT_FOUND),
-    (errors.AlreadyExists, Status.ALREADY_EXISTS),
-    (errors.NotAuthorized, Status.PERMISSION_DENIED),
-    (errors.AttestationFailed, Status.PERMISSION_DENIED),
-    (errors.FailedPrecondition, Status.FAILED_PRECONDITION),
-    (errors.Unavailable, Status.UNAVAILABLE),
-]
-
 
 def grpc_error(exc: errors.PlastronError) -> GRPCError:
-    for kind, status in _CODES:
-        if isinstance(exc, kind):
-            return GRPCError(status, str(exc))
-    return GRPCError(Status.INTERNAL, str(exc))
+    return GRPCError(status_for(exc), str(exc))
 
 
 @asynccontextmanager

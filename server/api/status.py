@@ -1,4 +1,5 @@
-"""The one place where Plastron errors become gRPC statuses.
+"""Where the server API's errors become gRPC statuses (the code table is shared with the
+Workload API: plastron.transport.grpc_status).
 
 Handlers raise PlastronError subclasses; ``grpc_error`` turns them into a grpclib GRPCError with
 the matching code and the error's message (which already names the field and the rule).
@@ -17,27 +18,11 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from plastron import errors
+from plastron.transport.grpc_status import status_for
 
 log = logging.getLogger(__name__)
 
-_STATUS_BY_ERROR: tuple[tuple[type[errors.PlastronError], Status], ...] = (
-    (errors.InvalidArgument, Status.INVALID_ARGUMENT),
-    (errors.NotFound, Status.NOT_FOUND),
-    (errors.AlreadyExists, Status.ALREADY_EXISTS),
-    (errors.NotAuthorized, Status.PERMISSION_DENIED),
-    (errors.AttestationFailed, Status.PERMISSION_DENIED),
-    (errors.FailedPrecondition, Status.FAILED_PRECONDITION),
-    (errors.Unavailable, Status.UNAVAILABLE),
-    (errors.KeyManagerError, Status.INTERNAL),
-    (errors.DataStoreError, Status.INTERNAL),
-)
-
-
-def status_for(exc: errors.PlastronError) -> Status:
-    for kind, status in _STATUS_BY_ERROR:
-        if isinstance(exc, kind):
-            return status
-    return Status.INTERNAL
+__all__ = ["grpc_error", "item_status", "mapped_errors", "status_for", "unimplemented"]
 
 
 def grpc_error(exc: BaseException) -> GRPCError:

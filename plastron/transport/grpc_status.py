@@ -1,0 +1,26 @@
+"""Plastron errors → gRPC status codes: one table for the server API and the Workload API."""
+
+from __future__ import annotations
+
+from grpclib.const import Status
+
+from plastron import errors
+
+_STATUS_BY_ERROR: tuple[tuple[type[errors.PlastronError], Status], ...] = (
+    (errors.InvalidArgument, Status.INVALID_ARGUMENT),
+    (errors.NotFound, Status.NOT_FOUND),
+    (errors.AlreadyExists, Status.ALREADY_EXISTS),
+    (errors.NotAuthorized, Status.PERMISSION_DENIED),
+    (errors.AttestationFailed, Status.PERMISSION_DENIED),
+    (errors.FailedPrecondition, Status.FAILED_PRECONDITION),
+    (errors.Unavailable, Status.UNAVAILABLE),
+)
+
+
+def status_for(exc: errors.PlastronError) -> Status:
+    """The code for ``exc``; anything not listed (KeyManagerError, DataStoreError, …) is
+    INTERNAL."""
+    for kind, status in _STATUS_BY_ERROR:
+        if isinstance(exc, kind):
+            return status
+    return Status.INTERNAL
