@@ -15,7 +15,7 @@ import tempfile
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Self
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -179,24 +179,46 @@ def _digest(data: Buffer, algorithm: Any) -> tuple[bytes, hashes.HashAlgorithm]:
     return d.finalize(), algorithm
 
 
-def _tls_key_pem(device: TpmDevice, blob: TSSPrivKey) -> bytes:
-    """The TPM-wrapped blob for Python's ssl, after loading tpm2-openssl for this TPM."""
-    openssl_provider.ensure_loaded(device.tcti)
-    pem: bytes = blob.to_pem()
-    return pem
+class _TpmResident:
+    """What both key families share: where the key lives, and nothing to export but the
+    TPM-wrapped blob (for tpm2-openssl, see openssl_provider)."""
+
+    def __init__(self, device: TpmDevice, key_id: str, blob: TSSPrivKey) -> None:
+        self._device, self._key_id, self._blob = device, key_id, blob
+
+    def _sign(self, digest: bytes, scheme: Any) -> Any:
+        return _tpm_sign(self._device, self._key_id, self._blob, digest, scheme)
+
+    def private_numbers(self) -> NoReturn:
+        raise KeyManagerError("tpm: TPM keys cannot be exported")
+
+    def private_bytes(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise KeyManagerError("tpm: TPM keys cannot be exported")
+
+    def tls_key_pem(self) -> bytes:
+        """The TPM-wrapped blob for Python's ssl, after loading tpm2-openssl for this TPM."""
+        openssl_provider.ensure_loaded(self._device.tcti)
+        pem: bytes = self._blob.to_pem()
+        return pem
+
+    def check_peer_keys(self, certificates: Sequence[x509.Certificate]) -> None:
+        openssl_provider.check_verifiable(certificates)
+
+    def __copy__(self) -> Self:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, object]) -> Self:
+        return self
 
 
-def _not_exportable() -> NoReturn:
-    raise KeyManagerError("tpm: TPM keys cannot be exported")
-
-
-class TpmEcPrivateKey(ec.EllipticCurvePrivateKey):
+class TpmEcPrivateKey(_TpmResident, ec.EllipticCurvePrivateKey):
     """An EC key that lives in the TPM; ``sign`` runs there."""
 
     def __init__(
         self, device: TpmDevice, key_id: str, blob: TSSPrivKey, public: ec.EllipticCurvePublicKey
     ) -> None:
-        self._device, self._key_id, self._blob, self._public = device, key_id, blob, public
+        super().__init__(device, key_id, blob)
+        self._public = public
 
     def sign(self, data: Buffer, signature_algorithm: ec.EllipticCurveSignatureAlgorithm) -> bytes:
         if not isinstance(signature_algorithm, ec.ECDSA):
@@ -204,7 +226,7 @@ class TpmEcPrivateKey(ec.EllipticCurvePrivateKey):
         digest, h = _digest(data, signature_algorithm.algorithm)
         scheme = TPMT_SIG_SCHEME(scheme=TPM2_ALG.ECDSA)
         scheme.details.any.hashAlg = _HASH_ALGS[h.name]
-        sig = _tpm_sign(self._device, self._key_id, self._blob, digest, scheme)
+        sig = self._sign(digest, scheme)
         r = int.from_bytes(bytes(sig.signature.ecdsa.signatureR), "big")
         s = int.from_bytes(bytes(sig.signature.ecdsa.signatureS), "big")
         return utils.encode_dss_signature(r, s)
@@ -223,35 +245,18 @@ class TpmEcPrivateKey(ec.EllipticCurvePrivateKey):
     def exchange(self, algorithm: ec.ECDH, peer_public_key: ec.EllipticCurvePublicKey) -> bytes:
         raise KeyManagerError("tpm: agent keys sign only; ECDH is not offered")
 
-    def private_numbers(self) -> NoReturn:
-        _not_exportable()
-
-    def private_bytes(self, *args: Any, **kwargs: Any) -> NoReturn:
-        _not_exportable()
-
-    def tls_key_pem(self) -> bytes:
-        return _tls_key_pem(self._device, self._blob)
-
-    def check_peer_keys(self, certificates: Sequence[x509.Certificate]) -> None:
-        openssl_provider.check_verifiable(certificates)
-
-    def __copy__(self) -> TpmEcPrivateKey:
-        return self
-
-    def __deepcopy__(self, memo: dict[int, object]) -> TpmEcPrivateKey:
-        return self
-
     def __repr__(self) -> str:
         return f"TpmEcPrivateKey(key_id={self._key_id!r}, curve={self.curve.name})"
 
 
-class TpmRsaPrivateKey(rsa.RSAPrivateKey):
+class TpmRsaPrivateKey(_TpmResident, rsa.RSAPrivateKey):
     """An RSA key that lives in the TPM: PKCS#1 v1.5 or PSS (salt = digest length)."""
 
     def __init__(
         self, device: TpmDevice, key_id: str, blob: TSSPrivKey, public: rsa.RSAPublicKey
     ) -> None:
-        self._device, self._key_id, self._blob, self._public = device, key_id, blob, public
+        super().__init__(device, key_id, blob)
+        self._public = public
 
     def sign(self, data: bytes, padding: asym_padding.AsymmetricPadding, algorithm: Any) -> bytes:
         digest, h = _digest(data, algorithm)
@@ -265,7 +270,7 @@ class TpmRsaPrivateKey(rsa.RSAPrivateKey):
         else:
             raise KeyManagerError("tpm: RSA signing needs PKCS1v15 or PSS with digest-length salt")
         scheme.details.any.hashAlg = _HASH_ALGS[h.name]
-        sig = _tpm_sign(self._device, self._key_id, self._blob, digest, scheme)
+        sig = self._sign(digest, scheme)  # keep it referenced: the fields below point into it
         return bytes(sig.signature.rsassa.sig)
 
     def public_key(self) -> rsa.RSAPublicKey:
@@ -277,24 +282,6 @@ class TpmRsaPrivateKey(rsa.RSAPrivateKey):
 
     def decrypt(self, ciphertext: bytes, padding: asym_padding.AsymmetricPadding) -> bytes:
         raise KeyManagerError("tpm: agent keys sign only; decryption is not offered")
-
-    def private_numbers(self) -> NoReturn:
-        _not_exportable()
-
-    def private_bytes(self, *args: Any, **kwargs: Any) -> NoReturn:
-        _not_exportable()
-
-    def tls_key_pem(self) -> bytes:
-        return _tls_key_pem(self._device, self._blob)
-
-    def check_peer_keys(self, certificates: Sequence[x509.Certificate]) -> None:
-        openssl_provider.check_verifiable(certificates)
-
-    def __copy__(self) -> TpmRsaPrivateKey:
-        return self
-
-    def __deepcopy__(self, memo: dict[int, object]) -> TpmRsaPrivateKey:
-        return self
 
     def __repr__(self) -> str:
         return f"TpmRsaPrivateKey(key_id={self._key_id!r}, bits={self.key_size})"
