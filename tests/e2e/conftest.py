@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,16 +30,11 @@ from plastron.proto.spire.api.server.agent.v1 import agent_grpc, agent_pb2
 from plastron.spiffe.ids import SpiffeId, TrustDomain, server_id
 from plastron.transport.client import open_channel
 from plastron.transport.tls import client_ssl_context
+from tests.processes import free_port, stop_process
 
 TRUST_DOMAIN = "example.org"
 START_DEADLINE_SECONDS = 60.0
 CLI_TIMEOUT_SECONDS = 60.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def server_config(base: Path, port: int, socket_path: Path, extra_server: str = "") -> str:
@@ -133,15 +126,7 @@ class PlastronServerProcess:
             return ""
 
     def stop(self) -> None:
-        proc = self.process
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop_process(self.process)
 
     def run_cli(self, *args: str, input: bytes | None = None) -> subprocess.CompletedProcess[str]:
         """Run ``plastron-server <args>`` against this server's socket (added unless given)."""

@@ -11,11 +11,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +35,7 @@ from plastron.tpm.attestor import TpmAgentAttestor
 from plastron.transport.client import open_channel
 from plastron.transport.tls import client_ssl_context
 from tests.e2e.conftest import PlastronServerProcess, free_port
+from tests.processes import poll, stop_process
 
 TD = "example.org"
 DEADLINE = 60.0
@@ -72,23 +71,6 @@ plugins {{
             check=False,
         )
     return UNKNOWN_TPM not in out.stderr, out.stderr.strip()
-
-
-def poll(what: str, fn: Callable[[], T | None], deadline: float = DEADLINE) -> T:
-    """Call ``fn`` until it returns a truthy value; fail after ``deadline`` seconds."""
-    end = time.monotonic() + deadline
-    last: object = None
-    while time.monotonic() < end:
-        try:
-            value = fn()
-            if value:
-                return value
-        except AssertionError:
-            raise
-        except Exception as exc:  # kept for the failure message
-            last = exc
-        time.sleep(0.05)  # polling interval, not a readiness guess
-    raise AssertionError(f"{what}: not within {deadline:g}s (last: {last!r})")
 
 
 def ek_cert_files(template: Path) -> dict[str, x509.Certificate]:
@@ -311,15 +293,7 @@ plugins {{
         return self.process.wait(timeout=timeout)
 
     def stop(self) -> None:
-        proc = self.process
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop_process(self.process)
 
     def log(self) -> str:
         try:

@@ -6,43 +6,18 @@ Readiness is polled (health checks, socket answers) with deadlines; nothing slee
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
+
+from tests.processes import free_port, poll, stop_process
 
 BIN = Path(sys.executable).parent
 TD = "example.org"
 DEADLINE = 60.0
 T = TypeVar("T")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def poll(what: str, fn: Callable[[], T | None], deadline: float = DEADLINE) -> T:
-    """Call ``fn`` until it returns a truthy value; fail after ``deadline`` seconds."""
-    end = time.monotonic() + deadline
-    last: object = None
-    while time.monotonic() < end:
-        try:
-            value = fn()
-            if value:
-                return value
-        except AssertionError:
-            raise
-        except Exception as exc:  # remembered for the failure message
-            last = exc
-        time.sleep(0.05)  # polling interval, not a readiness guess
-    raise AssertionError(f"{what}: not within {deadline:g}s (last: {last!r})")
 
 
 @dataclass
@@ -63,17 +38,7 @@ class Proc:
         return self.process.wait(timeout=timeout)
 
     def stop(self) -> int | None:
-        proc = self.process
-        if proc is None:
-            return None
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
-        return proc.returncode
+        return stop_process(self.process)
 
     def log(self) -> str:
         try:

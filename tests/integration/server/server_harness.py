@@ -4,7 +4,6 @@ agent (TCP + mTLS with an agent SVID obtained through AttestAgent)."""
 from __future__ import annotations
 
 import contextlib
-import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,14 +25,9 @@ from plastron.spiffe.bundle import Bundle
 from plastron.spiffe.ids import SpiffeId, TrustDomain, server_id
 from plastron.transport.client import open_channel
 from plastron.transport.tls import client_ssl_context
+from tests.processes import free_port
 
 TD = TrustDomain("example.org")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 MEMORY_KEY_MANAGER = 'KeyManager "memory" { plugin_data {} }'

@@ -7,8 +7,6 @@ Readiness is polled through the admin socket's health check with a deadline; no 
 from __future__ import annotations
 
 import asyncio
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,17 +25,12 @@ from plastron.proto.spire.api.server.bundle.v1 import bundle_grpc, bundle_pb2
 from plastron.spiffe.ids import SpiffeId, TrustDomain, server_id
 from plastron.transport.client import open_channel
 from plastron.transport.tls import client_ssl_context
+from tests.processes import free_port, stop_process
 
 TD = TrustDomain("example.org")
 BIN = Path(sys.executable).parent
 DEADLINE = 60.0
 Answer = Callable[[bytes], Awaitable[bytes]]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def server_config(base: Path, port: int, x509pop_data: str, challenge_timeout: str) -> str:
@@ -107,15 +100,7 @@ class X509PopServer:
             channel.close()
 
     def stop(self) -> None:
-        proc = self.process
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop_process(self.process)
 
     def log(self) -> str:
         try:
