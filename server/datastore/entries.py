@@ -8,7 +8,7 @@ import json
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from sqlalchemy import Select, delete, func, insert, select, update
 from sqlalchemy.engine import Connection
@@ -357,32 +357,35 @@ def prune_entries(conn: Connection, expires_before: int, now: int) -> int:
 # ---- listing -----------------------------------------------------------------------------------
 
 
-def entry_filter(
-    *,
-    by_spiffe_id: SpiffeId | None,
-    by_parent_id: SpiffeId | None,
-    by_selectors: tuple[Sequence[Selector], MatchMode] | None,
-    by_federates_with: tuple[Sequence[TrustDomain], MatchMode] | None,
-    by_hint: str | None,
-    by_downstream: bool | None,
-) -> list[Any]:
+class EntryFilters(TypedDict, total=False):
+    """The ``by_*`` filters of ListEntries/CountEntries; an absent or None one does not filter."""
+
+    by_spiffe_id: SpiffeId | None
+    by_parent_id: SpiffeId | None
+    by_selectors: tuple[Sequence[Selector], MatchMode] | None
+    by_federates_with: tuple[Sequence[TrustDomain], MatchMode] | None
+    by_hint: str | None
+    by_downstream: bool | None
+
+
+def entry_filter(**filters: Unpack[EntryFilters]) -> list[Any]:
     """WHERE clauses over ``registered_entries`` for the given filters."""
     where: list[Any] = []
-    if by_spiffe_id is not None:
+    if (by_spiffe_id := filters.get("by_spiffe_id")) is not None:
         where.append(E.c.spiffe_id == str(by_spiffe_id))
-    if by_parent_id is not None:
+    if (by_parent_id := filters.get("by_parent_id")) is not None:
         where.append(E.c.parent_id == str(by_parent_id))
-    if by_hint is not None:
+    if (by_hint := filters.get("by_hint")) is not None:
         where.append(E.c.hint == by_hint)
-    if by_downstream is not None:
+    if (by_downstream := filters.get("by_downstream")) is not None:
         where.append(E.c.downstream == by_downstream)
-    if by_selectors is not None:
+    if (by_selectors := filters.get("by_selectors")) is not None:
         sels, match = by_selectors
         check_match("by_selectors", sels, match)
         pred = selector_predicate(selectors.c.type, selectors.c.value, sels)
         key = selectors.c.registered_entry_id
         where.append(E.c.id.in_(set_match(selectors, key, pred, len(set(sels)), match)))
-    if by_federates_with is not None:
+    if (by_federates_with := filters.get("by_federates_with")) is not None:
         tds, match = by_federates_with
         check_match("by_federates_with", tds, match)
         f = federated_registration_entries

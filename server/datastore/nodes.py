@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import Connection
@@ -175,24 +175,27 @@ def set_selectors(
     events.record_node_event(conn, sid, now)
 
 
-def node_filter(
-    *,
-    by_attestation_type: str | None,
-    by_selectors: tuple[Sequence[Selector], MatchMode] | None,
-    by_banned: bool | None,
-    by_can_reattest: bool | None,
-    by_expires_before: int | None,
-) -> list[Any]:
+class NodeFilters(TypedDict, total=False):
+    """The ``by_*`` filters of ListAgents/CountAgents; an absent or None one does not filter."""
+
+    by_attestation_type: str | None
+    by_selectors: tuple[Sequence[Selector], MatchMode] | None
+    by_banned: bool | None
+    by_can_reattest: bool | None
+    by_expires_before: int | None
+
+
+def node_filter(**filters: Unpack[NodeFilters]) -> list[Any]:
     where: list[Any] = []
-    if by_attestation_type is not None:
+    if (by_attestation_type := filters.get("by_attestation_type")) is not None:
         where.append(N.c.data_type == by_attestation_type)
-    if by_banned is not None:
+    if (by_banned := filters.get("by_banned")) is not None:
         where.append(N.c.serial_number == "" if by_banned else N.c.serial_number != "")
-    if by_can_reattest is not None:
+    if (by_can_reattest := filters.get("by_can_reattest")) is not None:
         where.append(N.c.can_reattest == by_can_reattest)
-    if by_expires_before is not None:
+    if (by_expires_before := filters.get("by_expires_before")) is not None:
         where.append(N.c.expires_at < by_expires_before)
-    if by_selectors is not None:
+    if (by_selectors := filters.get("by_selectors")) is not None:
         sels, match = by_selectors
         check_match("by_selectors", sels, match)
         pred = selector_predicate(NS.c.type, NS.c.value, sels)

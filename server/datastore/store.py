@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Unpack
 
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
@@ -29,7 +29,9 @@ from plastron.server.datastore import (
 )
 from plastron.server.datastore import join_tokens as tokens
 from plastron.server.datastore.config import SqlConfig, to_driver_target
+from plastron.server.datastore.entries import EntryFilters
 from plastron.server.datastore.filters import MAX_PAGE_SIZE, next_token, parse_page
+from plastron.server.datastore.nodes import NodeFilters
 from plastron.server.datastore.records import (
     AttestedNode,
     CAJournal,
@@ -37,14 +39,10 @@ from plastron.server.datastore.records import (
     EntryAlreadyExists,
     FederationRelationship,
     JoinToken,
-    MatchMode,
     RegistrationEntry,
 )
 from plastron.server.datastore.transactions import TransactionRunner, describe
 from plastron.spiffe.ids import SpiffeId, TrustDomain
-
-SelectorFilter = tuple[Sequence[Selector], MatchMode]
-TrustDomainFilter = tuple[Sequence[TrustDomain], MatchMode]
 
 
 async def open_datastore(config: SqlConfig, *, clock: Clock) -> DataStore:
@@ -163,45 +161,17 @@ class DataStore:
         )
 
     async def list_attested_nodes(
-        self,
-        *,
-        by_attestation_type: str | None = None,
-        by_selectors: SelectorFilter | None = None,
-        by_banned: bool | None = None,
-        by_can_reattest: bool | None = None,
-        by_expires_before: int | None = None,
-        page_size: int = 0,
-        page_token: str = "",
+        self, *, page_size: int = 0, page_token: str = "", **filters: Unpack[NodeFilters]
     ) -> tuple[list[AttestedNode], str]:
         limit, after = parse_page(page_size, page_token)
-        where = nodes.node_filter(
-            by_attestation_type=by_attestation_type,
-            by_selectors=by_selectors,
-            by_banned=by_banned,
-            by_can_reattest=by_can_reattest,
-            by_expires_before=by_expires_before,
-        )
+        where = nodes.node_filter(**filters)
         found, ids = await self._tx.read(
             "list_attested_nodes", lambda c: nodes.list_page(c, where, after, limit), snapshot=True
         )
         return found, next_token(limit, ids)
 
-    async def count_attested_nodes(
-        self,
-        *,
-        by_attestation_type: str | None = None,
-        by_selectors: SelectorFilter | None = None,
-        by_banned: bool | None = None,
-        by_can_reattest: bool | None = None,
-        by_expires_before: int | None = None,
-    ) -> int:
-        where = nodes.node_filter(
-            by_attestation_type=by_attestation_type,
-            by_selectors=by_selectors,
-            by_banned=by_banned,
-            by_can_reattest=by_can_reattest,
-            by_expires_before=by_expires_before,
-        )
+    async def count_attested_nodes(self, **filters: Unpack[NodeFilters]) -> int:
+        where = nodes.node_filter(**filters)
         return await self._tx.read("count_attested_nodes", lambda c: nodes.count(c, where))
 
     async def set_node_selectors(self, spiffe_id: SpiffeId, selectors: Sequence[Selector]) -> None:
@@ -329,26 +299,10 @@ class DataStore:
         ]
 
     async def list_entries(
-        self,
-        *,
-        by_spiffe_id: SpiffeId | None = None,
-        by_parent_id: SpiffeId | None = None,
-        by_selectors: SelectorFilter | None = None,
-        by_federates_with: TrustDomainFilter | None = None,
-        by_hint: str | None = None,
-        by_downstream: bool | None = None,
-        page_size: int = 0,
-        page_token: str = "",
+        self, *, page_size: int = 0, page_token: str = "", **filters: Unpack[EntryFilters]
     ) -> tuple[list[RegistrationEntry], str]:
         limit, after = parse_page(page_size, page_token)
-        where = entries.entry_filter(
-            by_spiffe_id=by_spiffe_id,
-            by_parent_id=by_parent_id,
-            by_selectors=by_selectors,
-            by_federates_with=by_federates_with,
-            by_hint=by_hint,
-            by_downstream=by_downstream,
-        )
+        where = entries.entry_filter(**filters)
 
         def work(conn: Connection) -> tuple[list[RegistrationEntry], list[int]]:
             pks = entries.list_entry_pks(conn, where, after, limit)
@@ -357,24 +311,8 @@ class DataStore:
         found, pks = await self._tx.read("list_entries", work, snapshot=True)
         return found, next_token(limit, pks)
 
-    async def count_entries(
-        self,
-        *,
-        by_spiffe_id: SpiffeId | None = None,
-        by_parent_id: SpiffeId | None = None,
-        by_selectors: SelectorFilter | None = None,
-        by_federates_with: TrustDomainFilter | None = None,
-        by_hint: str | None = None,
-        by_downstream: bool | None = None,
-    ) -> int:
-        where = entries.entry_filter(
-            by_spiffe_id=by_spiffe_id,
-            by_parent_id=by_parent_id,
-            by_selectors=by_selectors,
-            by_federates_with=by_federates_with,
-            by_hint=by_hint,
-            by_downstream=by_downstream,
-        )
+    async def count_entries(self, **filters: Unpack[EntryFilters]) -> int:
+        where = entries.entry_filter(**filters)
         return await self._tx.read("count_entries", lambda c: entries.count_entries(c, where))
 
     async def list_all_entries(self) -> list[RegistrationEntry]:
