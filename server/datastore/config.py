@@ -116,22 +116,28 @@ def _postgres_url(conn: str) -> URL:
     return _postgres_from_dsn(conn)
 
 
-def _postgres_from_url(conn: str) -> URL:
+def _url_from_parts(driver: str, conn: str, kind: str) -> tuple[URL, dict[str, str]]:
+    """A driver URL from a ``scheme://user:pass@host:port/db?query`` string, and its query
+    parameters (for the caller to sort)."""
     parts = urlsplit(conn)
     try:
         port = parts.port
     except ValueError:
-        raise ConfigError("connection_string: postgres URL has an invalid port") from None
-    query = dict(parse_qsl(parts.query, keep_blank_values=True))
-    return URL.create(
-        "postgresql+psycopg",
+        raise ConfigError(f"connection_string: {kind} URL has an invalid port") from None
+    url = URL.create(
+        driver,
         username=unquote(parts.username) if parts.username else None,
         password=unquote(parts.password) if parts.password else None,
         host=parts.hostname or None,
         port=port,
         database=unquote(parts.path.lstrip("/")) or None,
-        query=query,
     )
+    return url, dict(parse_qsl(parts.query, keep_blank_values=True))
+
+
+def _postgres_from_url(conn: str) -> URL:
+    url, query = _url_from_parts("postgresql+psycopg", conn, "postgres")
+    return url.update_query_dict(query)
 
 
 def _postgres_from_dsn(conn: str) -> URL:
@@ -194,22 +200,9 @@ def _mysql_url(conn: str) -> tuple[URL, dict[str, Any]]:
     if not conn.strip():
         raise ConfigError("connection_string is empty for database_type mysql")
     if re.match(r"^mysql://", conn):
-        parts = urlsplit(conn)
-        try:
-            port = parts.port
-        except ValueError:
-            raise ConfigError("connection_string: mysql URL has an invalid port") from None
-        params = dict(parse_qsl(parts.query, keep_blank_values=True))
+        url, params = _url_from_parts("mysql+pymysql", conn, "mysql")
         query, connect_args = _mysql_params(params)
-        return URL.create(
-            "mysql+pymysql",
-            username=unquote(parts.username) if parts.username else None,
-            password=unquote(parts.password) if parts.password else None,
-            host=parts.hostname or None,
-            port=port,
-            database=unquote(parts.path.lstrip("/")) or None,
-            query=query,
-        ), connect_args
+        return url.update_query_dict(query), connect_args
     return _mysql_from_go_dsn(conn)
 
 
