@@ -28,6 +28,7 @@ from plastron.configs.secret import resolve_secret
 from plastron.errors import ConfigError
 from plastron.keymanager import KeyType
 from plastron.spiffe.ids import SpiffeId, TrustDomain
+from plastron.strict_json import no_duplicate_keys
 
 __all__ = [
     "AgentConfig",
@@ -168,13 +169,7 @@ class AgentConfig:
         return self.plugins.single("KeyManager")
 
 
-def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise ConfigError(f'key "{key}" is given twice')
-        out[key] = value
-    return out
+_reject_duplicate_keys = no_duplicate_keys(lambda key: ConfigError(f'key "{key}" is given twice'))
 
 
 _HCL_LOCK = threading.Lock()

@@ -22,6 +22,7 @@ from typing import Any
 
 from plastron.attestors.base import MAX_ATTESTATION_MESSAGE
 from plastron.errors import AttestationFailed
+from plastron.strict_json import no_duplicate_keys
 
 VERSION = 1
 NONCE_SIZE = 32
@@ -31,13 +32,9 @@ MAX_CHAIN = 4
 MAX_PCR_INDEX = 23
 
 
-def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise AttestationFailed(f"tpm: duplicate JSON key {key!r}")
-        out[key] = value
-    return out
+_reject_duplicates = no_duplicate_keys(
+    lambda key: AttestationFailed(f"tpm: duplicate JSON key {key!r}")
+)
 
 
 def load_object(data: bytes, what: str, required: set[str], optional: set[str]) -> dict[str, Any]:

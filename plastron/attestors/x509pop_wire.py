@@ -35,6 +35,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 
 from plastron.attestors.base import MAX_ATTESTATION_MESSAGE
 from plastron.errors import AttestationFailed, InvalidArgument
+from plastron.strict_json import no_duplicate_keys
 
 NAME = "x509pop"
 NONCE_LEN = 32
@@ -45,13 +46,9 @@ KeyKind = Literal["rsa", "ecdsa"]
 _FIELD = {"rsa": "rsa_signature", "ecdsa": "ecdsa_signature"}
 
 
-def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    seen: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in seen:
-            raise InvalidArgument(f"x509pop: JSON key {key!r} appears twice")
-        seen[key] = value
-    return seen
+_reject_duplicates = no_duplicate_keys(
+    lambda key: InvalidArgument(f"x509pop: JSON key {key!r} appears twice")
+)
 
 
 def _load_object(data: bytes, what: str) -> dict[str, Any]:
