@@ -112,3 +112,20 @@ def run_with_client(
             client.close()
 
     return asyncio.run(_main())
+
+
+def call_one(
+    socket_path: str,
+    method: Callable[[AdminClient], Any],
+    request: Any,
+    *,
+    context: str = "",
+    timeout: float | None = None,
+) -> Any:
+    """One unary call (``method`` picks the stub method from the client), as a CLI command
+    makes it: fresh client, one-line errors, channel closed."""
+
+    async def body(client: AdminClient) -> Any:
+        return await client.call(method(client), request, context=context)
+
+    return run_with_client(socket_path, body, timeout=timeout)

@@ -12,7 +12,7 @@ from google.protobuf import empty_pb2, wrappers_pb2
 
 from plastron.proto.spire.api.server.agent.v1 import agent_pb2 as agentv1
 from plastron.proto.spire.api.types import agent_pb2, selector_pb2
-from plastron.server.cli.admin_client import AdminClient, run_with_client
+from plastron.server.cli.admin_client import AdminClient, call_one, run_with_client
 from plastron.server.cli.args import (
     CliError,
     FlagParser,
@@ -132,10 +132,7 @@ def count(argv: list[str]) -> int:
     ns = _filter_parser("agent count", "Count attested agents").parse_args(argv)
     req = agentv1.CountAgentsRequest(filter=agentv1.CountAgentsRequest.Filter(**_filter_fields(ns)))
 
-    async def body(client: AdminClient) -> Any:
-        return await client.call(client.agent.CountAgents, req)
-
-    resp = run_with_client(ns.socketPath, body)
+    resp = call_one(ns.socketPath, lambda c: c.agent.CountAgents, req)
     if ns.output == "json":
         print_json(resp)
     else:
@@ -174,10 +171,7 @@ def show(argv: list[str]) -> int:
 def ban(argv: list[str]) -> int:
     ns, sid = _id_command(argv, "ban", "Ban an attested agent")
 
-    async def body(client: AdminClient) -> Any:
-        return await client.call(client.agent.BanAgent, agentv1.BanAgentRequest(id=sid))
-
-    resp = run_with_client(ns.socketPath, body)
+    resp = call_one(ns.socketPath, lambda c: c.agent.BanAgent, agentv1.BanAgentRequest(id=sid))
     _done(ns, resp, "Agent banned successfully")
     return 0
 
@@ -185,10 +179,9 @@ def ban(argv: list[str]) -> int:
 def evict(argv: list[str]) -> int:
     ns, sid = _id_command(argv, "evict", "Evicts an attested agent")
 
-    async def body(client: AdminClient) -> Any:
-        return await client.call(client.agent.DeleteAgent, agentv1.DeleteAgentRequest(id=sid))
-
-    resp = run_with_client(ns.socketPath, body)
+    resp = call_one(
+        ns.socketPath, lambda c: c.agent.DeleteAgent, agentv1.DeleteAgentRequest(id=sid)
+    )
     _done(ns, resp, "Agent evicted successfully")
     return 0
 

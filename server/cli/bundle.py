@@ -14,7 +14,13 @@ from plastron.clock import from_unix
 from plastron.errors import PlastronError
 from plastron.proto.spire.api.server.bundle.v1 import bundle_pb2 as bundlev1
 from plastron.proto.spire.api.types import bundle_pb2
-from plastron.server.cli.admin_client import AdminClient, code_name, one_line, run_with_client
+from plastron.server.cli.admin_client import (
+    AdminClient,
+    call_one,
+    code_name,
+    one_line,
+    run_with_client,
+)
 from plastron.server.cli.args import (
     CliError,
     flag,
@@ -120,10 +126,7 @@ def show(argv: list[str]) -> int:
     _common(parser)
     ns = parser.parse_args(argv)
 
-    async def body(client: AdminClient) -> Any:
-        return await client.call(client.bundle.GetBundle, bundlev1.GetBundleRequest())
-
-    resp = run_with_client(ns.socketPath, body)
+    resp = call_one(ns.socketPath, lambda c: c.bundle.GetBundle, bundlev1.GetBundleRequest())
     if ns.output == "json":
         print_json(resp)
     else:
@@ -177,12 +180,12 @@ def set_bundle(argv: list[str]) -> int:
     bundle = parse_bundle(read_input(ns.path, "bundle data"), ns.format, td)
     req = bundlev1.BatchSetFederatedBundleRequest(bundle=[bundle_to_proto(bundle)])
 
-    async def body(client: AdminClient) -> Any:
-        return await client.call(
-            client.bundle.BatchSetFederatedBundle, req, context="failed to set federated bundle"
-        )
-
-    resp = run_with_client(ns.socketPath, body)
+    resp = call_one(
+        ns.socketPath,
+        lambda c: c.bundle.BatchSetFederatedBundle,
+        req,
+        context="failed to set federated bundle",
+    )
     if ns.output == "json":
         print_json(resp)
     _check_single(resp, "failed to set federated bundle")
@@ -202,14 +205,12 @@ def delete(argv: list[str]) -> int:
         trust_domains=[td.name], mode=_DELETE_MODES[ns.mode]
     )
 
-    async def body(client: AdminClient) -> Any:
-        return await client.call(
-            client.bundle.BatchDeleteFederatedBundle,
-            req,
-            context="failed to delete federated bundle",
-        )
-
-    resp = run_with_client(ns.socketPath, body)
+    resp = call_one(
+        ns.socketPath,
+        lambda c: c.bundle.BatchDeleteFederatedBundle,
+        req,
+        context="failed to delete federated bundle",
+    )
     if ns.output == "json":
         print_json(resp)
     _check_single(resp, f'failed to delete federated bundle "{td.name}"')
@@ -231,10 +232,7 @@ def count(argv: list[str]) -> int:
     _common(parser, with_format=False)
     ns = parser.parse_args(argv)
 
-    async def body(client: AdminClient) -> Any:
-        return await client.call(client.bundle.CountBundles, bundlev1.CountBundlesRequest())
-
-    resp = run_with_client(ns.socketPath, body)
+    resp = call_one(ns.socketPath, lambda c: c.bundle.CountBundles, bundlev1.CountBundlesRequest())
     if ns.output == "json":
         print_json(resp)
     else:

@@ -10,7 +10,13 @@ from google.protobuf import wrappers_pb2
 
 from plastron.proto.spire.api.server.entry.v1 import entry_pb2 as entryv1
 from plastron.proto.spire.api.types import entry_pb2, federateswith_pb2, selector_pb2
-from plastron.server.cli.admin_client import AdminClient, code_name, one_line, run_with_client
+from plastron.server.cli.admin_client import (
+    AdminClient,
+    call_one,
+    code_name,
+    one_line,
+    run_with_client,
+)
 from plastron.server.cli.args import (
     CliError,
     bool_flag,
@@ -172,10 +178,7 @@ def delete(argv: list[str]) -> int:
         raise CliError("an entry ID is required")
     req = entryv1.BatchDeleteEntryRequest(ids=[ns.entryID])
 
-    async def body(client: AdminClient) -> Any:
-        return await client.call(client.entry.BatchDeleteEntry, req)
-
-    resp = run_with_client(ns.socketPath, body)
+    resp = call_one(ns.socketPath, lambda c: c.entry.BatchDeleteEntry, req)
     if ns.output == "json":
         print_json(resp)
     failures = [(f"entry with ID {r.id}", r.status) for r in resp.results if r.status.code != 0]
@@ -236,10 +239,7 @@ def count(argv: list[str]) -> int:
         filter=entryv1.CountEntriesRequest.Filter(**_filter_fields(ns))
     )
 
-    async def body(client: AdminClient) -> Any:
-        return await client.call(client.entry.CountEntries, req)
-
-    resp = run_with_client(ns.socketPath, body)
+    resp = call_one(ns.socketPath, lambda c: c.entry.CountEntries, req)
     if ns.output == "json":
         print_json(resp)
     else:

@@ -21,7 +21,7 @@ from plastron.clock import SystemClock, from_unix, to_unix
 from plastron.errors import PlastronError
 from plastron.proto.spire.api.server.bundle.v1 import bundle_pb2 as bundlev1
 from plastron.proto.spire.api.server.svid.v1 import svid_pb2 as svidv1
-from plastron.server.cli.admin_client import AdminClient, run_with_client
+from plastron.server.cli.admin_client import AdminClient, call_one, run_with_client
 from plastron.server.cli.args import (
     CliError,
     duration_flag_seconds,
@@ -171,10 +171,7 @@ def jwt_mint(argv: list[str]) -> int:
     ttl = duration_flag_seconds(ns.ttl, "ttl")
     req = svidv1.MintJWTSVIDRequest(id=sid, audience=ns.audience, ttl=ttl)
 
-    async def body(client: AdminClient) -> Any:
-        return await client.call(client.svid.MintJWTSVID, req, context="unable to mint SVID")
-
-    resp = run_with_client(ns.socketPath, body)
+    resp = call_one(ns.socketPath, lambda c: c.svid.MintJWTSVID, req, context="unable to mint SVID")
     token = resp.svid.token
     if not token:
         raise CliError("server response missing token")
