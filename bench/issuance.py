@@ -15,11 +15,13 @@ import argparse
 import asyncio
 import datetime as dt
 import hashlib
+import multiprocessing
 import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Callable
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -77,7 +79,17 @@ def csr(key: ec.EllipticCurvePrivateKey) -> bytes:
     return b.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
 
 
-async def become_agent(server: PlastronServer, local: Channel) -> tuple[Channel, str]:
+class AgentCredentials(NamedTuple):
+    """What the load-generating agent process needs: all public except its own key."""
+
+    address: tuple[str, int]
+    bundle_der: list[bytes]
+    chain_der: list[bytes]
+    key_pem: bytes
+    path: str
+
+
+async def become_agent(server: PlastronServer, local: Channel) -> AgentCredentials:
     token = await agent_grpc.AgentStub(local).CreateJoinToken(
         agent_pb2.CreateJoinTokenRequest(ttl=600)
     )
@@ -104,14 +116,63 @@ async def become_agent(server: PlastronServer, local: Channel) -> tuple[Channel,
         await stream.end()
     anon.close()
     assert resp is not None
-    chain = [x509.load_der_x509_certificate(c) for c in resp.result.svid.cert_chain]
-    return open_channel(
-        address,
+    return AgentCredentials(
+        address=(str(address[0]), int(address[1])),
+        bundle_der=[c.public_bytes(serialization.Encoding.DER) for c in bundle.x509_certificates()],
+        chain_der=list(resp.result.svid.cert_chain),
+        key_pem=key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+        path=str(resp.result.svid.id.path),
+    )
+
+
+def agent_process(
+    conn: Connection, agent: AgentCredentials, request: bytes, concurrency: int
+) -> None:
+    """The load: an agent in its own process, as in production, sending batches over mTLS.
+
+    For each (seconds) it receives, it runs ``concurrency`` callers for that long and sends back
+    the SVIDs/s it got; None ends it.
+    """
+    asyncio.run(_agent_load(conn, agent, request, concurrency))
+
+
+async def _agent_load(
+    conn: Connection, agent: AgentCredentials, request: bytes, concurrency: int
+) -> None:
+    key = serialization.load_pem_private_key(agent.key_pem, password=None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    channel = open_channel(
+        agent.address,
         ssl=client_ssl_context(
-            trust_bundle=bundle.x509_certificates(), client_chain=chain, client_key=key
+            trust_bundle=[x509.load_der_x509_certificate(c) for c in agent.bundle_der],
+            client_chain=[x509.load_der_x509_certificate(c) for c in agent.chain_der],
+            client_key=key,
         ),
         expected_server_id=server_id(TD),
-    ), str(resp.result.svid.id.path)
+    )
+    stub = svid_grpc.SVIDStub(channel)
+    req = svid_pb2.BatchNewX509SVIDRequest.FromString(request)
+    resp = await stub.BatchNewX509SVID(req)  # warm up: connect, and every item must succeed
+    bad = [r.status for r in resp.results if r.status.code != 0]
+    conn.send(f"item failed: {bad[0]}" if bad else "ready")
+    loop = asyncio.get_running_loop()
+    while (seconds := await loop.run_in_executor(None, conn.recv)) is not None:
+        began = time.perf_counter()
+
+        async def caller(began: float = began) -> int:
+            done = 0
+            while time.perf_counter() - began < seconds:
+                await stub.BatchNewX509SVID(req)
+                done += len(req.params)
+            return done
+
+        counts = await asyncio.gather(*(caller() for _ in range(concurrency)))
+        conn.send(sum(counts) / (time.perf_counter() - began))
+    channel.close()
 
 
 async def run_mode(
@@ -137,11 +198,11 @@ plugins {{ {mode_plugins(mode, tmp, token)}
         await server.start()
         local = Channel(path=str(tmp / "api.sock"))
         try:
-            agent_channel, agent_path = await become_agent(server, local)
+            agent = await become_agent(server, local)
             entries = [
                 types_entry.Entry(
                     spiffe_id={"trust_domain": "example.org", "path": f"/w/{i}"},
-                    parent_id={"trust_domain": "example.org", "path": agent_path},
+                    parent_id={"trust_domain": "example.org", "path": agent.path},
                     selectors=[{"type": "unix", "value": f"uid:{i}"}],
                 )
                 for i in range(BATCH)
@@ -158,27 +219,36 @@ plugins {{ {mode_plugins(mode, tmp, token)}
                     for r in created.results
                 ]
             )
-            stub = svid_grpc.SVIDStub(agent_channel)
-            resp = await stub.BatchNewX509SVID(req)  # warm up
-            assert all(r.status.code == 0 for r in resp.results), resp.results[0].status
-            rates = []
-            for _ in range(runs):
-                began = time.perf_counter()
-
-                async def worker(began: float = began) -> int:
-                    done = 0
-                    while time.perf_counter() - began < seconds:
-                        await stub.BatchNewX509SVID(req)
-                        done += BATCH
-                    return done
-
-                counts = await asyncio.gather(*(worker() for _ in range(concurrency)))
-                rates.append(sum(counts) / (time.perf_counter() - began))
-            agent_channel.close()
-            return statistics.median(rates)
+            return await _drive(agent, req.SerializeToString(), seconds, runs, concurrency)
         finally:
             local.close()
             await server.stop()
+
+
+async def _drive(
+    agent: AgentCredentials, request: bytes, seconds: float, runs: int, concurrency: int
+) -> float:
+    """Median SVIDs/s of ``runs`` runs by an agent process, while this loop serves."""
+    loop = asyncio.get_running_loop()
+    ours, theirs = multiprocessing.get_context("spawn").Pipe()
+    process = multiprocessing.get_context("spawn").Process(
+        target=agent_process, args=(theirs, agent, request, concurrency), daemon=True
+    )
+    process.start()
+    try:
+        ready = await loop.run_in_executor(None, ours.recv)
+        if ready != "ready":
+            raise RuntimeError(f"the agent process could not start: {ready}")
+        rates = []
+        for _ in range(runs):
+            ours.send(seconds)
+            rates.append(float(await loop.run_in_executor(None, ours.recv)))
+        ours.send(None)
+        return statistics.median(rates)
+    finally:
+        await loop.run_in_executor(None, process.join, 10)
+        if process.is_alive():
+            process.kill()
 
 
 class BareRates(NamedTuple):
@@ -285,7 +355,7 @@ def main() -> int:
         f"(BatchNewX509SVID batches of {BATCH}, {args.concurrency} in flight, CSR check workers "
         f"{default_workers() if args.csr_workers is None else args.csr_workers}, "
         f"medians of {args.runs} x {args.seconds:g}s, "
-        "client and server in one process on this machine)"
+        "the agent in its own process, the server in this one)"
     )
     return 0
 

@@ -14,11 +14,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509 import verification
-from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID
+from cryptography.x509.oid import NameOID
 
 from plastron.errors import FailedPrecondition, InvalidSpiffeId, InvalidSvid
 from plastron.keymanager import PrivateKey, PublicKey
 from plastron.spiffe.ids import SpiffeId, TrustDomain
+from plastron.spiffe.leaf_der import LeafTemplate, make_leaf_template
 
 MAX_CHAIN_CERTS = 16
 MAX_CERT_DER_BYTES = 64 * 1024
@@ -32,6 +33,8 @@ _SPIRE_SUBJECT = x509.Name(
         x509.NameAttribute(NameOID.ORGANIZATION_NAME, "SPIRE"),
     ]
 )
+_SPIRE_SUBJECT_DER = _SPIRE_SUBJECT.public_bytes()
+_EMPTY_NAME_DER = x509.Name([]).public_bytes()
 
 
 def _utc(when: _dt.datetime, name: str) -> _dt.datetime:
@@ -107,92 +110,42 @@ def make_x509_svid(
         raise InvalidSvid(f"serial number {serial} is outside 1..2^159-1 (RFC 5280 §4.1.2.2)")
     start, end = _validity(not_before, not_after, issuer)
     if subject is None:
-        subject = _SPIRE_SUBJECT
+        subject_der = _SPIRE_SUBJECT_DER
         if dns_names:
-            subject = x509.Name(
+            subject_der = x509.Name(
                 [*_SPIRE_SUBJECT, x509.NameAttribute(NameOID.COMMON_NAME, dns_names[0])]
-            )
-    sans: list[x509.GeneralName] = [x509.UniformResourceIdentifier(str(spiffe_id))]
-    sans += [x509.DNSName(name) for name in dns_names]
-    issuer_name, before_san, after_san = _leaf_template(issuer)
-    extensions: list[x509.Extension[x509.ExtensionType]] = [
-        *before_san,
-        # The spec: the SAN extension is critical when the subject is empty.
-        x509.Extension(
-            ExtensionOID.SUBJECT_ALTERNATIVE_NAME,
-            len(subject) == 0,
-            x509.SubjectAlternativeName(sans),
-        ),
-        x509.Extension(
-            ExtensionOID.SUBJECT_KEY_IDENTIFIER,
-            False,
-            x509.SubjectKeyIdentifier.from_public_key(public_key),
-        ),
-        *after_san,
-    ]
-    # The constructor rather than the chained setters: same certificate, without rebuilding
-    # (and re-validating) the per-issuer constant parts for every SVID.
-    builder = x509.CertificateBuilder(
-        issuer_name=issuer_name,
-        subject_name=subject,
+            ).public_bytes()
+    else:
+        subject_der = subject.public_bytes()
+    return _leaf_template(issuer, issuer_key).sign(
+        key=issuer_key,
+        serial=serial if serial is not None else random_serial(),
+        not_before=start,
+        not_after=end,
+        subject_der=subject_der,
         public_key=public_key,
-        serial_number=serial if serial is not None else random_serial(),
-        not_valid_before=start,
-        not_valid_after=end,
-        extensions=extensions,
+        # SPIFFE IDs are ASCII by the ID spec; DNS names were checked above
+        sans=(str(spiffe_id), dns_names),
+        # The spec: the SAN extension is critical when the subject is empty.
+        san_critical=subject_der == _EMPTY_NAME_DER,
     )
-    return builder.sign(issuer_key, signature_hash(issuer_key))
 
 
-_LeafTemplate = tuple[
-    x509.Name,
-    tuple[x509.Extension[x509.ExtensionType], ...],
-    tuple[x509.Extension[x509.ExtensionType], ...],
-]
-_LEAF_TEMPLATES: dict[x509.Certificate, _LeafTemplate] = {}
+_LEAF_TEMPLATES: dict[tuple[x509.Certificate, type, str], LeafTemplate] = {}
 _MAX_LEAF_TEMPLATES = 16
 
 
-def _leaf_template(issuer: x509.Certificate) -> _LeafTemplate:
-    """SPIRE's leaf extensions that depend only on the issuer, made once per issuer: those that
-    precede the SAN (basic constraints, key usage, EKU) and follow the SKID (the AKID)."""
-    cached = _LEAF_TEMPLATES.get(issuer)
+def _leaf_template(issuer: x509.Certificate, key: PrivateKey) -> LeafTemplate:
+    """SPIRE's leaf parts that depend only on the issuer and its key, made once per issuer."""
+    hash_algorithm = signature_hash(key)
+    cache_key = (issuer, type(key), hash_algorithm.name)
+    cached = _LEAF_TEMPLATES.get(cache_key)
     if cached is not None:
         return cached
-    before: tuple[x509.Extension[x509.ExtensionType], ...] = (
-        x509.Extension(
-            ExtensionOID.BASIC_CONSTRAINTS, True, x509.BasicConstraints(ca=False, path_length=None)
-        ),
-        x509.Extension(
-            ExtensionOID.KEY_USAGE,
-            True,
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=True,
-                data_encipherment=False,
-                key_agreement=True,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-        ),
-        x509.Extension(
-            ExtensionOID.EXTENDED_KEY_USAGE,
-            False,
-            x509.ExtendedKeyUsage(
-                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
-            ),
-        ),
-    )
-    after = (
-        x509.Extension(ExtensionOID.AUTHORITY_KEY_IDENTIFIER, False, _authority_key_id(issuer)),
-    )
-    template = (issuer.subject, before, after)
+    template = make_leaf_template(issuer, key, hash_algorithm, _authority_key_id(issuer))
     if len(_LEAF_TEMPLATES) >= _MAX_LEAF_TEMPLATES:
         _LEAF_TEMPLATES.clear()  # CAs rotate rarely; a handful of live issuers at most
-    _LEAF_TEMPLATES[issuer] = template
+    _LEAF_TEMPLATES[cache_key] = template
     return template
 
 
