@@ -186,7 +186,6 @@ class LeafTemplate:
         except ValueError as exc:  # our encoder's bug, never the caller's input
             raise InvalidSvid(f"the assembled leaf certificate does not parse: {exc}") from exc
 
-
     @functools.cached_property
     def _ecdsa(self) -> ec.ECDSA:
         return ec.ECDSA(self.hash_algorithm)
