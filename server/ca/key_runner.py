@@ -1,6 +1,15 @@
 """Runs KeyManager work where it belongs: inline for memory/disk keys, in a bounded executor
-for blocking KeyManagers (``blocking = True``, e.g. PKCS#11), so an HSM round trip never
-stalls the event loop and never has more than ``workers`` calls outstanding."""
+for blocking KeyManagers (``blocking = True``, e.g. PKCS#11), so a slow or hung HSM never
+stalls the event loop for long and never has more than ``workers`` calls outstanding.
+
+The event loop first waits for the executor call synchronously, for at most ``sync_wait``
+seconds, and only then awaits it. A PKCS#11 signature releases the GIL three times
+(C_SignInit, the C_Sign length query, C_Sign) and each time the signing thread must win it back
+from the loop; a loop busy with other requests holds it for up to the 5 ms switch interval, so
+awaiting straight away made a SoftHSM2 batch of 50 take several times its signing time (the
+convoy in docs/hsm.md). Blocked in ``wait``, the loop holds no GIL and the batch runs at the
+module's speed; a network HSM slower than ``sync_wait`` costs the loop that long, then is
+awaited like any other I/O."""
 
 from __future__ import annotations
 
@@ -16,10 +25,17 @@ from plastron.keymanager import KeyManager
 P = ParamSpec("P")
 T = TypeVar("T")
 
+#: Longest the event loop blocks on one KeyManager call before awaiting it instead: a batch of
+#: 50 SVIDs signed by SoftHSM2 takes about 5 ms.
+SYNC_WAIT = 0.010
+
 
 class KeyRunner:
-    def __init__(self, key_manager: KeyManager, workers: int = 4) -> None:
+    def __init__(
+        self, key_manager: KeyManager, workers: int = 4, sync_wait: float = SYNC_WAIT
+    ) -> None:
         self.key_manager = key_manager
+        self.sync_wait = sync_wait
         self.blocking = bool(getattr(key_manager, "blocking", False))
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._closed = False
@@ -33,8 +49,11 @@ class KeyRunner:
             raise Unavailable("the CA's key runner is closed")
         if self._executor is None:
             return fn(*args, **kwargs)
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
+        future = self._executor.submit(functools.partial(fn, *args, **kwargs))
+        concurrent.futures.wait((future,), timeout=self.sync_wait)  # see the module docstring
+        if future.done():
+            return future.result()
+        return await asyncio.wrap_future(future)
 
     def close(self) -> None:
         self._closed = True
