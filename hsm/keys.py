@@ -24,12 +24,10 @@ from cryptography.utils import Buffer
 from pkcs11 import MGF, Mechanism
 
 from plastron.errors import KeyManagerError
+from plastron.signing_digest import signing_digest
 
 #: Runs one C_Sign with the named key: (mechanism, data, mechanism parameter) -> signature.
 SignFunction = Callable[[Mechanism, bytes, Any], bytes]
-
-#: Largest message accepted for signing (a TBSCertificate with many SANs is a few KiB).
-MAX_SIGN_INPUT = 1 << 20
 
 _DIGEST_INFO_PREFIX = {
     "sha256": bytes.fromhex("3031300d060960864801650304020105000420"),
@@ -51,27 +49,8 @@ def _digest(
     data: Buffer, algorithm: hashes.HashAlgorithm | Prehashed | NoDigestInfo
 ) -> tuple[bytes, str]:
     """Return (digest, hash name), hashing ``data`` unless it is already a digest."""
-    if isinstance(algorithm, NoDigestInfo):
-        raise KeyManagerError("pkcs11: signing without a DigestInfo is not allowed")
-    data = bytes(data)
-    if len(data) > MAX_SIGN_INPUT:
-        raise KeyManagerError(f"pkcs11: refusing to sign {len(data)} bytes (max {MAX_SIGN_INPUT})")
-    if isinstance(algorithm, Prehashed):
-        inner = algorithm._algorithm
-        if len(data) != algorithm.digest_size:
-            raise KeyManagerError(
-                f"pkcs11: prehashed input is {len(data)} bytes, {inner.name} needs"
-                f" {algorithm.digest_size}"
-            )
-        name = inner.name
-    else:
-        h = hashes.Hash(algorithm)
-        h.update(data)
-        data = h.finalize()
-        name = algorithm.name
-    if name not in _DIGEST_INFO_PREFIX:
-        raise KeyManagerError(f"pkcs11: hash {name!r} is not allowed; use sha256/384/512")
-    return data, name
+    digest, hash_algorithm = signing_digest(data, algorithm, who="pkcs11")
+    return digest, hash_algorithm.name
 
 
 class HsmEllipticCurvePrivateKey(ec.EllipticCurvePrivateKey):

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any, NoReturn, Self
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa, utils
 from cryptography.hazmat.primitives.asymmetric import padding as asym_padding
 from tpm2_pytss import ESAPI
@@ -36,6 +35,7 @@ from plastron.keymanager import (
     check_key_type,
     key_info,
 )
+from plastron.signing_digest import signing_digest
 from plastron.tpm import openssl_provider
 from plastron.tpm.device import TpmDevice
 from plastron.tpm.structures import parse_tpm2b_public
@@ -168,17 +168,6 @@ def _tpm_sign(device: TpmDevice, key_id: str, blob: TSSPrivKey, digest: bytes, s
     return device.run(f"signing with key {key_id!r}", work, KeyManagerError, KeyManagerUnavailable)
 
 
-def _digest(data: Buffer, algorithm: Any) -> tuple[bytes, hashes.HashAlgorithm]:
-    if isinstance(algorithm, utils.Prehashed):
-        h: hashes.HashAlgorithm = algorithm._algorithm
-        return bytes(data), h
-    if algorithm.name not in _HASH_ALGS:
-        raise KeyManagerError(f"tpm: hash {algorithm.name} is not supported for TPM signing")
-    d = hashes.Hash(algorithm)
-    d.update(data)
-    return d.finalize(), algorithm
-
-
 class _TpmResident:
     """What both key families share: where the key lives, and nothing to export but the
     TPM-wrapped blob (for tpm2-openssl, see openssl_provider)."""
@@ -223,7 +212,7 @@ class TpmEcPrivateKey(_TpmResident, ec.EllipticCurvePrivateKey):
     def sign(self, data: Buffer, signature_algorithm: ec.EllipticCurveSignatureAlgorithm) -> bytes:
         if not isinstance(signature_algorithm, ec.ECDSA):
             raise KeyManagerError("tpm: EC keys sign only ECDSA")
-        digest, h = _digest(data, signature_algorithm.algorithm)
+        digest, h = signing_digest(data, signature_algorithm.algorithm, who="tpm")
         scheme = TPMT_SIG_SCHEME(scheme=TPM2_ALG.ECDSA)
         scheme.details.any.hashAlg = _HASH_ALGS[h.name]
         sig = self._sign(digest, scheme)
@@ -259,7 +248,7 @@ class TpmRsaPrivateKey(_TpmResident, rsa.RSAPrivateKey):
         self._public = public
 
     def sign(self, data: bytes, padding: asym_padding.AsymmetricPadding, algorithm: Any) -> bytes:
-        digest, h = _digest(data, algorithm)
+        digest, h = signing_digest(data, algorithm, who="tpm")
         if isinstance(padding, asym_padding.PKCS1v15):
             scheme = TPMT_SIG_SCHEME(scheme=TPM2_ALG.RSASSA)
         elif isinstance(padding, asym_padding.PSS) and padding._salt_length in (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import sys
 from collections.abc import Callable
@@ -11,10 +12,12 @@ from typing import ClassVar
 import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 from swtpm_fixtures import ManufacturerCa, SwtpmProcess, manufacture, start_copy
 
 from plastron.errors import KeyManagerError, KeyManagerUnavailable
 from plastron.keymanager import KeyManager, KeyType
+from plastron.signing_digest import MAX_SIGN_INPUT
 from plastron.tpm.keymanager import TpmKeyManager
 
 _ROOT = Path(__file__).resolve().parents[3]
@@ -72,3 +75,20 @@ def test_tpm_gone_is_unavailable(swtpm: SwtpmProcess, tmp_path: Path) -> None:
         km.signer("k").sign(b"x", ec.ECDSA(hashes.SHA256()))
     swtpm.start()
     km.signer("k").sign(b"x", ec.ECDSA(hashes.SHA256()))
+
+
+def test_digests_are_checked_before_the_tpm_sees_them(swtpm: SwtpmProcess, tmp_path: Path) -> None:
+    """The checks the HSM keys make (plastron/signing_digest.py), for TPM keys too."""
+    km = TpmKeyManager(tmp_path, swtpm.tcti)
+    km.generate_key("k", KeyType.EC_P256)
+    signer = km.signer("k")
+    assert isinstance(signer, ec.EllipticCurvePrivateKey)
+    with pytest.raises(KeyManagerError, match="tpm: hash 'sha1' is not allowed"):
+        signer.sign(b"x" * 20, ec.ECDSA(Prehashed(hashes.SHA1())))
+    with pytest.raises(KeyManagerError, match="tpm: prehashed input is 31 bytes, sha256 needs 32"):
+        signer.sign(b"x" * 31, ec.ECDSA(Prehashed(hashes.SHA256())))
+    with pytest.raises(KeyManagerError, match="tpm: refusing to sign 1048577 bytes"):
+        signer.sign(b"x" * (MAX_SIGN_INPUT + 1), ec.ECDSA(hashes.SHA256()))
+    digest = hashlib.sha256(b"message").digest()
+    signature = signer.sign(digest, ec.ECDSA(Prehashed(hashes.SHA256())))
+    signer.public_key().verify(signature, b"message", ec.ECDSA(hashes.SHA256()))
