@@ -21,7 +21,12 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, ObjectIdentifier
+from cryptography.x509.oid import (
+    ExtendedKeyUsageOID,
+    ExtensionOID,
+    ObjectIdentifier,
+    SignatureAlgorithmOID,
+)
 
 from plastron.errors import InvalidSvid
 from plastron.keymanager import PrivateKey, PublicKey
@@ -38,10 +43,16 @@ _VERSION_3 = bytes.fromhex("a003020102")  # [0] EXPLICIT INTEGER 2
 _CRITICAL = bytes.fromhex("0101ff")  # BOOLEAN TRUE; FALSE is the DEFAULT, so DER omits it
 _SPKI_FORMAT = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
-_ECDSA_OIDS = {"sha256": "1.2.840.10045.4.3.2", "sha384": "1.2.840.10045.4.3.3",
-               "sha512": "1.2.840.10045.4.3.4"}  # fmt: skip
-_RSA_PKCS1_OIDS = {"sha256": "1.2.840.113549.1.1.11", "sha384": "1.2.840.113549.1.1.12",
-                   "sha512": "1.2.840.113549.1.1.13"}  # fmt: skip
+_ECDSA_OIDS = {
+    "sha256": SignatureAlgorithmOID.ECDSA_WITH_SHA256,
+    "sha384": SignatureAlgorithmOID.ECDSA_WITH_SHA384,
+    "sha512": SignatureAlgorithmOID.ECDSA_WITH_SHA512,
+}
+_RSA_PKCS1_OIDS = {
+    "sha256": SignatureAlgorithmOID.RSA_WITH_SHA256,
+    "sha384": SignatureAlgorithmOID.RSA_WITH_SHA384,
+    "sha512": SignatureAlgorithmOID.RSA_WITH_SHA512,
+}
 _DER_NULL = bytes.fromhex("0500")
 
 
@@ -71,7 +82,7 @@ def der_oid(oid: ObjectIdentifier) -> bytes:
 
 
 def der_positive_integer(value: int) -> bytes:
-    # bit_length + 8 leaves room for the 0x00 that keeps a set top bit from reading as negative
+    # one octet more than whole octets of bits: the leading 0x00 keeps a set top bit positive
     return tlv(_INTEGER, value.to_bytes(value.bit_length() // 8 + 1, "big"))
 
 
@@ -206,11 +217,11 @@ def _signature_algorithm(
     if isinstance(key, ec.EllipticCurvePrivateKey):
         oid = _ECDSA_OIDS.get(hash_algorithm.name)
         if oid is not None:
-            return tlv(_SEQUENCE, der_oid(ObjectIdentifier(oid))), False
+            return tlv(_SEQUENCE, der_oid(oid)), False  # RFC 5758: no parameters
     elif isinstance(key, rsa.RSAPrivateKey):
         oid = _RSA_PKCS1_OIDS.get(hash_algorithm.name)
         if oid is not None:
-            return tlv(_SEQUENCE, der_oid(ObjectIdentifier(oid)) + _DER_NULL), True
+            return tlv(_SEQUENCE, der_oid(oid) + _DER_NULL), True  # RFC 4055: NULL parameters
     raise InvalidSvid(
         f"cannot sign X509-SVIDs with a {type(key).__name__} and {hash_algorithm.name}"
     )
