@@ -204,7 +204,9 @@ async def propagation_once(server: object, agent: object, n: int) -> float:
 
 
 def entry_propagation(runs: int) -> list[float]:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests/integration/agent"))
+    root = Path(__file__).resolve().parents[1]
+    # the harness imports tests.processes, so the repository root goes on the path too
+    sys.path[:0] = [str(root / "tests/integration/agent"), str(root)]
     from agent_processes import AgentProcess, ServerProcess  # noqa: PLC0415 - test harness
 
     work = Path(tempfile.mkdtemp(prefix="pab-", dir="/tmp"))

@@ -8,14 +8,17 @@ seconds, and only then awaits it. A PKCS#11 signature releases the GIL three tim
 from the loop; a loop busy with other requests holds it for up to the 5 ms switch interval, so
 awaiting straight away made a SoftHSM2 batch of 50 take several times its signing time (the
 convoy in docs/hsm.md). Blocked in ``wait``, the loop holds no GIL and the batch runs at the
-module's speed; a network HSM slower than ``sync_wait`` costs the loop that long, then is
-awaited like any other I/O."""
+module's speed. The loop waits so only when no other call is in flight (a queued call would
+hold it for nothing) and the previous call finished within ``sync_wait``: a network HSM slower
+than that costs the loop one wait, then its calls are awaited like any other I/O until one is
+fast again."""
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
 import functools
+import time
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
@@ -39,6 +42,8 @@ class KeyRunner:
         self.blocking = bool(getattr(key_manager, "blocking", False))
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._closed = False
+        self._in_flight = 0  # executor calls not yet returned; touched on the loop thread only
+        self._last_was_slow = False
         if self.blocking:
             self._executor = concurrent.futures.ThreadPoolExecutor(
                 max_workers=workers, thread_name_prefix="plastron-ca-sign"
@@ -49,11 +54,18 @@ class KeyRunner:
             raise Unavailable("the CA's key runner is closed")
         if self._executor is None:
             return fn(*args, **kwargs)
+        began = time.monotonic()
         future = self._executor.submit(functools.partial(fn, *args, **kwargs))
-        concurrent.futures.wait((future,), timeout=self.sync_wait)  # see the module docstring
-        if future.done():
-            return future.result()
-        return await asyncio.wrap_future(future)
+        self._in_flight += 1
+        try:
+            if self._in_flight == 1 and not self._last_was_slow:  # see the module docstring
+                concurrent.futures.wait((future,), timeout=self.sync_wait)
+            if not future.done():
+                await asyncio.wrap_future(future)
+        finally:
+            self._in_flight -= 1
+            self._last_was_slow = time.monotonic() - began > self.sync_wait
+        return future.result()
 
     def close(self) -> None:
         self._closed = True

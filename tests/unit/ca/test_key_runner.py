@@ -109,3 +109,46 @@ async def test_a_closed_runner_refuses_work() -> None:
     keys.close()
     with pytest.raises(Unavailable, match="closed"):
         await keys.run(lambda: None)
+
+
+async def _released_by_the_loop(keys: KeyRunner, within: float) -> bool:
+    """Run a call that only finishes early if the loop runs on while it is in the executor."""
+    release = threading.Event()
+
+    async def releaser() -> None:
+        await asyncio.sleep(0)
+        release.set()
+
+    task = asyncio.create_task(releaser())
+    try:
+        return await keys.run(release.wait, within)
+    finally:
+        release.set()
+        await task
+
+
+async def test_after_a_slow_call_the_loop_no_longer_waits_synchronously() -> None:
+    keys = runner(blocking=True, sync_wait=0.2)
+    try:
+        # a first call within the wait holds the loop: the release comes too late
+        assert not await _released_by_the_loop(keys, within=0.1)
+        await keys.run(time.sleep, 0.3)  # slower than sync_wait: a slow module
+        assert await _released_by_the_loop(keys, within=0.1)
+        await keys.run(lambda: None)  # fast again: the next call is waited for again
+        assert not await _released_by_the_loop(keys, within=0.1)
+    finally:
+        keys.close()
+
+
+async def test_no_synchronous_wait_while_another_call_is_in_flight() -> None:
+    keys = runner(blocking=True, sync_wait=0.2)
+    first_done = threading.Event()
+    try:
+        first = asyncio.create_task(keys.run(first_done.wait, 30))
+        await asyncio.sleep(0.3)  # the first call is now awaited, still in the executor
+        assert await _released_by_the_loop(keys, within=0.1)
+        first_done.set()
+        assert await first
+    finally:
+        first_done.set()
+        keys.close()
