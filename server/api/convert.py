@@ -331,11 +331,26 @@ def bundle_from_proto(msg: bundle_pb2.Bundle, field: str = "bundle") -> Bundle:
 # ---- SVIDs ----------------------------------------------------------------------------------
 
 
+_CA_DER: dict[x509.Certificate, bytes] = {}
+_MAX_CA_DER = 32
+
+
+def _ca_der(cert: x509.Certificate) -> bytes:
+    """DER of a CA certificate that follows many leaves; ``public_bytes`` re-encodes each time
+    (about 3x the cost of the hash lookup), and upstream chains repeat the same few CAs."""
+    der = _CA_DER.get(cert)
+    if der is None:
+        if len(_CA_DER) >= _MAX_CA_DER:
+            _CA_DER.clear()  # CAs rotate rarely; a handful are live at once
+        der = _CA_DER[cert] = cert.public_bytes(serialization.Encoding.DER)
+    return der
+
+
 def x509_svid_to_proto(
     chain: Sequence[x509.Certificate], sid: SpiffeId, hint: str = ""
 ) -> x509svid_pb2.X509SVID:
     return x509svid_pb2.X509SVID(
-        cert_chain=[c.public_bytes(serialization.Encoding.DER) for c in chain],
+        cert_chain=[chain[0].public_bytes(serialization.Encoding.DER), *map(_ca_der, chain[1:])],
         id=spiffe_id_to_proto(sid),
         expires_at=int(chain[0].not_valid_after_utc.timestamp()),
         hint=hint,
