@@ -143,7 +143,7 @@ class LeafTemplate:
     before_san: bytes  # basic constraints, key usage, EKU
     after_ski: bytes  # authority key identifier
     hash_algorithm: hashes.SHA256 | hashes.SHA384 | hashes.SHA512
-    rsa: bool
+    is_rsa: bool
 
     def sign(
         self,
@@ -182,7 +182,7 @@ class LeafTemplate:
             + spki
             + tlv(0xA3, tlv(_SEQUENCE, extensions)),
         )
-        if self.rsa:
+        if self.is_rsa:
             assert isinstance(key, rsa.RSAPrivateKey)
             signature = key.sign(tbs, _PKCS1V15, self.hash_algorithm)
         else:
@@ -281,5 +281,5 @@ def make_leaf_template(
         before_san=before_san,
         after_ski=after_ski,
         hash_algorithm=hash_algorithm,
-        rsa=is_rsa,
+        is_rsa=is_rsa,
     )
