@@ -128,12 +128,12 @@ async def _released_by_the_loop(keys: KeyRunner, within: float) -> bool:
 
 
 async def test_after_a_slow_call_the_loop_no_longer_waits_synchronously() -> None:
-    keys = runner(blocking=True, sync_wait=0.2)
+    keys = runner(blocking=True, sync_wait=0.5)
     try:
         # a first call within the wait holds the loop: the release comes too late
         assert not await _released_by_the_loop(keys, within=0.1)
-        await keys.run(time.sleep, 0.3)  # slower than sync_wait: a slow module
-        assert await _released_by_the_loop(keys, within=0.1)
+        await keys.run(time.sleep, 0.7)  # slower than sync_wait: a slow module
+        assert await _released_by_the_loop(keys, within=0.3)
         await keys.run(lambda: None)  # fast again: the next call is waited for again
         assert not await _released_by_the_loop(keys, within=0.1)
     finally:
@@ -141,12 +141,12 @@ async def test_after_a_slow_call_the_loop_no_longer_waits_synchronously() -> Non
 
 
 async def test_no_synchronous_wait_while_another_call_is_in_flight() -> None:
-    keys = runner(blocking=True, sync_wait=0.2)
+    keys = runner(blocking=True, sync_wait=0.5)
     first_done = threading.Event()
     try:
         first = asyncio.create_task(keys.run(first_done.wait, 30))
-        await asyncio.sleep(0.3)  # the first call is now awaited, still in the executor
-        assert await _released_by_the_loop(keys, within=0.1)
+        await asyncio.sleep(0.7)  # the first call is now awaited, still in the executor
+        assert await _released_by_the_loop(keys, within=0.3)
         first_done.set()
         assert await first
     finally:
