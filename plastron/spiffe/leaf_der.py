@@ -105,20 +105,26 @@ def der_extension(oid: ObjectIdentifier, critical: bool, value: bytes) -> bytes:
     return tlv(_SEQUENCE, der_oid(oid) + flag + tlv(_OCTET_STRING, value))
 
 
-def _read_header(data: bytes, offset: int) -> tuple[int, int, int]:
-    """(tag, contents start, contents end) of the DER element at ``offset``."""
-    if offset + 2 > len(data):
-        raise InvalidSvid(f"DER element truncated at byte {offset}")
+def der_header(data: bytes, offset: int, what: str = "DER element") -> tuple[int, int, int]:
+    """(tag, contents start, contents length) of the DER element at ``offset``; the contents
+    themselves may still run past ``data`` (callers bound them). ``what`` names it in errors."""
+    if len(data) - offset < 2:
+        raise InvalidSvid(f"{what}: truncated at byte {offset}")
     tag, first = data[offset], data[offset + 1]
-    start = offset + 2
     if first < 0x80:
-        size = first
-    else:
-        count = first & 0x7F
-        if count == 0 or count > 4 or start + count > len(data):
-            raise InvalidSvid(f"DER length at byte {offset} is not a definite length")
-        size = int.from_bytes(data[start : start + count], "big")
-        start += count
+        return tag, offset + 2, first
+    count = first & 0x7F
+    if count == 0 or count > 3:  # indefinite, or 16 MiB and more: never a certificate part
+        raise InvalidSvid(f"{what}: unsupported length encoding at byte {offset}")
+    start = offset + 2 + count
+    if start > len(data):
+        raise InvalidSvid(f"{what}: truncated length at byte {offset}")
+    return tag, start, int.from_bytes(data[offset + 2 : start], "big")
+
+
+def _read_header(data: bytes, offset: int) -> tuple[int, int, int]:
+    """(tag, contents start, contents end) of the DER element at ``offset``, within ``data``."""
+    tag, start, size = der_header(data, offset)
     if start + size > len(data):
         raise InvalidSvid(f"DER element at byte {offset} runs past the end of its data")
     return tag, start, start + size

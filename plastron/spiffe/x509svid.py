@@ -19,7 +19,7 @@ from cryptography.x509.oid import NameOID
 from plastron.errors import FailedPrecondition, InvalidSpiffeId, InvalidSvid
 from plastron.keymanager import PrivateKey, PublicKey
 from plastron.spiffe.ids import SpiffeId, TrustDomain
-from plastron.spiffe.leaf_der import LeafTemplate, make_leaf_template
+from plastron.spiffe.leaf_der import LeafTemplate, der_header, make_leaf_template
 
 MAX_CHAIN_CERTS = 16
 MAX_CERT_DER_BYTES = 64 * 1024
@@ -426,16 +426,8 @@ def _der_length(data: bytes, offset: int) -> int:
     """Total length (header + body) of the DER SEQUENCE starting at ``offset``."""
     if len(data) - offset < 2 or data[offset] != 0x30:
         raise InvalidSvid(f"DER certificate chain: expected a SEQUENCE at byte {offset}")
-    first = data[offset + 1]
-    if first < 0x80:
-        return 2 + first
-    count = first & 0x7F
-    if count == 0 or count > 3:
-        raise InvalidSvid(f"DER certificate chain: unsupported length encoding at byte {offset}")
-    if len(data) - offset < 2 + count:
-        raise InvalidSvid(f"DER certificate chain: truncated length at byte {offset}")
-    body = int.from_bytes(data[offset + 2 : offset + 2 + count], "big")
-    return 2 + count + body
+    _, start, size = der_header(data, offset, "DER certificate chain")
+    return start - offset + size
 
 
 def parse_der_chain(data: bytes, *, max_certs: int = MAX_CHAIN_CERTS) -> list[x509.Certificate]:
