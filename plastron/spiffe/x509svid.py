@@ -131,18 +131,20 @@ def make_x509_svid(
     )
 
 
-_LEAF_TEMPLATES: dict[tuple[x509.Certificate, type, str], LeafTemplate] = {}
+_LEAF_TEMPLATES: dict[tuple[x509.Certificate, type], LeafTemplate] = {}
 _MAX_LEAF_TEMPLATES = 16
 
 
 def _leaf_template(issuer: x509.Certificate, key: PrivateKey) -> LeafTemplate:
-    """SPIRE's leaf parts that depend only on the issuer and its key, made once per issuer."""
-    hash_algorithm = signature_hash(key)
-    cache_key = (issuer, type(key), hash_algorithm.name)
+    """SPIRE's leaf parts that depend only on the issuer and its key, made once per issuer.
+
+    The issuer fixes the key's algorithm and curve, hence the signature hash; the key's type
+    only tells a real key from one that signs elsewhere (HSM)."""
+    cache_key = (issuer, type(key))
     cached = _LEAF_TEMPLATES.get(cache_key)
     if cached is not None:
         return cached
-    template = make_leaf_template(issuer, key, hash_algorithm, _authority_key_id(issuer))
+    template = make_leaf_template(issuer, key, signature_hash(key), _authority_key_id(issuer))
     if len(_LEAF_TEMPLATES) >= _MAX_LEAF_TEMPLATES:
         _LEAF_TEMPLATES.clear()  # CAs rotate rarely; a handful of live issuers at most
     _LEAF_TEMPLATES[cache_key] = template

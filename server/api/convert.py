@@ -6,6 +6,7 @@ InvalidArgument naming the field (``entry.spiffe_id: …``), so handlers only se
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 
 from cryptography import x509
@@ -331,19 +332,11 @@ def bundle_from_proto(msg: bundle_pb2.Bundle, field: str = "bundle") -> Bundle:
 # ---- SVIDs ----------------------------------------------------------------------------------
 
 
-_CA_DER: dict[x509.Certificate, bytes] = {}
-_MAX_CA_DER = 32
-
-
+@functools.lru_cache(maxsize=32)
 def _ca_der(cert: x509.Certificate) -> bytes:
     """DER of a CA certificate that follows many leaves; ``public_bytes`` re-encodes each time
     (about 3x the cost of the hash lookup), and upstream chains repeat the same few CAs."""
-    der = _CA_DER.get(cert)
-    if der is None:
-        if len(_CA_DER) >= _MAX_CA_DER:
-            _CA_DER.clear()  # CAs rotate rarely; a handful are live at once
-        der = _CA_DER[cert] = cert.public_bytes(serialization.Encoding.DER)
-    return der
+    return cert.public_bytes(serialization.Encoding.DER)
 
 
 def x509_svid_to_proto(
