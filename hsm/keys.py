@@ -45,14 +45,6 @@ def _no_export(label: str) -> NoReturn:
     raise KeyManagerError(f"pkcs11: key {label!r} is held in the HSM and cannot be exported")
 
 
-def _digest(
-    data: Buffer, algorithm: hashes.HashAlgorithm | Prehashed | NoDigestInfo
-) -> tuple[bytes, str]:
-    """Return (digest, hash name), hashing ``data`` unless it is already a digest."""
-    digest, hash_algorithm = signing_digest(data, algorithm, who="pkcs11")
-    return digest, hash_algorithm.name
-
-
 class HsmEllipticCurvePrivateKey(ec.EllipticCurvePrivateKey):
     """An EC key in the token; ``sign`` returns DER, :meth:`sign_raw` returns JWS r||s."""
 
@@ -83,7 +75,7 @@ class HsmEllipticCurvePrivateKey(ec.EllipticCurvePrivateKey):
 
     def sign_raw(self, data: Buffer, algorithm: hashes.HashAlgorithm | Prehashed) -> bytes:
         """Fixed-width r||s (the JWS form) over ``data``."""
-        digest, _ = _digest(data, algorithm)
+        digest, _ = signing_digest(data, algorithm, who="pkcs11")
         raw = self._sign_fn(Mechanism.ECDSA, digest, None)
         if len(raw) != 2 * ((self.key_size + 7) // 8):
             raise KeyManagerError(
@@ -164,7 +156,8 @@ class HsmRsaPrivateKey(rsa.RSAPrivateKey):
         padding: rsa_padding.AsymmetricPadding,
         algorithm: hashes.HashAlgorithm | Prehashed | NoDigestInfo,
     ) -> bytes:
-        digest, name = _digest(data, algorithm)
+        digest, hash_algorithm = signing_digest(data, algorithm, who="pkcs11")
+        name = hash_algorithm.name
         if isinstance(padding, rsa_padding.PKCS1v15):
             return self._sign_fn(Mechanism.RSA_PKCS, _DIGEST_INFO_PREFIX[name] + digest, None)
         if isinstance(padding, rsa_padding.PSS):
