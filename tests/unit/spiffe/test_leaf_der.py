@@ -19,16 +19,15 @@ from cryptography.x509.name import _ASN1Type
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+from spiffe_pki import TD, WORKLOAD
 
 from plastron.errors import InvalidSvid
 from plastron.keymanager import PrivateKey, PublicKey
-from plastron.spiffe.ids import SpiffeId, TrustDomain
+from plastron.spiffe.ids import SpiffeId
 from plastron.spiffe.leaf_der import der_oid, der_positive_integer, der_time, subject_key_id, tlv
 from plastron.spiffe.x509svid import make_ca_certificate, make_x509_svid, signature_hash
 
-TD = TrustDomain("example.org")
-WORKLOAD = SpiffeId.parse("spiffe://example.org/ns/prod/sa/web")
-NOW = dt.datetime(2026, 12, 1, 12, 0, 0, 123456, tzinfo=dt.UTC)
+NOW = dt.datetime(2026, 12, 1, 12, 0, 0, 123456, tzinfo=dt.UTC)  # sub-second on purpose
 SPIRE_SUBJECT = [
     x509.NameAttribute(NameOID.COUNTRY_NAME, "US"),
     x509.NameAttribute(NameOID.ORGANIZATION_NAME, "SPIRE"),
