@@ -11,6 +11,7 @@ label are refused rather than guessed between.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Mapping
@@ -30,6 +31,7 @@ from plastron.hsm.keys import HsmEllipticCurvePrivateKey, HsmRsaPrivateKey
 from plastron.hsm.session import TokenSession, open_token_session
 from plastron.keymanager import (
     KeyInfo,
+    KeyManagerOpener,
     KeyType,
     PrivateKey,
     PublicKey,
@@ -142,6 +144,7 @@ class Pkcs11KeyManager:
                 f"pkcs11: server id {server_id!r} must be 1-64 characters of A-Z a-z 0-9 . _ : -"
             )
         self._session = session
+        self._naming = (trust_domain, server_id, label_scope)
         self._scope = f"{session.config.key_label_prefix}{trust_domain.name}/{server_id}/"
         if label_scope is not None:
             self._scope = label_scope
@@ -157,6 +160,22 @@ class Pkcs11KeyManager:
     @property
     def session(self) -> TokenSession:
         return self._session
+
+    def worker_opener(self) -> KeyManagerOpener:
+        """Opens this manager again in a worker process: same token, same labels, its own
+        logged-in session. Only the config travels (it names the PIN's source, not the PIN)."""
+        trust_domain, server_id, label_scope = self._naming
+        return functools.partial(
+            open_pkcs11_key_manager,
+            self.config,
+            trust_domain=trust_domain,
+            server_id=server_id,
+            label_scope=label_scope,
+        )
+
+    def forget(self, key_id: str) -> None:
+        """Drop what is cached about ``key_id``: another process may have replaced it."""
+        self._found.pop(key_id, None)
 
     def label_for(self, key_id: str) -> str:
         """The token label for ``key_id``; InvalidArgument for an id the core rules refuse."""
@@ -318,10 +337,24 @@ def create_pkcs11_key_manager(
     """Build the ``pkcs11`` KeyManager from config and log in to the token now; a missing
     module, a missing token or a wrong PIN is one ConfigError here, at start."""
     config = parse_pkcs11_config(plugin_data)
+    return open_pkcs11_key_manager(config, trust_domain=trust_domain, server_id=server_id)
+
+
+def open_pkcs11_key_manager(
+    config: Pkcs11Config,
+    *,
+    trust_domain: TrustDomain,
+    server_id: str,
+    label_scope: str | None = None,
+) -> Pkcs11KeyManager:
+    """The manager for an already parsed config, logged in now (ConfigError if it cannot)."""
     if not SERVER_ID_RE.fullmatch(server_id):
         raise ConfigError(
             f"pkcs11: server id {server_id!r} must be 1-64 characters of A-Z a-z 0-9 . _ : -"
         )
     return Pkcs11KeyManager(
-        open_token_session(config), trust_domain=trust_domain, server_id=server_id
+        open_token_session(config),
+        trust_domain=trust_domain,
+        server_id=server_id,
+        label_scope=label_scope,
     )

@@ -16,7 +16,7 @@ import stat
 import string
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -96,6 +96,24 @@ class KeyManager(Protocol):
     def destroy_key(self, key_id: str) -> None:
         """Remove ``key_id``; no-op if absent."""
         ...
+
+
+#: Opens, in another process, a KeyManager over the same key store (see :func:`worker_opener`).
+KeyManagerOpener = Callable[[], KeyManager]
+
+
+def worker_opener(key_manager: KeyManager) -> KeyManagerOpener | None:
+    """How a worker process reaches ``key_manager``'s keys on its own, if it can.
+
+    A KeyManager whose keys live outside the process (an HSM: the worker logs in to the same
+    token with its own session) offers ``worker_opener()``, returning a picklable callable that
+    opens it again there; the key material never travels. Memory, disk and TPM managers offer
+    none, and their keys are used in this process only."""
+    offer = getattr(key_manager, "worker_opener", None)
+    if not callable(offer):
+        return None
+    opener = offer()
+    return opener if callable(opener) else None
 
 
 # Key ids become part of PKCS#11 labels and file-backed indexes; a closed alphabet and a

@@ -104,6 +104,8 @@ class PlastronServer:
             clock=self.clock,
             upstream=build_upstream(cfg, context),
         )
+        # With an HSM the CSR workers sign too, each through its own session (csr_check.py).
+        self.csr_checker.key_opener = self.ca.worker_opener()
         self.cache = AuthorizedEntryCache(cfg.trust_domain, self.datastore, self.clock)
         await self.cache.rebuild()
         await self._refresh_trust()

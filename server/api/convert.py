@@ -6,6 +6,7 @@ InvalidArgument naming the field (``entry.spiffe_id: …``), so handlers only se
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 from collections.abc import Iterable, Sequence
 
@@ -333,7 +334,7 @@ def bundle_from_proto(msg: bundle_pb2.Bundle, field: str = "bundle") -> Bundle:
 
 
 @functools.lru_cache(maxsize=32)
-def _ca_der(cert: x509.Certificate) -> bytes:
+def ca_der(cert: x509.Certificate) -> bytes:
     """DER of a CA certificate that follows many leaves; ``public_bytes`` re-encodes each time
     (about 3x the cost of the hash lookup), and upstream chains repeat the same few CAs."""
     return cert.public_bytes(serialization.Encoding.DER)
@@ -343,8 +344,21 @@ def x509_svid_to_proto(
     chain: Sequence[x509.Certificate], sid: SpiffeId, hint: str = ""
 ) -> x509svid_pb2.X509SVID:
     return x509svid_pb2.X509SVID(
-        cert_chain=[chain[0].public_bytes(serialization.Encoding.DER), *map(_ca_der, chain[1:])],
+        cert_chain=[chain[0].public_bytes(serialization.Encoding.DER), *map(ca_der, chain[1:])],
         id=spiffe_id_to_proto(sid),
         expires_at=int(chain[0].not_valid_after_utc.timestamp()),
+        hint=hint,
+    )
+
+
+def x509_svid_der_to_proto(
+    chain: Sequence[bytes], sid: SpiffeId, not_after: dt.datetime, hint: str = ""
+) -> x509svid_pb2.X509SVID:
+    """As :func:`x509_svid_to_proto` for a chain already in DER whose leaf expires at
+    ``not_after`` (a certificate's notAfter has whole seconds: the same integer)."""
+    return x509svid_pb2.X509SVID(
+        cert_chain=list(chain),
+        id=spiffe_id_to_proto(sid),
+        expires_at=int(not_after.timestamp()),
         hint=hint,
     )

@@ -7,6 +7,11 @@ So large batches are checked in worker processes, started with ``spawn`` (nothin
 and sent only public data: CSR DER in, SubjectPublicKeyInfo DER or an error message out. The
 caller gets one coroutine per chunk, awaits them in order, and signs chunk k while the workers
 check the next ones. Small batches, a machine with one core, or a broken pool: checked inline.
+
+When the CA's KeyManager can be opened by a worker on its own (an HSM, ``worker_opener``), the
+workers sign too (:meth:`CsrChecker.sign`, server/api/worker_signing.py): each logs in to the
+token with its own session and returns leaf DER, so the event loop keeps only the RPC work. A
+chunk a worker cannot sign (it died, or could not open the token) is checked and signed here.
 """
 
 from __future__ import annotations
@@ -17,15 +22,23 @@ import contextlib
 import logging
 import multiprocessing
 import os
-from collections.abc import Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from multiprocessing.connection import Connection
 from typing import Any
 
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from plastron.errors import InvalidArgument, PlastronError
-from plastron.keymanager import PublicKey
+from plastron.keymanager import KeyManagerOpener, PublicKey
 from plastron.server.api.csr import check_public_key, csr_public_key, parse_csr
+from plastron.server.api.worker_signing import (
+    LeafOrder,
+    SignTask,
+    WorkerSigner,
+    from_report,
+)
+from plastron.server.ca.server_ca import LeafPlan, X509Batch
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +49,12 @@ CHUNK = 10
 
 CsrItem = tuple[bytes, str]  # (CSR DER, field name for error messages)
 CheckedKey = PublicKey | PlastronError
+SignedLeaf = bytes | PlastronError  # leaf DER, or why this item was refused
+#: Signs checked orders of a batch in this process (ServerCA.sign_planned, batch bound).
+LocalSigner = Callable[
+    [Sequence[tuple[LeafPlan, PublicKey]]], Awaitable[list[x509.Certificate | PlastronError]]
+]
+_DER = serialization.Encoding.DER
 _SPKI = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
@@ -67,47 +86,87 @@ def _from_worker(answers: list[bytes | str], items: Sequence[CsrItem]) -> list[C
     return out
 
 
-def default_workers() -> int:
-    """One per core beyond the event loop's, at most 4; none on a single core."""
-    return max(0, min(4, (os.cpu_count() or 1) - 1))
+def default_workers(signing: bool = False) -> int:
+    """None on a single core. Checking only: one per core beyond the event loop's, at most 4.
+    Signing too: one per core, at most 8, since the loop is left only the RPC work (a quarter
+    of the CPU an HSM-signed SVID takes) and each worker has a token session of its own."""
+    cores = os.cpu_count() or 1
+    if cores == 1:
+        return 0
+    return min(8, cores) if signing else min(4, cores - 1)
 
 
-def _worker_main(conn: Connection) -> None:
-    """A checker process: chunks in, answers out, in order, until None or EOF."""
+def _worker_main(conn: Connection, opener: KeyManagerOpener | None) -> None:
+    """A worker process: tasks in, answers out, in order, until None or EOF."""
+    signer = WorkerSigner(opener) if opener is not None else None
     try:
-        while (items := conn.recv()) is not None:
-            conn.send(_check_in_worker(items))
+        while (task := conn.recv()) is not None:
+            kind, payload = task
+            if kind == "sign" and signer is not None:
+                conn.send(signer.run(payload))
+            elif kind == "sign":
+                conn.send(("Unavailable", "this worker was started without a key store"))
+            else:
+                conn.send(_check_in_worker(payload))
     except (EOFError, OSError, KeyboardInterrupt):
         pass
+    finally:
+        if signer is not None:
+            signer.close()
 
 
 class _Worker:
     """One process and its pipe. Answers are read on the event loop (``add_reader``), not by a
     helper thread: a thread would have to win the GIL back from the busy loop for every answer
-    (the convoy that ProcessPoolExecutor's result thread runs into)."""
+    (the convoy that ProcessPoolExecutor's result thread runs into).
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    At most ``MAX_SENT`` tasks are in the pipe or the process at a time; the rest wait in
+    ``backlog`` and go out as answers come back. So neither direction of the pipe can fill
+    (a task or an answer is a few KiB, a pipe holds 64), and a send never blocks the loop, nor
+    deadlocks it against a worker blocked on sending its answer."""
+
+    MAX_SENT = 3
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, opener: KeyManagerOpener | None = None
+    ) -> None:
         context = multiprocessing.get_context("spawn")
         self.conn, child = context.Pipe()
-        self.process = context.Process(target=_worker_main, args=(child,), daemon=True)
+        self.process = context.Process(target=_worker_main, args=(child, opener), daemon=True)
         self.process.start()
         child.close()
         self.loop = loop
-        self.waiting: collections.deque[asyncio.Future[list[bytes | str]]] = collections.deque()
+        self.waiting: collections.deque[asyncio.Future[Any]] = collections.deque()
+        self.backlog: collections.deque[tuple[tuple[str, Any], asyncio.Future[Any]]] = (
+            collections.deque()
+        )
         self.alive = True
         loop.add_reader(self.conn.fileno(), self._readable)
 
-    def submit(self, items: list[CsrItem]) -> asyncio.Future[list[bytes | str]]:
-        future: asyncio.Future[list[bytes | str]] = self.loop.create_future()
-        if self.alive:
-            try:
-                self.conn.send(items)  # a chunk is a few KiB: the pipe buffer takes it at once
-                self.waiting.append(future)
-                return future
-            except OSError:  # the process died since the last answer
-                self.stop()
-        future.set_exception(BrokenPipeError("CSR check worker stopped"))
+    @property
+    def load(self) -> int:
+        """Tasks given to this worker and not yet answered."""
+        return len(self.waiting) + len(self.backlog)
+
+    def submit(self, task: tuple[str, Any]) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = self.loop.create_future()
+        if not self.alive:
+            future.set_exception(BrokenPipeError("CSR worker stopped"))
+            return future
+        self.backlog.append((task, future))
+        self._send_backlog()
         return future
+
+    def _send_backlog(self) -> None:
+        while self.alive and self.backlog and len(self.waiting) < self.MAX_SENT:
+            task, future = self.backlog.popleft()
+            try:
+                self.conn.send(task)
+            except OSError:  # the process died since the last answer
+                self.backlog.appendleft((task, future))
+                self.stop()
+                return
+            self.waiting.append(future)
 
     def _readable(self) -> None:
         try:
@@ -118,6 +177,8 @@ class _Worker:
                     future.set_result(answer)
         except (EOFError, OSError, IndexError):
             self.stop()
+            return
+        self._send_backlog()
 
     def stop(self) -> None:
         if not self.alive:
@@ -128,10 +189,12 @@ class _Worker:
         with contextlib.suppress(OSError):
             self.conn.send(None)
         self.conn.close()
-        while self.waiting:
-            future = self.waiting.popleft()
+        futures = [*self.waiting, *(future for _, future in self.backlog)]
+        self.waiting.clear()
+        self.backlog.clear()
+        for future in futures:
             if not future.done():
-                future.set_exception(BrokenPipeError("CSR check worker stopped"))
+                future.set_exception(BrokenPipeError("CSR worker stopped"))
         self.process.join(timeout=2)
         if self.process.is_alive():
             self.process.kill()
@@ -139,10 +202,23 @@ class _Worker:
 
 
 class CsrChecker:
-    def __init__(self, workers: int | None = None) -> None:
-        self.workers = default_workers() if workers is None else workers
+    def __init__(
+        self, workers: int | None = None, key_opener: KeyManagerOpener | None = None
+    ) -> None:
+        """``key_opener``: the CA's ``worker_opener()``; with it the workers sign too. Set it
+        before the first batch: the pool size follows it unless ``workers`` is given."""
+        self._requested = workers
+        self.key_opener = key_opener
         self._pool: list[_Worker] = []
         self._closed = False
+        self._last_failure = ""
+
+    @property
+    def workers(self) -> int:
+        """How many worker processes the pool keeps."""
+        if self._requested is not None:
+            return self._requested
+        return default_workers(signing=self.key_opener is not None)
 
     def _workers(self) -> list[_Worker]:
         if self._closed or self.workers == 0:
@@ -150,7 +226,7 @@ class CsrChecker:
         loop = asyncio.get_running_loop()
         self._pool = [w for w in self._pool if w.alive and w.loop is loop]
         while len(self._pool) < self.workers:
-            self._pool.append(_Worker(loop))
+            self._pool.append(_Worker(loop, self.key_opener))
         return self._pool
 
     def check(self, items: Sequence[CsrItem]) -> list[Coroutine[Any, Any, list[CheckedKey]]]:
@@ -160,11 +236,73 @@ class CsrChecker:
         workers = self._workers() if len(items) >= MIN_POOLED else []
         if not workers:
             return [self._inline(chunk) for chunk in chunks]
-        run = _PooledRun(chunks, workers)
-        return [run.result(k) for k in range(len(chunks))]
+        run = _PooledRun([("check", chunk) for chunk in chunks], workers)
+        return [self._checked(run, k, chunk) for k, chunk in enumerate(chunks)]
 
     async def _inline(self, chunk: list[CsrItem]) -> list[CheckedKey]:
         return check_inline(chunk)
+
+    async def _checked(self, run: _PooledRun, k: int, chunk: list[CsrItem]) -> list[CheckedKey]:
+        try:
+            return _from_worker(await run.result(k), chunk)
+        except BrokenPipeError:
+            log.warning("a CSR worker stopped; checking inline (a new one starts later)")
+            return check_inline(chunk)
+
+    def sign(
+        self,
+        items: Sequence[CsrItem],
+        batch: X509Batch,
+        plans: Sequence[LeafPlan],
+        local: LocalSigner,
+    ) -> list[Coroutine[Any, Any, list[SignedLeaf]]] | None:
+        """Check and sign in the workers: one coroutine per chunk of ``items`` (whose leaves
+        ``plans`` describe), to be awaited in order, each giving leaf DER or an error per item.
+        None when the workers cannot sign (no key opener, a small batch, no pool): then check
+        and sign the usual way. Close the coroutines not awaited."""
+        if self.key_opener is None or len(items) < MIN_POOLED:
+            return None
+        workers = self._workers()
+        if not workers:
+            return None
+        issuer = batch.ca.certificate.public_bytes(_DER)
+        chunks: list[tuple[list[CsrItem], list[LeafPlan]]] = []
+        tasks: list[tuple[str, Any]] = []
+        for k, end in _even_chunks(len(items), len(workers)):
+            chunk, chunk_plans = list(items[k:end]), list(plans[k:end])
+            orders = tuple(
+                LeafOrder(der, field, plan.spiffe_id, plan.not_after, plan.dns_names)
+                for (der, field), plan in zip(chunk, chunk_plans, strict=True)
+            )
+            chunks.append((chunk, chunk_plans))
+            tasks.append(("sign", SignTask(issuer, batch.ca.key_id, batch.not_before, orders)))
+        run = _PooledRun(tasks, workers)
+        return [self._signed(run, k, *chunk, local) for k, chunk in enumerate(chunks)]
+
+    async def _signed(
+        self,
+        run: _PooledRun,
+        k: int,
+        chunk: list[CsrItem],
+        plans: list[LeafPlan],
+        local: LocalSigner,
+    ) -> list[SignedLeaf]:
+        try:
+            answer = await run.result(k)
+        except BrokenPipeError:
+            log.warning("a signing worker stopped; signing here (a new one starts later)")
+        else:
+            if isinstance(answer, list):
+                return [a if isinstance(a, bytes) else from_report(a) for a in answer]
+            self._note_failure(from_report(answer))
+        return await _sign_here(check_inline(chunk), plans, local)
+
+    def _note_failure(self, exc: PlastronError) -> None:
+        # An outage fails every chunk the same way: say it once, not once per chunk.
+        message = f"{type(exc).__name__}: {exc}"
+        if message != self._last_failure:
+            self._last_failure = message
+            log.warning("a signing worker could not sign (%s); signing here", message)
 
     def close(self) -> None:
         self._closed = True
@@ -173,31 +311,56 @@ class CsrChecker:
         self._pool.clear()
 
 
+def _even_chunks(n: int, workers: int) -> list[tuple[int, int]]:
+    """(start, end) of chunks of about ``CHUNK`` items, their count a multiple of ``workers``
+    where that keeps them at least ``CHUNK // 2``: a lone batch finishes when its last worker
+    does, so each should get the same share."""
+    count = max(1, round(n / CHUNK))
+    if workers > 1:
+        rounded = -(-count // workers) * workers
+        count = rounded if n // rounded >= CHUNK // 2 else count
+    base, extra = divmod(n, count)
+    bounds, start = [], 0
+    for i in range(count):
+        end = start + base + (1 if i < extra else 0)
+        bounds.append((start, end))
+        start = end
+    return bounds
+
+
+async def _sign_here(
+    keys: list[CheckedKey], plans: list[LeafPlan], local: LocalSigner
+) -> list[SignedLeaf]:
+    orders = [(p, k) for p, k in zip(plans, keys, strict=True) if not isinstance(k, PlastronError)]
+    signed = iter(await local(orders))
+    out: list[SignedLeaf] = []
+    for key in keys:
+        if isinstance(key, PlastronError):
+            out.append(key)
+        else:
+            leaf = next(signed)
+            out.append(leaf if isinstance(leaf, PlastronError) else leaf.public_bytes(_DER))
+    return out
+
+
 class _PooledRun:
-    """One batch's chunks on the workers. Only ``AHEAD`` chunks per worker are in flight, so a
-    500-item batch never fills a pipe (which would block the event loop on send)."""
+    """One batch's tasks, all handed to the workers at once (each worker keeps its own backlog),
+    spread so that every worker has about the same number to do."""
 
-    AHEAD = 2
+    def __init__(self, tasks: list[tuple[str, Any]], workers: list[_Worker]) -> None:
+        self._futures: dict[int, asyncio.Future[Any]] = {}
+        for k, task in enumerate(tasks):
+            worker = min(workers, key=lambda w: w.load)
+            self._futures[k] = future = worker.submit(task)
+            # A batch that fails early never awaits its later tasks; a worker's death must not
+            # then be logged as an exception nobody retrieved (awaiting still raises it).
+            future.add_done_callback(_retrieve)
 
-    def __init__(self, chunks: list[list[CsrItem]], workers: list[_Worker]) -> None:
-        self._chunks = chunks
-        self._workers = workers
-        self._futures: dict[int, asyncio.Future[list[bytes | str]]] = {}
-        self._next = 0
-        self._top_up(0)
+    async def result(self, k: int) -> Any:
+        """Task k's answer; BrokenPipeError if its worker stopped."""
+        return await self._futures.pop(k)
 
-    def _top_up(self, current: int) -> None:
-        limit = min(len(self._chunks), current + self.AHEAD * len(self._workers))
-        while self._next < limit:
-            worker = min(self._workers, key=lambda w: len(w.waiting))
-            self._futures[self._next] = worker.submit(self._chunks[self._next])
-            self._next += 1
 
-    async def result(self, k: int) -> list[CheckedKey]:
-        self._top_up(k + 1)  # keep the workers busy while chunk k is being signed
-        chunk = self._chunks[k]
-        try:
-            return _from_worker(await self._futures.pop(k), chunk)
-        except BrokenPipeError:
-            log.warning("a CSR check worker stopped; checking inline (a new one starts later)")
-            return check_inline(chunk)
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
@@ -14,10 +15,10 @@ from plastron.server.api import convert
 from plastron.server.api.authz import current_caller
 from plastron.server.api.context import ApiContext
 from plastron.server.api.csr import csr_public_key, csr_uri_and_dns, parse_csr
-from plastron.server.api.csr_check import CheckedKey
+from plastron.server.api.csr_check import MIN_POOLED, CheckedKey
 from plastron.server.api.status import unimplemented
 from plastron.server.bundles import load_bundle
-from plastron.server.ca.server_ca import WorkloadSvidRequest
+from plastron.server.ca.server_ca import LeafPlan, WorkloadSvidRequest
 from plastron.server.datastore.records import RegistrationEntry
 from plastron.spiffe.bundle import Bundle
 from plastron.spiffe.ids import SpiffeId
@@ -98,8 +99,20 @@ class SvidService(svid_grpc.SVIDBase):
                 results.append(None)
             except PlastronError as exc:
                 results.append(_failed(exc))
-        # The CSR contributes its public key only; SANs and subject come from the entry. Chunk
-        # k is signed while the CSR checkers work on chunk k+1.
+        # The CSR contributes its public key only; SANs and subject come from the entry.
+        if not await self._sign_in_workers(pending, csrs, results):
+            await self._check_and_sign_here(pending, csrs, results)
+        answered = [r for r in results if r is not None]
+        assert len(answered) == len(results), "every item gets its own result"
+        await stream.send_message(svid_pb2.BatchNewX509SVIDResponse(results=answered))
+
+    async def _check_and_sign_here(
+        self,
+        pending: list[tuple[int, RegistrationEntry]],
+        csrs: list[tuple[bytes, str]],
+        results: list[svid_pb2.BatchNewX509SVIDResponse.Result | None],
+    ) -> None:
+        # Chunk k is signed while the CSR checkers work on chunk k+1.
         checking = self.ctx.csr_checker.check(csrs)
         try:
             done = 0
@@ -110,9 +123,60 @@ class SvidService(svid_grpc.SVIDBase):
         finally:
             for chunk in checking:
                 chunk.close()  # the coroutines not reached (a no-op for the others)
-        answered = [r for r in results if r is not None]
-        assert len(answered) == len(results), "every item gets its own result"
-        await stream.send_message(svid_pb2.BatchNewX509SVIDResponse(results=answered))
+
+    async def _sign_in_workers(
+        self,
+        pending: list[tuple[int, RegistrationEntry]],
+        csrs: list[tuple[bytes, str]],
+        results: list[svid_pb2.BatchNewX509SVIDResponse.Result | None],
+    ) -> bool:
+        """Check and sign in the CSR workers when they can reach the CA key themselves (an
+        HSM); False, with nothing done, when they cannot."""
+        checker = self.ctx.csr_checker
+        if checker.key_opener is None or len(csrs) < MIN_POOLED:
+            return False
+        batch = self.ctx.ca.plan_workload_x509_svids(
+            [(e.spiffe_id, e.x509_svid_ttl, e.dns_names) for _, e in pending]
+        )
+        planned: list[tuple[int, RegistrationEntry, LeafPlan]] = []
+        planned_csrs: list[tuple[bytes, str]] = []
+        for (i, entry), plan, item in zip(pending, batch.leaves, csrs, strict=True):
+            if isinstance(plan, PlastronError):
+                results[i] = _failed(plan)
+            else:
+                planned.append((i, entry, plan))
+                planned_csrs.append(item)
+        signing = checker.sign(
+            planned_csrs,
+            batch,
+            [plan for *_, plan in planned],
+            functools.partial(self.ctx.ca.sign_planned, batch),
+        )
+        if signing is None:
+            return False
+        tail = [convert.ca_der(cert) for cert in batch.chain_tail]
+        try:
+            done = 0
+            for chunk in signing:
+                leaves = await chunk
+                for (i, entry, plan), leaf in zip(
+                    planned[done : done + len(leaves)], leaves, strict=True
+                ):
+                    results[i] = (
+                        _failed(leaf)
+                        if isinstance(leaf, PlastronError)
+                        else svid_pb2.BatchNewX509SVIDResponse.Result(
+                            status=convert.status(None),
+                            svid=convert.x509_svid_der_to_proto(
+                                [leaf, *tail], entry.spiffe_id, plan.not_after, entry.hint
+                            ),
+                        )
+                    )
+                done += len(leaves)
+        finally:
+            for chunk in signing:
+                chunk.close()
+        return True
 
     async def _sign_chunk(
         self,

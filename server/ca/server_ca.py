@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from plastron.clock import Clock
 from plastron.errors import FailedPrecondition, InvalidArgument, PlastronError
-from plastron.keymanager import KeyManager, PublicKey
+from plastron.keymanager import KeyManager, KeyManagerOpener, PublicKey, worker_opener
 from plastron.server.ca.authorities import AuthorityManager
 from plastron.server.ca.config import CAConfig
 from plastron.server.ca.key_runner import KeyRunner
@@ -32,6 +32,25 @@ from plastron.spiffe.x509svid import make_ca_certificate, make_x509_svid
 log = logging.getLogger(__name__)
 
 BACKDATE = dt.timedelta(seconds=10)
+
+
+@dataclass(frozen=True)
+class LeafPlan:
+    """One workload leaf as decided by the CA, waiting for its public key."""
+
+    spiffe_id: SpiffeId
+    not_after: dt.datetime
+    dns_names: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class X509Batch:
+    """A batch of leaves planned against one CA at one clock reading."""
+
+    ca: X509CA
+    not_before: dt.datetime
+    leaves: list[LeafPlan | PlastronError]  # in request order; an error for a refused item
+    chain_tail: list[x509.Certificate]  # what follows each leaf in its chain
 
 
 @dataclass(frozen=True)
@@ -195,50 +214,79 @@ class ServerCA:
         place. For a blocking KeyManager (HSM) the whole batch is signed in one executor call,
         so a batch of 50 costs one thread hand-off rather than a hundred.
         """
+        batch = self.plan_workload_x509_svids([(r.spiffe_id, r.ttl, r.dns_names) for r in requests])
+        out: list[list[x509.Certificate] | PlastronError] = []
+        orders: list[tuple[LeafPlan, PublicKey]] = []
+        for plan, req in zip(batch.leaves, requests, strict=True):
+            if isinstance(plan, PlastronError):
+                out.append(plan)
+            else:
+                orders.append((plan, req.public_key))
+                out.append([])
+        signed = iter(await self.sign_planned(batch, orders))
+        for i, item in enumerate(out):
+            if not isinstance(item, PlastronError):
+                leaf = next(signed)
+                out[i] = leaf if isinstance(leaf, PlastronError) else [leaf, *batch.chain_tail]
+        return out
+
+    def plan_workload_x509_svids(
+        self, requests: Sequence[tuple[SpiffeId, int, Sequence[str]]]
+    ) -> X509Batch:
+        """Decide a batch of workload leaves (spiffe_id, ttl, dns_names): one CA, one clock
+        reading, every item checked like ``sign_workload_x509_svid``; the keys come later, from
+        the CSRs, so the signing can happen here or in a worker process (server/api/csr_check)."""
         ca = self._current_x509()
         now = self._clock.now()
-        plans: list[tuple[int, SpiffeId, PublicKey, dt.datetime, tuple[str, ...]]] = []
-        out: list[list[x509.Certificate] | PlastronError] = []
-        for i, req in enumerate(requests):
+        leaves: list[LeafPlan | PlastronError] = []
+        for spiffe_id, ttl, dns_names in requests:
             try:
-                self._check_member(req.spiffe_id)
-                if not req.spiffe_id.path:
-                    raise InvalidArgument(f"X509-SVID ID {req.spiffe_id} has no path")
-                _check_dns_names(req.dns_names)
-                lifetime = _ttl(req.ttl, self.config.default_x509_svid_ttl)
-                not_after = self._cap(now + lifetime, ca.not_after, req.spiffe_id, "X509-SVID")
-                plans.append((i, req.spiffe_id, req.public_key, not_after, tuple(req.dns_names)))
-                out.append([])
+                self._check_member(spiffe_id)
+                if not spiffe_id.path:
+                    raise InvalidArgument(f"X509-SVID ID {spiffe_id} has no path")
+                _check_dns_names(dns_names)
+                lifetime = _ttl(ttl, self.config.default_x509_svid_ttl)
+                not_after = self._cap(now + lifetime, ca.not_after, spiffe_id, "X509-SVID")
+                leaves.append(LeafPlan(spiffe_id, not_after, tuple(dns_names)))
             except PlastronError as exc:
-                out.append(exc)
-        if not plans:
-            return out
+                leaves.append(exc)
+        return X509Batch(ca, now - BACKDATE, leaves, self._chain_after_leaf(ca))
+
+    async def sign_planned(
+        self, batch: X509Batch, orders: Sequence[tuple[LeafPlan, PublicKey]]
+    ) -> list[x509.Certificate | PlastronError]:
+        """The leaves of ``orders`` (plans of ``batch`` with their checked keys), signed in
+        this process in one KeyManager call; a bad item yields its error in place."""
+        if not orders:
+            return []
         key_manager = self._keys.key_manager
+        ca = batch.ca
 
         def sign_all() -> list[x509.Certificate | PlastronError]:
             signer = key_manager.signer(ca.key_id)
             leaves: list[x509.Certificate | PlastronError] = []
-            for _, sid, public_key, not_after, dns in plans:
+            for plan, public_key in orders:
                 try:
                     leaves.append(
                         make_x509_svid(
-                            spiffe_id=sid,
+                            spiffe_id=plan.spiffe_id,
                             public_key=public_key,
                             issuer=ca.certificate,
                             issuer_key=signer,
-                            not_before=now - BACKDATE,
-                            not_after=not_after,
-                            dns_names=dns,
+                            not_before=batch.not_before,
+                            not_after=plan.not_after,
+                            dns_names=plan.dns_names,
                         )
                     )
                 except PlastronError as exc:
                     leaves.append(exc)
             return leaves
 
-        tail = self._chain_after_leaf(ca)
-        for (i, *_), leaf in zip(plans, await self._keys.run(sign_all), strict=True):
-            out[i] = leaf if isinstance(leaf, PlastronError) else [leaf, *tail]
-        return out
+        return await self._keys.run(sign_all)
+
+    def worker_opener(self) -> KeyManagerOpener | None:
+        """How a worker process opens this CA's key store itself (an HSM), or None."""
+        return worker_opener(self._keys.key_manager)
 
     def _chain_after_leaf(self, ca: X509CA) -> list[x509.Certificate]:
         # Self-signed: the CA cert is the bundle root, so nothing follows the leaf. Upstream:
