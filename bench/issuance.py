@@ -344,8 +344,10 @@ def main() -> int:
             )
     print_table(results, bare)
     print(
-        f"(BatchNewX509SVID batches of {BATCH}; CSR check workers "
-        f"{default_workers() if args.csr_workers is None else args.csr_workers}; "
+        f"(BatchNewX509SVID batches of {BATCH}; CSR workers "
+        f"{default_workers() if args.csr_workers is None else args.csr_workers}, in pkcs11 "
+        f"mode {default_workers(signing=True) if args.csr_workers is None else args.csr_workers}"
+        " that also sign, each with its own token session; "
         f"medians of {args.runs} x {args.seconds:g}s; "
         "the agent in its own process, the server in this one)"
     )

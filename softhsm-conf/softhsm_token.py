@@ -17,9 +17,11 @@ the module is first initialised in the process, so it is set before anything loa
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,6 +59,16 @@ class SoftHsmToken:
     def env(self) -> dict[str, str]:
         """Environment for subprocesses (softhsm2-util, pkcs11-tool) that use this token."""
         return dict(os.environ, SOFTHSM2_CONF=str(self.conf_path))
+
+    @contextmanager
+    def removed(self) -> Iterator[None]:
+        """The HSM gone: the token directory moved aside for the block, then put back."""
+        aside = self.token_dir.with_name("tokens.removed")
+        shutil.move(self.token_dir, aside)
+        try:
+            yield
+        finally:
+            shutil.move(aside, self.token_dir)
 
 
 def use_softhsm_dir(base: Path) -> Path:

@@ -29,7 +29,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from plastron.errors import InvalidArgument, PlastronError
+from plastron.errors import InvalidArgument, KeyManagerError, PlastronError
 from plastron.keymanager import KeyManagerOpener, PublicKey
 from plastron.server.api.csr import check_public_key, csr_public_key, parse_csr
 from plastron.server.api.worker_signing import (
@@ -103,7 +103,11 @@ def _worker_main(conn: Connection, opener: KeyManagerOpener | None) -> None:
         while (task := conn.recv()) is not None:
             kind, payload = task
             if kind == "sign" and signer is not None:
-                conn.send(signer.run(payload))
+                try:
+                    answer: Any = signer.run(payload)
+                except Exception as exc:  # a module's surprise: the server signs this chunk
+                    answer = ("KeyManagerError", f"signing worker: {type(exc).__name__}: {exc}")
+                conn.send(answer)
             elif kind == "sign":
                 conn.send(("Unavailable", "this worker was started without a key store"))
             else:
@@ -230,8 +234,8 @@ class CsrChecker:
         return self._pool
 
     def check(self, items: Sequence[CsrItem]) -> list[Coroutine[Any, Any, list[CheckedKey]]]:
-        """One coroutine per chunk of ``items``, to be awaited in order; the first chunks go to
-        the workers now. Close the ones not awaited."""
+        """One coroutine per chunk of ``items``, to be awaited in order; the chunks go to the
+        workers now. Close the ones not awaited."""
         chunks = [list(items[k : k + CHUNK]) for k in range(0, len(items), CHUNK)]
         workers = self._workers() if len(items) >= MIN_POOLED else []
         if not workers:
@@ -292,9 +296,14 @@ class CsrChecker:
         except BrokenPipeError:
             log.warning("a signing worker stopped; signing here (a new one starts later)")
         else:
-            if isinstance(answer, list):
+            if isinstance(answer, list) and len(answer) == len(chunk):
+                self._last_failure = ""
                 return [a if isinstance(a, bytes) else from_report(a) for a in answer]
-            self._note_failure(from_report(answer))
+            self._note_failure(
+                from_report(answer)
+                if isinstance(answer, tuple)
+                else KeyManagerError(f"{len(answer)} answers for {len(chunk)} orders")
+            )
         return await _sign_here(check_inline(chunk), plans, local)
 
     def _note_failure(self, exc: PlastronError) -> None:

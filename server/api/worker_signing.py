@@ -15,7 +15,8 @@ never used through a stale handle.
 from __future__ import annotations
 
 import datetime as dt
-import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -27,8 +28,6 @@ from plastron.keymanager import KeyManager, KeyManagerOpener, PrivateKey
 from plastron.server.api.csr import csr_public_key, parse_csr
 from plastron.spiffe.ids import SpiffeId
 from plastron.spiffe.x509svid import make_x509_svid
-
-log = logging.getLogger(__name__)
 
 _SPKI = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
@@ -72,23 +71,42 @@ def from_report(error: ErrorReport) -> PlastronError:
     return KeyManagerError(message)
 
 
-class WorkerSigner:
-    """A worker process's signing state: its KeyManager (opened on first use, and again after
-    a failed open) and the signer for the current CA certificate."""
+#: After a failed open the worker waits this long before it tries again, doubling up to
+#: ``REOPEN_MAX``: a wrong PIN retried on every batch would lock the token's user PIN.
+REOPEN_FIRST = 5.0
+REOPEN_MAX = 300.0
 
-    def __init__(self, opener: KeyManagerOpener) -> None:
+
+class WorkerSigner:
+    """A worker process's signing state: its KeyManager (opened on first use, and again, with
+    backoff, after a failed open) and the signer for the current CA certificate."""
+
+    def __init__(self, opener: KeyManagerOpener, clock: Callable[[], float] = time.monotonic):
         self._opener = opener
+        self._clock = clock
         self._manager: KeyManager | None = None
         self._current: tuple[bytes, str, x509.Certificate, PrivateKey] | None = None
+        self._retry_at = 0.0
+        self._backoff = REOPEN_FIRST
+        self._open_error = ""
 
     def _open(self) -> KeyManager:
-        if self._manager is None:
-            try:
-                self._manager = self._opener()
-            except PlastronError as exc:
-                raise KeyManagerUnavailable(
-                    f"signing worker cannot open the key store: {exc}"
-                ) from exc
+        if self._manager is not None:
+            return self._manager
+        now = self._clock()
+        if now < self._retry_at:  # the same words as the failure, so the server says it once
+            raise KeyManagerUnavailable(self._open_error)
+        try:
+            self._manager = self._opener()
+        except PlastronError as exc:
+            self._open_error = (
+                f"signing worker cannot open the key store: {exc} (next try in"
+                f" {self._backoff:.0f} s)"
+            )
+            self._retry_at = now + self._backoff
+            self._backoff = min(2 * self._backoff, REOPEN_MAX)
+            raise KeyManagerUnavailable(self._open_error) from exc
+        self._backoff = REOPEN_FIRST
         return self._manager
 
     def _signer_for(self, issuer_der: bytes, key_id: str) -> tuple[x509.Certificate, PrivateKey]:

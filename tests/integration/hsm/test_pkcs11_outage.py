@@ -4,10 +4,7 @@ not ready, and the same manager recovers when the token comes back."""
 from __future__ import annotations
 
 import datetime as dt
-import shutil
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pkcs11
@@ -30,16 +27,6 @@ TD = TrustDomain("example.org")
 START = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
 
 
-@contextmanager
-def token_dir_removed(token: SoftHsmToken) -> Iterator[None]:
-    aside = token.token_dir.with_name("tokens.removed")
-    shutil.move(token.token_dir, aside)
-    try:
-        yield
-    finally:
-        shutil.move(aside, token.token_dir)
-
-
 def _ec(key: object) -> ec.EllipticCurvePrivateKey:
     assert isinstance(key, ec.EllipticCurvePrivateKey)
     return key
@@ -56,7 +43,7 @@ def test_token_dir_removed_then_restored(
     key = _ec(manager.signer("x509-CA-A"))
     _verify(key)
     manager.health_check()
-    with token_dir_removed(softhsm_token):
+    with softhsm_token.removed():
         with pytest.raises(KeyManagerUnavailable, match="unreachable during sign"):
             key.sign(b"m", ECDSA)
         with pytest.raises(KeyManagerUnavailable):
@@ -87,7 +74,7 @@ def test_module_finalised_while_token_gone(
 ) -> None:
     manager.generate_key("x509-CA-A", KeyType.EC_P256)
     key = _ec(manager.signer("x509-CA-A"))
-    with token_dir_removed(softhsm_token):
+    with softhsm_token.removed():
         with PKCS11_LOCK:
             pkcs11.lib(softhsm_token.module_path).finalize()
         for _ in range(2):  # stays unavailable, never falls back to anything
@@ -158,7 +145,7 @@ async def test_server_ca_unavailable_then_recovers(
     sid = TD.spiffe_id("/w")
     try:
         await ca.health_check()
-        with token_dir_removed(softhsm_token):
+        with softhsm_token.removed():
             with pytest.raises(KeyManagerUnavailable):
                 await ca.sign_workload_x509_svid(spiffe_id=sid, public_key=leaf)
             with pytest.raises(KeyManagerUnavailable):

@@ -4,12 +4,10 @@ recovers without a restart; the pkcs11 UpstreamAuthority roots the bundle in the
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pkcs11
 import pytest
@@ -25,6 +23,7 @@ from plastron.proto.grpc.health.v1 import health_grpc, health_pb2
 from plastron.proto.spire.api.server.entry.v1 import entry_pb2
 from plastron.proto.spire.api.server.svid.v1 import svid_pb2
 from plastron.proto.spire.api.types import entry_pb2 as types_entry
+from plastron.server.api.csr_check import MIN_POOLED
 from plastron.spiffe.x509svid import validate_x509_svid
 from tests.integration.server.server_harness import (
     AgentIdentity,
@@ -43,16 +42,6 @@ def pkcs11_block(token: SoftHsmToken, kind: str = "KeyManager", extra: str = "")
         f'{kind} "pkcs11" {{ plugin_data {{ module_path = "{token.module_path}" '
         f'token_label = "{token.token_label}" pin_file = "{token.pin_file}" {extra} }} }}'
     )
-
-
-@contextmanager
-def token_dir_removed(token: SoftHsmToken) -> Iterator[None]:
-    aside = token.token_dir.with_name("tokens.removed")
-    shutil.move(token.token_dir, aside)
-    try:
-        yield
-    finally:
-        shutil.move(aside, token.token_dir)
 
 
 async def mint(h: Harness) -> list[x509.Certificate]:
@@ -150,7 +139,7 @@ async def test_ca_keys_in_hsm_restart_outage_and_recovery(
         assert await health(h) == health_pb2.HealthCheckResponse.SERVING
         agent, entry_id = await agent_with_entry(h)
         assert await batch(h, agent, entry_id) == [0, 0]
-        with token_dir_removed(softhsm_token):
+        with softhsm_token.removed():
             with pytest.raises(GRPCError) as err:
                 await mint(h)
             assert err.value.status == Status.UNAVAILABLE, err.value
@@ -172,7 +161,7 @@ async def test_ca_keys_in_hsm_restart_outage_and_recovery(
             pkcs11.lib(softhsm_token.module_path).finalize()
         assert validate_x509_svid(await mint(h), first_roots, h.server.clock.now())
         # finalised while the token is gone: unavailable, then back without a restart
-        with token_dir_removed(softhsm_token):
+        with softhsm_token.removed():
             with PKCS11_LOCK:
                 pkcs11.lib(softhsm_token.module_path).finalize()
             with pytest.raises(GRPCError) as err:
@@ -262,3 +251,47 @@ async def test_pkcs11_upstream_roots_the_bundle_in_the_hsm(
         assert chain[1].issuer == root.subject
         assert validate_x509_svid(chain, roots, h.server.clock.now())
     assert "root" in list_private_keys(softhsm_token)
+
+
+async def test_large_batches_are_signed_by_workers_with_their_own_sessions(
+    tmp_path: Path, softhsm_token: SoftHsmToken
+) -> None:
+    """A batch big enough for the CSR workers is signed there, through each worker's own token
+    session: the leaves chain to the HSM-held CA, a bad CSR fails alone, expires_at is the
+    leaf's notAfter, and an outage answers UNAVAILABLE per item, then recovers."""
+    async with running_server(tmp_path, key_manager=pkcs11_block(softhsm_token)) as h:
+        checker = h.server.csr_checker
+        assert checker.key_opener is not None, "the pkcs11 KeyManager offers workers its token"
+        agent, entry_id = await agent_with_entry(h)
+        svid = h.svid_stub(await h.tls(agent))
+
+        async def big_batch() -> tuple[list[ec.EllipticCurvePrivateKey], list[Any]]:
+            keys = [ec.generate_private_key(ec.SECP256R1()) for _ in range(MIN_POOLED + 4)]
+            params = [{"entry_id": entry_id, "csr": make_csr(k)} for k in keys]
+            params[5]["csr"] = b"junk"
+            resp = await svid.BatchNewX509SVID(svid_pb2.BatchNewX509SVIDRequest(params=params))
+            return keys, list(resp.results)
+
+        keys, results = await big_batch()
+        if checker.workers:  # none on a single-core machine
+            assert checker._pool and all(w.process.is_alive() for w in checker._pool)
+        roots = (await h.bundle()).x509_certificates()
+        for i, result in enumerate(results):
+            if i == 5:
+                assert result.status.code == Status.INVALID_ARGUMENT.value
+                assert "params[5].csr: malformed CSR" in result.status.message
+                continue
+            assert result.status.code == 0, result.status
+            chain = [x509.load_der_x509_certificate(c) for c in result.svid.cert_chain]
+            assert str(validate_x509_svid(chain, roots, h.server.clock.now())) == (
+                "spiffe://example.org/hsm-batch"
+            )
+            assert chain[0].public_key() == keys[i].public_key()
+            assert result.svid.expires_at == int(chain[0].not_valid_after_utc.timestamp())
+        with softhsm_token.removed():
+            _, results = await big_batch()
+            codes = {r.status.code for i, r in enumerate(results) if i != 5}
+            assert codes == {Status.UNAVAILABLE.value}
+            assert all("unreachable" in r.status.message for i, r in enumerate(results) if i != 5)
+        _, results = await big_batch()
+        assert [r.status.code for r in results].count(0) == len(results) - 1

@@ -3,6 +3,7 @@ batches stay inline, a killed worker is survived and replaced, close() leaves no
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 
@@ -12,7 +13,15 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from plastron.errors import PlastronError
-from plastron.server.api.csr_check import MIN_POOLED, CheckedKey, CsrChecker, check_inline
+from plastron.server.api.csr_check import (
+    CHUNK,
+    MIN_POOLED,
+    CheckedKey,
+    CsrChecker,
+    _even_chunks,
+    _Worker,
+    check_inline,
+)
 
 SPKI = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
@@ -111,13 +120,34 @@ async def test_no_workers_means_inline(workers: int) -> None:
 
 
 async def test_a_full_batch_keeps_its_order() -> None:
-    """500 items (the API's limit) through 2 workers, a few chunks in flight at a time."""
+    """500 items (the API's limit) through 2 workers, at most MAX_SENT chunks in each pipe."""
     key = ec.generate_private_key(ec.SECP256R1())
     ders = [csr_der(ec.generate_private_key(ec.SECP256R1())) for _ in range(499)]
     ders.insert(321, csr_der(key)[:-3])  # truncated: refused in its own slot
     items = [(der, f"params[{i}].csr") for i, der in enumerate(ders)]
     checker = CsrChecker(workers=2)
     try:
-        assert summary(await checked(checker, items)) == summary(check_inline(items))
+        chunks = checker.check(items)
+        for worker in checker._pool:  # the rest waits on this side, so no pipe ever fills
+            assert len(worker.waiting) == _Worker.MAX_SENT and worker.backlog
+        out: list[CheckedKey] = []
+        for chunk in chunks:
+            out += await chunk
+            assert all(len(w.waiting) <= _Worker.MAX_SENT for w in checker._pool)
+        assert summary(out) == summary(check_inline(items))
+        assert all(not w.waiting and not w.backlog for w in checker._pool)
     finally:
         checker.close()
+
+
+@pytest.mark.parametrize("n", [16, 17, 20, 31, 50, 99, 100, 500])
+@pytest.mark.parametrize("workers", [1, 2, 3, 4, 8])
+def test_signing_chunks_share_a_batch_evenly(n: int, workers: int) -> None:
+    bounds = _even_chunks(n, workers)
+    assert bounds[0][0] == 0 and bounds[-1][1] == n
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(bounds))
+    sizes = [end - start for start, end in bounds]
+    assert max(sizes) - min(sizes) <= 1 and min(sizes) >= 1
+    assert max(sizes) <= 2 * CHUNK
+    if n // workers >= CHUNK // 2:  # enough for every worker: each gets the same share
+        assert len(bounds) % workers == 0, bounds

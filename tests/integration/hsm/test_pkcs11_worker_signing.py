@@ -1,0 +1,294 @@
+"""CSR workers that sign with their own SoftHSM2 session (server/api/csr_check.py and
+worker_signing.py): the leaves are the ones the server would sign itself, refused CSRs fail
+alone, CA rotation (slot keys regenerated) is followed, a key that does not match the CA
+certificate is refused, and a worker that dies or cannot log in leaves the signing to the
+server."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import functools
+import logging
+import os
+import signal
+from collections.abc import AsyncIterator, Iterator, Sequence
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from softhsm_token import SoftHsmToken
+
+from plastron.clock import ManualClock
+from plastron.errors import InvalidArgument, KeyManagerUnavailable, PlastronError
+from plastron.hsm.config import Pkcs11Config, parse_pkcs11_config
+from plastron.hsm.keymanager import Pkcs11KeyManager, open_pkcs11_key_manager
+from plastron.keymanager import MemoryKeyManager, PublicKey, worker_opener
+from plastron.server.api.csr_check import CsrChecker, SignedLeaf, check_inline
+from plastron.server.api.worker_signing import LeafOrder, SignTask, WorkerSigner
+from plastron.server.ca import CAConfig, MemoryCAStore, ServerCA
+from plastron.server.ca.server_ca import LeafPlan
+from plastron.spiffe.ids import SpiffeId, TrustDomain
+from plastron.spiffe.x509svid import make_ca_certificate
+
+pytestmark = pytest.mark.softhsm
+
+TD = TrustDomain("example.org")
+START = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
+SPKI = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def csr_der(key: ec.EllipticCurvePrivateKey) -> bytes:
+    builder = x509.CertificateSigningRequestBuilder().subject_name(x509.Name([]))
+    return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
+
+
+@pytest.fixture
+async def ca(manager: Pkcs11KeyManager) -> AsyncIterator[ServerCA]:
+    server_ca = await ServerCA.open(
+        config=CAConfig(trust_domain=TD),
+        key_manager=manager,
+        store=MemoryCAStore(),
+        clock=ManualClock(START),
+    )
+    yield server_ca
+    server_ca.close()
+
+
+def pkcs11_config(token: SoftHsmToken) -> Pkcs11Config:
+    return parse_pkcs11_config(token.plugin_data())
+
+
+@pytest.fixture
+def checker(ca: ServerCA) -> Iterator[CsrChecker]:
+    pool = CsrChecker(workers=2, key_opener=ca.worker_opener())
+    yield pool
+    pool.close()
+
+
+class Batch:
+    """n workloads with their keys and CSRs; item ``bad`` carries a tampered CSR."""
+
+    def __init__(self, n: int, bad: int | None = None) -> None:
+        self.keys = [ec.generate_private_key(ec.SECP256R1()) for _ in range(n)]
+        ders = [csr_der(k) for k in self.keys]
+        if bad is not None:
+            tampered = bytearray(ders[bad])
+            tampered[-5] ^= 0xFF  # inside the signature
+            ders[bad] = bytes(tampered)
+        self.items = [(der, f"params[{i}].csr") for i, der in enumerate(ders)]
+        self.ids = [TD.spiffe_id(f"/w/{i}") for i in range(n)]
+        dns = [(f"w{i}.example.org",) if i % 3 == 0 else () for i in range(n)]
+        self.requests = [(sid, 600, names) for sid, names in zip(self.ids, dns, strict=True)]
+
+
+async def sign_in_workers(
+    checker: CsrChecker, ca: ServerCA, batch: Batch, *, here: bool = False
+) -> list[SignedLeaf]:
+    """The batch through ``checker.sign``; ``here``: whether the server is expected to sign
+    (some of) it itself, because a worker could not."""
+    planned = ca.plan_workload_x509_svids(batch.requests)
+    plans = [p for p in planned.leaves if isinstance(p, LeafPlan)]
+    assert len(plans) == len(batch.items)
+    signed_here: list[int] = []
+
+    async def local(
+        orders: Sequence[tuple[LeafPlan, PublicKey]],
+    ) -> list[x509.Certificate | PlastronError]:
+        signed_here.append(len(orders))
+        return await ca.sign_planned(planned, orders)
+
+    signing = checker.sign(batch.items, planned, plans, local)
+    assert signing is not None, "a pool with a key opener signs batches this size"
+    out: list[SignedLeaf] = []
+    for chunk in signing:
+        out += await chunk
+    assert bool(signed_here) == here, signed_here
+    return out
+
+
+def check_leaves(ca: ServerCA, batch: Batch, leaves: list[SignedLeaf], bad: set[int]) -> None:
+    issuer = ca.x509_authority()[0]
+    for i, leaf in enumerate(leaves):
+        if i in bad:
+            assert isinstance(leaf, InvalidArgument)
+            continue
+        assert isinstance(leaf, bytes), leaf
+        cert = x509.load_der_x509_certificate(leaf)
+        cert.verify_directly_issued_by(issuer)
+        assert cert.public_key().public_bytes(*SPKI) == batch.keys[i].public_key().public_bytes(
+            *SPKI
+        )
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert san.get_values_for_type(x509.UniformResourceIdentifier) == [str(batch.ids[i])]
+        assert san.get_values_for_type(x509.DNSName) == list(batch.requests[i][2])
+
+
+async def test_workers_sign_what_the_server_would(ca: ServerCA, checker: CsrChecker) -> None:
+    batch = Batch(20, bad=7)
+    leaves = await sign_in_workers(checker, ca, batch)
+    assert len(checker._pool) == 2 and all(w.process.is_alive() for w in checker._pool)
+    check_leaves(ca, batch, leaves, bad={7})
+    # the refusal reads exactly as the server's own check
+    assert str(leaves[7]) == str(check_inline([batch.items[7]])[0])
+    # same leaf as the in-process path, serial and signature aside
+    planned = ca.plan_workload_x509_svids(batch.requests)
+    plan = planned.leaves[3]
+    assert isinstance(plan, LeafPlan)
+    [local] = await ca.sign_planned(planned, [(plan, batch.keys[3].public_key())])
+    assert isinstance(local, x509.Certificate) and isinstance(leaves[3], bytes)
+    remote = x509.load_der_x509_certificate(leaves[3])
+    assert list(remote.extensions) == list(local.extensions)
+    assert remote.subject == local.subject and remote.issuer == local.issuer
+    assert remote.not_valid_after_utc == local.not_valid_after_utc == plan.not_after
+    assert remote.not_valid_before_utc == local.not_valid_before_utc
+
+
+async def test_rotation_and_regenerated_slots_are_followed(
+    ca: ServerCA, checker: CsrChecker
+) -> None:
+    first = ca.x509_authority()[0]
+    first_key_id = ca.manager.current_x509.key_id  # type: ignore[union-attr]
+    check_leaves(ca, batch := Batch(16), await sign_in_workers(checker, ca, batch), set())
+    clock = ca._clock
+    assert isinstance(clock, ManualClock)
+    seen = {first.serial_number}
+    # rotate until the first slot is current again: the server regenerated its key meanwhile
+    for _ in range(12):
+        clock.advance(dt.timedelta(hours=8))
+        await ca.rotator.rotate()
+        current = ca.x509_authority()[0]
+        if current.serial_number in seen:
+            continue
+        seen.add(current.serial_number)
+        batch = Batch(16)
+        check_leaves(ca, batch, await sign_in_workers(checker, ca, batch), set())
+        if ca.manager.current_x509.key_id == first_key_id:  # type: ignore[union-attr]
+            break
+    else:
+        pytest.fail("the first slot never became current again")
+    assert current.public_key() != first.public_key()
+
+
+def test_key_that_does_not_match_the_ca_certificate_is_refused(
+    manager: Pkcs11KeyManager, ca: ServerCA
+) -> None:
+    key_id = ca.manager.current_x509.key_id  # type: ignore[union-attr]
+    other = ec.generate_private_key(ec.SECP256R1())
+    stranger = make_ca_certificate(
+        trust_domain=TD,
+        public_key=other.public_key(),
+        issuer=None,
+        issuer_key=other,
+        not_before=START,
+        not_after=START + dt.timedelta(days=1),
+    )
+    signer = WorkerSigner(manager.worker_opener())
+    order = LeafOrder(
+        csr_der(ec.generate_private_key(ec.SECP256R1())),
+        "params[0].csr",
+        SpiffeId(TD, "/w"),
+        START + dt.timedelta(hours=1),
+        (),
+    )
+    task = SignTask(stranger.public_bytes(serialization.Encoding.DER), key_id, START, (order,))
+    answer = signer.run(task)
+    assert isinstance(answer, tuple)
+    assert answer[0] == "KeyManagerError" and "does not match the CA certificate" in answer[1]
+    good = dataclasses.replace(
+        task, issuer=ca.x509_authority()[0].public_bytes(serialization.Encoding.DER)
+    )
+    [leaf] = signer.run(good)
+    assert isinstance(leaf, bytes)
+    x509.load_der_x509_certificate(leaf).verify_directly_issued_by(ca.x509_authority()[0])
+
+
+def test_a_failed_open_is_retried_with_backoff(softhsm_token: SoftHsmToken, tmp_path: Path) -> None:
+    """A refused PIN is not tried on every batch (that would lock the token's user PIN)."""
+    wrong = tmp_path / "wrong.pin"
+    wrong.write_text("999999")
+    wrong.chmod(0o600)
+    calls: list[int] = []
+    now = [100.0]
+    config = dataclasses.replace(pkcs11_config(softhsm_token), pin_file=str(wrong))
+
+    def opener() -> Pkcs11KeyManager:
+        calls.append(1)
+        return open_pkcs11_key_manager(config, trust_domain=TD, server_id="s1")
+
+    signer = WorkerSigner(opener, clock=lambda: now[0])
+    task = SignTask(b"", "x509-CA-A", START, ())
+    for expected_calls, advance in [(1, 1.0), (1, 5.0), (2, 9.0), (2, 1.5), (3, 0.0)]:
+        answer = signer.run(task)
+        assert isinstance(answer, tuple) and answer[0] == "KeyManagerUnavailable", answer
+        assert "cannot open the key store" in answer[1] and "PIN" in answer[1]
+        assert len(calls) == expected_calls
+        now[0] += advance
+
+
+async def test_worker_that_cannot_log_in_leaves_signing_to_the_server(
+    softhsm_token: SoftHsmToken,
+    ca: ServerCA,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    wrong = tmp_path / "wrong.pin"
+    wrong.write_text("999999")
+    wrong.chmod(0o600)
+    opener = functools.partial(
+        open_pkcs11_key_manager,
+        dataclasses.replace(pkcs11_config(softhsm_token), pin_file=str(wrong)),
+        trust_domain=TD,
+        server_id="s1",
+    )
+    checker = CsrChecker(workers=1, key_opener=opener)
+    try:
+        with caplog.at_level(logging.WARNING):
+            for _ in range(2):
+                batch = Batch(20, bad=2)
+                check_leaves(ca, batch, await sign_in_workers(checker, ca, batch, here=True), {2})
+    finally:
+        checker.close()
+    warnings = [r.getMessage() for r in caplog.records if "signing worker" in r.getMessage()]
+    assert len(warnings) == 1, warnings  # said once, not once per chunk
+    assert "wrong PIN" in warnings[0] and softhsm_token.pin not in caplog.text
+
+
+async def test_killed_worker_is_survived(ca: ServerCA, checker: CsrChecker) -> None:
+    batch = Batch(16)
+    check_leaves(ca, batch, await sign_in_workers(checker, ca, batch), set())
+    victim = checker._pool[0].process
+    assert victim.pid is not None
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.join(timeout=5)
+    # the first run finds it dead and signs its share here; the second has a fresh pool
+    for here in (True, False):
+        batch = Batch(40, bad=5)
+        check_leaves(ca, batch, await sign_in_workers(checker, ca, batch, here=here), {5})
+    assert len(checker._pool) == 2 and all(w.process.is_alive() for w in checker._pool)
+
+
+async def test_unavailable_token_fails_the_batch_then_recovers(
+    softhsm_token: SoftHsmToken, ca: ServerCA, checker: CsrChecker
+) -> None:
+    check_leaves(ca, batch := Batch(16), await sign_in_workers(checker, ca, batch), set())
+    with softhsm_token.removed():
+        # as when the server signs itself: every item fails UNAVAILABLE, naming the token
+        leaves = await sign_in_workers(checker, ca, Batch(16))
+        for leaf in leaves:
+            assert isinstance(leaf, KeyManagerUnavailable), leaf
+            assert softhsm_token.token_label in str(leaf)
+    batch = Batch(16)
+    check_leaves(ca, batch, await sign_in_workers(checker, ca, batch), set())
+    assert len(checker._pool) == 2 and all(w.process.is_alive() for w in checker._pool)
+
+
+def test_only_key_stores_a_worker_can_open_offer_an_opener(manager: Pkcs11KeyManager) -> None:
+    assert worker_opener(MemoryKeyManager()) is None
+    opener = worker_opener(manager)
+    assert opener is not None
+    again = opener()
+    assert isinstance(again, Pkcs11KeyManager) and again is not manager
+    assert again.label_for("x509-CA-A") == manager.label_for("x509-CA-A")
