@@ -156,9 +156,13 @@ class TokenSession:
     def _open(self) -> None:
         """Open and log in the anchor session; the caller holds the lock."""
         module = _load_module(self._config.module_path)
+        # Noted before trying: after a failed open (the token gone) the next reconnect must
+        # re-initialise the module again, since modules such as SoftHSM2 list tokens only at
+        # C_Initialize. Noted after success only, a session whose opens kept failing would take
+        # every later re-initialisation for someone else's and never see the token return.
+        self._module_generation = module.generation
         token = self._find_token(module.lib)
         self._session = self._login(token)
-        self._module_generation = module.generation
         self._generation += 1
         self._refused_pin = None
 

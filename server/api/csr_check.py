@@ -253,26 +253,31 @@ class CsrChecker:
             log.warning("a CSR worker stopped; checking inline (a new one starts later)")
             return check_inline(chunk)
 
+    def signs(self, n: int) -> bool:
+        """Whether a batch of ``n`` items is to be checked and signed by the workers."""
+        return (
+            self.key_opener is not None
+            and n >= MIN_POOLED
+            and self.workers > 0
+            and not self._closed
+        )
+
     def sign(
         self,
         items: Sequence[CsrItem],
         batch: X509Batch,
         plans: Sequence[LeafPlan],
         local: LocalSigner,
-    ) -> list[Coroutine[Any, Any, list[SignedLeaf]]] | None:
-        """Check and sign in the workers: one coroutine per chunk of ``items`` (whose leaves
-        ``plans`` describe), to be awaited in order, each giving leaf DER or an error per item.
-        None when the workers cannot sign (no key opener, a small batch, no pool): then check
-        and sign the usual way. Close the coroutines not awaited."""
-        if self.key_opener is None or len(items) < MIN_POOLED:
-            return None
-        workers = self._workers()
-        if not workers:
-            return None
+    ) -> list[Coroutine[Any, Any, list[SignedLeaf]]]:
+        """Check and sign in the workers (see :meth:`signs`): one coroutine per chunk of
+        ``items`` (whose leaves ``plans`` describe), to be awaited in order, each giving leaf
+        DER or an error per item. A chunk no worker can take is checked and signed here, by
+        ``local``. Close the coroutines not awaited."""
+        workers = self._workers() if self.key_opener is not None else []
         issuer = batch.ca.certificate.public_bytes(_DER)
         chunks: list[tuple[list[CsrItem], list[LeafPlan]]] = []
         tasks: list[tuple[str, Any]] = []
-        for k, end in _even_chunks(len(items), len(workers)):
+        for k, end in _even_chunks(len(items), max(1, len(workers))):
             chunk, chunk_plans = list(items[k:end]), list(plans[k:end])
             orders = tuple(
                 LeafOrder(der, field, plan.spiffe_id, plan.not_after, plan.dns_names)
@@ -294,7 +299,8 @@ class CsrChecker:
         try:
             answer = await run.result(k)
         except BrokenPipeError:
-            log.warning("a signing worker stopped; signing here (a new one starts later)")
+            if run.had_workers:
+                log.warning("a signing worker stopped; signing here (a new one starts later)")
         else:
             if isinstance(answer, list) and len(answer) == len(chunk):
                 self._last_failure = ""
@@ -324,6 +330,8 @@ def _even_chunks(n: int, workers: int) -> list[tuple[int, int]]:
     """(start, end) of chunks of about ``CHUNK`` items, their count a multiple of ``workers``
     where that keeps them at least ``CHUNK // 2``: a lone batch finishes when its last worker
     does, so each should get the same share."""
+    if n == 0:
+        return []
     count = max(1, round(n / CHUNK))
     if workers > 1:
         rounded = -(-count // workers) * workers
@@ -357,8 +365,9 @@ class _PooledRun:
     spread so that every worker has about the same number to do."""
 
     def __init__(self, tasks: list[tuple[str, Any]], workers: list[_Worker]) -> None:
+        self.had_workers = bool(workers)
         self._futures: dict[int, asyncio.Future[Any]] = {}
-        for k, task in enumerate(tasks):
+        for k, task in enumerate(tasks if workers else ()):
             worker = min(workers, key=lambda w: w.load)
             self._futures[k] = future = worker.submit(task)
             # A batch that fails early never awaits its later tasks; a worker's death must not
@@ -366,8 +375,11 @@ class _PooledRun:
             future.add_done_callback(_retrieve)
 
     async def result(self, k: int) -> Any:
-        """Task k's answer; BrokenPipeError if its worker stopped."""
-        return await self._futures.pop(k)
+        """Task k's answer; BrokenPipeError if its worker stopped (or there is none)."""
+        future = self._futures.pop(k, None)
+        if future is None:
+            raise BrokenPipeError("no CSR worker")
+        return await future
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:

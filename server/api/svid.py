@@ -15,7 +15,7 @@ from plastron.server.api import convert
 from plastron.server.api.authz import current_caller
 from plastron.server.api.context import ApiContext
 from plastron.server.api.csr import csr_public_key, csr_uri_and_dns, parse_csr
-from plastron.server.api.csr_check import MIN_POOLED, CheckedKey
+from plastron.server.api.csr_check import CheckedKey
 from plastron.server.api.status import unimplemented
 from plastron.server.bundles import load_bundle
 from plastron.server.ca.server_ca import LeafPlan, WorkloadSvidRequest
@@ -133,7 +133,7 @@ class SvidService(svid_grpc.SVIDBase):
         """Check and sign in the CSR workers when they can reach the CA key themselves (an
         HSM); False, with nothing done, when they cannot."""
         checker = self.ctx.csr_checker
-        if checker.key_opener is None or len(csrs) < MIN_POOLED:
+        if not checker.signs(len(csrs)):
             return False
         batch = self.ctx.ca.plan_workload_x509_svids(
             [(e.spiffe_id, e.x509_svid_ttl, e.dns_names) for _, e in pending]
@@ -152,8 +152,6 @@ class SvidService(svid_grpc.SVIDBase):
             [plan for *_, plan in planned],
             functools.partial(self.ctx.ca.sign_planned, batch),
         )
-        if signing is None:
-            return False
         tail = [convert.ca_der(cert) for cert in batch.chain_tail]
         try:
             done = 0

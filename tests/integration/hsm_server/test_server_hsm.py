@@ -293,5 +293,13 @@ async def test_large_batches_are_signed_by_workers_with_their_own_sessions(
             codes = {r.status.code for i, r in enumerate(results) if i != 5}
             assert codes == {Status.UNAVAILABLE.value}
             assert all("unreachable" in r.status.message for i, r in enumerate(results) if i != 5)
-        _, results = await big_batch()
-        assert [r.status.code for r in results].count(0) == len(results) - 1
+        # SoftHSM2 rewrites a token's file at every login; a process that lists tokens while
+        # another logs in again can miss it for a moment (NoSuchToken), which happens here as
+        # the server and each worker log in again. An agent retries; so does this test.
+        for _attempt in range(3):
+            _, results = await big_batch()
+            failed = [r.status.message for i, r in enumerate(results) if i != 5 and r.status.code]
+            if not failed:
+                break
+            assert all("unreachable" in message for message in failed), failed
+        assert not failed, failed
