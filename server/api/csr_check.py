@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import logging
 import multiprocessing
 import os
@@ -86,6 +87,7 @@ def _from_worker(answers: list[bytes | str], items: Sequence[CsrItem]) -> list[C
     return out
 
 
+@functools.cache
 def default_workers(signing: bool = False) -> int:
     """None on a single core. Checking only: one per core beyond the event loop's, at most 4.
     Signing too: one per core, at most 8, since the loop is left only the RPC work (a quarter
@@ -125,9 +127,10 @@ class _Worker:
     (the convoy that ProcessPoolExecutor's result thread runs into).
 
     At most ``MAX_SENT`` tasks are in the pipe or the process at a time; the rest wait in
-    ``backlog`` and go out as answers come back. So neither direction of the pipe can fill
-    (a task or an answer is a few KiB, a pipe holds 64), and a send never blocks the loop, nor
-    deadlocks it against a worker blocked on sending its answer."""
+    ``backlog`` and go out as answers come back. A task is a few KiB (a pipe holds 64), so a
+    send does not block the loop; a chunk of CSRs near the 16 KiB limit may make it wait for
+    the worker to read, but never deadlock it: answers (at most MAX_SENT of a few KiB) always
+    fit, so the worker never blocks on sending one."""
 
     MAX_SENT = 3
 

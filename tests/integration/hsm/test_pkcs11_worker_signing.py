@@ -25,7 +25,7 @@ from plastron.clock import ManualClock
 from plastron.errors import InvalidArgument, KeyManagerUnavailable, PlastronError
 from plastron.hsm.config import Pkcs11Config, parse_pkcs11_config
 from plastron.hsm.keymanager import Pkcs11KeyManager, open_pkcs11_key_manager
-from plastron.keymanager import MemoryKeyManager, PublicKey, worker_opener
+from plastron.keymanager import KeyType, MemoryKeyManager, PublicKey, worker_opener
 from plastron.server.api.csr_check import CsrChecker, SignedLeaf, check_inline
 from plastron.server.api.worker_signing import LeafOrder, SignTask, WorkerSigner
 from plastron.server.ca import CAConfig, MemoryCAStore, ServerCA
@@ -298,3 +298,5 @@ def test_only_key_stores_a_worker_can_open_offer_an_opener(manager: Pkcs11KeyMan
     again = opener()
     assert isinstance(again, Pkcs11KeyManager) and again is not manager
     assert again.label_for("x509-CA-A") == manager.label_for("x509-CA-A")
+    again.close()  # the session is shared in this process and counted: manager keeps it
+    manager.generate_key("x509-CA-A", KeyType.EC_P256)
