@@ -29,7 +29,7 @@ from plastron.agent.plugin_loading import (
     build_workload_attestors,
     load_bootstrap_bundle,
 )
-from plastron.agent.server_client import ServerClient
+from plastron.agent.server_client import TRANSPORT_ERRORS, ServerClient
 from plastron.agent.storage import AgentState, AgentStorage
 from plastron.agent.svid_rotator import KEY_SLOTS, AgentSvidRotator, other_slot
 from plastron.agent.sync import WorkloadSync, wait_or_wake
@@ -45,6 +45,12 @@ from plastron.keymanager import prove_possession
 log = logging.getLogger("plastron.agent")
 MIN_BACKOFF = 0.5
 AGENT_VERSION = "plastron-0.1.0"
+
+
+# Failures that a later attempt may not have: the server answered an error, or could not be
+# reached, or the connection died under the call.
+_ATTEST_ERRORS: tuple[type[Exception], ...] = (PlastronError, *TRANSPORT_ERRORS)
+_SYNC_ERRORS: tuple[type[Exception], ...] = (GRPCError, *_ATTEST_ERRORS)
 
 
 class AgentExit(Exception):
@@ -149,7 +155,7 @@ class AgentRuntime:
                 raise AgentExit(
                     f"node attestation failed: {exc.status.name}: {exc.message}"
                 ) from exc
-            except (PlastronError, OSError) as exc:
+            except _ATTEST_ERRORS as exc:
                 raise AgentExit(f"node attestation failed: {exc}") from exc
         self.rotator.adopt(state)
         self.cache.set_bundle(state.bundle)
@@ -196,8 +202,12 @@ class AgentRuntime:
                 backoff = MIN_BACKOFF
             except AgentExit:
                 raise
-            except (GRPCError, PlastronError, OSError, ConnectionError, TimeoutError) as exc:
-                log.warning("sync failed; serving from cache error=%s", exc)
+            except _SYNC_ERRORS as exc:
+                log.warning("sync failed; serving from cache error=%r", exc)
+                delay = min(backoff, interval)
+                backoff = min(backoff * 2, interval)
+            except Exception as exc:  # a failed sync never stops the workloads' SVIDs
+                log.error("sync failed; serving from cache error=%r", exc, exc_info=True)
                 delay = min(backoff, interval)
                 backoff = min(backoff * 2, interval)
             waits = [

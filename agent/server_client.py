@@ -12,10 +12,11 @@ from typing import Any
 
 from cryptography import x509
 from grpclib.client import Channel
+from grpclib.exceptions import ProtocolError, StreamTerminatedError
 
 from plastron.agent.cache import WorkloadEntry
 from plastron.agent.wire import bundle_from_proto, chain_from_proto, entry_from_proto
-from plastron.errors import InvalidSvid
+from plastron.errors import InvalidSvid, Unavailable
 from plastron.keymanager import PrivateKey
 from plastron.proto.spire.api.server.agent.v1 import agent_pb2
 from plastron.proto.spire.api.server.agent.v1.agent_grpc import AgentStub
@@ -32,6 +33,14 @@ from plastron.transport.client import SpiffeChannel
 from plastron.transport.tls import client_ssl_context
 
 CALL_TIMEOUT = 30.0
+#: The server could not be reached, or the connection died under a call (grpclib raises the
+#: last two when a connection is lost mid-stream): retry later, never a reason to stop.
+TRANSPORT_ERRORS: tuple[type[Exception], ...] = (
+    OSError,
+    TimeoutError,
+    StreamTerminatedError,
+    ProtocolError,
+)
 MAX_SYNC_PAGES = 1000  # 500 entries a page: far above any realistic agent
 
 
@@ -177,6 +186,9 @@ class ServerClient:
 
     async def new_jwt_svid(self, entry_id: str, audience: Sequence[str]) -> JwtSvid:
         request = svid_pb2.NewJWTSVIDRequest(entry_id=entry_id, audience=list(audience))
-        response = await SVIDStub(self.channel()).NewJWTSVID(request, timeout=CALL_TIMEOUT)
+        try:
+            response = await SVIDStub(self.channel()).NewJWTSVID(request, timeout=CALL_TIMEOUT)
+        except TRANSPORT_ERRORS as exc:  # the workload gets UNAVAILABLE, not an internal error
+            raise Unavailable(f"cannot reach the server for a JWT-SVID: {exc!r}") from exc
         # Obtained over the authenticated channel from our server; parsed for its expiry.
         return parse_jwt_svid_insecure(response.svid.token)

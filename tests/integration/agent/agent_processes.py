@@ -121,8 +121,14 @@ plugins {{
 
 class AgentProcess:
     def __init__(
-        self, base: Path, server: ServerProcess, sync_interval: str = "1s", extra_top: str = ""
+        self,
+        base: Path,
+        server: ServerProcess,
+        sync_interval: str = "1s",
+        extra_top: str = "",
+        server_port: int | None = None,
     ) -> None:
+        """``server_port``: where the agent dials its server (a relay), if not the server's."""
         self.base = base
         self.socket_path = str(base / "agent" / "public" / "api.sock")
         self.data_dir = base / "agent-data"
@@ -133,7 +139,7 @@ class AgentProcess:
 agent {{
   trust_domain = "{TD}"
   server_address = "127.0.0.1"
-  server_port = {server.port}
+  server_port = {server_port or server.port}
   data_dir = "{self.data_dir}"
   socket_path = "{self.socket_path}"
   trust_bundle_path = "{base}/bootstrap.pem"
@@ -167,6 +173,13 @@ plugins {{
 
     def stop(self) -> int | None:
         return self.proc.stop() if self.proc else None
+
+    def log_text(self) -> str:
+        """The agent's log so far; raises AssertionError (with the log) if it has exited."""
+        assert self.proc is not None
+        if not self.proc.running():
+            raise AssertionError(f"agent exited:\n{self.proc.log()}")
+        return self.proc.log()
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

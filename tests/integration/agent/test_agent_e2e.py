@@ -12,8 +12,10 @@ from pathlib import Path
 import pytest
 from agent_processes import TD, AgentProcess, ServerProcess, poll
 from cryptography.x509 import verification
+from cuttable_relay import CuttableRelay
 from spiffe import TrustDomain as PyTrustDomain
 from spiffe import WorkloadApiClient
+from spiffe.workloadapi.errors import FetchJwtSvidError
 
 NODE = f"spiffe://{TD}/node"
 WORKLOAD = f"spiffe://{TD}/workload"
@@ -159,6 +161,9 @@ def test_cache_serves_while_the_server_is_down(server: ServerProcess, agent: Age
     server.stop()
     with _client(agent) as client:
         svid = client.fetch_x509_svid()
+        # a JWT-SVID needs the server: the workload is told to retry, not an internal error
+        with pytest.raises(FetchJwtSvidError, match=r"StatusCode\.UNAVAILABLE"):
+            client.fetch_jwt_svid(audience={"outage-test"})
     assert str(svid.spiffe_id) == WORKLOAD
     assert svid.leaf.not_valid_after_utc > dt.datetime.now(dt.UTC)
     assert agent.proc is not None and agent.proc.running()
@@ -166,3 +171,32 @@ def test_cache_serves_while_the_server_is_down(server: ServerProcess, agent: Age
     newer = f"spiffe://{TD}/after-outage"
     server.create_entry(NODE, newer, agent.uid_selector)
     poll("sync resumes after the outage", lambda: newer in _ids(agent))
+
+
+def test_connection_lost_mid_call_keeps_the_agent_serving(
+    base: Path, server: ServerProcess
+) -> None:
+    """The server's connection dies while a sync call waits for its answer: the agent logs it,
+    keeps serving its cache and syncs again once the server is reachable."""
+    relay = CuttableRelay(server.port)
+    agent = AgentProcess(base, server, server_port=relay.port)
+    server.create_entry(NODE, WORKLOAD, agent.uid_selector)
+    try:
+        agent.start(server.join_token(NODE))
+        poll("first SVID", lambda: WORKLOAD in _ids(agent))
+        relay.stall()
+        poll("a sync call under way", lambda: relay.sent_while_stalled > 0)
+        relay.cut()
+        poll("the agent logs the lost call", lambda: "sync failed" in agent.log_text())
+        assert agent.proc is not None and agent.proc.running(), agent.proc.log()
+        with _client(agent) as client:
+            svid = client.fetch_x509_svid()
+        assert str(svid.spiffe_id) == WORKLOAD
+        newer = f"spiffe://{TD}/after-cut"
+        server.create_entry(NODE, newer, agent.uid_selector)
+        poll("sync resumes after the cut", lambda: newer in _ids(agent))
+        assert agent.proc.running(), agent.proc.log()
+        assert "sync failed; serving from cache" in agent.proc.log()
+    finally:
+        agent.stop()
+        relay.close()
