@@ -5,7 +5,9 @@ for the ``memory``, ``disk``, ``pkcs11`` (every SVID signed in the HSM) and ``pk
 (HSM-held root, intermediate key in memory) modes, beside the bare python-pkcs11 ECDSA P-256 sign
 rate and the bare HSM-signed ``CertificateBuilder`` rate measured in the same run. The agent runs
 in its own process; each mode is measured with 1 and with 4 batches in flight (``--concurrency``),
-as a server with several agents sees them.
+as a server with several agents sees them. In pkcs11 mode the server's CSR workers (one per core)
+each log in to the token and sign their share of a batch; the bare rates are one process, one
+session.
 
     .venv/bin/python bench/issuance.py [--seconds 2] [--runs 3] [--concurrency 1,4]
 """
