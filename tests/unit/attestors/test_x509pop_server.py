@@ -463,6 +463,9 @@ def mutation_target(inter: Issued) -> Issued:
     return make_leaf(inter, serial=77)
 
 
+# A mutation can make the serial non-positive: cryptography warns that it will refuse such
+# certificates one day, and the attestor refuses them today (tested on its own).
+@pytest.mark.filterwarnings("ignore::cryptography.utils.CryptographyDeprecationWarning")
 @settings(
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -479,3 +482,17 @@ async def test_mutated_leaf_der_is_refused_cleanly(
     # any change breaks parsing or the issuer's signature: a typed refusal, never a crash
     with pytest.raises((InvalidArgument, AttestationFailed)):
         await server.attest(encode_payload([bytes(der), inter.der]), answer_with(node.key))
+
+
+@pytest.mark.filterwarnings("ignore::cryptography.utils.CryptographyDeprecationWarning")
+@pytest.mark.parametrize("serial", [b"\x00", b"\xff"])  # 0 and -1 (RFC 5280: positive only)
+async def test_non_positive_serial_is_refused(
+    serial: bytes, mutation_target: Issued, root: Issued, inter: Issued, tmp_path: Path
+) -> None:
+    node = mutation_target
+    der = node.der.replace(b"\x02\x01\x4d", b"\x02\x01" + serial, 1)  # serial 77, one byte
+    assert der != node.der
+    with pytest.raises(InvalidArgument, match="leaf certificate serial number is not positive"):
+        await server_for(root, tmp_path).attest(
+            encode_payload([der, inter.der]), answer_with(node.key)
+        )
