@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import os
 import signal
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -21,6 +22,7 @@ from plastron.server.api.csr_check import (
     _even_chunks,
     _Worker,
     check_inline,
+    default_workers,
 )
 
 SPKI = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
@@ -151,3 +153,33 @@ def test_signing_chunks_share_a_batch_evenly(n: int, workers: int) -> None:
     assert max(sizes) <= 2 * CHUNK
     if n // workers >= CHUNK // 2:  # enough for every worker: each gets the same share
         assert len(bounds) % workers == 0, bounds
+
+
+def test_the_workers_sign_only_with_a_key_opener_a_pool_and_a_large_batch() -> None:
+    def opener() -> Any:
+        raise AssertionError("signs() decides without opening anything")
+
+    assert not CsrChecker(workers=2).signs(100)  # memory, disk, TPM keys: no opener
+    assert not CsrChecker(workers=0, key_opener=opener).signs(100)  # a single core
+    checker = CsrChecker(workers=2, key_opener=opener)
+    assert not checker.signs(MIN_POOLED - 1)
+    assert checker.signs(MIN_POOLED)
+    checker.close()
+    assert not checker.signs(MIN_POOLED)
+    assert checker._pool == []  # nothing was started
+
+
+def test_default_pool_follows_the_key_opener(monkeypatch: pytest.MonkeyPatch) -> None:
+    def with_cores(n: int) -> tuple[int, int]:
+        monkeypatch.setattr(os, "cpu_count", lambda: n)
+        default_workers.cache_clear()
+        return CsrChecker().workers, CsrChecker(key_opener=lambda: None).workers
+
+    try:
+        # (checking only: one per core beyond the loop's, at most 4; signing: one per core,
+        # at most 8; a single core: none)
+        assert with_cores(1) == (0, 0)
+        assert with_cores(3) == (2, 3)
+        assert with_cores(16) == (4, 8)
+    finally:
+        default_workers.cache_clear()
