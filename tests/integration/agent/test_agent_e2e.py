@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -185,7 +186,10 @@ def test_connection_lost_mid_call_keeps_the_agent_serving(
         agent.start(server.join_token(NODE))
         poll("first SVID", lambda: WORKLOAD in _ids(agent))
         relay.stall()
-        poll("a sync call under way", lambda: relay.sent_while_stalled > 0)
+        # longer than the 1 s sync interval: a sync call has started and waits for its answer
+        # (bytes alone could be an h2 WINDOW_UPDATE with no call open)
+        time.sleep(1.5)
+        assert relay.sent_while_stalled > 0
         relay.cut()
         poll("the agent logs the lost call", lambda: "sync failed" in agent.log_text())
         assert agent.proc is not None and agent.proc.running(), agent.proc.log()
