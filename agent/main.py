@@ -202,12 +202,14 @@ class AgentRuntime:
                 backoff = MIN_BACKOFF
             except AgentExit:
                 raise
-            except _SYNC_ERRORS as exc:
-                log.warning("sync failed; serving from cache error=%r", exc)
-                delay = min(backoff, interval)
-                backoff = min(backoff * 2, interval)
             except Exception as exc:  # a failed sync never stops the workloads' SVIDs
-                log.error("sync failed; serving from cache error=%r", exc, exc_info=True)
+                expected = isinstance(exc, _SYNC_ERRORS)  # else a bug: log where it came from
+                log.log(
+                    logging.WARNING if expected else logging.ERROR,
+                    "sync failed; serving from cache error=%r",
+                    exc,
+                    exc_info=not expected,
+                )
                 delay = min(backoff, interval)
                 backoff = min(backoff * 2, interval)
             waits = [

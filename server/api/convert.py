@@ -343,11 +343,11 @@ def ca_der(cert: x509.Certificate) -> bytes:
 def x509_svid_to_proto(
     chain: Sequence[x509.Certificate], sid: SpiffeId, hint: str = ""
 ) -> x509svid_pb2.X509SVID:
-    return x509svid_pb2.X509SVID(
-        cert_chain=[chain[0].public_bytes(serialization.Encoding.DER), *map(ca_der, chain[1:])],
-        id=spiffe_id_to_proto(sid),
-        expires_at=int(chain[0].not_valid_after_utc.timestamp()),
-        hint=hint,
+    return x509_svid_der_to_proto(
+        [chain[0].public_bytes(serialization.Encoding.DER), *map(ca_der, chain[1:])],
+        sid,
+        chain[0].not_valid_after_utc,
+        hint,
     )
 
 

@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives import serialization
 
 from plastron.errors import InvalidArgument, KeyManagerError, PlastronError
 from plastron.keymanager import KeyManagerOpener, PublicKey
+from plastron.server.api.convert import ca_der
 from plastron.server.api.csr import check_public_key, csr_public_key, parse_csr
 from plastron.server.api.worker_signing import (
     LeafOrder,
@@ -277,10 +278,15 @@ class CsrChecker:
         DER or an error per item. A chunk no worker can take is checked and signed here, by
         ``local``. Close the coroutines not awaited."""
         workers = self._workers() if self.key_opener is not None else []
-        issuer = batch.ca.certificate.public_bytes(_DER)
+        bounds = _even_chunks(len(items), max(1, len(workers)))
+        if not workers:  # only if signs() was not asked first
+            return [
+                _sign_here(check_inline(items[k:e]), list(plans[k:e]), local) for k, e in bounds
+            ]
+        issuer = ca_der(batch.ca.certificate)
         chunks: list[tuple[list[CsrItem], list[LeafPlan]]] = []
         tasks: list[tuple[str, Any]] = []
-        for k, end in _even_chunks(len(items), max(1, len(workers))):
+        for k, end in bounds:
             chunk, chunk_plans = list(items[k:end]), list(plans[k:end])
             orders = tuple(
                 LeafOrder(der, field, plan.spiffe_id, plan.not_after, plan.dns_names)
@@ -302,8 +308,7 @@ class CsrChecker:
         try:
             answer = await run.result(k)
         except BrokenPipeError:
-            if run.had_workers:
-                log.warning("a signing worker stopped; signing here (a new one starts later)")
+            log.warning("a signing worker stopped; signing here (a new one starts later)")
         else:
             if isinstance(answer, list) and len(answer) == len(chunk):
                 self._last_failure = ""
@@ -368,9 +373,8 @@ class _PooledRun:
     spread so that every worker has about the same number to do."""
 
     def __init__(self, tasks: list[tuple[str, Any]], workers: list[_Worker]) -> None:
-        self.had_workers = bool(workers)
         self._futures: dict[int, asyncio.Future[Any]] = {}
-        for k, task in enumerate(tasks if workers else ()):
+        for k, task in enumerate(tasks):
             worker = min(workers, key=lambda w: w.load)
             self._futures[k] = future = worker.submit(task)
             # A batch that fails early never awaits its later tasks; a worker's death must not
@@ -378,11 +382,8 @@ class _PooledRun:
             future.add_done_callback(_retrieve)
 
     async def result(self, k: int) -> Any:
-        """Task k's answer; BrokenPipeError if its worker stopped (or there is none)."""
-        future = self._futures.pop(k, None)
-        if future is None:
-            raise BrokenPipeError("no CSR worker")
-        return await future
+        """Task k's answer; BrokenPipeError if its worker stopped."""
+        return await self._futures.pop(k)
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:
