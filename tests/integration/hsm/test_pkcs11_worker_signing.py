@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from softhsm_token import SoftHsmToken
 
@@ -32,17 +32,13 @@ from plastron.server.ca import CAConfig, MemoryCAStore, ServerCA
 from plastron.server.ca.server_ca import LeafPlan
 from plastron.spiffe.ids import SpiffeId, TrustDomain
 from plastron.spiffe.x509svid import make_ca_certificate
+from tests.integration.server.server_harness import make_csr
 
 pytestmark = pytest.mark.softhsm
 
 TD = TrustDomain("example.org")
 START = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
 SPKI = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-
-
-def csr_der(key: ec.EllipticCurvePrivateKey) -> bytes:
-    builder = x509.CertificateSigningRequestBuilder().subject_name(x509.Name([]))
-    return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
 
 
 @pytest.fixture
@@ -73,7 +69,7 @@ class Batch:
 
     def __init__(self, n: int, bad: int | None = None) -> None:
         self.keys = [ec.generate_private_key(ec.SECP256R1()) for _ in range(n)]
-        ders = [csr_der(k) for k in self.keys]
+        ders = [make_csr(k) for k in self.keys]
         if bad is not None:
             tampered = bytearray(ders[bad])
             tampered[-5] ^= 0xFF  # inside the signature
@@ -187,7 +183,7 @@ def test_key_that_does_not_match_the_ca_certificate_is_refused(
     )
     signer = WorkerSigner(manager.worker_opener())
     order = LeafOrder(
-        csr_der(ec.generate_private_key(ec.SECP256R1())),
+        make_csr(ec.generate_private_key(ec.SECP256R1())),
         "params[0].csr",
         SpiffeId(TD, "/w"),
         START + dt.timedelta(hours=1),
