@@ -31,8 +31,8 @@ from plastron.server.api.worker_signing import LeafOrder, SignTask, WorkerSigner
 from plastron.server.ca import CAConfig, MemoryCAStore, ServerCA
 from plastron.server.ca.server_ca import LeafPlan
 from plastron.spiffe.ids import SpiffeId, TrustDomain
-from plastron.spiffe.x509svid import make_ca_certificate
 from tests.integration.server.server_harness import make_csr
+from tests.unit.spiffe.spiffe_pki import make_root
 
 pytestmark = pytest.mark.softhsm
 
@@ -172,15 +172,7 @@ def test_key_that_does_not_match_the_ca_certificate_is_refused(
     manager: Pkcs11KeyManager, ca: ServerCA
 ) -> None:
     key_id = ca.manager.current_x509.key_id  # type: ignore[union-attr]
-    other = ec.generate_private_key(ec.SECP256R1())
-    stranger = make_ca_certificate(
-        trust_domain=TD,
-        public_key=other.public_key(),
-        issuer=None,
-        issuer_key=other,
-        not_before=START,
-        not_after=START + dt.timedelta(days=1),
-    )
+    stranger = make_root(ec.generate_private_key(ec.SECP256R1()))  # a CA with another key
     signer = WorkerSigner(manager.worker_opener())
     order = LeafOrder(
         make_csr(ec.generate_private_key(ec.SECP256R1())),
