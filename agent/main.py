@@ -16,13 +16,11 @@ import logging
 import signal
 import sys
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
-from plastron.agent.attestation import attest_node
 from plastron.agent.cache import WorkloadCache
+from plastron.agent.identity import AgentIdentity, IdentitySources
 from plastron.agent.plugin_loading import (
     build_key_manager,
     build_node_attestor,
@@ -30,8 +28,7 @@ from plastron.agent.plugin_loading import (
     load_bootstrap_bundle,
 )
 from plastron.agent.server_client import TRANSPORT_ERRORS, ServerClient
-from plastron.agent.storage import AgentState, AgentStorage
-from plastron.agent.svid_rotator import KEY_SLOTS, AgentSvidRotator, other_slot
+from plastron.agent.storage import AgentStorage
 from plastron.agent.sync import WorkloadSync, wait_or_wake
 from plastron.agent.wire import REASONS, permission_denied_reason
 from plastron.agent.workloadapi.endpoint import AgentHealth, start_endpoint
@@ -40,7 +37,6 @@ from plastron.clock import Clock, SystemClock
 from plastron.config import AgentConfig
 from plastron.errors import AttestationFailed, PlastronError
 from plastron.health_http import HealthHttpConfig, HealthHttpServer
-from plastron.keymanager import prove_possession
 
 log = logging.getLogger("plastron.agent")
 MIN_BACKOFF = 0.5
@@ -79,13 +75,20 @@ class AgentRuntime:
             max_x509_svids=config.x509_svid_cache_max_size,
             max_jwt_svids=config.jwt_svid_cache_max_size,
         )
-        self.rotator = AgentSvidRotator(
-            self.client, self.keys, self.storage, self.clock, self._reattest
+        self.identity = AgentIdentity(
+            self.client,
+            self.keys,
+            self.storage,
+            self.clock,
+            IdentitySources(
+                node_attestor=lambda: build_node_attestor(config, join_token),
+                bootstrap_trust=lambda: load_bootstrap_bundle(config),
+            ),
         )
         self.sync = WorkloadSync(
             self.client,
             self.cache,
-            self.rotator.update_bundle,
+            self.identity.update_bundle,
             self.clock,
             config.workload_x509_svid_key_type,
         )
@@ -94,71 +97,16 @@ class AgentRuntime:
 
     # ---- identity ----------------------------------------------------------------------------
 
-    def _resumable(self) -> AgentState | None:
-        state = self.storage.load()
-        if state is None:
-            return None
-        if state.expires_at <= self.clock.now():
-            log.info("stored agent SVID has expired; attesting again")
-            return None
-        try:
-            public = self.keys.get_public_key(state.key_id)
-        except PlastronError:
-            log.warning("stored agent SVID's key %s is gone; attesting again", state.key_id)
-            return None
-        spki = serialization.PublicFormat.SubjectPublicKeyInfo
-        der = serialization.Encoding.DER
-        if public.public_bytes(der, spki) != state.svid_chain[0].public_key().public_bytes(
-            der, spki
-        ):
-            log.warning("stored agent SVID does not match key %s; attesting again", state.key_id)
-            return None
-        try:
-            # A TPM-wrapped key copied from another machine has the right public key but does
-            # not load here: such a data_dir must not resume that node's identity.
-            prove_possession(self.keys.signer(state.key_id), public)
-        except PlastronError as exc:
-            log.warning(
-                "stored agent SVID's key %s cannot sign here (%s); attesting again",
-                state.key_id,
-                exc,
-            )
-            return None
-        return state
-
-    async def _attest(self, trust: list[x509.Certificate] | None = None) -> AgentState:
-        current = self.rotator.state
-        key_id = other_slot(current.key_id) if current else KEY_SLOTS[0]
-        if trust is None:
-            trust = load_bootstrap_bundle(self.config)
-        self.client.set_trust(trust)
-        # Built only when needed: a resumed agent does not need its (spent) join token.
-        attestor = build_node_attestor(self.config, self._join_token)
-        attested = await attest_node(self.client, attestor, self.keys, key_id, self.clock)
-        state = AgentState(attested.svid.chain, key_id, attested.bundle, attested.reattestable)
-        self.storage.save(state)
-        return state
-
-    async def _reattest(self) -> AgentState:
-        state = self.rotator.state
-        trust = list(state.bundle.x509_certificates()) if state else None
-        return await self._attest(trust)
-
     async def _establish(self) -> None:
-        state = self._resumable()
-        if state is not None:
-            log.info("resuming with stored agent SVID (no attestation)")
-        else:
-            try:
-                state = await self._attest()
-            except GRPCError as exc:
-                raise AgentExit(
-                    f"node attestation failed: {exc.status.name}: {exc.message}"
-                ) from exc
-            except _ATTEST_ERRORS as exc:
-                raise AgentExit(f"node attestation failed: {exc}") from exc
-        self.rotator.adopt(state)
-        self.cache.set_bundle(state.bundle)
+        try:
+            await self.identity.establish()
+        except GRPCError as exc:
+            raise AgentExit(f"node attestation failed: {exc.status.name}: {exc.message}") from exc
+        except _ATTEST_ERRORS as exc:
+            raise AgentExit(f"node attestation failed: {exc}") from exc
+        bundle = self.identity.bundle()
+        assert bundle is not None  # established: resumed or attested
+        self.cache.set_bundle(bundle)
         try:
             self.client.channel()  # builds the mTLS context now: a key TLS cannot use ends here
         except (PlastronError, OSError) as exc:
@@ -169,21 +117,21 @@ class AgentRuntime:
     async def _on_denied(self, exc: GRPCError) -> None:
         reason = permission_denied_reason(exc)
         if reason == REASONS.AGENT_BANNED:
-            self.storage.delete_svid()
+            self.identity.forget()
             raise AgentExit(f"agent is banned: {exc.message}; its SVID was deleted")
         if reason is None:
             log.warning("server refused a call status=PERMISSION_DENIED message=%s", exc.message)
             return
         log.warning("agent must attest again reason=%s", REASONS.Reason.Name(reason))
         try:
-            self.rotator.adopt(await self._reattest())
+            await self.identity.reattest()
         except (GRPCError, PlastronError, OSError) as err:
-            self.storage.delete_svid()
+            self.identity.forget()
             raise AgentExit(f"re-attestation failed ({err}); agent SVID deleted") from err
 
     async def _step(self) -> None:
         try:
-            await self.rotator.rotate_if_due()
+            await self.identity.rotate_if_due()
             await self.sync.sync_once()
         except GRPCError as exc:
             if exc.status == Status.PERMISSION_DENIED:
@@ -249,8 +197,8 @@ class AgentRuntime:
         keeps serving cached SVIDs, as SPIRE's agent does)."""
         now = self.clock.now()
         svid_ok, svid_detail = False, "no agent SVID"
-        if self.rotator.state is not None:
-            leaf = self.rotator.state.svid_chain[0]
+        if self.identity.state is not None:
+            leaf = self.identity.state.svid_chain[0]
             svid_ok = leaf.not_valid_after_utc > now
             svid_detail = f"expires {leaf.not_valid_after_utc.isoformat()}"
         last = self.sync.last_success

@@ -1,14 +1,18 @@
 """The agent's client of the server API (TCP + TLS; the server must hold spiffe://<td>/spire/server).
 
-One channel at a time, rebuilt when the trust bundle or the agent SVID changes. Until the agent
-has an SVID the connection is TLS without a client certificate (AttestAgent, GetBundle).
+The client observes one ``TlsIdentitySource`` (the agent's ``AgentIdentity``): one channel at a
+time, rebuilt whenever the source publishes a new ``TlsIdentity`` (trust bundle, agent SVID).
+Until the agent has an SVID the connection is TLS without a client certificate (AttestAgent,
+GetBundle); with no trust bundle at all it is the insecure bootstrap, which still checks the
+server's SPIFFE ID.
 """
 
 from __future__ import annotations
 
 import ssl
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from cryptography import x509
 from grpclib.client import Channel
@@ -16,7 +20,8 @@ from grpclib.exceptions import ProtocolError, StreamTerminatedError
 
 from plastron.agent.cache import WorkloadEntry
 from plastron.agent.wire import bundle_from_proto, chain_from_proto, entry_from_proto
-from plastron.errors import InvalidSvid, Unavailable
+from plastron.attestors.base import MAX_ATTESTATION_MESSAGE, AgentNodeAttestor
+from plastron.errors import AttestationFailed, InvalidSvid, Unavailable
 from plastron.keymanager import PrivateKey
 from plastron.proto.spire.api.server.agent.v1 import agent_pb2
 from plastron.proto.spire.api.server.agent.v1.agent_grpc import AgentStub
@@ -26,6 +31,7 @@ from plastron.proto.spire.api.server.entry.v1 import entry_pb2
 from plastron.proto.spire.api.server.entry.v1.entry_grpc import EntryStub
 from plastron.proto.spire.api.server.svid.v1 import svid_pb2
 from plastron.proto.spire.api.server.svid.v1.svid_grpc import SVIDStub
+from plastron.proto.spire.api.types import attestation_pb2
 from plastron.spiffe.bundle import Bundle
 from plastron.spiffe.ids import TrustDomain, server_id
 from plastron.spiffe.jwtsvid import JwtSvid, parse_jwt_svid_insecure
@@ -42,6 +48,27 @@ TRANSPORT_ERRORS: tuple[type[Exception], ...] = (
     ProtocolError,
 )
 MAX_SYNC_PAGES = 1000  # 500 entries a page: far above any realistic agent
+MAX_CHALLENGE_ROUNDS = 32
+
+
+@dataclass(frozen=True)
+class TlsIdentity:
+    """What the client connects with: the CAs it trusts (empty: insecure bootstrap) and the
+    client certificate chain and key (None before the agent has an SVID)."""
+
+    trust: tuple[x509.Certificate, ...]
+    chain: tuple[x509.Certificate, ...] | None
+    key: PrivateKey | None
+
+
+class TlsIdentitySource(Protocol):
+    def tls(self) -> TlsIdentity: ...
+
+
+@dataclass(frozen=True)
+class AttestAgentResult:
+    chain: list[x509.Certificate]
+    reattestable: bool
 
 
 def insecure_bootstrap_context() -> ssl.SSLContext:
@@ -56,43 +83,71 @@ def insecure_bootstrap_context() -> ssl.SSLContext:
 class ServerClient:
     def __init__(self, host: str, port: int, trust_domain: TrustDomain) -> None:
         self._host, self._port, self.trust_domain = host, port, trust_domain
-        self._trust: tuple[x509.Certificate, ...] = ()
-        self._identity: tuple[tuple[x509.Certificate, ...], PrivateKey] | None = None
+        self._source: TlsIdentitySource | None = None
         self._channel: Channel | None = None
+        self._channel_identity: TlsIdentity | None = None
 
-    def set_trust(self, authorities: Sequence[x509.Certificate]) -> None:
-        if tuple(authorities) != self._trust:
-            self._trust = tuple(authorities)
-            self.close()
-
-    def set_identity(
-        self, chain: Sequence[x509.Certificate] | None, key: PrivateKey | None
-    ) -> None:
-        new = None if chain is None or key is None else (tuple(chain), key)
-        if new != self._identity:
-            self._identity = new
-            self.close()
+    def observe(self, source: TlsIdentitySource) -> None:
+        """Connect with whatever identity ``source`` publishes from now on."""
+        self._source = source
+        self.close()
 
     def close(self) -> None:
         if self._channel is not None:
             self._channel.close()
             self._channel = None
+            self._channel_identity = None
 
     def channel(self) -> Channel:
+        identity = self._source.tls() if self._source else None
+        # Identity, not equality: the source publishes a new object for every change, and
+        # comparing keys (a PKCS#11 or TPM handle) by value is not meaningful.
+        if self._channel is not None and identity is not self._channel_identity:
+            self.close()
         if self._channel is None:
-            if self._trust:
-                chain, key = self._identity or (None, None)
+            if identity is not None and identity.trust:
                 ctx = client_ssl_context(
-                    trust_bundle=self._trust, client_chain=chain, client_key=key
+                    trust_bundle=identity.trust,
+                    client_chain=identity.chain,
+                    client_key=identity.key if identity.chain else None,
                 )
             else:
                 ctx = insecure_bootstrap_context()
             self._channel = SpiffeChannel(
                 self._host, self._port, ssl=ctx, expected_server_id=server_id(self.trust_domain)
             )
+            self._channel_identity = identity
         return self._channel
 
     # ---- calls -------------------------------------------------------------------------------
+
+    async def attest_agent(self, attestor: AgentNodeAttestor, csr: bytes) -> AttestAgentResult:
+        """AttestAgent: params{data, csr}, any number of challenge rounds, then the result."""
+        payload = await attestor.payload()
+        params = agent_pb2.AttestAgentRequest.Params(
+            data=attestation_pb2.AttestationData(type=attestor.name, payload=payload),
+            params=agent_pb2.AgentX509SVIDParams(csr=csr),
+        )
+        stub = AgentStub(self.channel())
+        async with stub.AttestAgent.open(timeout=CALL_TIMEOUT) as stream:
+            await stream.send_message(agent_pb2.AttestAgentRequest(params=params))
+            for _ in range(MAX_CHALLENGE_ROUNDS + 1):
+                response = await stream.recv_message()
+                if response is None:
+                    # The server's refusal comes in the trailers: raise it with its reason.
+                    await stream.end()
+                    await stream.recv_trailing_metadata()
+                    raise AttestationFailed("attestation: server ended the stream without a result")
+                step = response.WhichOneof("step")
+                if step == "result":
+                    await stream.end()
+                    chain = chain_from_proto(response.result.svid)
+                    return AttestAgentResult(chain, bool(response.result.reattestable))
+                if step != "challenge" or len(response.challenge) > MAX_ATTESTATION_MESSAGE:
+                    raise AttestationFailed(f"attestation: unexpected server message ({step})")
+                answer = await attestor.answer(bytes(response.challenge))
+                await stream.send_message(agent_pb2.AttestAgentRequest(challenge_response=answer))
+        raise AttestationFailed(f"attestation: more than {MAX_CHALLENGE_ROUNDS} challenge rounds")
 
     async def renew_agent(self, csr: bytes) -> list[x509.Certificate]:
         request = agent_pb2.RenewAgentRequest(params=agent_pb2.AgentX509SVIDParams(csr=csr))

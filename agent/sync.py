@@ -53,8 +53,7 @@ class WorkloadSync:
         bundle = await self._client.get_bundle()
         if bundle != self._cache.bundle:
             self._cache.set_bundle(bundle)
-            self._on_bundle(bundle)
-            self._client.set_trust(bundle.x509_certificates())
+            self._on_bundle(bundle)  # the agent identity: its TLS trusts the new bundle
         await self._sync_federated(entries)
         self._cache.svid_wanted.clear()
         await self._mint_svids(self._cache.entries_needing_svid(), bundle)

@@ -14,8 +14,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
+from plastron.agent.identity import other_slot, random_jitter, rotation_due
 from plastron.agent.storage import AgentState, AgentStorage
-from plastron.agent.svid_rotator import other_slot, random_jitter, rotation_due
 from plastron.agent.wire import (
     REASONS,
     bundle_from_proto,
