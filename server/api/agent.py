@@ -190,6 +190,9 @@ class AgentService(agent_grpc.AgentBase):
                 )
             if not target.path:
                 raise InvalidArgument("agent_id: must have a path")
+            if target.is_reserved():
+                # As SPIRE: the alias entry names a workload ID, never a server or agent ID.
+                raise InvalidArgument(f"agent_id: {target} is in the reserved /spire namespace")
             token_agent = agent_id(self.ctx.trust_domain, "join_token", token)
             alias = RegistrationEntry(
                 entry_id="",

@@ -108,6 +108,8 @@ def entry_from_proto(msg: entry_pb2.Entry, td: TrustDomain) -> RegistrationEntry
         raise InvalidArgument(
             f"entry.parent_id: {parent_id} is not a member of trust domain {td.name!r}"
         )
+    if not parent_id.path:
+        raise InvalidArgument(f"entry.parent_id: {parent_id} has no path")
     if not msg.selectors:
         raise InvalidArgument("entry.selectors: at least one selector is required")
     selectors = selectors_from_proto(msg.selectors, "entry.selectors")

@@ -26,6 +26,7 @@ from plastron import errors
 from plastron.errors import KeyManagerError, KeyManagerUnavailable, PlastronError
 from plastron.keymanager import KeyManager, KeyManagerOpener, PrivateKey
 from plastron.server.api.csr import csr_public_key, parse_csr
+from plastron.server.ca.server_ca import check_workload_path
 from plastron.spiffe.ids import SpiffeId
 from plastron.spiffe.x509svid import make_x509_svid
 
@@ -136,6 +137,8 @@ class WorkerSigner:
         out: list[bytes | ErrorReport] = []
         for order in task.orders:
             try:
+                # The worker holds the CA key: it too refuses a reserved ID (server, agents).
+                check_workload_path(order.spiffe_id, "X509-SVID")
                 public_key = csr_public_key(parse_csr(order.csr, order.field), order.field)
                 leaf = make_x509_svid(
                     spiffe_id=order.spiffe_id,

@@ -42,6 +42,10 @@ class LeafPlan:
     not_after: dt.datetime
     dns_names: tuple[str, ...]
 
+    def __post_init__(self) -> None:
+        # A plan is what the signing workers act on: no plan may exist for a reserved ID.
+        check_workload_path(self.spiffe_id, "X509-SVID")
+
 
 @dataclass(frozen=True)
 class X509Batch:
@@ -157,9 +161,7 @@ class ServerCA:
         subject: x509.Name | None = None,
     ) -> list[x509.Certificate]:
         """Leaf first, then the CA and its intermediates up to (excluding) the bundle root."""
-        self._check_member(spiffe_id)
-        if not spiffe_id.path:
-            raise InvalidArgument(f"X509-SVID ID {spiffe_id} has no path; a workload needs one")
+        self._check_workload_id(spiffe_id, "X509-SVID")
         _check_dns_names(dns_names)
         lifetime = _ttl(ttl, self.config.default_x509_svid_ttl)
         return await self._sign_x509(spiffe_id, public_key, lifetime, dns_names, subject)
@@ -241,9 +243,7 @@ class ServerCA:
         leaves: list[LeafPlan | PlastronError] = []
         for spiffe_id, ttl, dns_names in requests:
             try:
-                self._check_member(spiffe_id)
-                if not spiffe_id.path:
-                    raise InvalidArgument(f"X509-SVID ID {spiffe_id} has no path")
+                self._check_workload_id(spiffe_id, "X509-SVID")
                 _check_dns_names(dns_names)
                 lifetime = _ttl(ttl, self.config.default_x509_svid_ttl)
                 not_after = self._cap(now + lifetime, ca.not_after, spiffe_id, "X509-SVID")
@@ -267,6 +267,7 @@ class ServerCA:
             leaves: list[x509.Certificate | PlastronError] = []
             for plan, public_key in orders:
                 try:
+                    self._check_workload_id(plan.spiffe_id, "X509-SVID")
                     leaves.append(
                         make_x509_svid(
                             spiffe_id=plan.spiffe_id,
@@ -300,9 +301,7 @@ class ServerCA:
     async def sign_jwt_svid(
         self, *, spiffe_id: SpiffeId, audience: Sequence[str], ttl: int = 0
     ) -> str:
-        self._check_member(spiffe_id)
-        if not spiffe_id.path:
-            raise InvalidArgument(f"JWT-SVID ID {spiffe_id} has no path")
+        self._check_workload_id(spiffe_id, "JWT-SVID")
         _check_audience(audience)
         key = self._current_jwt()
         now = self._clock.now().replace(microsecond=0)
@@ -361,6 +360,10 @@ class ServerCA:
         if not spiffe_id.member_of(self._td):
             raise InvalidArgument(f"{spiffe_id} is not a member of trust domain {self._td}")
 
+    def _check_workload_id(self, spiffe_id: SpiffeId, what: str) -> None:
+        self._check_member(spiffe_id)
+        check_workload_path(spiffe_id, what)
+
     def _cap(
         self, wanted: dt.datetime, limit: dt.datetime, spiffe_id: SpiffeId, what: str
     ) -> dt.datetime:
@@ -376,6 +379,21 @@ class ServerCA:
             limit.isoformat(),
         )
         return limit
+
+
+def check_workload_path(spiffe_id: SpiffeId, what: str) -> None:
+    """Refuse an ID no workload may hold: an empty path, or one in SPIRE's reserved ``/spire``
+    namespace. An SVID for ``/spire/server`` passes every agent's check of the server, and one
+    for ``/spire/agent/...`` is an agent's identity; the CA signs those only through
+    :meth:`ServerCA.sign_server_x509_svid` and :meth:`ServerCA.sign_agent_x509_svid`, so no
+    API, CLI or entry can obtain them as a workload SVID."""
+    if not spiffe_id.path:
+        raise InvalidArgument(f"{what} ID {spiffe_id} has no path; a workload ID needs one")
+    if spiffe_id.is_reserved():
+        raise InvalidArgument(
+            f"{what} ID {spiffe_id} is in the reserved /spire namespace of the server and its "
+            "agents; it is not a workload ID"
+        )
 
 
 def _ttl(seconds: int, default: dt.timedelta) -> dt.timedelta:

@@ -193,6 +193,26 @@ def test_key_that_does_not_match_the_ca_certificate_is_refused(
     x509.load_der_x509_certificate(leaf).verify_directly_issued_by(ca.x509_authority()[0])
 
 
+def test_worker_refuses_an_order_for_a_reserved_id(manager: Pkcs11KeyManager, ca: ServerCA) -> None:
+    """The worker holds the CA key: it refuses the server's ID or an agent's on its own,
+    whatever order reaches it."""
+    signer = WorkerSigner(manager.worker_opener())
+    csr = make_csr(ec.generate_private_key(ec.SECP256R1()))
+    ids = [SpiffeId(TD, "/spire/server"), SpiffeId(TD, "/spire/agent/x/y"), SpiffeId(TD, "/w")]
+    orders = tuple(
+        LeafOrder(csr, f"params[{i}].csr", sid, START + dt.timedelta(hours=1), ())
+        for i, sid in enumerate(ids)
+    )
+    issuer = ca.x509_authority()[0].public_bytes(serialization.Encoding.DER)
+    key_id = ca.manager.current_x509.key_id  # type: ignore[union-attr]
+    answer = signer.run(SignTask(issuer, key_id, START, orders))
+    assert isinstance(answer, list)
+    for refused, sid in zip(answer[:2], ids, strict=False):
+        assert refused == ("InvalidArgument", refused[1]) and str(sid) in refused[1]
+        assert "reserved /spire namespace" in refused[1]
+    assert isinstance(answer[2], bytes)
+
+
 def test_a_failed_open_is_retried_with_backoff(softhsm_token: SoftHsmToken, tmp_path: Path) -> None:
     """A refused PIN is not tried on every batch (that would lock the token's user PIN)."""
     wrong = tmp_path / "wrong.pin"
