@@ -39,6 +39,7 @@ proto: venv
 lint: venv
 	$(VENV)/bin/ruff check plastron server agent hsm tpm tests bench swtpm-tests softhsm-conf tools
 	$(VENV)/bin/ruff format --check plastron server agent hsm tpm tests bench swtpm-tests softhsm-conf tools
+	$(PY) tests/unit/test_layering.py
 
 typecheck: venv
 	$(PY) tools/typecheck.py

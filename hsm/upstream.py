@@ -37,15 +37,11 @@ from plastron.hsm.config import parse_pkcs11_config
 from plastron.hsm.keymanager import Pkcs11KeyManager
 from plastron.hsm.session import open_token_session
 from plastron.keymanager import KeyType, PrivateKey, check_key_id
-from plastron.plugins import PluginContext
-
-# The UpstreamAuthority protocol, its "no JWT side" error and its registry are the server's;
-# this plugin is the one place hsm depends on the server (see the report to the lead).
-from plastron.server.plugin_loading import UPSTREAM_AUTHORITIES
-from plastron.server.upstream.base import UpstreamAuthority, UpstreamUnsupported
+from plastron.plugins import UPSTREAM_AUTHORITIES, PluginContext
 from plastron.spiffe.bundle import JwtAuthority
 from plastron.spiffe.ids import TrustDomain
 from plastron.spiffe.x509svid import make_ca_certificate
+from plastron.upstream import UpstreamAuthority, UpstreamUnsupported
 
 BACKDATE = dt.timedelta(seconds=10)
 DEFAULT_ROOT_TTL = dt.timedelta(days=3650)

@@ -1,13 +1,18 @@
 """Plugin registries: one per plugin type, mapping the name in config to a factory.
 
-The server and agent build their plugins from :class:`~plastron.config.PluginConfig` values::
+The server and agent build their plugins from :class:`~plastron.configs.plugin_blocks.PluginConfig`
+values::
 
     km = KEY_MANAGERS.create(config.key_manager, PluginContext(data_dir=config.data_dir))
 
-Core registries live here (KeyManager, NodeAttestor halves); the server and agent create their
-own ``Registry[UpstreamAuthority]`` and ``Registry[WorkloadAttestor]`` next to those protocols,
-since core imports neither. A factory validates its own ``plugin_data`` and raises ConfigError
-naming the key (``plugins.KeyManager.disk.directory must be a string``).
+The registries (KeyManager, NodeAttestor halves, UpstreamAuthority) and the protocols they hold
+live in core, so a plugin in any room (hsm, tpm) registers without importing a runtime. A
+factory validates its own ``plugin_data`` and raises ConfigError naming the key
+(``plugins.KeyManager.disk.directory must be a string``).
+
+A signing key may also be named by URI (x509pop's ``private_key_uri = "pkcs11:..."``): the room
+that owns the URI scheme registers a :data:`KeyUriOpener` for it, which opens a KeyManager
+holding that key, so core uses the key without knowing where it lives.
 """
 
 from __future__ import annotations
@@ -23,8 +28,9 @@ from plastron.attestors.base import AgentNodeAttestor, ServerNodeAttestor
 from plastron.clock import Clock, SystemClock
 from plastron.configs.plugin_blocks import PluginConfig
 from plastron.errors import ConfigError
-from plastron.keymanager import DiskKeyManager, KeyManager, MemoryKeyManager
+from plastron.keymanager import DiskKeyManager, KeyManager, MemoryKeyManager, PrivateKey
 from plastron.spiffe.ids import TrustDomain
+from plastron.upstream import UpstreamAuthority
 
 T = TypeVar("T")
 
@@ -145,3 +151,19 @@ KEY_MANAGERS.register("disk", _disk_key_manager)
 # Attestation methods register both halves from their own modules.
 SERVER_NODE_ATTESTORS: Registry[ServerNodeAttestor] = Registry("NodeAttestor")
 AGENT_NODE_ATTESTORS: Registry[AgentNodeAttestor] = Registry("NodeAttestor")
+UPSTREAM_AUTHORITIES: Registry[UpstreamAuthority] = Registry("UpstreamAuthority")
+
+#: Opens the key a URI names: a KeyManager holding it, and the key's id in that manager.
+KeyUriOpener = Callable[[str], tuple[KeyManager, str]]
+KEY_URI_OPENERS: dict[str, KeyUriOpener] = {}
+
+
+def open_key_uri(uri: str) -> PrivateKey:
+    """The signer for the key ``uri`` names, through the opener registered for its scheme."""
+    scheme = uri.partition(":")[0]
+    opener = KEY_URI_OPENERS.get(scheme)
+    if opener is None:
+        known = ", ".join(f"{s}:" for s in sorted(KEY_URI_OPENERS)) or "none"
+        raise ConfigError(f"no key support for {scheme}: URIs in this build; known: {known}")
+    manager, key_id = opener(uri)
+    return manager.signer(key_id)

@@ -12,10 +12,10 @@ from plastron.config import ServerConfig
 from plastron.configs.duration import parse_duration
 from plastron.configs.plugin_blocks import PluginConfig
 from plastron.errors import ConfigError
-from plastron.plugins import PluginContext, Registry, check_plugin_data
+from plastron.plugins import UPSTREAM_AUTHORITIES, PluginContext, check_plugin_data
 from plastron.server.datastore.config import SqlConfig
-from plastron.server.upstream.base import UpstreamAuthority
 from plastron.server.upstream.disk import DiskUpstreamAuthority, DiskUpstreamConfig
+from plastron.upstream import UpstreamAuthority
 
 log = logging.getLogger(__name__)
 
@@ -23,13 +23,10 @@ log = logging.getLogger(__name__)
 # (e.g. libtss2 for the TPM attestor) disables that plugin with a log line, not the server.
 BUILTIN_PLUGIN_MODULES = (
     "plastron.attestors.x509pop",
-    "plastron.tpm.attestor",
-    "plastron.tpm.devid",
+    "plastron.tpm.plugin",
     "plastron.hsm.plugin",
     "plastron.hsm.upstream",
 )
-
-UPSTREAM_AUTHORITIES: Registry[UpstreamAuthority] = Registry("UpstreamAuthority")
 
 _SQL_KEYS = (
     "database_type",

@@ -288,7 +288,3 @@ class TpmAgentAttestor:
             )
         )
         return Response(secret, quote.attest, quote.signature, quote.pcrs).to_bytes()
-
-
-# Importing this module registers the TPM plugins (server/plugin_loading imports it).
-import plastron.tpm.plugin  # noqa: E402, F401

@@ -297,7 +297,3 @@ def _signature_bytes(tpm_signature: bytes) -> bytes:
     if sig.rsa_sig:
         return sig.rsa_sig
     return encode_dss_signature(int.from_bytes(sig.ecc_r, "big"), int.from_bytes(sig.ecc_s, "big"))
-
-
-# Importing this module registers the TPM plugins (server/plugin_loading imports it).
-import plastron.tpm.plugin  # noqa: E402, F401

@@ -274,7 +274,3 @@ class TpmRsaPrivateKey(_TpmResident, rsa.RSAPrivateKey):
 
     def __repr__(self) -> str:
         return f"TpmRsaPrivateKey(key_id={self._key_id!r}, bits={self.key_size})"
-
-
-# Importing this module registers the TPM plugins (server/plugin_loading imports it).
-import plastron.tpm.plugin  # noqa: E402, F401

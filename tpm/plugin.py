@@ -1,6 +1,6 @@
 """Registers the TPM plugins with the core registries: NodeAttestor ``tpm`` and ``tpm_devid``
-(server and agent halves) and KeyManager ``tpm`` (agent). Importing plastron.tpm.attestor,
-plastron.tpm.devid or plastron.tpm.keymanager runs this once."""
+(server and agent halves) and KeyManager ``tpm`` (agent). The server and the agent import this
+module at start; the plugin modules themselves register nothing."""
 
 from __future__ import annotations
 

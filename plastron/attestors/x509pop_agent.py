@@ -8,7 +8,8 @@ Config (``plugin_data``), as SPIRE's agent plugin plus one key:
 - ``private_key_path``: PEM private key (PKCS#1, SEC1 or PKCS#8, unencrypted), **or**
 - ``private_key_uri``: ``pkcs11:token=<label>;object=<key label>?module-path=<module>&
   pin-source=file:<path>`` — a node key held in an HSM (generated in the token, sensitive,
-  never extractable); it signs in the token and is never read.
+  never extractable); it signs in the token and is never read. The hsm room opens it (see
+  :data:`plastron.plugins.KEY_URI_OPENERS`).
 
 Files are read again at every attestation so a renewed certificate is picked up; the key must
 match the leaf certificate or the attestation stops here, before anything is sent.
@@ -37,7 +38,7 @@ from plastron.attestors.x509pop_wire import (
 )
 from plastron.configs.plugin_blocks import PluginConfig
 from plastron.errors import AttestationFailed, ConfigError, PlastronError
-from plastron.plugins import PluginContext, check_plugin_data
+from plastron.plugins import PluginContext, check_plugin_data, open_key_uri
 
 NodeKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 AGENT_KEYS = ("certificate_path", "intermediates_path", "private_key_path", "private_key_uri")
@@ -121,14 +122,6 @@ def load_file_key(path: Path) -> NodeKey:
     return key
 
 
-def load_hsm_key(uri: str) -> NodeKey:
-    """The node key named by a ``pkcs11:`` URI, signing in the token (imported lazily so the
-    core does not need python-pkcs11 unless an HSM key is configured)."""
-    from plastron.attestors.x509pop_hsm import open_node_key  # noqa: PLC0415 - optional
-
-    return open_node_key(uri)
-
-
 def _public_der(key: object) -> bytes:
     assert isinstance(key, (rsa.RSAPublicKey, ec.EllipticCurvePublicKey))
     return key.public_bytes(
@@ -191,12 +184,9 @@ def create_agent_attestor(plugin: PluginConfig, context: PluginContext) -> X509P
     )
     key = None
     if config.private_key_uri is not None:
+        # the room that owns the URI scheme (hsm, for pkcs11:) opens the key
         try:
-            key = load_hsm_key(config.private_key_uri)
-        except ImportError as exc:
-            raise ConfigError(f"x509pop: private_key_uri needs the HSM support ({exc})") from None
+            key = open_key_uri(config.private_key_uri)
         except PlastronError as exc:
-            if isinstance(exc, ConfigError):
-                raise
             raise ConfigError(f"x509pop: private_key_uri: {exc}") from None
     return X509PopAgentAttestor(config, key=key)

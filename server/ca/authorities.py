@@ -33,10 +33,10 @@ from plastron.server.ca.slots import (
     spki_der,
 )
 from plastron.server.ca.store import CAStore, StoredJournal
-from plastron.server.upstream.base import UpstreamAuthority, UpstreamUnsupported
 from plastron.spiffe.bundle import JwtAuthority
 from plastron.spiffe.jwtsvid import new_key_id
 from plastron.spiffe.x509svid import make_ca_certificate, signature_hash
+from plastron.upstream import UpstreamAuthority, UpstreamUnsupported
 
 log = logging.getLogger(__name__)
 

@@ -24,10 +24,10 @@ from plastron.server.ca.key_runner import KeyRunner
 from plastron.server.ca.rotator import Rotator
 from plastron.server.ca.slots import X509CA, JwtKey
 from plastron.server.ca.store import CAStore
-from plastron.server.upstream.base import UpstreamAuthority
 from plastron.spiffe.ids import SpiffeId, server_id
 from plastron.spiffe.jwtsvid import mint_jwt_svid
 from plastron.spiffe.x509svid import make_ca_certificate, make_x509_svid
+from plastron.upstream import UpstreamAuthority
 
 log = logging.getLogger(__name__)
 

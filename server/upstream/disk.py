@@ -24,10 +24,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from plastron.clock import Clock
 from plastron.errors import ConfigError, FailedPrecondition, InvalidArgument
 from plastron.keymanager import PrivateKey, PublicKey
-from plastron.server.upstream.base import UpstreamUnsupported
 from plastron.spiffe.bundle import JwtAuthority
 from plastron.spiffe.ids import TrustDomain
 from plastron.spiffe.x509svid import make_ca_certificate
+from plastron.upstream import UpstreamUnsupported
 
 MAX_FILE_BYTES = 1 << 20
 BACKDATE = dt.timedelta(seconds=10)

@@ -15,8 +15,7 @@ from plastron.errors import ConfigError
 from plastron.hsm.keymanager import Pkcs11KeyManager
 from plastron.hsm.upstream import Pkcs11UpstreamAuthority
 from plastron.keymanager import KeyType
-from plastron.plugins import KEY_MANAGERS, PluginContext
-from plastron.server.plugin_loading import UPSTREAM_AUTHORITIES
+from plastron.plugins import KEY_MANAGERS, UPSTREAM_AUTHORITIES, PluginContext
 from plastron.spiffe.ids import TrustDomain
 
 pytestmark = pytest.mark.softhsm

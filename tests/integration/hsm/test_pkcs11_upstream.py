@@ -21,10 +21,10 @@ from plastron.hsm.session import open_token_session
 from plastron.hsm.upstream import Pkcs11UpstreamAuthority, create_pkcs11_upstream_authority
 from plastron.keymanager import KeyManager, KeyType, MemoryKeyManager
 from plastron.server.ca import CAConfig, MemoryCAStore, ServerCA
-from plastron.server.upstream.base import UpstreamAuthority, UpstreamUnsupported
 from plastron.spiffe.bundle import Bundle
 from plastron.spiffe.ids import TrustDomain
 from plastron.spiffe.x509svid import validate_x509_svid
+from plastron.upstream import UpstreamAuthority, UpstreamUnsupported
 
 pytestmark = pytest.mark.softhsm
 TD = TrustDomain("example.org")

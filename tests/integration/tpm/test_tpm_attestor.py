@@ -295,7 +295,7 @@ async def test_registered_plugins_attest_from_config(
     swtpm: SwtpmProcess, manufacturer_ca: ManufacturerCa, tmp_path: Path
 ) -> None:
     """The names in config build working halves through the core registries."""
-    import plastron.tpm.attestor  # noqa: F401, PLC0415 - registers the TPM plugins
+    import plastron.tpm.plugin  # noqa: F401, PLC0415 - registers the TPM plugins
     from plastron.configs.plugin_blocks import PluginConfig  # noqa: PLC0415
     from plastron.plugins import (  # noqa: PLC0415
         AGENT_NODE_ATTESTORS,

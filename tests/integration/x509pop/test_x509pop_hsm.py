@@ -10,21 +10,24 @@ import pytest
 from softhsm_token import SoftHsmToken
 from x509pop_pki import NOW, make_ca, make_leaf
 
+from plastron.agent.plugin_loading import load_builtin_plugins
 from plastron.attestors.x509pop import X509PopServerAttestor, X509PopServerConfig
 from plastron.attestors.x509pop_agent import X509PopAgentAttestor, create_agent_attestor
-from plastron.attestors.x509pop_hsm import open_node_key
 from plastron.clock import ManualClock
 from plastron.configs.plugin_blocks import PluginConfig
 from plastron.errors import ConfigError, KeyManagerError
 from plastron.hsm.config import parse_pkcs11_config
 from plastron.hsm.keymanager import Pkcs11KeyManager
 from plastron.hsm.session import open_token_session
+from plastron.hsm.uri_key import open_uri_key
 from plastron.keymanager import KeyType
-from plastron.plugins import PluginContext
+from plastron.plugins import KEY_URI_OPENERS, PluginContext, open_key_uri
 from plastron.spiffe.ids import SpiffeId, TrustDomain
 
 pytestmark = pytest.mark.softhsm
 TD = TrustDomain("example.org")
+# pkcs11: key URIs are opened by the hsm room, registered as the agent does at start
+load_builtin_plugins()
 LABEL = "nodes/x509pop-node"
 
 
@@ -76,7 +79,8 @@ async def test_hsm_node_key_attests(
 
 def test_hsm_node_key_cannot_be_exported(softhsm_token: SoftHsmToken) -> None:
     km = node_key_in_token(softhsm_token, KeyType.EC_P256)
-    key = open_node_key(uri_for(softhsm_token))
+    assert KEY_URI_OPENERS["pkcs11"] is open_uri_key
+    key = open_key_uri(uri_for(softhsm_token))
     assert key.public_key() == km.get_public_key("x509pop-node")
     with pytest.raises(KeyManagerError, match="cannot be exported"):
         key.private_numbers()

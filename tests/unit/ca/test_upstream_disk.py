@@ -14,11 +14,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from plastron.clock import ManualClock
 from plastron.errors import ConfigError, FailedPrecondition, InvalidArgument
 from plastron.server.ca import CAConfig, MemoryCAStore, ServerCA
-from plastron.server.upstream import UpstreamAuthority, UpstreamUnsupported
 from plastron.server.upstream.disk import DiskUpstreamAuthority, DiskUpstreamConfig
 from plastron.spiffe.bundle import JwtAuthority
 from plastron.spiffe.ids import TrustDomain
 from plastron.spiffe.x509svid import make_ca_certificate, validate_x509_svid
+from plastron.upstream import UpstreamAuthority, UpstreamUnsupported
 
 WORKLOAD = TD.spiffe_id("/w")
 UPSTREAM_TD = TrustDomain("upstream.example")

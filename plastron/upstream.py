@@ -16,9 +16,10 @@ public key upstream (nested deployments) and returns the upstream's full JWT key
 is added to the bundle; a plugin that has no JWT side raises ``UpstreamUnsupported`` and the
 server keeps its own key.
 
-Implementations: ``disk`` (this package) and ``pkcs11`` (``plastron.hsm``; the HSM holds the
-root). Both are async because an upstream may be remote or blocking; a blocking one runs its
-work in an executor itself.
+Implementations: ``disk`` (``plastron.server.upstream``) and ``pkcs11`` (``plastron.hsm``; the
+HSM holds the root). Both are async because an upstream may be remote or blocking; a blocking
+one runs its work in an executor itself. The protocol lives in core so that any room may
+implement it; the server is its only caller.
 """
 
 from __future__ import annotations
