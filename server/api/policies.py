@@ -1,4 +1,9 @@
-"""Which callers may call which method: SPIRE's default policy (authpolicy/policy_data.json)."""
+"""Which callers may call which method: SPIRE's default policy (authpolicy/policy_data.json).
+
+Every served method has a row, the unimplemented WIT-SVID ones too: a caller SPIRE would let
+through gets UNIMPLEMENTED from them, not PERMISSION_DENIED (a method without a row is refused
+to everyone, see authz.py). tests/integration/security/test_authorization_table.py checks
+every served method against SPIRE's table for every kind of caller."""
 
 from __future__ import annotations
 
@@ -27,6 +32,7 @@ POLICIES: dict[str, Policy] = {
     _BUNDLE + "GetBundle": ANY,
     _BUNDLE + "AppendBundle": A | L,
     _BUNDLE + "PublishJWTAuthority": D,
+    _BUNDLE + "PublishWITAuthority": D,
     _BUNDLE + "CountBundles": A | L,
     _BUNDLE + "ListFederatedBundles": A | L,
     _BUNDLE + "GetFederatedBundle": A | L | AG,
@@ -44,8 +50,10 @@ POLICIES: dict[str, Policy] = {
     _ENTRY + "SyncAuthorizedEntries": AG,
     _SVID + "MintX509SVID": A | L,
     _SVID + "MintJWTSVID": A | L,
+    _SVID + "MintWITSVID": A | L,
     _SVID + "BatchNewX509SVID": AG,
     _SVID + "NewJWTSVID": AG,
+    _SVID + "BatchNewWITSVID": AG,
     _SVID + "NewDownstreamX509CA": D,
     _DEBUG + "GetInfo": L,
     _TD + "ListFederationRelationships": A | L,
