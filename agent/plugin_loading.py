@@ -28,7 +28,7 @@ MAX_TRUST_BUNDLE_BYTES = 4 * 1024 * 1024
 # Modules that register agent-side plugins (NodeAttestor halves, KeyManagers) when imported. A
 # missing optional dependency (libtss2, a PKCS#11 module) disables that plugin, not the agent.
 BUILTIN_PLUGIN_MODULES = (
-    "plastron.attestors.x509pop",
+    "plastron.attestors.x509pop.plugin",
     "plastron.tpm.plugin",
     "plastron.hsm.plugin",
 )

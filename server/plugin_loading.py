@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 # Modules that register server-side plugins when imported. A missing optional dependency
 # (e.g. libtss2 for the TPM attestor) disables that plugin with a log line, not the server.
 BUILTIN_PLUGIN_MODULES = (
-    "plastron.attestors.x509pop",
+    "plastron.attestors.x509pop.plugin",
     "plastron.tpm.plugin",
     "plastron.hsm.plugin",
     "plastron.hsm.upstream",

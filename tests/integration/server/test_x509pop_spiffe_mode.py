@@ -12,7 +12,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
-from plastron.attestors.x509pop_agent import X509PopAgentAttestor, X509PopAgentConfig
+from plastron.attestors.x509pop.agent import X509PopAgentAttestor
+from plastron.attestors.x509pop.config import X509PopAgentConfig
 from plastron.proto.spire.api.server.agent.v1 import agent_grpc, agent_pb2
 from plastron.proto.spire.api.server.svid.v1 import svid_pb2
 

@@ -11,8 +11,10 @@ from softhsm_token import SoftHsmToken
 from x509pop_pki import NOW, make_ca, make_leaf
 
 from plastron.agent.plugin_loading import load_builtin_plugins
-from plastron.attestors.x509pop import X509PopServerAttestor, X509PopServerConfig
-from plastron.attestors.x509pop_agent import X509PopAgentAttestor, create_agent_attestor
+from plastron.attestors.x509pop.agent import X509PopAgentAttestor
+from plastron.attestors.x509pop.config import X509PopServerConfig
+from plastron.attestors.x509pop.plugin import create_agent_attestor
+from plastron.attestors.x509pop.server import X509PopServerAttestor
 from plastron.clock import ManualClock
 from plastron.configs.plugin_blocks import PluginConfig
 from plastron.errors import ConfigError, KeyManagerError

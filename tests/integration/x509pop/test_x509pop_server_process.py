@@ -19,9 +19,10 @@ from grpclib.exceptions import GRPCError
 from x509pop_pki import Issued, make_ca, make_leaf, new_key, write_files
 from x509pop_processes import Answer, X509PopServer
 
-from plastron.attestors.x509pop import serial_number_hex
-from plastron.attestors.x509pop_agent import X509PopAgentAttestor, X509PopAgentConfig
-from plastron.attestors.x509pop_wire import (
+from plastron.attestors.x509pop.agent import X509PopAgentAttestor
+from plastron.attestors.x509pop.config import X509PopAgentConfig
+from plastron.attestors.x509pop.server import serial_number_hex
+from plastron.attestors.x509pop.wire import (
     Challenge,
     decode_challenge,
     encode_payload,

@@ -14,11 +14,12 @@ import pytest
 from cryptography import x509
 from x509pop_pki import NOW, Issued, make_ca, make_leaf, new_key, write_files
 
-import plastron.attestors.x509pop  # noqa: F401 - registers both halves
-from plastron.attestors.x509pop import X509PopServerAttestor, X509PopServerConfig
-from plastron.attestors.x509pop_agent import X509PopAgentAttestor, X509PopAgentConfig
-from plastron.attestors.x509pop_template import PathTemplate, TemplateValues
-from plastron.attestors.x509pop_wire import Challenge, encode_challenge
+import plastron.attestors.x509pop.plugin  # noqa: F401 - registers both halves
+from plastron.attestors.x509pop.agent import X509PopAgentAttestor
+from plastron.attestors.x509pop.config import X509PopAgentConfig, X509PopServerConfig
+from plastron.attestors.x509pop.server import X509PopServerAttestor
+from plastron.attestors.x509pop.template import PathTemplate, TemplateValues
+from plastron.attestors.x509pop.wire import Challenge, encode_challenge
 from plastron.clock import ManualClock
 from plastron.configs.plugin_blocks import PluginConfig
 from plastron.errors import AttestationFailed, ConfigError

@@ -21,9 +21,10 @@ from hypothesis import strategies as st
 from x509pop_pki import NOW, Issued, make_ca, make_leaf, new_key, write_files
 
 from plastron.attestors.base import AttestationResult
-from plastron.attestors.x509pop import X509PopServerAttestor, X509PopServerConfig
-from plastron.attestors.x509pop_agent import X509PopAgentAttestor, X509PopAgentConfig
-from plastron.attestors.x509pop_wire import (
+from plastron.attestors.x509pop.agent import X509PopAgentAttestor
+from plastron.attestors.x509pop.config import X509PopAgentConfig, X509PopServerConfig
+from plastron.attestors.x509pop.server import X509PopServerAttestor
+from plastron.attestors.x509pop.wire import (
     Challenge,
     decode_challenge,
     encode_payload,

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from x509pop_pki import new_key
 
-from plastron.attestors.x509pop_wire import (
+from plastron.attestors.x509pop.wire import (
     Challenge,
     Response,
     combine_nonces,

@@ -1,9 +1,22 @@
-"""Configuration of the x509pop server half (SPIRE's keys), and the agent ID path rule.
+"""Configuration of both x509pop halves (SPIRE's keys), and the agent ID path rule.
 
-``mode`` (``external_pki`` | ``spiffe``), ``ca_bundle_path`` / ``ca_bundle_paths`` (PEM roots,
-external_pki only), ``spiffe_prefix`` (SPIRE's docs call it ``svid_prefix``; default
-``/spire-exchange/``), ``agent_path_template``, ``max_intermediates`` (4), ``max_rsa_key_size``
-(8192). ``verify_client_ip`` is refused: the attestor is not told the peer address.
+Server ``plugin_data``: ``mode`` (``external_pki`` | ``spiffe``), ``ca_bundle_path`` /
+``ca_bundle_paths`` (PEM roots, external_pki only), ``spiffe_prefix`` (SPIRE's docs call it
+``svid_prefix``; default ``/spire-exchange/``), ``agent_path_template``, ``max_intermediates``
+(4), ``max_rsa_key_size`` (8192). ``verify_client_ip`` is refused: the attestor is not told the
+peer address.
+
+Agent ``plugin_data``, as SPIRE's agent plugin plus one key:
+
+- ``certificate_path``: PEM, the node certificate first, then any intermediates;
+- ``intermediates_path`` (optional): PEM intermediates appended after those;
+- ``private_key_path``: PEM private key (PKCS#1, SEC1 or PKCS#8, unencrypted), **or**
+- ``private_key_uri``: ``pkcs11:token=<label>;object=<key label>?module-path=<module>&
+  pin-source=file:<path>`` — a node key held in an HSM (generated in the token, sensitive,
+  never extractable); it signs in the token and is never read. The hsm room opens it (see
+  :data:`plastron.plugins.KEY_URI_OPENERS`).
+
+Relative paths resolve against ``base_dir`` (the config file's directory).
 """
 
 from __future__ import annotations
@@ -15,7 +28,7 @@ from typing import Any
 
 from cryptography import x509
 
-from plastron.attestors.x509pop_template import (
+from plastron.attestors.x509pop.template import (
     DEFAULT_EXTERNAL_PKI,
     DEFAULT_SPIFFE,
     PathTemplate,
@@ -28,6 +41,7 @@ SERVER_KEYS = (
     "mode", "ca_bundle_path", "ca_bundle_paths", "spiffe_prefix", "svid_prefix",
     "agent_path_template", "max_intermediates", "max_rsa_key_size", "verify_client_ip",
 )  # fmt: skip
+AGENT_KEYS = ("certificate_path", "intermediates_path", "private_key_path", "private_key_uri")
 DEFAULT_MAX_INTERMEDIATES = 4
 DEFAULT_MAX_RSA_KEY_SIZE = 8192
 DEFAULT_SPIFFE_PREFIX = "/spire-exchange/"
@@ -77,6 +91,37 @@ class X509PopServerConfig:
             ),
             max_rsa_key_size=_positive(data, "max_rsa_key_size", DEFAULT_MAX_RSA_KEY_SIZE, where),
         )
+
+
+@dataclass(frozen=True)
+class X509PopAgentConfig:
+    certificate_path: Path
+    private_key_path: Path | None = None
+    private_key_uri: str | None = None
+    intermediates_path: Path | None = None
+
+    @classmethod
+    def from_plugin_data(
+        cls, data: Mapping[str, Any], *, base_dir: Path | None = None, where: str = "x509pop"
+    ) -> X509PopAgentConfig:
+        def path(key: str) -> Path | None:
+            value = data.get(key)
+            if value is None or (key == "intermediates_path" and value == ""):
+                return None
+            if not isinstance(value, str) or not value.strip():
+                raise ConfigError(f"{where}.{key} must be a non-empty string")
+            p = Path(value)
+            return base_dir / p if base_dir is not None and not p.is_absolute() else p
+
+        cert = path("certificate_path")
+        if cert is None:
+            raise ConfigError(f"{where}.certificate_path is required")
+        key_path, uri = path("private_key_path"), data.get("private_key_uri")
+        if (key_path is None) == (uri is None):
+            raise ConfigError(f"{where}: give exactly one of private_key_path, private_key_uri")
+        if uri is not None and (not isinstance(uri, str) or not uri.startswith("pkcs11:")):
+            raise ConfigError(f"{where}.private_key_uri must be a pkcs11: URI")
+        return cls(cert, key_path, uri, path("intermediates_path"))
 
 
 def _bundle_paths(data: Mapping[str, Any], where: str) -> list[str]:

@@ -1,34 +1,23 @@
 """The agent half of ``x509pop``: send the node's certificate chain, then sign the server's
-challenge with the node key.
-
-Config (``plugin_data``), as SPIRE's agent plugin plus one key:
-
-- ``certificate_path``: PEM, the node certificate first, then any intermediates;
-- ``intermediates_path`` (optional): PEM intermediates appended after those;
-- ``private_key_path``: PEM private key (PKCS#1, SEC1 or PKCS#8, unencrypted), **or**
-- ``private_key_uri``: ``pkcs11:token=<label>;object=<key label>?module-path=<module>&
-  pin-source=file:<path>`` — a node key held in an HSM (generated in the token, sensitive,
-  never extractable); it signs in the token and is never read. The hsm room opens it (see
-  :data:`plastron.plugins.KEY_URI_OPENERS`).
+challenge with the node key (its config is :class:`~.config.X509PopAgentConfig`).
 
 Files are read again at every attestation so a renewed certificate is picked up; the key must
-match the leaf certificate or the attestation stops here, before anything is sent.
+match the leaf certificate or the attestation stops here, before anything is sent. A key named
+by ``private_key_uri`` is opened once, at start, by the plugin factory and passed in fixed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from plastron.attestors.x509pop_wire import (
+from plastron.attestors.x509pop.config import X509PopAgentConfig
+from plastron.attestors.x509pop.wire import (
     NAME,
     NONCE_LEN,
     decode_challenge,
@@ -36,45 +25,11 @@ from plastron.attestors.x509pop_wire import (
     encode_response,
     sign_response,
 )
-from plastron.configs.plugin_blocks import PluginConfig
-from plastron.errors import AttestationFailed, ConfigError, PlastronError
-from plastron.plugins import PluginContext, check_plugin_data, open_key_uri
+from plastron.errors import AttestationFailed, ConfigError
 
 NodeKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
-AGENT_KEYS = ("certificate_path", "intermediates_path", "private_key_path", "private_key_uri")
 MAX_PEM_FILE_BYTES = 256 * 1024
 MAX_CHAIN_CERTIFICATES = 16
-
-
-@dataclass(frozen=True)
-class X509PopAgentConfig:
-    certificate_path: Path
-    private_key_path: Path | None = None
-    private_key_uri: str | None = None
-    intermediates_path: Path | None = None
-
-    @classmethod
-    def from_plugin_data(
-        cls, data: Mapping[str, Any], *, base_dir: Path | None = None, where: str = "x509pop"
-    ) -> X509PopAgentConfig:
-        def path(key: str) -> Path | None:
-            value = data.get(key)
-            if value is None or (key == "intermediates_path" and value == ""):
-                return None
-            if not isinstance(value, str) or not value.strip():
-                raise ConfigError(f"{where}.{key} must be a non-empty string")
-            p = Path(value)
-            return base_dir / p if base_dir is not None and not p.is_absolute() else p
-
-        cert = path("certificate_path")
-        if cert is None:
-            raise ConfigError(f"{where}.certificate_path is required")
-        key_path, uri = path("private_key_path"), data.get("private_key_uri")
-        if (key_path is None) == (uri is None):
-            raise ConfigError(f"{where}: give exactly one of private_key_path, private_key_uri")
-        if uri is not None and (not isinstance(uri, str) or not uri.startswith("pkcs11:")):
-            raise ConfigError(f"{where}.private_key_uri must be a pkcs11: URI")
-        return cls(cert, key_path, uri, path("intermediates_path"))
 
 
 def _read(path: Path, what: str) -> bytes:
@@ -175,18 +130,3 @@ class X509PopAgentAttestor:
         # signing may block (RSA, or an HSM round trip): keep it off the event loop
         response = await asyncio.to_thread(sign_response, key, parsed, os.urandom(NONCE_LEN))
         return encode_response(response)
-
-
-def create_agent_attestor(plugin: PluginConfig, context: PluginContext) -> X509PopAgentAttestor:
-    check_plugin_data(plugin, AGENT_KEYS)
-    config = X509PopAgentConfig.from_plugin_data(
-        plugin.plugin_data, base_dir=context.base_dir, where=f"{plugin.path}.plugin_data"
-    )
-    key = None
-    if config.private_key_uri is not None:
-        # the room that owns the URI scheme (hsm, for pkcs11:) opens the key
-        try:
-            key = open_key_uri(config.private_key_uri)
-        except PlastronError as exc:
-            raise ConfigError(f"x509pop: private_key_uri: {exc}") from None
-    return X509PopAgentAttestor(config, key=key)

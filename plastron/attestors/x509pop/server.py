@@ -4,13 +4,11 @@ key of an X.509 certificate issued to it out of band.
 Server half: verify the payload's chain to a trusted CA (``mode "external_pki"``: the PEM files
 in ``ca_bundle_path(s)``; ``mode "spiffe"``: the trust domain's own X.509 authorities), then
 challenge the agent with a fresh 32-byte nonce and verify its signature (see
-:mod:`plastron.attestors.x509pop_wire`). The agent ID is ``spiffe://<td>/spire/agent`` plus the
+:mod:`plastron.attestors.x509pop.wire`). The agent ID is ``spiffe://<td>/spire/agent`` plus the
 rendered ``agent_path_template`` (default ``/x509pop/<SHA-1 of the leaf DER>``), parsed strictly.
 Selectors: ``subject:cn:``, ``ca:fingerprint:`` (each certificate above the leaf),
 ``serialnumber:``, ``san:<key>:<value>`` (URI SANs ``x509pop://<td>/<key>/<value>``).
-Re-attestable. The agent half lives in :mod:`plastron.attestors.x509pop_agent`.
-
-Importing this module registers both halves with the core registries.
+Re-attestable. The agent half lives in :mod:`plastron.attestors.x509pop.agent`.
 """
 
 from __future__ import annotations
@@ -28,15 +26,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 from cryptography.x509.verification import ExtensionPolicy, PolicyBuilder, Store
 
-from plastron.attestors import x509pop_agent
 from plastron.attestors.base import AttestationResult, ChallengeFn
-from plastron.attestors.x509pop_server_config import (
-    SERVER_KEYS,
-    X509PopServerConfig,
-    agent_path,
-)
-from plastron.attestors.x509pop_template import TemplateValues
-from plastron.attestors.x509pop_wire import (
+from plastron.attestors.x509pop.config import X509PopServerConfig, agent_path
+from plastron.attestors.x509pop.template import TemplateValues
+from plastron.attestors.x509pop.wire import (
     NAME,
     NONCE_LEN,
     Challenge,
@@ -47,7 +40,6 @@ from plastron.attestors.x509pop_wire import (
     verify_response,
 )
 from plastron.clock import Clock
-from plastron.configs.plugin_blocks import PluginConfig
 from plastron.errors import (
     AttestationFailed,
     ConfigError,
@@ -55,16 +47,8 @@ from plastron.errors import (
     InvalidSelector,
     InvalidSpiffeId,
 )
-from plastron.plugins import (
-    AGENT_NODE_ATTESTORS,
-    SERVER_NODE_ATTESTORS,
-    PluginContext,
-    check_plugin_data,
-)
 from plastron.selector import Selector
 from plastron.spiffe.ids import SpiffeId, TrustDomain
-
-__all__ = ["NAME", "TrustBundleFn", "X509PopServerAttestor", "X509PopServerConfig"]
 
 # What cryptography raises for certificates it cannot decode (some only on first access).
 _PARSE_ERRORS = (
@@ -303,38 +287,3 @@ def _selectors(
         return tuple(Selector(NAME, v) for v in values)
     except InvalidSelector as exc:
         raise AttestationFailed(f"x509pop: certificate yields an invalid selector: {exc}") from None
-
-
-# ---- registration -------------------------------------------------------------------------
-
-
-def _server(plugin: PluginConfig, context: PluginContext) -> X509PopServerAttestor:
-    check_plugin_data(plugin, SERVER_KEYS)
-    if context.trust_domain is None:
-        raise ConfigError(f"{plugin.path}: the server attestor needs the trust domain")
-    config = X509PopServerConfig.from_plugin_data(
-        plugin.plugin_data, base_dir=context.base_dir, where=f"{plugin.path}.plugin_data"
-    )
-    # The server passes its X.509 authorities as PluginContext.x509_authorities (mode spiffe).
-    bundle: TrustBundleFn | None = getattr(context, "x509_authorities", None)
-    if config.mode == "spiffe" and bundle is None:
-        raise ConfigError(
-            f"{plugin.path}: mode spiffe needs the server's trust bundle, which this build "
-            "does not pass to plugins"
-        )
-    return X509PopServerAttestor(
-        config,
-        context.trust_domain,
-        context.clock,
-        trust_bundle=bundle if config.mode == "spiffe" else None,
-    )
-
-
-def register() -> None:
-    if NAME not in SERVER_NODE_ATTESTORS:
-        SERVER_NODE_ATTESTORS.register(NAME, _server)
-    if NAME not in AGENT_NODE_ATTESTORS:
-        AGENT_NODE_ATTESTORS.register(NAME, x509pop_agent.create_agent_attestor)
-
-
-register()

@@ -1,0 +1,70 @@
+"""Registers both x509pop halves with the core NodeAttestor registries; the server and the agent
+import this module at start. Each factory checks its ``plugin_data`` keys and builds the half."""
+
+from __future__ import annotations
+
+from plastron.attestors.x509pop.agent import X509PopAgentAttestor
+from plastron.attestors.x509pop.config import (
+    AGENT_KEYS,
+    SERVER_KEYS,
+    X509PopAgentConfig,
+    X509PopServerConfig,
+)
+from plastron.attestors.x509pop.server import X509PopServerAttestor
+from plastron.attestors.x509pop.wire import NAME
+from plastron.configs.plugin_blocks import PluginConfig
+from plastron.errors import ConfigError, PlastronError
+from plastron.plugins import (
+    AGENT_NODE_ATTESTORS,
+    SERVER_NODE_ATTESTORS,
+    PluginContext,
+    check_plugin_data,
+    open_key_uri,
+)
+
+
+def create_server_attestor(plugin: PluginConfig, context: PluginContext) -> X509PopServerAttestor:
+    check_plugin_data(plugin, SERVER_KEYS)
+    if context.trust_domain is None:
+        raise ConfigError(f"{plugin.path}: the server attestor needs the trust domain")
+    config = X509PopServerConfig.from_plugin_data(
+        plugin.plugin_data, base_dir=context.base_dir, where=f"{plugin.path}.plugin_data"
+    )
+    # mode spiffe trusts the server's own X.509 authorities, which the server passes here
+    bundle = context.x509_authorities
+    if config.mode == "spiffe" and bundle is None:
+        raise ConfigError(
+            f"{plugin.path}: mode spiffe needs the server's trust bundle, which this build "
+            "does not pass to plugins"
+        )
+    return X509PopServerAttestor(
+        config,
+        context.trust_domain,
+        context.clock,
+        trust_bundle=bundle if config.mode == "spiffe" else None,
+    )
+
+
+def create_agent_attestor(plugin: PluginConfig, context: PluginContext) -> X509PopAgentAttestor:
+    check_plugin_data(plugin, AGENT_KEYS)
+    config = X509PopAgentConfig.from_plugin_data(
+        plugin.plugin_data, base_dir=context.base_dir, where=f"{plugin.path}.plugin_data"
+    )
+    key = None
+    if config.private_key_uri is not None:
+        # the room that owns the URI scheme (hsm, for pkcs11:) opens the key
+        try:
+            key = open_key_uri(config.private_key_uri)
+        except PlastronError as exc:
+            raise ConfigError(f"x509pop: private_key_uri: {exc}") from None
+    return X509PopAgentAttestor(config, key=key)
+
+
+def register() -> None:
+    if NAME not in SERVER_NODE_ATTESTORS:
+        SERVER_NODE_ATTESTORS.register(NAME, create_server_attestor)
+    if NAME not in AGENT_NODE_ATTESTORS:
+        AGENT_NODE_ATTESTORS.register(NAME, create_agent_attestor)
+
+
+register()
