@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import base64
 import json
-import os
 import time
 from pathlib import Path
 from typing import TextIO
@@ -15,6 +14,7 @@ from google.protobuf import json_format
 from grpclib.exceptions import GRPCError
 
 from plastron.agent.cli.workload_client import WorkloadClient, socket_path_from
+from plastron.files import replace_file
 from plastron.proto.workload import workload_pb2 as pb
 from plastron.spiffe.x509svid import certificates_to_pem, parse_der_chain
 
@@ -46,13 +46,6 @@ def print_x509(msg: pb.X509SVIDResponse, elapsed_ms: float, out: TextIO) -> None
     out.write("\n")
 
 
-def _write_file(path: Path, data: bytes, mode: int) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    os.chmod(path, mode)
-
-
 def write_x509(msg: pb.X509SVIDResponse, directory: Path, out: TextIO) -> None:
     """svid.N.pem, svid.N.key (0600), bundle.N.pem, federated_bundle.N.M.pem, as SPIRE."""
     for i, svid in enumerate(msg.svids):
@@ -77,7 +70,7 @@ def write_x509(msg: pb.X509SVIDResponse, directory: Path, out: TextIO) -> None:
             pem = certificates_to_pem(parse_der_chain(der, max_certs=1024))
             files.append((directory / f"federated_bundle.{i}.{j}.pem", pem, 0o644))
         for path, data, mode in files:
-            _write_file(path, data, mode)
+            replace_file(path, data, mode)
             out.write(f"Writing {'key' if mode == 0o600 else 'certificate'} #{i} to file {path}.\n")
 
 

@@ -7,7 +7,6 @@ The X509-SVID key is generated here and never leaves this process except into th
 from __future__ import annotations
 
 import base64
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from plastron.clock import SystemClock, from_unix, to_unix
 from plastron.errors import PlastronError
+from plastron.files import replace_file
 from plastron.proto.spire.api.server.bundle.v1 import bundle_pb2 as bundlev1
 from plastron.proto.spire.api.server.svid.v1 import svid_pb2 as svidv1
 from plastron.server.cli.admin_client import AdminClient, call_one, run_with_client
@@ -48,12 +48,9 @@ def _pem_certs(ders: list[bytes], kind: str = "CERTIFICATE") -> str:
 
 
 def _write_file(path: Path, data: str, mode: int) -> None:
-    """Create or replace ``path`` with ``mode`` from the start (no window with wider rights)."""
+    """Replace ``path`` with a new file of ours (never writes into an existing file or link)."""
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(data)
-        os.chmod(path, mode)
+        replace_file(path, data.encode(), mode)
     except OSError as exc:
         raise CliError(f"unable to write {path}: {exc.strerror or exc}") from None
 

@@ -68,3 +68,32 @@ async def test_healthcheck(workload_api: WorkloadApiEnv, tmp_path: Path) -> None
     assert code == 0 and "Agent is healthy." in out
     code, out = await _cli("healthcheck", "-socketPath", str(tmp_path / "none.sock"))
     assert code == 1 and "unhealthy" in out
+
+
+async def test_fetch_x509_write_replaces_planted_links_and_foreign_files(
+    workload_api: WorkloadApiEnv, tmp_path: Path
+) -> None:
+    """A symlink or a file another user planted at a target is replaced, never written into."""
+    _identity(workload_api)
+    out = tmp_path / "out"
+    out.mkdir()
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"victim\n")
+    (out / "svid.0.key").symlink_to(victim)
+    foreign = out / "svid.0.pem"
+    foreign.write_bytes(b"planted\n")
+    os.chown(foreign, 65534, 65534)
+    foreign.chmod(0o644)
+    with open(foreign, "rb") as planted:  # the other user's handle on the old file
+        code, printed = await _cli(
+            "api", "fetch", "x509", "-socketPath", workload_api.socket_path, "-write", str(out)
+        )
+        assert code == 0, printed
+        assert planted.read() == b"planted\n"
+    assert victim.read_bytes() == b"victim\n"
+    for name, mode in [("svid.0.key", 0o600), ("svid.0.pem", 0o644)]:
+        st = os.lstat(out / name)
+        assert stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid()
+        assert stat.S_IMODE(st.st_mode) == mode
+    assert b"PRIVATE KEY" in (out / "svid.0.key").read_bytes()
+    assert sorted(p.name for p in out.iterdir()) == ["bundle.0.pem", "svid.0.key", "svid.0.pem"]
