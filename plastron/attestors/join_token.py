@@ -43,6 +43,9 @@ def check_token_shape(token: str) -> None:
         raise AttestationFailed(
             "join_token: token may contain only letters, digits, '-', '_' and '.'"
         )
+    if token in (".", ".."):
+        # a dot segment is not a valid SPIFFE ID path segment: no agent ID can be built from it
+        raise AttestationFailed("join_token: token may not be '.' or '..'")
 
 
 class JoinTokenServerAttestor:
