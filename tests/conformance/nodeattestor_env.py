@@ -164,6 +164,7 @@ async def _run_rounds(stream: object, answer: AnswerFn, out: ApiOutcome) -> bool
     while True:
         msg = await stream.recv_message()  # type: ignore[attr-defined]
         if msg is None:
+            await stream.end()  # type: ignore[attr-defined]
             await stream.recv_trailing_metadata()  # type: ignore[attr-defined]  # raises status
             raise AssertionError("AttestAgent ended without a result or a status")
         if msg.WhichOneof("step") == "result":

@@ -11,7 +11,9 @@ comments — with these fields:
 An unknown field or any other construct is a ConfigError when the config is read. A
 ``.URISanSelectors`` key the certificate lacks fails the attestation (SPIRE parses with
 ``missingkey=error``). The rendered text is never normalised: the caller parses the agent ID
-strictly, so a value that is not a canonical path segment fails attestation.
+strictly, so a value that is not a canonical path segment fails attestation; a value holding
+``/`` (which would parse, as several segments) is refused here, unlike SPIRE. Only
+``.SVIDPathTrimmed``, itself cut from a parsed SPIFFE ID, may span segments.
 """
 
 from __future__ import annotations
@@ -101,7 +103,23 @@ class PathTemplate:
         return cls(text, tuple(p for p in parts if p != ""))
 
     def render(self, values: TemplateValues) -> str:
-        return "".join(p if isinstance(p, str) else values.lookup(p) for p in self.parts)
+        return "".join(p if isinstance(p, str) else _one_segment(p, values) for p in self.parts)
+
+
+# The one field whose value is a path by design: it comes from an already-parsed SPIFFE ID.
+_PATH_FIELDS = frozenset({("SVIDPathTrimmed",)})
+
+
+def _one_segment(path: tuple[str, ...], values: TemplateValues) -> str:
+    """A field's value, which must not add path segments: a CN or SAN value holding '/' would
+    let a certificate choose where its ID lands (``a/b`` + ``c`` and ``a`` + ``b/c`` collide)."""
+    value = values.lookup(path)
+    if "/" in value and path not in _PATH_FIELDS:
+        raise AttestationFailed(
+            f"x509pop: agent_path_template field .{'.'.join(path)} is {value[:200]!r}, which "
+            "holds '/'; a certificate value must fill exactly one path segment"
+        )
+    return value
 
 
 def _literal(chunk: str, whole: str) -> str:

@@ -9,6 +9,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -392,13 +393,36 @@ async def test_each_challenge_carries_a_fresh_32_byte_nonce(
 # ---- agent ID template --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("cn", ["Node 7", "a/../b", "node%41", "x/", ""])
+@pytest.mark.parametrize(
+    ("cn", "refusal"),
+    [
+        ("Node 7", "not a canonical agent ID path"),
+        ("node%41", "not a canonical agent ID path"),
+        ("", "not a canonical agent ID path"),
+        ("a/../b", "holds '/'; a certificate value must fill exactly one path segment"),
+        ("x/", "holds '/'"),
+        ("a/b", "field .Subject.CommonName is 'a/b', which holds '/'"),
+    ],
+)
 async def test_non_canonical_agent_id_is_rejected_not_normalised(
-    cn: str, root: Issued, inter: Issued, tmp_path: Path
+    cn: str, refusal: str, root: Issued, inter: Issued, tmp_path: Path
 ) -> None:
     node = make_leaf(inter, cn=cn or None)
     server = server_for(root, tmp_path, agent_path_template="/cn/{{ .Subject.CommonName }}")
-    with pytest.raises(AttestationFailed, match="not a canonical agent ID path"):
+    with pytest.raises(AttestationFailed, match=re.escape(refusal)):
+        await attest(server, agent_for(node, tmp_path, [inter]))
+
+
+async def test_uri_san_value_decoding_to_a_slash_is_refused(
+    root: Issued, inter: Issued, tmp_path: Path
+) -> None:
+    """``%2F`` in the SAN decodes to '/': rack 'a/b' with unit 'c' would be rack 'a', unit 'b/c'."""
+    node = make_leaf(
+        inter, uris=("x509pop://example.org/rack/a%2Fb", "x509pop://example.org/unit/c")
+    )
+    template = "/{{ .URISanSelectors.rack }}/{{ .URISanSelectors.unit }}"
+    server = server_for(root, tmp_path, agent_path_template=template)
+    with pytest.raises(AttestationFailed, match=r"field \.URISanSelectors\.rack is 'a/b'"):
         await attest(server, agent_for(node, tmp_path, [inter]))
 
 
