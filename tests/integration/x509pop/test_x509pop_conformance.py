@@ -15,8 +15,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from x509pop_pki import Issued, make_ca, make_leaf, new_key, write_files
 
-from plastron.attestors.x509pop_agent import X509PopAgentAttestor, X509PopAgentConfig
-from plastron.attestors.x509pop_wire import (
+from plastron.attestors.x509pop.agent import X509PopAgentAttestor
+from plastron.attestors.x509pop.config import X509PopAgentConfig
+from plastron.attestors.x509pop.wire import (
     Challenge,
     decode_challenge,
     encode_payload,
