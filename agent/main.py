@@ -20,6 +20,7 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from plastron.agent.cache import WorkloadCache
+from plastron.agent.config import AgentConfig
 from plastron.agent.identity import AgentIdentity, IdentitySources
 from plastron.agent.plugin_loading import (
     build_key_manager,
@@ -34,7 +35,6 @@ from plastron.agent.wire import REASONS, permission_denied_reason
 from plastron.agent.workloadapi.endpoint import AgentHealth, start_endpoint
 from plastron.agent.workloadapi.service import WorkloadAPIService
 from plastron.clock import Clock, SystemClock
-from plastron.config import AgentConfig
 from plastron.errors import AttestationFailed, PlastronError
 from plastron.health_http import HealthHttpConfig, HealthHttpServer
 

@@ -10,11 +10,11 @@ import urllib.request
 
 from cryptography import x509
 
+from plastron.agent.config import AgentConfig
 from plastron.agent.workloadattestor.base import WorkloadAttestor
 from plastron.agent.workloadattestor.unix import UnixAttestorConfig, UnixWorkloadAttestor
 from plastron.attestors.base import AgentNodeAttestor
 from plastron.attestors.join_token import JoinTokenAgentAttestor
-from plastron.config import AgentConfig
 from plastron.configs.plugin_blocks import PluginConfig
 from plastron.errors import ConfigError, Unavailable
 from plastron.keymanager import KeyManager

@@ -38,7 +38,6 @@ from pkcs11 import Mechanism, ObjectClass
 from pkcs11_raw import MESSAGE, cert_signer, rate
 from softhsm_token import SoftHsmToken, init_token
 
-from plastron.config import parse_server_config
 from plastron.hsm.keymanager import create_pkcs11_key_manager
 from plastron.hsm.session import PKCS11_LOCK
 from plastron.keymanager import KeyType
@@ -48,6 +47,7 @@ from plastron.proto.spire.api.server.svid.v1 import svid_grpc, svid_pb2
 from plastron.proto.spire.api.types import entry_pb2 as types_entry
 from plastron.server.api.csr import csr_public_key, parse_csr
 from plastron.server.api.csr_check import CsrChecker, default_workers
+from plastron.server.config import parse_server_config
 from plastron.server.runtime import PlastronServer
 from plastron.spiffe.bundle import Bundle
 from plastron.spiffe.ids import SpiffeId, TrustDomain, server_id

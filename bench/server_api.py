@@ -22,11 +22,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from grpclib.client import Channel
 
-from plastron.config import parse_server_config
 from plastron.proto.spire.api.server.entry.v1 import entry_grpc, entry_pb2
 from plastron.proto.spire.api.server.svid.v1 import svid_grpc, svid_pb2
 from plastron.proto.spire.api.types import entry_pb2 as types_entry
 from plastron.server.api.convert import entry_from_proto
+from plastron.server.config import parse_server_config
 from plastron.server.datastore.records import AttestedNode
 from plastron.server.runtime import PlastronServer
 from plastron.spiffe.bundle import Bundle

@@ -110,6 +110,10 @@ def _string_setting(plugin: PluginConfig, key: str) -> str | None:
     return value
 
 
+# Where the disk KeyManager keeps its keys when its plugin_data names no place (under data_dir).
+DEFAULT_KEYS_DIRECTORY = "keys"
+
+
 def disk_key_directory(plugin: PluginConfig, context: PluginContext) -> Path:
     """Where the ``disk`` KeyManager keeps ``keys.json``.
 
@@ -132,7 +136,7 @@ def disk_key_directory(plugin: PluginConfig, context: PluginContext) -> Path:
         else:
             chosen = file.parent / f"{file.name}.d"
     elif context.data_dir is not None:
-        chosen = context.data_dir / "keys"
+        chosen = context.data_dir / DEFAULT_KEYS_DIRECTORY
     else:
         raise ConfigError(f"{plugin.path}.plugin_data: directory is required")
     if not chosen.is_absolute() and context.base_dir is not None:

@@ -7,9 +7,9 @@ import signal
 import sys
 from pathlib import Path
 
-from plastron.config import ServerConfig, load_server_config
 from plastron.errors import PlastronError
 from plastron.server.cli.args import FlagParser, flag
+from plastron.server.config import ServerConfig, load_server_config
 from plastron.server.logsetup import configure_logging
 from plastron.server.runtime import PlastronServer
 

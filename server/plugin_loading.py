@@ -8,12 +8,12 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from plastron.config import ServerConfig
 from plastron.configs.duration import parse_duration
 from plastron.configs.plugin_blocks import PluginConfig
 from plastron.errors import ConfigError
 from plastron.plugins import UPSTREAM_AUTHORITIES, PluginContext, check_plugin_data
-from plastron.server.datastore.config import SqlConfig
+from plastron.server.config import DEFAULT_DATASTORE, ServerConfig
+from plastron.server.datastore.config import DEFAULT_DATABASE_TYPE, SqlConfig
 from plastron.server.upstream.disk import DiskUpstreamAuthority, DiskUpstreamConfig
 from plastron.upstream import UpstreamAuthority
 
@@ -62,14 +62,12 @@ def _int(plugin: PluginConfig, key: str, default: int) -> int:
 
 
 def datastore_config(cfg: ServerConfig) -> SqlConfig:
-    plugin = cfg.plugins.single("DataStore")
-    if plugin is None:
-        return SqlConfig(database_type="sqlite3", data_dir=str(cfg.data_dir))
-    if plugin.name != "sql":
+    plugin = cfg.datastore  # the config reader supplies the default one
+    if plugin.name != DEFAULT_DATASTORE:
         raise ConfigError(f'unknown DataStore "{plugin.name}"; known: sql')
     check_plugin_data(plugin, _SQL_KEYS)
     data = plugin.plugin_data
-    db_type = data.get("database_type", "sqlite3")
+    db_type = data.get("database_type", DEFAULT_DATABASE_TYPE)
     if db_type not in ("sqlite3", "postgres", "mysql"):
         raise ConfigError(
             f"{plugin.path}.plugin_data.database_type must be sqlite3, postgres or mysql, "

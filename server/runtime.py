@@ -21,9 +21,9 @@ from grpclib.encoding.proto import ProtoStatusDetailsCodec
 from plastron.attestors.base import ServerNodeAttestor
 from plastron.attestors.join_token import ConsumedToken, JoinTokenServerAttestor
 from plastron.clock import Clock, SystemClock, from_unix
-from plastron.config import ServerConfig
+from plastron.configs.plugin_blocks import PluginConfig
 from plastron.health_http import HealthHttpConfig, HealthHttpServer
-from plastron.keymanager import DiskKeyManager, KeyManager
+from plastron.keymanager import KeyManager
 from plastron.plugins import KEY_MANAGERS, SERVER_NODE_ATTESTORS, PluginContext
 from plastron.server.api.authz import AuthorizedService, Authorizer, authorized_mapping
 from plastron.server.api.context import ApiContext
@@ -33,6 +33,7 @@ from plastron.server.api.ratelimit import ATTEST_PER_SECOND, SIGN_PER_SECOND, Ra
 from plastron.server.ca.config import CAConfig
 from plastron.server.ca.server_ca import ServerCA
 from plastron.server.ca.store import DataStoreCAStore
+from plastron.server.config import ServerConfig
 from plastron.server.datastore.store import DataStore, open_datastore
 from plastron.server.entrycache import AuthorizedEntryCache
 from plastron.server.health import HealthChecker
@@ -92,11 +93,9 @@ class PlastronServer:
     async def _start_rest(self, context: PluginContext) -> None:
         cfg = self.config
         assert self.datastore is not None
-        km_plugin = cfg.plugins.single("KeyManager")
-        if km_plugin is None:
-            self.key_manager = DiskKeyManager(cfg.data_dir / "keys")
-        else:
-            self.key_manager = KEY_MANAGERS.create(km_plugin, context)
+        # no KeyManager block: the disk one with its defaults (keys in <data_dir>/keys)
+        km_plugin = cfg.key_manager or PluginConfig("KeyManager", "disk")
+        self.key_manager = KEY_MANAGERS.create(km_plugin, context)
         self.ca = await ServerCA.open(
             config=_ca_config(cfg),
             key_manager=self.key_manager,

@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 from typing import TextIO
 
+from plastron.agent.config import load_agent_config
 from plastron.agent.main import run_agent
-from plastron.config import load_agent_config
 
 
 async def validate(args: argparse.Namespace, out: TextIO) -> int:

@@ -18,12 +18,13 @@ from sqlalchemy.engine import URL
 from plastron.errors import ConfigError
 
 DatabaseType = Literal["sqlite3", "postgres", "mysql"]
+DEFAULT_DATABASE_TYPE: DatabaseType = "sqlite3"
 DEFAULT_SQLITE_FILE = "datastore.sqlite3"
 
 
 @dataclass(frozen=True)
 class SqlConfig:
-    database_type: DatabaseType = "sqlite3"
+    database_type: DatabaseType = DEFAULT_DATABASE_TYPE
     connection_string: str = ""
     data_dir: str = ""  # where the default SQLite file lives when connection_string is empty
     max_open_conns: int = 100

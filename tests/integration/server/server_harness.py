@@ -15,11 +15,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from grpclib.client import Channel
 
-from plastron.config import parse_server_config
 from plastron.proto.spire.api.server.agent.v1 import agent_grpc, agent_pb2
 from plastron.proto.spire.api.server.bundle.v1 import bundle_grpc, bundle_pb2
 from plastron.proto.spire.api.server.entry.v1 import entry_grpc
 from plastron.proto.spire.api.server.svid.v1 import svid_grpc
+from plastron.server.config import parse_server_config
 from plastron.server.runtime import PlastronServer
 from plastron.spiffe.bundle import Bundle
 from plastron.spiffe.ids import SpiffeId, TrustDomain, server_id

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from plastron.config import format_duration, parse_duration
+from plastron.configs.duration import format_duration, parse_duration
 from plastron.errors import ConfigError
 
 td = dt.timedelta

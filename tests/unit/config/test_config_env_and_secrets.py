@@ -9,9 +9,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from plastron.config import parse_server_config, resolve_secret
 from plastron.configs.env_expansion import expand_env
+from plastron.configs.secret import resolve_secret
 from plastron.errors import ConfigError
+from plastron.server.config import parse_server_config
 
 ENV = {"TD": "example.org", "DIR": "/var/lib/plastron", "A_1": "x"}
 

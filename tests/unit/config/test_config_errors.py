@@ -10,8 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from plastron.config import parse_agent_config, parse_server_config
+from plastron.agent.config import parse_agent_config
 from plastron.errors import ConfigError
+from plastron.server.config import parse_server_config
 
 NA = 'NodeAttestor "join_token" {}'
 

@@ -9,16 +9,10 @@ from pathlib import Path
 import hcl
 import pytest
 
-from plastron.config import (
-    AgentConfig,
-    ServerConfig,
-    load_agent_config,
-    load_server_config,
-    parse_agent_config,
-    parse_server_config,
-)
+from plastron.agent.config import AgentConfig, load_agent_config, parse_agent_config
 from plastron.errors import ConfigError
 from plastron.keymanager import KeyType
+from plastron.server.config import ServerConfig, load_server_config, parse_server_config
 from plastron.spiffe.ids import SpiffeId
 
 DATA = Path(__file__).parent / "data"

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from plastron.config import PluginConfig, parse_agent_config, parse_server_config
+from plastron.agent.config import parse_agent_config
+from plastron.configs.plugin_blocks import PluginConfig
 from plastron.errors import ConfigError
 from plastron.keymanager import DiskKeyManager, KeyManager, KeyType, MemoryKeyManager
 from plastron.plugins import (
@@ -17,6 +18,7 @@ from plastron.plugins import (
     check_plugin_data,
     disk_key_directory,
 )
+from plastron.server.config import parse_server_config
 
 
 class Greeter:

@@ -1,0 +1,158 @@
+"""The agent's configuration: SPIRE's ``agent {}`` block, ``plugins {}``, ``health_checks {}``
+and ``telemetry {}``, from HCL1 or JSON into a frozen :class:`AgentConfig`.
+
+Key names and defaults are SPIRE's, with Plastron's default socket path; parsing is as strict
+as the server's (:mod:`plastron.server.config`). Each default is stated once, on the dataclass
+field, and the reader takes it from there.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from plastron.configs.block import Block, frozen_copy
+from plastron.configs.document import parse_document, read_config_file
+from plastron.configs.plugin_blocks import PluginConfig, PluginSet, parse_plugins
+from plastron.configs.sections import (
+    HealthChecksConfig,
+    LogSettings,
+    check_plugin_counts,
+    optional_path,
+    read_health_checks,
+    read_log_settings,
+    required_path,
+)
+from plastron.errors import ConfigError
+from plastron.keymanager import KeyType
+from plastron.spiffe.ids import TrustDomain
+
+AGENT_PLUGIN_TYPES = ("KeyManager", "NodeAttestor", "SVIDStore", "WorkloadAttestor")
+MAX_CACHE_SIZE = 10_000_000
+
+
+@dataclass(frozen=True)
+class AgentExperimental:
+    sync_interval: dt.timedelta = dt.timedelta(seconds=5)
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    trust_domain: TrustDomain
+    server_address: str
+    data_dir: Path
+    plugins: PluginSet
+    server_port: int = 8081
+    socket_path: Path = Path("/tmp/plastron-agent/public/api.sock")  # noqa: S108
+    admin_socket_path: Path | None = None
+    trust_bundle_path: Path | None = None
+    trust_bundle_url: str | None = None
+    trust_bundle_format: str = "pem"
+    insecure_bootstrap: bool = False
+    join_token: str | None = field(default=None, repr=False)
+    join_token_file: Path | None = None
+    log_level: str = LogSettings.log_level
+    log_format: str = LogSettings.log_format
+    log_file: str = LogSettings.log_file
+    workload_x509_svid_key_type: KeyType = KeyType.EC_P256
+    x509_svid_cache_max_size: int = 1000
+    jwt_svid_cache_max_size: int = 1000
+    experimental: AgentExperimental = AgentExperimental()
+    health_checks: HealthChecksConfig = field(default_factory=HealthChecksConfig)
+    telemetry: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def key_manager(self) -> PluginConfig | None:
+        return self.plugins.single("KeyManager")
+
+
+def _trust_bundle_source(a: Block) -> dict[str, Any]:
+    path = optional_path(a, "trust_bundle_path")
+    url_text: str = a.string("trust_bundle_url", "")
+    url = url_text or None
+    insecure = a.boolean("insecure_bootstrap", AgentConfig.insecure_bootstrap)
+    sources = [k for k, v in (("trust_bundle_path", path), ("trust_bundle_url", url)) if v]
+    if insecure and sources:
+        raise ConfigError(f"agent: insecure_bootstrap cannot be combined with {sources[0]}")
+    if not insecure and len(sources) != 1:
+        raise ConfigError(
+            "agent: exactly one of trust_bundle_path or trust_bundle_url is required"
+            " (or insecure_bootstrap = true)"
+        )
+    if url is not None and not url.startswith("https://"):
+        raise ConfigError(f"agent.trust_bundle_url must be an https:// URL ({url!r})")
+    return {
+        "trust_bundle_path": path,
+        "trust_bundle_url": url,
+        "insecure_bootstrap": insecure,
+        "trust_bundle_format": a.choice(
+            "trust_bundle_format", AgentConfig.trust_bundle_format, ("pem", "spiffe")
+        ),
+    }
+
+
+def _experimental(block: Block) -> AgentExperimental:
+    experimental = AgentExperimental(
+        sync_interval=block.duration("sync_interval", AgentExperimental.sync_interval)
+    )
+    block.finish()
+    return experimental
+
+
+def _agent_section(a: Block) -> dict[str, Any]:
+    d = AgentConfig
+    join_token: str = a.string("join_token", "")
+    join_token_file = optional_path(a, "join_token_file")
+    if join_token and join_token_file:
+        raise ConfigError("agent: give join_token or join_token_file, not both")
+    return {
+        "trust_domain": a.trust_domain("trust_domain"),
+        "server_address": a.string("server_address"),
+        "server_port": a.integer("server_port", d.server_port, 1, 65535),
+        "data_dir": required_path(a, "data_dir"),
+        "socket_path": Path(a.string("socket_path", str(d.socket_path))),
+        "admin_socket_path": optional_path(a, "admin_socket_path"),
+        **_trust_bundle_source(a),
+        "join_token": join_token or None,
+        "join_token_file": join_token_file,
+        **read_log_settings(a),
+        "workload_x509_svid_key_type": a.key_type(
+            "workload_x509_svid_key_type", d.workload_x509_svid_key_type
+        ),
+        "x509_svid_cache_max_size": a.integer(
+            "x509_svid_cache_max_size", d.x509_svid_cache_max_size, 1, MAX_CACHE_SIZE
+        ),
+        "jwt_svid_cache_max_size": a.integer(
+            "jwt_svid_cache_max_size", d.jwt_svid_cache_max_size, 1, MAX_CACHE_SIZE
+        ),
+        "experimental": _experimental(a.block("experimental")),
+    }
+
+
+def parse_agent_config(
+    text: str, *, expand_env: bool = False, environ: Mapping[str, str] | None = None
+) -> AgentConfig:
+    """An AgentConfig from HCL or JSON text; ``expand_env`` is SPIRE's ``-expandEnv``."""
+    root = parse_document(text, expand_env, environ)
+    if not root.has("agent"):
+        raise ConfigError('the "agent" block is required')
+    section = root.block("agent")
+    values = _agent_section(section)
+    section.finish()
+    if not values["server_address"]:
+        raise ConfigError("agent.server_address must not be empty")
+    plugins = parse_plugins(root.raw("plugins", {}), "plugins", AGENT_PLUGIN_TYPES)
+    check_plugin_counts(plugins, at_most_one=("KeyManager",))
+    health = read_health_checks(root.block("health_checks"))
+    telemetry = frozen_copy(root.mapping("telemetry"))
+    root.finish()
+    return AgentConfig(plugins=plugins, health_checks=health, telemetry=telemetry, **values)
+
+
+def load_agent_config(
+    path: Path, *, expand_env: bool, environ: Mapping[str, str] | None = None
+) -> AgentConfig:
+    return parse_agent_config(read_config_file(path), expand_env=expand_env, environ=environ)

@@ -1,0 +1,216 @@
+"""The server's configuration: SPIRE's ``server {}`` block, ``plugins {}``, ``health_checks {}``
+and ``telemetry {}``, from HCL1 or JSON into a frozen :class:`ServerConfig`.
+
+Key names and defaults are SPIRE's, with Plastron's default socket path. Parsing is strict: an
+unknown key is an error naming its dotted path (``unknown key "server.trust_domian"``), as is a
+value of the wrong type (``server.bind_port must be an integer``). Each default is stated once,
+on the dataclass field, and the reader takes it from there.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from plastron.configs.block import Block, frozen_copy
+from plastron.configs.document import parse_document, read_config_file
+from plastron.configs.plugin_blocks import PluginConfig, PluginSet, parse_plugins
+from plastron.configs.sections import (
+    PORT_RANGE,
+    HealthChecksConfig,
+    LogSettings,
+    check_plugin_counts,
+    read_health_checks,
+    read_log_settings,
+    required_path,
+)
+from plastron.errors import ConfigError
+from plastron.keymanager import KeyType
+from plastron.server.datastore.config import DEFAULT_DATABASE_TYPE, DEFAULT_SQLITE_FILE
+from plastron.spiffe.ids import SpiffeId, TrustDomain
+
+SERVER_PLUGIN_TYPES = (
+    "BundlePublisher",
+    "CredentialComposer",
+    "DataStore",
+    "KeyManager",
+    "NodeAttestor",
+    "Notifier",
+    "UpstreamAuthority",
+)
+# Without a DataStore block the server uses this one, with SQLite in data_dir (SPIRE's default).
+DEFAULT_DATASTORE = "sql"
+
+
+@dataclass(frozen=True)
+class CaSubject:
+    country: tuple[str, ...] = ("US",)
+    organization: tuple[str, ...] = ("SPIFFE",)
+    common_name: str = ""
+
+
+@dataclass(frozen=True)
+class RateLimitConfig:
+    attestation: bool = True
+    signing: bool = True
+
+
+@dataclass(frozen=True)
+class ServerExperimental:
+    cache_reload_interval: dt.timedelta = dt.timedelta(seconds=5)
+    events_based_cache: bool = False
+    # Deadline for each AttestAgent challenge round: an agent that never answers is dropped.
+    challenge_timeout: dt.timedelta = dt.timedelta(seconds=30)
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    trust_domain: TrustDomain
+    data_dir: Path
+    plugins: PluginSet
+    bind_address: str = "0.0.0.0"  # noqa: S104 - SPIRE's default: the API listens on all interfaces
+    bind_port: int = 8081
+    socket_path: Path = Path("/tmp/plastron-server/private/api.sock")  # noqa: S108
+    log_level: str = LogSettings.log_level
+    log_format: str = LogSettings.log_format
+    log_file: str = LogSettings.log_file
+    ca_key_type: KeyType = KeyType.EC_P256
+    ca_subject: CaSubject = CaSubject()
+    ca_ttl: dt.timedelta = dt.timedelta(hours=24)
+    default_x509_svid_ttl: dt.timedelta = dt.timedelta(hours=1)
+    default_jwt_svid_ttl: dt.timedelta = dt.timedelta(minutes=5)
+    # agent_ttl and jwt_key_type default to default_x509_svid_ttl and ca_key_type (as SPIRE)
+    agent_ttl: dt.timedelta = default_x509_svid_ttl
+    jwt_key_type: KeyType = ca_key_type
+    jwt_issuer: str = ""
+    admin_ids: tuple[SpiffeId, ...] = ()
+    audit_log_enabled: bool = False
+    ratelimit: RateLimitConfig = RateLimitConfig()
+    experimental: ServerExperimental = ServerExperimental()
+    # Kept as parsed; the federation module gives it a type when it is written.
+    federation: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    health_checks: HealthChecksConfig = field(default_factory=HealthChecksConfig)
+    telemetry: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def datastore(self) -> PluginConfig:
+        found = self.plugins.single("DataStore")
+        assert found is not None  # parse_server_config always provides one
+        return found
+
+    @property
+    def key_manager(self) -> PluginConfig | None:
+        return self.plugins.single("KeyManager")
+
+
+def _with_datastore_defaults(plugins: PluginSet, data_dir: Path) -> PluginSet:
+    """No DataStore means SQLite in data_dir; a ``sql`` one gets SPIRE's defaults filled in."""
+    default_db = str(data_dir / DEFAULT_SQLITE_FILE)
+    if not plugins.of_type("DataStore"):
+        data = {"database_type": DEFAULT_DATABASE_TYPE, "connection_string": default_db}
+        ds = PluginConfig("DataStore", DEFAULT_DATASTORE, frozen_copy(data))
+        return PluginSet((*plugins.plugins, ds))
+    out = []
+    for plugin in plugins:
+        if plugin.type == "DataStore" and plugin.name == DEFAULT_DATASTORE and plugin.enabled:
+            data = dict(plugin.plugin_data)
+            data.setdefault("database_type", DEFAULT_DATABASE_TYPE)
+            if data["database_type"] == "sqlite3":
+                data.setdefault("connection_string", default_db)
+            out.append(replace(plugin, plugin_data=frozen_copy(data)))
+        else:
+            out.append(plugin)
+    return PluginSet(tuple(out))
+
+
+def _ca_subject(block: Block) -> CaSubject:
+    d = CaSubject
+    subject = CaSubject(
+        country=block.string_list("country", 16) if block.has("country") else d.country,
+        organization=(
+            block.string_list("organization", 16) if block.has("organization") else d.organization
+        ),
+        common_name=block.string("common_name", d.common_name),
+    )
+    block.finish()
+    return subject
+
+
+def _ratelimit(block: Block) -> RateLimitConfig:
+    d = RateLimitConfig
+    limits = RateLimitConfig(
+        attestation=block.boolean("attestation", d.attestation),
+        signing=block.boolean("signing", d.signing),
+    )
+    block.finish()
+    return limits
+
+
+def _experimental(block: Block) -> ServerExperimental:
+    d = ServerExperimental
+    experimental = ServerExperimental(
+        cache_reload_interval=block.duration("cache_reload_interval", d.cache_reload_interval),
+        events_based_cache=block.boolean("events_based_cache", d.events_based_cache),
+        challenge_timeout=block.duration("challenge_timeout", d.challenge_timeout),
+    )
+    block.finish()
+    return experimental
+
+
+def _server_section(s: Block) -> dict[str, Any]:
+    d = ServerConfig
+    ca_key_type = s.key_type("ca_key_type", d.ca_key_type)
+    x509_ttl = s.duration("default_x509_svid_ttl", d.default_x509_svid_ttl)
+    return {
+        "trust_domain": s.trust_domain("trust_domain"),
+        "data_dir": required_path(s, "data_dir"),
+        "bind_address": s.string("bind_address", d.bind_address),
+        "bind_port": s.integer("bind_port", d.bind_port, *PORT_RANGE),
+        "socket_path": Path(s.string("socket_path", str(d.socket_path))),
+        **read_log_settings(s),
+        "ca_key_type": ca_key_type,
+        "ca_subject": _ca_subject(s.block("ca_subject")),
+        "ca_ttl": s.duration("ca_ttl", d.ca_ttl),
+        "default_x509_svid_ttl": x509_ttl,
+        "default_jwt_svid_ttl": s.duration("default_jwt_svid_ttl", d.default_jwt_svid_ttl),
+        "agent_ttl": s.duration("agent_ttl", x509_ttl),
+        "jwt_key_type": s.key_type("jwt_key_type", ca_key_type),
+        "jwt_issuer": s.string("jwt_issuer", d.jwt_issuer),
+        "admin_ids": s.spiffe_ids("admin_ids"),
+        "audit_log_enabled": s.boolean("audit_log_enabled", d.audit_log_enabled),
+        "ratelimit": _ratelimit(s.block("ratelimit")),
+        "experimental": _experimental(s.block("experimental")),
+        "federation": frozen_copy(s.mapping("federation")),
+    }
+
+
+def parse_server_config(
+    text: str, *, expand_env: bool = False, environ: Mapping[str, str] | None = None
+) -> ServerConfig:
+    """A ServerConfig from HCL or JSON text; ``expand_env`` is SPIRE's ``-expandEnv``."""
+    root = parse_document(text, expand_env, environ)
+    if not root.has("server"):
+        raise ConfigError('the "server" block is required')
+    section = root.block("server")
+    values = _server_section(section)
+    section.finish()
+    plugins = parse_plugins(root.raw("plugins", {}), "plugins", SERVER_PLUGIN_TYPES)
+    check_plugin_counts(plugins, at_most_one=("DataStore", "KeyManager", "UpstreamAuthority"))
+    plugins = _with_datastore_defaults(plugins, values["data_dir"])
+    health = read_health_checks(root.block("health_checks"))
+    telemetry = frozen_copy(root.mapping("telemetry"))
+    root.finish()
+    config = ServerConfig(plugins=plugins, health_checks=health, telemetry=telemetry, **values)
+    for admin in config.admin_ids:
+        if not admin.path:
+            raise ConfigError(f"server.admin_ids: {admin} is a trust domain ID, not a workload ID")
+    return config
+
+
+def load_server_config(
+    path: Path, *, expand_env: bool, environ: Mapping[str, str] | None = None
+) -> ServerConfig:
+    return parse_server_config(read_config_file(path), expand_env=expand_env, environ=environ)
