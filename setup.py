@@ -1,4 +1,4 @@
-"""Package discovery for the folder-per-room layout (DESIGN.md section 1).
+"""Package discovery for the folder-per-room layout (docs/architecture.md, "Rooms").
 
 The import names are plastron.* only; server/, agent/, hsm/ and tpm/ are mapped under
 plastron through package_dir (declared in pyproject.toml), and every sub-package of each

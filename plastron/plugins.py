@@ -17,7 +17,7 @@ holding that key, so core uses the key without knowing where it lives.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Generic, TypeVar
@@ -44,7 +44,6 @@ class PluginContext:
     clock: Clock = field(default_factory=SystemClock)
     # Where relative paths in plugin_data resolve from (the config file's directory).
     base_dir: Path | None = None
-    environ: Mapping[str, str] | None = None
     # Server only: the trust domain's current X.509 authorities (x509pop "spiffe" mode).
     x509_authorities: Callable[[], Awaitable[Sequence[x509.Certificate]]] | None = None
 

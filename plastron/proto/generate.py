@@ -1,9 +1,10 @@
 """Regenerate (or check) every generated module under plastron/proto/.
 
 For each .proto below this directory, grpcio-tools' bundled protoc writes
-``*_pb2.py`` + ``*_pb2.pyi`` (messages), ``*_grpc.py`` (grpclib stubs, the
-runtime stack) and ``*_pb2_grpc.py`` (grpcio stubs, for the CLI and interop
-clients). protoc runs with ``-I plastron/proto`` so descriptor file names match
+``*_pb2.py`` + ``*_pb2.pyi`` (messages), ``*_grpc.py`` (grpclib stubs: the
+server, the agent and the CLI all use these) and ``*_pb2_grpc.py`` (grpcio
+stubs: only tests use them, as interop clients; nothing at run time imports
+grpcio). protoc runs with ``-I plastron/proto`` so descriptor file names match
 SPIRE's (``spire/api/types/entry.proto``); the generated imports are then
 rewritten from ``spire.api...`` to ``plastron.proto.spire.api...``.
 

@@ -1,5 +1,1 @@
-"""SPIFFE standard types: IDs, trust domains, SVIDs and bundles."""
-
-from plastron.spiffe.ids import SpiffeId, TrustDomain
-
-__all__ = ["SpiffeId", "TrustDomain"]
+"""SPIFFE standard types: IDs and trust domains (:mod:`.ids`), X509-SVIDs, JWT-SVIDs, bundles."""

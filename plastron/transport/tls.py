@@ -1,6 +1,6 @@
 """TLS contexts for SPIFFE mTLS over grpclib, and the peer SPIFFE-ID check.
 
-Server side (DESIGN §2.5): one port serves callers with and without an
+Server side (docs/architecture.md, "gRPC stack"): one port serves callers with and without an
 X509-SVID, so the client certificate is *requested, not required*
 (``CERT_OPTIONAL``); a certificate that is presented must chain to the trust
 bundle or the handshake fails. Session tickets are off and TLS 1.3 tickets are

@@ -1,4 +1,5 @@
-"""The AttestAgent exchange (DESIGN §2.3), kept apart from the rest of the Agent service.
+"""The AttestAgent exchange (docs/architecture.md, "Attestation"), kept apart from the rest
+of the Agent service.
 
 params → any number of challenge/challenge_response rounds → result. Every wait for the agent
 has a deadline; an agent that stops answering gets DEADLINE_EXCEEDED and the server task ends.

@@ -12,7 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from plastron.server.datastore import CAJournal, DataStore
+from plastron.server.datastore.records import CAJournal
+from plastron.server.datastore.store import DataStore
 from plastron.spiffe.ids import TrustDomain
 
 

@@ -1,24 +1,5 @@
-"""The server's SQL datastore (SPIRE's DataStore "sql"): SQLite, PostgreSQL, MySQL/MariaDB."""
+"""The server's SQL datastore (SPIRE's DataStore "sql"): SQLite, PostgreSQL, MySQL/MariaDB.
 
-from plastron.server.datastore.config import SqlConfig
-from plastron.server.datastore.records import (
-    AttestedNode,
-    CAJournal,
-    EntryAlreadyExists,
-    FederationRelationship,
-    JoinToken,
-    RegistrationEntry,
-)
-from plastron.server.datastore.store import DataStore, open_datastore
-
-__all__ = [
-    "AttestedNode",
-    "CAJournal",
-    "DataStore",
-    "EntryAlreadyExists",
-    "FederationRelationship",
-    "JoinToken",
-    "RegistrationEntry",
-    "SqlConfig",
-    "open_datastore",
-]
+:mod:`.store` holds the DataStore and ``open_datastore``, :mod:`.records` the rows it returns,
+:mod:`.config` the ``sql`` plugin's settings; import each name from its module.
+"""

@@ -13,7 +13,9 @@ from softhsm_token import SoftHsmToken
 from plastron.clock import ManualClock
 from plastron.hsm.keymanager import create_pkcs11_key_manager
 from plastron.keymanager import KeyType
-from plastron.server.ca import CAConfig, MemoryCAStore, ServerCA
+from plastron.server.ca.config import CAConfig
+from plastron.server.ca.server_ca import ServerCA
+from plastron.server.ca.store import MemoryCAStore
 from plastron.spiffe.bundle import Bundle
 from plastron.spiffe.ids import TrustDomain
 from plastron.spiffe.jwtsvid import validate_jwt_svid

@@ -10,8 +10,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from plastron.clock import ManualClock
 from plastron.keymanager import DiskKeyManager, KeyInfo, KeyType, PrivateKey, PublicKey
-from plastron.server.ca import CAConfig, DataStoreCAStore, Journal, ServerCA
-from plastron.server.datastore import SqlConfig, open_datastore
+from plastron.server.ca.config import CAConfig
+from plastron.server.ca.journal import Journal
+from plastron.server.ca.server_ca import ServerCA
+from plastron.server.ca.store import DataStoreCAStore
+from plastron.server.datastore.config import SqlConfig
+from plastron.server.datastore.store import open_datastore
 from plastron.spiffe.bundle import Bundle
 from plastron.spiffe.ids import TrustDomain
 from plastron.spiffe.x509svid import validate_x509_svid

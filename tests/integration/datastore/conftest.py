@@ -14,9 +14,11 @@ from datastore_databases import BACKENDS, create_database, drop_database
 from sqlalchemy import delete
 
 from plastron.clock import ManualClock
-from plastron.server.datastore import DataStore, SqlConfig, migrate, open_datastore
+from plastron.server.datastore import migrate
+from plastron.server.datastore.config import SqlConfig
 from plastron.server.datastore.engine import build_engine
 from plastron.server.datastore.schema import metadata
+from plastron.server.datastore.store import DataStore, open_datastore
 
 
 @pytest.fixture(scope="module", params=BACKENDS)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from plastron.selector import Selector
-from plastron.server.datastore import AttestedNode, RegistrationEntry
+from plastron.server.datastore.records import AttestedNode, RegistrationEntry
 from plastron.spiffe.ids import SpiffeId, TrustDomain
 
 TD = TrustDomain("example.org")

@@ -8,7 +8,7 @@ import pytest
 from datastore_builders import entry
 
 from plastron.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from plastron.server.datastore import DataStore
+from plastron.server.datastore.store import DataStore
 from plastron.spiffe.ids import TrustDomain
 
 A, B, C = TrustDomain("a.org"), TrustDomain("b.org"), TrustDomain("c.org")

@@ -8,7 +8,8 @@ import pytest
 from datastore_builders import node, sel, sid
 
 from plastron.errors import AlreadyExists, InvalidArgument, NotFound
-from plastron.server.datastore import AttestedNode, DataStore
+from plastron.server.datastore.records import AttestedNode
+from plastron.server.datastore.store import DataStore
 
 
 async def test_create_fetch_update_delete(ds: DataStore) -> None:

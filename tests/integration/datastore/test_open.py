@@ -14,9 +14,10 @@ from sqlalchemy import text
 
 from plastron.clock import ManualClock
 from plastron.errors import ConfigError, DataStoreError
-from plastron.server.datastore import SqlConfig, open_datastore
+from plastron.server.datastore.config import SqlConfig
 from plastron.server.datastore.engine import build_engine
 from plastron.server.datastore.schema import metadata
+from plastron.server.datastore.store import open_datastore
 
 
 async def test_migrations_are_idempotent_and_data_survives(scratch_db: SqlConfig) -> None:

@@ -18,7 +18,9 @@ from plastron.errors import KeyManagerError, KeyManagerUnavailable
 from plastron.hsm.keymanager import Pkcs11KeyManager
 from plastron.hsm.session import PKCS11_LOCK
 from plastron.keymanager import KeyType
-from plastron.server.ca import CAConfig, MemoryCAStore, ServerCA
+from plastron.server.ca.config import CAConfig
+from plastron.server.ca.server_ca import ServerCA
+from plastron.server.ca.store import MemoryCAStore
 from plastron.spiffe.ids import TrustDomain
 
 pytestmark = pytest.mark.softhsm

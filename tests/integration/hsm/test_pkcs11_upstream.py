@@ -20,7 +20,9 @@ from plastron.hsm.keymanager import Pkcs11KeyManager, create_pkcs11_key_manager
 from plastron.hsm.session import open_token_session
 from plastron.hsm.upstream import Pkcs11UpstreamAuthority, create_pkcs11_upstream_authority
 from plastron.keymanager import KeyManager, KeyType, MemoryKeyManager
-from plastron.server.ca import CAConfig, MemoryCAStore, ServerCA
+from plastron.server.ca.config import CAConfig
+from plastron.server.ca.server_ca import ServerCA
+from plastron.server.ca.store import MemoryCAStore
 from plastron.spiffe.bundle import Bundle
 from plastron.spiffe.ids import TrustDomain
 from plastron.spiffe.x509svid import validate_x509_svid

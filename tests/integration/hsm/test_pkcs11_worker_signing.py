@@ -28,8 +28,9 @@ from plastron.hsm.keymanager import Pkcs11KeyManager, open_pkcs11_key_manager
 from plastron.keymanager import KeyType, MemoryKeyManager, PublicKey, worker_opener
 from plastron.server.api.csr_check import CsrChecker, SignedLeaf, check_inline
 from plastron.server.api.worker_signing import LeafOrder, SignTask, WorkerSigner
-from plastron.server.ca import CAConfig, MemoryCAStore, ServerCA
-from plastron.server.ca.server_ca import LeafPlan
+from plastron.server.ca.config import CAConfig
+from plastron.server.ca.server_ca import LeafPlan, ServerCA
+from plastron.server.ca.store import MemoryCAStore
 from plastron.spiffe.ids import SpiffeId, TrustDomain
 from tests.integration.server.server_harness import make_csr
 from tests.unit.spiffe.spiffe_pki import make_root

@@ -9,7 +9,9 @@ from cryptography import x509
 from plastron.clock import ManualClock
 from plastron.errors import KeyManagerUnavailable
 from plastron.keymanager import KeyInfo, KeyType, MemoryKeyManager, PrivateKey, PublicKey
-from plastron.server.ca import CAConfig, MemoryCAStore, ServerCA
+from plastron.server.ca.config import CAConfig
+from plastron.server.ca.server_ca import ServerCA
+from plastron.server.ca.store import MemoryCAStore
 from plastron.spiffe.bundle import Bundle
 from plastron.spiffe.ids import TrustDomain
 

@@ -8,7 +8,9 @@ import pytest
 from ca_unit_support import START, TD, ObservedKeyManager, open_ca
 
 from plastron.clock import ManualClock
-from plastron.server.ca import CAConfig, MemoryCAStore, ServerCA
+from plastron.server.ca.config import CAConfig
+from plastron.server.ca.server_ca import ServerCA
+from plastron.server.ca.store import MemoryCAStore
 
 
 @pytest.fixture

@@ -12,8 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from plastron.clock import ManualClock
 from plastron.errors import InvalidArgument
-from plastron.server.ca import ServerCA
-from plastron.server.ca.server_ca import LeafPlan, WorkloadSvidRequest
+from plastron.server.ca.server_ca import LeafPlan, ServerCA, WorkloadSvidRequest
 from plastron.spiffe.ids import SpiffeId, server_id
 from plastron.spiffe.x509svid import spiffe_id_from_certificate
 

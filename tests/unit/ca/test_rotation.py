@@ -12,9 +12,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from plastron.clock import ManualClock
-from plastron.server.ca import AuthorityStatus, CAConfig, MemoryCAStore, ServerCA
+from plastron.server.ca.config import CAConfig
+from plastron.server.ca.journal import AuthorityStatus
 from plastron.server.ca.rotator import activation_threshold, prepare_threshold
+from plastron.server.ca.server_ca import ServerCA
 from plastron.server.ca.slots import spki_der
+from plastron.server.ca.store import MemoryCAStore
 from plastron.spiffe.jwtsvid import validate_jwt_svid
 from plastron.spiffe.x509svid import validate_x509_svid
 

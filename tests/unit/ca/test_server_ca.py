@@ -21,7 +21,9 @@ from plastron.errors import (
     Unavailable,
 )
 from plastron.keymanager import KeyType
-from plastron.server.ca import CAConfig, MemoryCAStore, ServerCA
+from plastron.server.ca.config import CAConfig
+from plastron.server.ca.server_ca import ServerCA
+from plastron.server.ca.store import MemoryCAStore
 from plastron.spiffe.ids import SpiffeId, TrustDomain
 from plastron.spiffe.jwtsvid import validate_jwt_svid
 from plastron.spiffe.x509svid import (

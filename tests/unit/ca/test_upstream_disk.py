@@ -13,7 +13,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from plastron.clock import ManualClock
 from plastron.errors import ConfigError, FailedPrecondition, InvalidArgument
-from plastron.server.ca import CAConfig, MemoryCAStore, ServerCA
+from plastron.server.ca.config import CAConfig
+from plastron.server.ca.server_ca import ServerCA
+from plastron.server.ca.store import MemoryCAStore
 from plastron.server.upstream.disk import DiskUpstreamAuthority, DiskUpstreamConfig
 from plastron.spiffe.bundle import JwtAuthority
 from plastron.spiffe.ids import TrustDomain
