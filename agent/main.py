@@ -178,7 +178,9 @@ class AgentRuntime:
         service = WorkloadAPIService(
             self.cache, self.workload_attestors, self.clock, jwt_source=self.sync
         )
-        server = await start_endpoint(str(self.config.socket_path), [service, self.health])
+        server = await start_endpoint(
+            str(self.config.socket_path), [service, self.health], service.callers
+        )
         log.info("workload API listening socket_path=%s", self.config.socket_path)
         health_http = await self._start_health_listener()
         try:

@@ -86,7 +86,7 @@ async def serve(socket_path: str, svids: int) -> None:
     cache = WorkloadCache(TD, clock, max_x509_svids=max(svids, 1))
     _fill(cache, svids)
     service = WorkloadAPIService(cache, [UnixWorkloadAttestor()], clock)
-    server = await start_endpoint(socket_path, [service, AgentHealth()])
+    server = await start_endpoint(socket_path, [service, AgentHealth()], service.callers)
     print("ready", flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
     server.close()

@@ -1,7 +1,8 @@
 """The agent's public Unix socket: Workload API + gRPC health.
 
 Like SPIRE, the socket's directory is 0755 and the socket 0777 so any local user can connect;
-who the caller is comes from the kernel (SO_PEERCRED), not from file permissions.
+who the caller is comes from the kernel (SO_PEERCRED), not from file permissions, and is
+recorded when the connection is accepted (see ``peertracker``), not when a request arrives.
 """
 
 from __future__ import annotations
@@ -9,11 +10,14 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+from asyncio import BaseTransport
 from pathlib import Path
 from typing import Any
 
+from grpclib.protocol import H2Protocol
 from grpclib.server import Server
 
+from plastron.agent.workloadapi.peertracker import CallerTracker
 from plastron.errors import ConfigError
 from plastron.proto.grpc.health.v1 import health_pb2
 from plastron.proto.grpc.health.v1.health_grpc import HealthBase
@@ -70,10 +74,48 @@ def prepare_socket_path(path: str) -> Path:
     return sock
 
 
-async def start_endpoint(path: str, handlers: list[Any]) -> Server:
-    """Serve ``handlers`` on the Unix socket at ``path``; close with server.close()."""
+class _CallerTrackingProtocol(H2Protocol):
+    """grpclib's HTTP/2 protocol, telling ``callers`` of each connection made and lost."""
+
+    def __init__(self, protocol: H2Protocol, callers: CallerTracker) -> None:
+        super().__init__(protocol.handler, protocol.config, protocol.h2_config)
+        self._callers = callers
+        self._transport: BaseTransport | None = None
+
+    def connection_made(self, transport: BaseTransport) -> None:
+        self._transport = transport
+        self._callers.connection_made(transport)
+        super().connection_made(transport)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        try:
+            super().connection_lost(exc)
+        finally:
+            if self._transport is not None:
+                self._callers.connection_lost(self._transport)
+
+
+class _CallerTrackingServer(Server):
+    """A grpclib Server whose connections are registered with a CallerTracker at accept.
+
+    grpclib (0.4) makes each connection's protocol in ``Server._protocol_factory``, its one
+    per-accept hook; if a grpclib upgrade bypasses it, no connection is tracked and every
+    Workload API call is refused (fails closed), which the endpoint tests catch.
+    """
+
+    def __init__(self, handlers: list[Any], callers: CallerTracker) -> None:
+        super().__init__(handlers)
+        self._callers = callers
+
+    def _protocol_factory(self) -> H2Protocol:
+        return _CallerTrackingProtocol(super()._protocol_factory(), self._callers)
+
+
+async def start_endpoint(path: str, handlers: list[Any], callers: CallerTracker) -> Server:
+    """Serve ``handlers`` on the Unix socket at ``path``, each connection's caller recorded
+    in ``callers`` when accepted; close with server.close()."""
     sock = prepare_socket_path(path)
-    server = Server(handlers)
+    server = _CallerTrackingServer(handlers, callers)
     await server.start(path=str(sock))
     os.chmod(sock, 0o777)  # noqa: S103 - callers are identified by SO_PEERCRED, not mode bits
     return server

@@ -1,9 +1,11 @@
 """The grpclib ``SpiffeWorkloadAPI`` service.
 
 Every call: the ``workload.spiffe.io: true`` header (else InvalidArgument), the caller's PID from
-``SO_PEERCRED``, every workload attestor on that PID (selectors unioned), then the cache. A caller
-matching no entry gets PermissionDenied. Streams send the full current state at once and again on
-every change; identical states are not re-sent.
+``SO_PEERCRED`` as recorded when its connection was accepted, every workload attestor on that PID
+(selectors unioned), then a check that the process is still the one that connected (see
+``peertracker``), then the cache. A caller matching no entry, or no longer the process that
+connected, gets PermissionDenied. Streams send the full current state at once and again on every
+change; identical states are not re-sent, and the caller is checked again before each message.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from grpclib.exceptions import GRPCError
 
 from plastron.agent.cache import WorkloadCache, WorkloadEntry, WorkloadUpdate
 from plastron.agent.workloadapi import messages
-from plastron.agent.workloadapi.peer import peer_credentials
+from plastron.agent.workloadapi.peertracker import CallerTracker, CallerWatcher
 from plastron.agent.workloadapi.status import mapped_errors
 from plastron.agent.workloadattestor.base import WorkloadAttestor
 from plastron.clock import Clock
@@ -35,6 +37,7 @@ from plastron.spiffe.jwtsvid import (
     parse_jwt_svid_insecure,
     validate_jwt_svid,
 )
+from plastron.transport.peer import stream_transport
 
 log = logging.getLogger("plastron.agent.workloadapi")
 
@@ -72,15 +75,26 @@ class WorkloadAPIService(SpiffeWorkloadAPIBase):
         self._attestors = list(attestors)
         self._clock = clock
         self._jwt_source = jwt_source
+        self.callers = CallerTracker()
+        """Record of each connection's caller, made at accept by the endpoint serving this."""
 
     # ---- caller identification -------------------------------------------------------------
 
-    async def _caller_selectors(self, stream: Any) -> frozenset[Selector]:
+    async def _attest_caller(self, stream: Any) -> tuple[CallerWatcher, frozenset[Selector]]:
+        """The caller's selectors, read after it connected and confirmed to still be its own."""
         if stream.metadata.get(HEADER) != "true":
             raise InvalidArgument(f"security header missing from request ({HEADER}: true)")
-        creds = peer_credentials(stream)
+        try:
+            caller = self.callers.watcher_for(stream_transport(stream))
+        except InvalidArgument as exc:
+            raise AttestationFailed(f"cannot identify the caller: {exc}") from None
+        selectors = await self._attest_pid(caller.pid)
+        caller.check()
+        return caller, selectors
+
+    async def _attest_pid(self, pid: int) -> frozenset[Selector]:
         results = await asyncio.gather(
-            *(a.attest(creds.pid) for a in self._attestors), return_exceptions=True
+            *(a.attest(pid) for a in self._attestors), return_exceptions=True
         )
         selectors: set[Selector] = set()
         for attestor, result in zip(self._attestors, results, strict=True):
@@ -90,10 +104,10 @@ class WorkloadAPIService(SpiffeWorkloadAPIBase):
                 log.error(
                     "workload attestor failed attestor=%s pid=%d",
                     attestor.name,
-                    creds.pid,
+                    pid,
                     exc_info=result,
                 )
-                raise AttestationFailed(f"workload attestation failed for pid {creds.pid}")
+                raise AttestationFailed(f"workload attestation failed for pid {pid}")
             selectors.update(result)
         return frozenset(selectors)
 
@@ -106,10 +120,12 @@ class WorkloadAPIService(SpiffeWorkloadAPIBase):
     async def _stream_state(
         self,
         stream: Any,
+        caller: CallerWatcher,
         selectors: frozenset[Selector],
         build: Callable[[WorkloadUpdate], Message | None],
     ) -> None:
-        """Send ``build(update)`` now and on each change until the caller leaves."""
+        """Send ``build(update)`` now and on each change until the caller leaves, or is no
+        longer the process that connected (the stream then ends PermissionDenied)."""
         last: bytes | None = None
         with self._cache.subscribe(selectors) as sub:
             while True:
@@ -120,6 +136,7 @@ class WorkloadAPIService(SpiffeWorkloadAPIBase):
                     continue
                 data = msg.SerializeToString(deterministic=True)
                 if data != last:
+                    caller.check()
                     await stream.send_message(msg)
                     last = data
 
@@ -131,10 +148,10 @@ class WorkloadAPIService(SpiffeWorkloadAPIBase):
         """The three streaming methods: attest the caller, then stream ``build`` of its state
         (``None``: nothing to send yet)."""
         async with mapped_errors(method):
-            selectors = await self._caller_selectors(stream)
+            caller, selectors = await self._attest_caller(stream)
             await stream.recv_message()
             self._require_entries(selectors)
-            await self._stream_state(stream, selectors, build)
+            await self._stream_state(stream, caller, selectors, build)
 
     async def FetchX509SVID(self, stream: Any) -> None:
         await self._serve_stream(
@@ -159,7 +176,7 @@ class WorkloadAPIService(SpiffeWorkloadAPIBase):
 
     async def FetchJWTSVID(self, stream: Any) -> None:
         async with mapped_errors("FetchJWTSVID"):
-            selectors = await self._caller_selectors(stream)
+            _, selectors = await self._attest_caller(stream)
             request: pb.JWTSVIDRequest = await stream.recv_message()
             audience = _check_audience(list(request.audience))
             entries = self._require_entries(selectors)
@@ -192,7 +209,7 @@ class WorkloadAPIService(SpiffeWorkloadAPIBase):
 
     async def ValidateJWTSVID(self, stream: Any) -> None:
         async with mapped_errors("ValidateJWTSVID"):
-            selectors = await self._caller_selectors(stream)
+            _, selectors = await self._attest_caller(stream)
             request: pb.ValidateJWTSVIDRequest = await stream.recv_message()
             if not request.audience:
                 raise InvalidArgument("audience must be specified")

@@ -18,12 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from plastron.agent import procfs
 from plastron.errors import AttestationFailed, ConfigError
 from plastron.selector import Selector
 
 SELECTOR_TYPE = "unix"
-# /proc/<pid>/status is a few KiB; anything much larger is not what we expect.
-_MAX_STATUS_BYTES = 64 * 1024
 _HASH_CHUNK = 1024 * 1024
 
 
@@ -56,24 +55,19 @@ class _ProcessIds:
 
 
 def _start_time(proc: Path, pid: int) -> str:
-    """Field 22 of /proc/<pid>/stat: distinguishes a PID from a later process reusing it."""
+    """Distinguishes a PID from a later process reusing it."""
     try:
         raw = (proc / "stat").read_bytes()
     except OSError as exc:
         raise AttestationFailed(f"unix: process {pid} is gone ({exc.strerror})") from exc
-    # comm (field 2) may contain spaces and ')': split after the last ')'.
-    rest = raw[raw.rfind(b")") + 2 :].split()
-    if len(rest) < 20:
-        raise AttestationFailed(f"unix: /proc/{pid}/stat is malformed")
-    return rest[19].decode("ascii", "replace")
+    try:
+        return procfs.stat_start_time(procfs.stat_fields(raw))
+    except procfs.MalformedProcFile as exc:
+        raise AttestationFailed(f"unix: /proc/{pid}/stat is malformed: {exc}") from None
 
 
 def _parse_status(text: str, pid: int) -> _ProcessIds:
-    fields: dict[str, list[str]] = {}
-    for line in text.splitlines():
-        key, sep, value = line.partition(":")
-        if sep and key in ("Uid", "Gid", "Groups"):
-            fields[key] = value.split()
+    fields = procfs.status_fields(text, ("Uid", "Gid", "Groups"))
     try:
         uids, gids = fields["Uid"], fields["Gid"]
         # Effective id (second column), as SPIRE's attestor uses.
@@ -116,7 +110,7 @@ class UnixWorkloadAttestor:
         started = _start_time(proc, pid)
         try:
             with (proc / "status").open("rb") as fh:
-                status = fh.read(_MAX_STATUS_BYTES).decode("utf-8", "replace")
+                status = fh.read(procfs.MAX_STATUS_BYTES).decode("utf-8", "replace")
         except OSError as exc:
             raise AttestationFailed(f"unix: process {pid} is gone ({exc.strerror})") from exc
         ids = _parse_status(status, pid)

@@ -57,7 +57,8 @@ class PeerInfo:
     """A resumed TLS session: its certificate is ignored (see module docstring)."""
 
 
-def _transport(stream: Any) -> Any:
+def stream_transport(stream: Any) -> Any:
+    """The asyncio transport of the connection a grpclib server ``stream`` arrived on."""
     try:
         return stream.peer._transport
     except AttributeError:
@@ -75,7 +76,7 @@ def socket_peer_credentials(sock: Any) -> PeerCredentials:
 
 def peer_info(stream: Any) -> PeerInfo:
     """Identify the caller of a grpclib server `stream` (``grpclib.server.Stream``)."""
-    transport = _transport(stream)
+    transport = stream_transport(stream)
     sock = transport.get_extra_info("socket")
     if sock is None:
         raise InvalidArgument("peer: the stream's transport has no socket (connection closed?)")

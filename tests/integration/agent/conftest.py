@@ -36,7 +36,7 @@ async def workload_api(short_dir: Path) -> AsyncIterator[WorkloadApiEnv]:
     source = AuthorityJwtSource(ca)
     service = WorkloadAPIService(cache, [UnixWorkloadAttestor()], clock, jwt_source=source)
     socket_path = str(short_dir / "public" / "api.sock")
-    server = await start_endpoint(socket_path, [service, AgentHealth()])
+    server = await start_endpoint(socket_path, [service, AgentHealth()], service.callers)
     try:
         yield WorkloadApiEnv(socket_path, cache, ca, source)
     finally:
