@@ -16,8 +16,11 @@ What must still hold (``check``):
 - its start time (``/proc/<pid>/stat`` field 22) is the one seen at accept;
 - its real and effective uid and gid are those seen at accept, and the effective ones equal
   the ``SO_PEERCRED`` uid/gid (which the kernel takes from the effective ids at connect);
-- ``/proc/<pid>`` is owned as at accept: a setuid/setgid exec makes the process non-dumpable,
-  which the kernel shows by making root own it, even after the program drops its privileges.
+- it is as dumpable as it was at accept: a setuid/setgid exec (or any change of its effective
+  ids) makes a process non-dumpable, and it stays so when the program later drops back to the
+  caller's ids, so a privileged program that ran in between, however briefly, is caught. The
+  kernel shows it as root owning the process's private /proc files (``environ``); the
+  world-readable ``/proc/<pid>`` directory itself is always owned by the effective ids.
 """
 
 from __future__ import annotations
@@ -60,8 +63,8 @@ class ProcessState:
     effective_uid: int
     real_gid: int
     effective_gid: int
-    owner: tuple[int, int]
-    """uid, gid owning /proc/<pid>: root's once the process became non-dumpable."""
+    private_owner: tuple[int, int]
+    """uid, gid owning /proc/<pid>/environ: the effective ids, or root's when not dumpable."""
 
 
 def _read_state(proc_fd: int, pid: int) -> ProcessState:
@@ -69,7 +72,7 @@ def _read_state(proc_fd: int, pid: int) -> ProcessState:
     try:
         stat_raw = procfs.read_at(proc_fd, "stat", procfs.MAX_STAT_BYTES)
         status = procfs.read_at(proc_fd, "status", procfs.MAX_STATUS_BYTES)
-        owner = os.fstat(proc_fd)
+        owner = os.stat("environ", dir_fd=proc_fd, follow_symlinks=False)
     except OSError as exc:
         raise CallerChanged(f"process {pid} has exited ({exc.strerror})") from None
     try:
@@ -89,7 +92,7 @@ def _read_state(proc_fd: int, pid: int) -> ProcessState:
         effective_uid=uids[1],
         real_gid=gids[0],
         effective_gid=gids[1],
-        owner=(owner.st_uid, owner.st_gid),
+        private_owner=(owner.st_uid, owner.st_gid),
     )
 
 
@@ -107,10 +110,11 @@ def _changes(creds: PeerCredentials, then: ProcessState, now: ProcessState) -> l
             f"effective uid/gid {now.effective_uid}/{now.effective_gid}, "
             f"but it connected as {creds.uid}/{creds.gid}"
         )
-    if now.owner != then.owner:
+    if now.private_owner != then.private_owner:
+        (uid, gid), (was_uid, was_gid) = now.private_owner, then.private_owner
         changed.append(
-            f"/proc/{creds.pid} owner {now.owner[0]}:{now.owner[1]}, was "
-            f"{then.owner[0]}:{then.owner[1]} (setuid/setgid exec?)"
+            f"/proc/{creds.pid}/environ owner {uid}:{gid}, was {was_uid}:{was_gid} "
+            "(no longer dumpable: a setuid/setgid exec?)"
         )
     return changed
 

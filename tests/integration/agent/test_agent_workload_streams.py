@@ -185,3 +185,33 @@ async def test_other_user_without_entry_is_denied(workload_api: WorkloadApiEnv) 
         control.send(b"x")
         control.close()
         await asyncio.to_thread(os.waitpid, pid, 0)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user")
+async def test_stream_ends_when_the_connecting_process_is_gone(
+    workload_api: WorkloadApiEnv,
+) -> None:
+    """The caller is checked again before each message: once the process that connected has
+    exited, the next update ends the stream instead of reaching whoever holds the socket."""
+    env, ca = workload_api, workload_api.ca
+    env.cache.set_entries([entry("nobody", ca.td, "/nobody", "unix:uid:65534")])
+    env.cache.set_x509_svids({"nobody": ca.svid("/nobody")})
+    sock, pid, control = await asyncio.to_thread(_connect_as, 65534, env.socket_path)
+    channel = _SocketChannel(sock)
+    try:
+        stub = SpiffeWorkloadAPIStub(channel)
+        with pytest.raises(GRPCError) as info:
+            async with stub.FetchX509SVID.open(metadata=METADATA, timeout=10) as stream:
+                await stream.send_message(pb.X509SVIDRequest(), end=True)
+                first: pb.X509SVIDResponse = await stream.recv_message()
+                assert [s.spiffe_id for s in first.svids] == ["spiffe://example.org/nobody"]
+                control.send(b"x")  # the connecting process exits...
+                await asyncio.to_thread(os.waitpid, pid, 0)
+                env.cache.set_x509_svids({"nobody": ca.svid("/nobody")})  # ...then an update
+                update = await stream.recv_message()
+                assert update is None, "an update was sent to a caller that is gone"
+        assert info.value.status == Status.PERMISSION_DENIED
+        assert f"process {pid} has exited" in str(info.value.message)
+    finally:
+        channel.close()
+        control.close()
