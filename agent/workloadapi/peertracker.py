@@ -47,7 +47,7 @@ _SO_PEERPIDFD = getattr(socket, "SO_PEERPIDFD", None)
 if _SO_PEERPIDFD is None and platform.machine() in ("x86_64", "aarch64", "riscv64"):
     _SO_PEERPIDFD = 77
 
-_DEAD_STATES = ("Z", "X")
+_DEAD_STATES = ("Z", "X", "x")
 
 
 class CallerChanged(AttestationFailed):
