@@ -39,6 +39,7 @@ from plastron.server.entrycache import AuthorizedEntryCache
 from plastron.server.health import HealthChecker
 from plastron.server.plugin_loading import build_upstream, datastore_config, load_builtin_plugins
 from plastron.server.services import build_services
+from plastron.server.task_failures import FailureReporter
 from plastron.spiffe.bundle import Bundle
 from plastron.transport.server import RunningServer, start_server
 from plastron.transport.tls import RotatingServerTls
@@ -276,6 +277,7 @@ class PlastronServer:
     async def _cache_loop(self) -> None:
         assert self.cache is not None
         last_rebuild = time.monotonic()
+        failures = FailureReporter("entry-cache", log)
         while not self._stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._cache_dirty.wait(), CACHE_POLL_SECONDS)
@@ -286,10 +288,13 @@ class PlastronServer:
                     last_rebuild = time.monotonic()
                 else:
                     await self.cache.refresh()
-            except Exception:
-                log.exception("entry cache refresh failed")
+            except Exception as exc:  # any failure: report it, retry at the next poll
+                failures.failed(exc)
+            else:
+                failures.succeeded()
 
     async def _loop(self, fn: Callable[[], Awaitable[None]], seconds: float) -> None:
+        failures = FailureReporter(fn.__name__.lstrip("_"), log)
         while not self._stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), seconds)
@@ -297,8 +302,10 @@ class PlastronServer:
                 return
             try:
                 await fn()
-            except Exception as exc:
-                log.warning("background task failed task=%s error=%s", fn.__name__, exc)
+            except Exception as exc:  # any failure: report it, retry at the next period
+                failures.failed(exc)
+            else:
+                failures.succeeded()
 
     def _spawn(self, coro: Any, name: str) -> None:
         self._tasks.append(asyncio.create_task(coro, name=name))

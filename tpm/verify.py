@@ -19,7 +19,12 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
-from cryptography.x509.verification import ExtensionPolicy, PolicyBuilder, Store
+from cryptography.x509.verification import (
+    ExtensionPolicy,
+    PolicyBuilder,
+    Store,
+    VerificationError,
+)
 
 from plastron.errors import AttestationFailed, ConfigError
 from plastron.tpm import structures as st
@@ -131,7 +136,7 @@ def verify_chain(
     )
     try:
         return list(verifier.verify(leaf, list(intermediates)).chain)
-    except Exception as exc:  # cryptography raises VerificationError and ValueError subtypes
+    except (VerificationError, ValueError) as exc:
         raise AttestationFailed(
             f"tpm: {what} does not chain to a trusted CA "
             f"(issuer={leaf.issuer.rfc4514_string()!r}: {exc})"

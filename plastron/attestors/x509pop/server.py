@@ -24,7 +24,12 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
-from cryptography.x509.verification import ExtensionPolicy, PolicyBuilder, Store
+from cryptography.x509.verification import (
+    ExtensionPolicy,
+    PolicyBuilder,
+    Store,
+    VerificationError,
+)
 
 from plastron.attestors.base import AttestationResult, ChallengeFn
 from plastron.attestors.x509pop.config import X509PopServerConfig, agent_path
@@ -208,7 +213,7 @@ class X509PopServerAttestor:
         )
         try:
             return list(verifier.verify(leaf, intermediates).chain)
-        except Exception as exc:  # VerificationError and ValueError subtypes
+        except (VerificationError, ValueError) as exc:
             raise AttestationFailed(
                 f"x509pop: certificate chain does not lead to a trusted CA ({_describe(leaf)}, "
                 f"issuer={leaf.issuer.rfc4514_string()[:200]!r}): {exc}"
