@@ -212,8 +212,11 @@ def issue_ek_cert(
     public_key: ec.EllipticCurvePublicKey | object,
     *,
     model: str = "swtpm",
+    not_before: dt.datetime | None = None,
+    not_after: dt.datetime | None = None,
 ) -> x509.Certificate:
-    """An EK certificate in the TCG shape (TCG EKU, critical dirName SAN) signed by ``ca``."""
+    """An EK certificate in the TCG shape (TCG EKU, critical dirName SAN) signed by ``ca``,
+    valid from a day ago for a year unless told otherwise."""
     san_name = x509.Name(
         [
             x509.RelativeDistinguishedName(
@@ -232,8 +235,8 @@ def issue_ek_cert(
         .issuer_name(ca.cert.subject)
         .public_key(public_key)  # type: ignore[arg-type]
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=365))
+        .not_valid_before(not_before or now - dt.timedelta(days=1))
+        .not_valid_after(not_after or now + dt.timedelta(days=365))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
             x509.ExtendedKeyUsage([x509.ObjectIdentifier("2.23.133.8.1")]), critical=False

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from swtpm_fixtures import ManufacturerCa, issue_ek_cert
 
 from plastron.attestors.base import AttestationResult
 from plastron.spiffe.ids import TrustDomain
@@ -14,6 +19,8 @@ from plastron.tpm.attestor import TpmAgentAttestor, TpmServerAttestor, TpmServer
 
 TD = TrustDomain("example.org")
 Tamper = Callable[[bytes], bytes]
+# Changes a decoded JSON payload in place.
+PayloadEdit = Callable[[dict[str, Any]], None]
 
 
 def server_for(ca_pem: bytes, tmp: Path, **kw: Any) -> TpmServerAttestor:
@@ -59,3 +66,21 @@ def flip_b64(value: str, index: int = -1) -> str:
     raw = bytearray(base64.b64decode(value))
     raw[index] ^= 0x01
     return base64.b64encode(bytes(raw)).decode()
+
+
+def reissued_ek_cert(field: str, ca: ManufacturerCa, **validity: dt.datetime) -> PayloadEdit:
+    """Replace the DER EK certificate in ``field`` by one for the same key from ``ca``."""
+
+    def edit(obj: dict[str, Any]) -> None:
+        cert = x509.load_der_x509_certificate(base64.b64decode(obj[field]))
+        again = issue_ek_cert(ca, cert.public_key(), **validity)
+        obj[field] = base64.b64encode(again.public_bytes(serialization.Encoding.DER)).decode()
+
+    return edit
+
+
+def swap(target: str, source: str) -> PayloadEdit:
+    def edit(obj: dict[str, Any]) -> None:
+        obj[target] = obj[source]
+
+    return edit
