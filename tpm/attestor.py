@@ -27,6 +27,7 @@ from typing import Any
 from cryptography import x509
 
 from plastron.attestors.base import AttestationResult, ChallengeFn
+from plastron.attestors.certificates import load_untrusted_der
 from plastron.clock import Clock, SystemClock
 from plastron.errors import AttestationFailed, ConfigError
 from plastron.selector import Selector
@@ -227,10 +228,7 @@ class TpmServerAttestor:
 
 
 def _load_der(der: bytes, what: str) -> x509.Certificate:
-    try:
-        return x509.load_der_x509_certificate(der)
-    except ValueError:
-        raise AttestationFailed(f"tpm: {what} is not a DER X.509 certificate") from None
+    return load_untrusted_der(der, what, lambda msg: AttestationFailed(f"tpm: {msg}"))
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from cryptography.x509.oid import NameOID
 
 from plastron.attestors.base import AttestationResult, ChallengeFn
+from plastron.attestors.certificates import load_untrusted_der
 from plastron.clock import Clock, SystemClock
 from plastron.errors import AttestationFailed, ConfigError
 from plastron.selector import Selector
@@ -71,10 +72,7 @@ class TpmDevidServerConfig:
 
 
 def _cert(der: bytes, what: str) -> x509.Certificate:
-    try:
-        return x509.load_der_x509_certificate(der)
-    except ValueError:
-        raise AttestationFailed(f"tpm_devid: {what} is not a DER X.509 certificate") from None
+    return load_untrusted_der(der, what, lambda msg: AttestationFailed(f"tpm_devid: {msg}"))
 
 
 def _cn(name: x509.Name) -> str | None:

@@ -22,7 +22,7 @@ from typing import Any
 
 from plastron.attestors.base import MAX_ATTESTATION_MESSAGE
 from plastron.errors import AttestationFailed
-from plastron.strict_json import no_duplicate_keys
+from plastron.strict_json import load_untrusted_object
 
 VERSION = 1
 NONCE_SIZE = 32
@@ -32,31 +32,26 @@ MAX_CHAIN = 4
 MAX_PCR_INDEX = 23
 
 
-_reject_duplicates = no_duplicate_keys(
-    lambda key: AttestationFailed(f"tpm: duplicate JSON key {key!r}")
-)
-
-
 def load_object(data: bytes, what: str, required: set[str], optional: set[str]) -> dict[str, Any]:
-    """Parse a bounded JSON object with exactly the ``required`` keys (plus any ``optional``)."""
-    if len(data) > MAX_ATTESTATION_MESSAGE:
-        raise AttestationFailed(
-            f"tpm: {what} is {len(data)} bytes; at most {MAX_ATTESTATION_MESSAGE} allowed"
-        )
-    try:
-        obj = json.loads(data.decode("utf-8"), object_pairs_hook=_reject_duplicates)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise AttestationFailed(f"tpm: {what} is not JSON ({exc.__class__.__name__})") from None
-    if not isinstance(obj, dict):
-        raise AttestationFailed(f"tpm: {what} is not a JSON object")
+    """Parse a bounded JSON object with exactly the ``required`` keys (plus any ``optional``).
+
+    Any malformed input is AttestationFailed; keys from the input are only ever shown repr()'d
+    (they may hold control characters or lone surrogates)."""
+    obj = load_untrusted_object(
+        data, limit=MAX_ATTESTATION_MESSAGE, what=f"tpm: {what}", error=AttestationFailed
+    )
     missing = required - obj.keys()
     if missing:
         raise AttestationFailed(f"tpm: {what} lacks {', '.join(sorted(missing))}")
     unknown = obj.keys() - required - optional
     if unknown:
-        raise AttestationFailed(f"tpm: {what} has unknown keys {', '.join(sorted(unknown))}")
-    if "v" in required and obj["v"] != VERSION:
-        raise AttestationFailed(f"tpm: {what} version {obj['v']!r} is not {VERSION}")
+        shown = ", ".join(repr(k[:64]) for k in sorted(unknown)[:5])
+        raise AttestationFailed(f"tpm: {what} has unknown keys {shown}")
+    if "v" in required:
+        version = obj["v"]
+        # bool is an int in Python, and 1.0 == 1: only the JSON integer 1 is version 1
+        if type(version) is not int or version != VERSION:
+            raise AttestationFailed(f"tpm: {what} version {repr(version)[:40]} is not {VERSION}")
     return obj
 
 
@@ -82,10 +77,13 @@ def dump(obj: Mapping[str, Any]) -> bytes:
 
 
 def pcr_index(value: Any, name: str) -> int:
-    if isinstance(value, str) and value.isdigit() and str(int(value)) == value:
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_PCR_INDEX:
-        raise AttestationFailed(f"tpm: {name} {value!r} is not a PCR index 0..{MAX_PCR_INDEX}")
+    # JSON object keys are strings: accept "7" (not "07", not "७" or "²", which str.isdigit allows)
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 2:
+        if str(int(value)) == value:
+            value = int(value)
+    if type(value) is not int or not 0 <= value <= MAX_PCR_INDEX:
+        shown = repr(value)[:40]
+        raise AttestationFailed(f"tpm: {name} {shown} is not a PCR index 0..{MAX_PCR_INDEX}")
     return value
 
 

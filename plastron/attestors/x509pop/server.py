@@ -20,7 +20,6 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from urllib.parse import unquote, urlsplit
 
 from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
@@ -32,6 +31,7 @@ from cryptography.x509.verification import (
 )
 
 from plastron.attestors.base import AttestationResult, ChallengeFn
+from plastron.attestors.certificates import load_untrusted_der
 from plastron.attestors.x509pop.config import X509PopServerConfig, agent_path
 from plastron.attestors.x509pop.template import TemplateValues
 from plastron.attestors.x509pop.wire import (
@@ -55,14 +55,6 @@ from plastron.errors import (
 from plastron.selector import Selector
 from plastron.spiffe.ids import SpiffeId, TrustDomain
 
-# What cryptography raises for certificates it cannot decode (some only on first access).
-_PARSE_ERRORS = (
-    ValueError,
-    x509.InvalidVersion,
-    x509.DuplicateExtension,
-    x509.UnsupportedGeneralNameType,
-    UnsupportedAlgorithm,
-)
 
 # The trust domain's current X.509 authorities (mode "spiffe"), fetched per attestation.
 TrustBundleFn = Callable[[], Awaitable[Sequence[x509.Certificate]]]
@@ -169,14 +161,8 @@ class X509PopServerAttestor:
         certs: list[x509.Certificate] = []
         for i, der in enumerate(ders):
             what = "leaf certificate" if i == 0 else f"intermediate certificate {i - 1}"
-            try:
-                cert = x509.load_der_x509_certificate(der)
-                # parsed lazily by cryptography: force it here so later checks cannot trip
-                _ = (cert.extensions, cert.subject, cert.issuer, cert.serial_number)
-                _ = (cert.not_valid_before_utc, cert.not_valid_after_utc)
-                key = cert.public_key()
-            except _PARSE_ERRORS as exc:
-                raise InvalidArgument(f"x509pop: unable to parse {what}: {exc}") from None
+            cert = load_untrusted_der(der, what, lambda msg: InvalidArgument(f"x509pop: {msg}"))
+            key = cert.public_key()
             if cert.serial_number <= 0:
                 raise InvalidArgument(f"x509pop: {what} serial number is not positive (RFC 5280)")
             if isinstance(key, rsa.RSAPublicKey) and key.key_size > self._config.max_rsa_key_size:

@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 
 from plastron.attestors.base import MAX_ATTESTATION_MESSAGE
 from plastron.errors import AttestationFailed, InvalidArgument
-from plastron.strict_json import no_duplicate_keys
+from plastron.strict_json import load_untrusted_object
 
 NAME = "x509pop"
 NONCE_LEN = 32
@@ -46,23 +46,10 @@ KeyKind = Literal["rsa", "ecdsa"]
 _FIELD = {"rsa": "rsa_signature", "ecdsa": "ecdsa_signature"}
 
 
-_reject_duplicates = no_duplicate_keys(
-    lambda key: InvalidArgument(f"x509pop: JSON key {key!r} appears twice")
-)
-
-
 def _load_object(data: bytes, what: str) -> dict[str, Any]:
-    if len(data) > MAX_ATTESTATION_MESSAGE:
-        raise InvalidArgument(
-            f"x509pop: {what} is {len(data)} bytes; limit {MAX_ATTESTATION_MESSAGE}"
-        )
-    try:
-        value = json.loads(data.decode("utf-8"), object_pairs_hook=_reject_duplicates)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise InvalidArgument(f"x509pop: {what} is not valid JSON ({exc})") from None
-    if not isinstance(value, dict):
-        raise InvalidArgument(f"x509pop: {what} must be a JSON object")
-    return value
+    return load_untrusted_object(
+        data, limit=MAX_ATTESTATION_MESSAGE, what=f"x509pop: {what}", error=InvalidArgument
+    )
 
 
 def _check_keys(obj: dict[str, Any], allowed: set[str], what: str) -> None:

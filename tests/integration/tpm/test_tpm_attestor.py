@@ -285,7 +285,7 @@ async def test_oversize_and_malformed_payloads_are_rejected(
 
     with pytest.raises(AttestationFailed, match="at most 65536 allowed"):
         await server.attest(b"{" + b" " * 70000 + b"}", never)
-    with pytest.raises(AttestationFailed, match="not JSON"):
+    with pytest.raises(AttestationFailed, match="not valid JSON"):
         await server.attest(b"\xff", never)
     with pytest.raises(AttestationFailed, match="duplicate JSON key"):
         await server.attest(b'{"v":1,"v":1}', never)

@@ -237,11 +237,11 @@ async def _no_challenge(blob: bytes) -> bytes:
         (b'{"certificates": "abc"}', "must be a list"),
         (b'{"certificates": [1]}', "certificate 0 must be a base64 string"),
         (b'{"certificates": ["***"]}', "certificate 0 is not valid base64"),
-        (b'{"certificates": [], "certificates": []}', "appears twice"),
+        (b'{"certificates": [], "certificates": []}', "duplicate JSON key"),
         (b'{"certificates": ["AA=="], "extra": 1}', "unknown key 'extra'"),
         (b"\xff\xfe", "is not valid JSON"),
         (b"[" * 60000, "is not valid JSON"),
-        (b" " * (64 * 1024 + 1), "limit 65536"),
+        (b" " * (64 * 1024 + 1), "at most 65536"),
     ],
 )
 async def test_malformed_payload_is_refused(

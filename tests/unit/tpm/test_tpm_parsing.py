@@ -150,7 +150,7 @@ def test_messages_roundtrip_and_bounds() -> None:
     assert Challenge.parse(c.to_bytes()) == c
     r = Response(b"s" * 32, b"q", b"g", {0: b"\x00" * 32})
     assert Response.parse(r.to_bytes()) == r
-    with pytest.raises(AttestationFailed, match="unknown keys extra"):
+    with pytest.raises(AttestationFailed, match="unknown keys 'extra'"):
         Payload.parse(json.dumps({"v": 1, "ek_pub": b64(1), "ak_pub": b64(1), "extra": 1}).encode())
     with pytest.raises(AttestationFailed, match="lacks ak_pub"):
         Payload.parse(json.dumps({"v": 1, "ek_pub": b64(1)}).encode())
