@@ -30,8 +30,12 @@ class _JsonFormatter(logging.Formatter):
 
 
 def configure_logging(level: str, fmt: str = "text", file: str = "") -> None:
+    # Messages can carry text from untrusted input; one that UTF-8 cannot encode (a lone
+    # surrogate) is escaped instead of failing the write, as Python's own stderr does.
     handler: logging.Handler = (
-        logging.FileHandler(file) if file else logging.StreamHandler(sys.stderr)
+        logging.FileHandler(file, encoding="utf-8", errors="backslashreplace")
+        if file
+        else logging.StreamHandler(sys.stderr)
     )
     if fmt.lower() == "json":
         handler.setFormatter(_JsonFormatter())

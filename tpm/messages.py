@@ -78,9 +78,14 @@ def dump(obj: Mapping[str, Any]) -> bytes:
 
 def pcr_index(value: Any, name: str) -> int:
     # JSON object keys are strings: accept "7" (not "07", not "७" or "²", which str.isdigit allows)
-    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 2:
-        if str(int(value)) == value:
-            value = int(value)
+    if (
+        isinstance(value, str)
+        and value.isascii()
+        and value.isdigit()
+        and len(value) <= 2
+        and str(int(value)) == value
+    ):
+        value = int(value)
     if type(value) is not int or not 0 <= value <= MAX_PCR_INDEX:
         shown = repr(value)[:40]
         raise AttestationFailed(f"tpm: {name} {shown} is not a PCR index 0..{MAX_PCR_INDEX}")

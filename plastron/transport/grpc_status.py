@@ -24,3 +24,10 @@ def status_for(exc: errors.PlastronError) -> Status:
         if isinstance(exc, kind):
             return status
     return Status.INTERNAL
+
+
+def status_message(exc: BaseException) -> str:
+    """``str(exc)`` as it may travel in a grpc-message trailer: characters UTF-8 cannot encode
+    (lone surrogates, which JSON ``\\ud800`` escapes produce from untrusted input) are written as
+    escapes, because one unencodable character makes the status impossible to send."""
+    return str(exc).encode("utf-8", "backslashreplace").decode("utf-8")

@@ -14,11 +14,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+from google.protobuf.message import DecodeError
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from plastron import errors
-from plastron.transport.grpc_status import status_for
+from plastron.transport.grpc_status import status_for, status_message
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,10 @@ def grpc_error(exc: BaseException) -> GRPCError:
     if isinstance(exc, GRPCError):
         return exc
     if isinstance(exc, errors.PlastronError):
-        return GRPCError(status_for(exc), str(exc))
+        return GRPCError(status_for(exc), status_message(exc))
+    if isinstance(exc, DecodeError):
+        # grpclib decodes a request inside the handler's recv_message: bytes from the caller
+        return GRPCError(Status.INVALID_ARGUMENT, f"request is not a valid message: {exc}")
     log.exception("internal error", exc_info=exc)
     return GRPCError(Status.INTERNAL, "internal error")
 

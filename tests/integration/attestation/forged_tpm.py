@@ -155,5 +155,3 @@ def with_unknown_key_algorithm(der: bytes) -> bytes:
     ec_public_key = bytes.fromhex("06072a8648ce3d0201")  # OID 1.2.840.10045.2.1
     assert der.count(ec_public_key) == 1
     return der.replace(ec_public_key, bytes.fromhex("06072a8648ce3d0209"))
-
-

@@ -28,6 +28,7 @@ from grpclib.exceptions import GRPCError
 
 from plastron.attestors.x509pop_wire import encode_payload
 from plastron.proto.spire.api.server.agent.v1 import agent_grpc, agent_pb2
+from plastron.proto.spire.api.types import bundle_pb2
 from plastron.spiffe.ids import TrustDomain, server_id
 from plastron.tpm.messages import b64
 from plastron.transport.client import open_channel
@@ -35,6 +36,7 @@ from plastron.transport.tls import client_ssl_context
 from tests.e2e.conftest import PlastronServerProcess
 from tests.integration.attestation.forged_tpm import NOW, ForgedTpm, with_unknown_key_algorithm
 from tests.processes import free_port
+from tests.raw_grpc import call_with_raw_bytes
 from tests.unit.attestors.x509pop_pki import Issued, make_ca, make_leaf
 
 TD = TrustDomain("example.org")
@@ -42,6 +44,7 @@ CLEAN = {Status.PERMISSION_DENIED, Status.INVALID_ARGUMENT}
 NESTED = b"[" * 60_000  # under the 64 KiB bound, far beyond the parser's recursion limit
 HUGE_INT = b"9" * 5_000  # beyond Python's 4300-digit int conversion limit
 NON_UTF8 = b'{"v": "\xff\xfe"}'
+CASE_DEADLINE = 20.0  # generous: a refusal takes milliseconds; a hung stream is a failure
 
 
 @dataclass(frozen=True)
@@ -141,8 +144,12 @@ def payload_cases(setup: Setup) -> list[Case]:
         Case("join_token non-UTF-8", "join_token", b"\xff\xfe", expect="join_token: token is not"),
         Case("version true", "tpm", _tpm_json(**{**good, "v": True}), expect="version True"),
         Case("version 1.0", "tpm", _tpm_json(**{**good, "v": 1.0}), expect="version 1.0 is not"),
-        Case("version inf", "tpm", forged.tpm_payload().replace(b'"v":1', b'"v":1e999999'),
-             expect="version inf is not 1"),  # fmt: skip
+        Case(
+            "version inf",
+            "tpm",
+            forged.tpm_payload().replace(b'"v":1', b'"v":1e999999'),
+            expect="version inf is not 1",
+        ),
         Case("ek_pub number", "tpm", _tpm_json(**{**good, "ek_pub": 7}), expect="field ek_pub"),
         Case("ek_chain dict", "tpm", _tpm_json(**{**good, "ek_chain": {}}), expect="ek_chain"),
         Case("bad base64", "tpm", _tpm_json(**{**good, "ak_pub": "A*=="}), expect="base64"),
@@ -164,8 +171,12 @@ def payload_cases(setup: Setup) -> list[Case]:
             json.dumps({**devid, "EKCert": bad_ek_cert}).encode(),
             expect="tpm_devid: unable to parse EK certificate",
         ),
-        Case("DevIDCert dict", "tpm_devid", json.dumps({**devid, "DevIDCert": {}}).encode(),
-             expect="DevIDCert must list"),  # fmt: skip
+        Case(
+            "DevIDCert dict",
+            "tpm_devid",
+            json.dumps({**devid, "DevIDCert": {}}).encode(),
+            expect="DevIDCert must list",
+        ),
         Case("certificates [{}]", "x509pop", b'{"certificates": [{}]}', expect="base64 string"),
         Case("certificates *", "x509pop", b'{"certificates": ["*"]}', expect="not valid base64"),
     ]
@@ -197,20 +208,41 @@ def answer_cases(setup: Setup) -> list[Case]:
             json.dumps({**pcr, "pcrs": {"²": "AA=="}}, ensure_ascii=False).encode(),
             "response pcr '²' is not a PCR index",
         ),
-        Case("pcrs list", "tpm", firsts["tpm"], json.dumps({**pcr, "pcrs": [1]}).encode(),
-             "pcrs must be an object"),  # fmt: skip
-        Case("DevID number", "tpm_devid", firsts["tpm_devid"],
-             b'{"DevID": 1, "CredActivation": "AA=="}', "field DevID"),  # fmt: skip
-        Case("rsa_signature list", "x509pop", firsts["x509pop"],
-             b'{"ecdsa_signature": [1]}', "must be a JSON object"),  # fmt: skip
+        Case(
+            "pcrs list",
+            "tpm",
+            firsts["tpm"],
+            json.dumps({**pcr, "pcrs": [1]}).encode(),
+            "pcrs must be an object",
+        ),
+        Case(
+            "DevID number",
+            "tpm_devid",
+            firsts["tpm_devid"],
+            b'{"DevID": 1, "CredActivation": "AA=="}',
+            "field DevID",
+        ),
+        Case(
+            "rsa_signature list",
+            "x509pop",
+            firsts["x509pop"],
+            b'{"ecdsa_signature": [1]}',
+            "must be a JSON object",
+        ),
     ]
 
 
-async def attest(setup: Setup, case: Case) -> GRPCError:
-    """Run AttestAgent as an agent would; the server's refusal (anything else fails)."""
+class _NotRefused(Exception):
+    pass
+
+
+async def attest(setup: Setup, case: Case) -> GRPCError | str:
+    """Run AttestAgent as an agent would: the server's refusal, or what happened instead."""
     key = ec.generate_private_key(ec.SECP256R1())
-    csr = x509.CertificateSigningRequestBuilder().subject_name(x509.Name([])).sign(
-        key, hashes.SHA256()
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([]))
+        .sign(key, hashes.SHA256())
     )
     ctx = client_ssl_context(trust_bundle=setup.bundle)
     channel = open_channel(
@@ -221,20 +253,25 @@ async def attest(setup: Setup, case: Case) -> GRPCError:
         params={"csr": csr.public_bytes(serialization.Encoding.DER)},
     )
     try:
-        async with agent_grpc.AgentStub(channel).AttestAgent.open(timeout=60) as stream:
+        async with agent_grpc.AgentStub(channel).AttestAgent.open(timeout=CASE_DEADLINE) as stream:
             await stream.send_message(agent_pb2.AttestAgentRequest(params=params))
             msg = await stream.recv_message()
             if msg is not None and msg.WhichOneof("step") == "challenge":
-                assert case.answer is not None, f"{case}: the server challenged"
+                if case.answer is None:
+                    raise _NotRefused("the server sent a challenge")  # resets the stream
                 reply = agent_pb2.AttestAgentRequest(challenge_response=case.answer)
                 await stream.send_message(reply)
                 msg = await stream.recv_message()
             if msg is None:  # the status is in the trailers
                 await stream.end()
                 await stream.recv_trailing_metadata()
-            raise AssertionError(f"{case.name} ({case.method}): not refused: {msg}")
+            raise _NotRefused(f"not refused: {msg}")
     except GRPCError as exc:
         return exc
+    except _NotRefused as exc:
+        return str(exc)
+    except TimeoutError:
+        return f"no status within {CASE_DEADLINE:g}s"
     finally:
         channel.close()
 
@@ -244,6 +281,9 @@ def test_malformed_attestation_input_is_refused_cleanly(setup: Setup) -> None:
     wrong = []
     for case in cases:
         err = asyncio.run(attest(setup, case))
+        if isinstance(err, str):
+            wrong.append(f"{case.method} {case.name}: {err}")
+            continue
         message = err.message or ""
         if err.status not in CLEAN or case.expect not in message:
             wrong.append(f"{case.method} {case.name}: {err.status.name} {message!r}")
@@ -255,3 +295,32 @@ def test_malformed_attestation_input_is_refused_cleanly(setup: Setup) -> None:
     agents = setup.server.run_cli("agent", "list")
     assert agents.returncode == 0 and "spiffe://" not in agents.stdout, agents
     print(f"{len(cases)} malformed inputs refused cleanly")
+
+
+def test_request_that_is_not_protobuf_is_invalid_argument(setup: Setup) -> None:
+    """grpclib decodes the request inside the handler: undecodable bytes from an
+    unauthenticated peer are the caller's error, not an internal one."""
+    methods = {
+        "/spire.api.server.agent.v1.Agent/AttestAgent": agent_pb2.AttestAgentResponse,
+        "/spire.api.server.bundle.v1.Bundle/GetBundle": bundle_pb2.Bundle,
+    }
+
+    async def run() -> dict[str, GRPCError | None]:
+        ctx = client_ssl_context(trust_bundle=setup.bundle)
+        channel = open_channel(
+            ("127.0.0.1", setup.server.port), ssl=ctx, expected_server_id=server_id(TD)
+        )
+        try:
+            return {
+                method: await call_with_raw_bytes(channel, method, b"\xff\xff\xff\xff", reply)
+                for method, reply in methods.items()
+            }
+        finally:
+            channel.close()
+
+    for method, err in asyncio.run(run()).items():
+        assert err is not None, method
+        assert err.status == Status.INVALID_ARGUMENT, (method, err)
+        assert (err.message or "").startswith("request is not a valid message: "), err
+    log = setup.server.log_path.read_text(errors="replace")
+    assert "Traceback" not in log and "internal error" not in log, log[-4000:]
