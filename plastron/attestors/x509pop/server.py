@@ -55,7 +55,6 @@ from plastron.errors import (
 from plastron.selector import Selector
 from plastron.spiffe.ids import SpiffeId, TrustDomain
 
-
 # The trust domain's current X.509 authorities (mode "spiffe"), fetched per attestation.
 TrustBundleFn = Callable[[], Awaitable[Sequence[x509.Certificate]]]
 

@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
-from plastron.attestors.x509pop_wire import encode_payload
+from plastron.attestors.x509pop.wire import encode_payload
 from plastron.proto.spire.api.server.agent.v1 import agent_grpc, agent_pb2
 from plastron.proto.spire.api.types import bundle_pb2
 from plastron.spiffe.ids import TrustDomain, server_id
