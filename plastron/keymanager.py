@@ -101,6 +101,49 @@ class KeyManager(Protocol):
 #: Opens, in another process, a KeyManager over the same key store (see :func:`worker_opener`).
 KeyManagerOpener = Callable[[], KeyManager]
 
+# ---- optional capabilities: a KeyManager (or any plugin) has them or not; callers test with
+# isinstance, so an implementation declares a capability by having the method or attribute.
+
+
+@runtime_checkable
+class BlockingKeyManager(Protocol):
+    """Its calls block (an HSM round trip) when ``blocking`` is true: callers run them in an
+    executor, never on the event loop."""
+
+    blocking: bool
+
+
+@runtime_checkable
+class Closeable(Protocol):
+    """Holds something (a token session, a connection) to release when its owner stops."""
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class ForgettingKeyManager(Protocol):
+    """Caches what it found about a key; ``forget`` drops that, for a key another process may
+    have replaced."""
+
+    def forget(self, key_id: str) -> None: ...
+
+
+@runtime_checkable
+class WorkerOpenableKeyManager(Protocol):
+    """Its keys live outside the process (an HSM), so a worker process can open the same key
+    store on its own (see :func:`worker_opener`)."""
+
+    def worker_opener(self) -> KeyManagerOpener: ...
+
+
+def is_blocking(plugin: object) -> bool:
+    return isinstance(plugin, BlockingKeyManager) and bool(plugin.blocking)
+
+
+def close_if_closeable(plugin: object) -> None:
+    if isinstance(plugin, Closeable):
+        plugin.close()
+
 
 def worker_opener(key_manager: KeyManager) -> KeyManagerOpener | None:
     """How a worker process reaches ``key_manager``'s keys on its own, if it can.
@@ -109,11 +152,9 @@ def worker_opener(key_manager: KeyManager) -> KeyManagerOpener | None:
     token with its own session) offers ``worker_opener()``, returning a picklable callable that
     opens it again there; the key material never travels. Memory, disk and TPM managers offer
     none, and their keys are used in this process only."""
-    offer = getattr(key_manager, "worker_opener", None)
-    if not callable(offer):
-        return None
-    opener = offer()
-    return opener if callable(opener) else None
+    if isinstance(key_manager, WorkerOpenableKeyManager):
+        return key_manager.worker_opener()
+    return None
 
 
 # Key ids become part of PKCS#11 labels and file-backed indexes; a closed alphabet and a

@@ -23,7 +23,7 @@ from plastron.attestors.join_token import ConsumedToken, JoinTokenServerAttestor
 from plastron.clock import Clock, SystemClock, from_unix
 from plastron.configs.plugin_blocks import PluginConfig
 from plastron.health_http import HealthHttpConfig, HealthHttpServer
-from plastron.keymanager import KeyManager
+from plastron.keymanager import KeyManager, close_if_closeable
 from plastron.plugins import KEY_MANAGERS, SERVER_NODE_ATTESTORS, PluginContext
 from plastron.server.api.authz import AuthorizedService, Authorizer, authorized_mapping
 from plastron.server.api.context import ApiContext
@@ -177,9 +177,7 @@ class PlastronServer:
         if self.datastore is not None:
             await self.datastore.close()
             self.datastore = None
-        close = getattr(self.key_manager, "close", None)
-        if callable(close):
-            close()
+        close_if_closeable(self.key_manager)
 
     async def wait_stopped(self) -> None:
         await self._stop.wait()

@@ -24,7 +24,13 @@ from cryptography.hazmat.primitives import serialization
 
 from plastron import errors
 from plastron.errors import KeyManagerError, KeyManagerUnavailable, PlastronError
-from plastron.keymanager import KeyManager, KeyManagerOpener, PrivateKey
+from plastron.keymanager import (
+    ForgettingKeyManager,
+    KeyManager,
+    KeyManagerOpener,
+    PrivateKey,
+    close_if_closeable,
+)
 from plastron.server.api.csr import csr_public_key, parse_csr
 from plastron.server.ca.server_ca import check_workload_path
 from plastron.spiffe.ids import SpiffeId
@@ -116,9 +122,8 @@ class WorkerSigner:
             return current[2], current[3]
         manager = self._open()
         issuer = x509.load_der_x509_certificate(issuer_der)
-        forget = getattr(manager, "forget", None)
-        if callable(forget):
-            forget(key_id)  # a new CA certificate: the server may have regenerated this slot
+        if isinstance(manager, ForgettingKeyManager):
+            manager.forget(key_id)  # a new CA certificate: the server may have regenerated it
         signer = manager.signer(key_id)
         if signer.public_key().public_bytes(*_SPKI) != issuer.public_key().public_bytes(*_SPKI):
             raise KeyManagerError(
@@ -155,6 +160,4 @@ class WorkerSigner:
         return out
 
     def close(self) -> None:
-        close = getattr(self._manager, "close", None)
-        if callable(close):
-            close()
+        close_if_closeable(self._manager)

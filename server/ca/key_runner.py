@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
 from plastron.errors import Unavailable
-from plastron.keymanager import KeyManager
+from plastron.keymanager import KeyManager, is_blocking
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -39,7 +39,7 @@ class KeyRunner:
     ) -> None:
         self.key_manager = key_manager
         self.sync_wait = sync_wait
-        self.blocking = bool(getattr(key_manager, "blocking", False))
+        self.blocking = is_blocking(key_manager)
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._closed = False
         self._in_flight = 0  # executor calls not yet returned; touched on the loop thread only

@@ -14,7 +14,16 @@ from plastron.configs.plugin_blocks import PluginConfig
 from plastron.errors import ConfigError
 from plastron.hsm.keymanager import Pkcs11KeyManager
 from plastron.hsm.upstream import Pkcs11UpstreamAuthority
-from plastron.keymanager import KeyType
+from plastron.keymanager import (
+    Closeable,
+    ForgettingKeyManager,
+    KeyType,
+    MemoryKeyManager,
+    WorkerOpenableKeyManager,
+    close_if_closeable,
+    is_blocking,
+    worker_opener,
+)
 from plastron.plugins import KEY_MANAGERS, UPSTREAM_AUTHORITIES, PluginContext
 from plastron.spiffe.ids import TrustDomain
 
@@ -38,6 +47,24 @@ def test_registry_builds_keymanager_with_value_identifier(
     finally:
         km.close()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_pkcs11_capabilities_are_declared_by_protocol(
+    softhsm_token: SoftHsmToken, tmp_path: Path
+) -> None:
+    """The pkcs11 KeyManager blocks, forgets cached keys, reopens in workers and closes; the
+    memory one does none of it. Callers find this by isinstance, never by getattr."""
+    km = _km(softhsm_token, tmp_path, key_identifier_value="server-7")
+    try:
+        assert is_blocking(km)
+        assert isinstance(km, ForgettingKeyManager)
+        assert isinstance(km, WorkerOpenableKeyManager) and worker_opener(km) is not None
+        memory = MemoryKeyManager()
+        assert not is_blocking(memory) and worker_opener(memory) is None
+        assert not isinstance(memory, ForgettingKeyManager)
+        assert isinstance(km, Closeable) and not isinstance(memory, Closeable)
+    finally:
+        close_if_closeable(km)
 
 
 def test_identifier_file_is_created_once_and_reused(
