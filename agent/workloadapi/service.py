@@ -31,36 +31,23 @@ from plastron.proto.workload.workload_grpc import SpiffeWorkloadAPIBase
 from plastron.selector import Selector
 from plastron.spiffe.ids import SpiffeId
 from plastron.spiffe.jwtsvid import (
-    MAX_AUDIENCES,
     MAX_TOKEN_BYTES,
     JwtSvid,
     parse_jwt_svid_insecure,
     validate_jwt_svid,
 )
+from plastron.spiffe.limits import check_jwt_audience
 from plastron.transport.peer import stream_transport
 
 log = logging.getLogger("plastron.agent.workloadapi")
 
 HEADER = "workload.spiffe.io"
-MAX_AUDIENCE_CHARS = 1024
 
 
 class JwtSvidSource(Protocol):
     """Where the agent gets new JWT-SVIDs (the server's NewJWTSVID)."""
 
     async def new_jwt_svid(self, entry: WorkloadEntry, audience: tuple[str, ...]) -> JwtSvid: ...
-
-
-def _check_audience(audience: Sequence[str]) -> tuple[str, ...]:
-    auds = tuple(dict.fromkeys(audience))
-    if not auds:
-        raise InvalidArgument("audience must be specified")
-    if len(auds) > MAX_AUDIENCES:
-        raise InvalidArgument(f"{len(auds)} audiences requested; limit {MAX_AUDIENCES}")
-    for aud in auds:
-        if not aud or len(aud) > MAX_AUDIENCE_CHARS:
-            raise InvalidArgument(f"audience must be 1..{MAX_AUDIENCE_CHARS} characters")
-    return auds
 
 
 class WorkloadAPIService(SpiffeWorkloadAPIBase):
@@ -178,7 +165,7 @@ class WorkloadAPIService(SpiffeWorkloadAPIBase):
         async with mapped_errors("FetchJWTSVID"):
             _, selectors = await self._attest_caller(stream)
             request: pb.JWTSVIDRequest = await stream.recv_message()
-            audience = _check_audience(list(request.audience))
+            audience = check_jwt_audience(list(request.audience))
             entries = self._require_entries(selectors)
             if request.spiffe_id:
                 wanted = SpiffeId.parse(request.spiffe_id)

@@ -24,10 +24,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from plastron.errors import InvalidSpiffeId, InvalidSvid
 from plastron.keymanager import PrivateKey, PublicKey
 from plastron.spiffe.ids import SpiffeId
+from plastron.spiffe.limits import MAX_JWT_TOKEN_AUDIENCES
 
 MAX_TOKEN_BYTES = 64 * 1024
 MAX_KEY_ID_CHARS = 256
-MAX_AUDIENCES = 64
 ALLOWED_ALGS = frozenset(
     {"RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256", "PS384", "PS512"}
 )
@@ -66,8 +66,8 @@ def _check_audience_list(audience: Sequence[str]) -> tuple[str, ...]:
     auds = tuple(audience)
     if not auds:
         raise InvalidSvid("JWT-SVID audience is empty; at least one is required")
-    if len(auds) > MAX_AUDIENCES:
-        raise InvalidSvid(f"JWT-SVID has {len(auds)} audiences; limit {MAX_AUDIENCES}")
+    if len(auds) > MAX_JWT_TOKEN_AUDIENCES:
+        raise InvalidSvid(f"JWT-SVID has {len(auds)} audiences; limit {MAX_JWT_TOKEN_AUDIENCES}")
     for aud in auds:
         if not isinstance(aud, str) or not aud:
             raise InvalidSvid(f"JWT-SVID audience {aud!r} must be a non-empty string")

@@ -23,20 +23,9 @@ from plastron.server.datastore.records import RegistrationEntry
 from plastron.spiffe.bundle import Bundle
 from plastron.spiffe.ids import SpiffeId
 from plastron.spiffe.jwtsvid import parse_jwt_svid_insecure
+from plastron.spiffe.limits import check_jwt_audience
 
 MAX_BATCH = 500
-MAX_AUDIENCES = 32
-
-
-def _check_audience(audience: Any) -> list[str]:
-    values = list(audience)
-    if not values:
-        raise InvalidArgument("audience: at least one audience is required")
-    if len(values) > MAX_AUDIENCES:
-        raise InvalidArgument(f"audience: more than {MAX_AUDIENCES} values")
-    if any(not a for a in values):
-        raise InvalidArgument("audience: values must not be empty")
-    return values
 
 
 class SvidService(svid_grpc.SVIDBase):
@@ -75,7 +64,7 @@ class SvidService(svid_grpc.SVIDBase):
         if req.ttl < 0:
             raise InvalidArgument("ttl: must not be negative")
         token = await self.ctx.ca.sign_jwt_svid(
-            spiffe_id=sid, audience=_check_audience(req.audience), ttl=req.ttl
+            spiffe_id=sid, audience=check_jwt_audience(list(req.audience)), ttl=req.ttl
         )
         await stream.send_message(svid_pb2.MintJWTSVIDResponse(svid=_jwt_proto(token, sid)))
 
@@ -212,7 +201,7 @@ class SvidService(svid_grpc.SVIDBase):
         assert agent is not None
         if not req.entry_id:
             raise InvalidArgument("entry_id: missing")
-        audience = _check_audience(req.audience)
+        audience = check_jwt_audience(list(req.audience))
         await self.ctx.sign_limiter.wait(caller.host)
         entry = self.ctx.cache.authorized_entry(agent.spiffe_id, req.entry_id)
         if entry is None:

@@ -26,6 +26,7 @@ from plastron.server.ca.slots import X509CA, JwtKey
 from plastron.server.ca.store import CAStore
 from plastron.spiffe.ids import SpiffeId, server_id
 from plastron.spiffe.jwtsvid import mint_jwt_svid
+from plastron.spiffe.limits import check_jwt_audience
 from plastron.spiffe.x509svid import make_ca_certificate, make_x509_svid
 from plastron.upstream import UpstreamAuthority
 
@@ -70,8 +71,6 @@ class WorkloadSvidRequest:
 MAX_TTL = dt.timedelta(days=3650)  # a bound on caller input, far beyond any CA lifetime
 MAX_DNS_NAMES = 100
 MAX_DNS_NAME_CHARS = 253
-MAX_AUDIENCES = 32
-MAX_AUDIENCE_CHARS = 1024
 HEALTH_CHECK_PATH = "/for/health/check/only"
 
 
@@ -302,7 +301,7 @@ class ServerCA:
         self, *, spiffe_id: SpiffeId, audience: Sequence[str], ttl: int = 0
     ) -> str:
         self._check_workload_id(spiffe_id, "JWT-SVID")
-        _check_audience(audience)
+        audience = check_jwt_audience(audience)
         key = self._current_jwt()
         now = self._clock.now().replace(microsecond=0)
         lifetime = _ttl(ttl, self.config.default_jwt_svid_ttl)
@@ -420,13 +419,3 @@ def _check_dns_names(names: Sequence[str]) -> None:
             raise InvalidArgument(f"DNS name {name!r} must be 1..{MAX_DNS_NAME_CHARS} characters")
         if not name.isascii() or any(c.isspace() for c in name):
             raise InvalidArgument(f"DNS name {name!r} must be ASCII without whitespace")
-
-
-def _check_audience(audience: Sequence[str]) -> None:
-    if isinstance(audience, str):
-        raise InvalidArgument("audience must be a sequence of strings, not a string")
-    if not 1 <= len(audience) <= MAX_AUDIENCES:
-        raise InvalidArgument(f"audience must list 1..{MAX_AUDIENCES} values, got {len(audience)}")
-    for aud in audience:
-        if not isinstance(aud, str) or not aud or len(aud) > MAX_AUDIENCE_CHARS:
-            raise InvalidArgument(f"audience {aud!r} must be 1..{MAX_AUDIENCE_CHARS} characters")
