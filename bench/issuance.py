@@ -5,7 +5,7 @@ for the ``memory``, ``disk``, ``pkcs11`` (every SVID signed in the HSM) and ``pk
 (HSM-held root, intermediate key in memory) modes, beside the bare python-pkcs11 ECDSA P-256 sign
 rate and the bare HSM-signed ``CertificateBuilder`` rate measured in the same run. The agent runs
 in its own process; each mode is measured with 1 and with 4 batches in flight (``--concurrency``),
-as a server with several agents sees them. In pkcs11 mode the server's CSR workers (one per core)
+as a server with several agents sees them. In pkcs11 mode the CA's worker processes (one per core)
 each log in to the token and sign their share of a batch; the bare rates are one process, one
 session.
 
@@ -45,8 +45,8 @@ from plastron.proto.spire.api.server.agent.v1 import agent_grpc, agent_pb2
 from plastron.proto.spire.api.server.entry.v1 import entry_grpc, entry_pb2
 from plastron.proto.spire.api.server.svid.v1 import svid_grpc, svid_pb2
 from plastron.proto.spire.api.types import entry_pb2 as types_entry
-from plastron.server.api.csr import csr_public_key, parse_csr
-from plastron.server.api.csr_check import CsrChecker, default_workers
+from plastron.server.ca.batch_signing import default_workers
+from plastron.server.ca.csr import csr_public_key, parse_csr
 from plastron.server.config import parse_server_config
 from plastron.server.runtime import PlastronServer
 from plastron.spiffe.bundle import Bundle
@@ -193,9 +193,7 @@ server {{ trust_domain = "example.org" bind_address = "127.0.0.1" bind_port = 0
 plugins {{ {mode_plugins(mode, tmp, token)}
   NodeAttestor "join_token" {{ plugin_data {{}} }} }}
 """
-        server = PlastronServer(parse_server_config(conf))
-        if csr_workers is not None:
-            server.csr_checker = CsrChecker(workers=csr_workers)
+        server = PlastronServer(parse_server_config(conf), ca_worker_processes=csr_workers)
         await server.start()
         local = Channel(path=str(tmp / "api.sock"))
         try:

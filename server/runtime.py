@@ -27,7 +27,6 @@ from plastron.keymanager import KeyManager, close_if_closeable
 from plastron.plugins import KEY_MANAGERS, SERVER_NODE_ATTESTORS, PluginContext
 from plastron.server.api.authz import AuthorizedService, Authorizer, authorized_mapping
 from plastron.server.api.context import ApiContext
-from plastron.server.api.csr_check import CsrChecker
 from plastron.server.api.policies import POLICIES
 from plastron.server.api.ratelimit import ATTEST_PER_SECOND, SIGN_PER_SECOND, RateLimiter
 from plastron.server.ca.config import CAConfig
@@ -53,9 +52,17 @@ PRUNE_SECONDS = 300.0
 
 
 class PlastronServer:
-    def __init__(self, config: ServerConfig, *, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        config: ServerConfig,
+        *,
+        clock: Clock | None = None,
+        ca_worker_processes: int | None = None,
+    ) -> None:
+        """``ca_worker_processes``: the CA's batch workers; None: by the machine's cores."""
         self.config = config
         self.clock = clock or SystemClock()
+        self._ca_worker_processes = ca_worker_processes
         self.datastore: DataStore | None = None
         self.key_manager: KeyManager | None = None
         self.ca: ServerCA | None = None
@@ -70,7 +77,6 @@ class PlastronServer:
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._cache_dirty = asyncio.Event()
-        self.csr_checker = CsrChecker()  # worker processes start with the first large batch
 
     # ---- start / stop ---------------------------------------------------------------------
 
@@ -98,14 +104,12 @@ class PlastronServer:
         km_plugin = cfg.key_manager or PluginConfig("KeyManager", "disk")
         self.key_manager = KEY_MANAGERS.create(km_plugin, context)
         self.ca = await ServerCA.open(
-            config=_ca_config(cfg),
+            config=_ca_config(cfg, self._ca_worker_processes),
             key_manager=self.key_manager,
             store=DataStoreCAStore(self.datastore),
             clock=self.clock,
             upstream=build_upstream(cfg, context),
         )
-        # With an HSM the CSR workers sign too, each through its own session (csr_check.py).
-        self.csr_checker.key_opener = self.ca.worker_opener()
         self.cache = AuthorizedEntryCache(cfg.trust_domain, self.datastore, self.clock)
         await self.cache.rebuild()
         await self._refresh_trust()
@@ -170,7 +174,6 @@ class PlastronServer:
         if self.listeners is not None:
             await self.listeners.close()
             self.listeners = None
-        self.csr_checker.close()
         if self.ca is not None:
             self.ca.close()
             self.ca = None
@@ -219,7 +222,6 @@ class PlastronServer:
             sign_limiter=RateLimiter(SIGN_PER_SECOND, enabled=rl.signing),
             started_at=time.monotonic(),
             on_change=self._apply_local_change,
-            csr_checker=self.csr_checker,
         )
 
     def _register_health(self) -> None:
@@ -309,7 +311,7 @@ class PlastronServer:
         self._tasks.append(asyncio.create_task(coro, name=name))
 
 
-def _ca_config(cfg: ServerConfig) -> CAConfig:
+def _ca_config(cfg: ServerConfig, worker_processes: int | None = None) -> CAConfig:
     subject = None
     s = cfg.ca_subject
     if s.country or s.organization or s.common_name:
@@ -328,4 +330,5 @@ def _ca_config(cfg: ServerConfig) -> CAConfig:
         agent_ttl=cfg.agent_ttl,
         ca_subject=subject,
         jwt_issuer=cfg.jwt_issuer or None,
+        worker_processes=worker_processes,
     )

@@ -19,8 +19,8 @@ from plastron.server.api import convert
 from plastron.server.api.attest import attest_agent
 from plastron.server.api.authz import current_caller, permission_denied
 from plastron.server.api.context import ApiContext
-from plastron.server.api.csr import csr_public_key, parse_csr
 from plastron.server.api.entry import _MATCH, check_page_size
+from plastron.server.ca.csr import csr_public_key, parse_csr
 from plastron.server.datastore.records import JoinToken, RegistrationEntry
 from plastron.spiffe.ids import SpiffeId, agent_id
 

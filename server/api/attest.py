@@ -23,7 +23,7 @@ from plastron.proto.spire.api.server.agent.v1 import agent_pb2
 from plastron.server.api import convert
 from plastron.server.api.authz import current_caller
 from plastron.server.api.context import ApiContext
-from plastron.server.api.csr import csr_public_key, parse_csr
+from plastron.server.ca.csr import csr_public_key, parse_csr
 from plastron.server.datastore.records import AttestedNode
 from plastron.spiffe.ids import server_id
 

@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 
 from plastron.attestors.base import ServerNodeAttestor
 from plastron.clock import Clock
-from plastron.server.api.csr_check import CsrChecker
 from plastron.server.api.ratelimit import ATTEST_PER_SECOND, SIGN_PER_SECOND, RateLimiter
 from plastron.server.ca.server_ca import ServerCA
 from plastron.server.datastore.store import DataStore
@@ -33,7 +32,6 @@ class ApiContext:
     attest_limiter: RateLimiter = field(default_factory=lambda: RateLimiter(ATTEST_PER_SECOND))
     sign_limiter: RateLimiter = field(default_factory=lambda: RateLimiter(SIGN_PER_SECOND))
     started_at: float = 0.0
-    csr_checker: CsrChecker = field(default_factory=lambda: CsrChecker(workers=0))
     # Awaited after a write: the local entry cache applies it before the call returns, so a
     # caller sees its own writes (other servers catch up within one poll).
     on_change: Callable[[], Awaitable[None]] = _nothing

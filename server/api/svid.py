@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import functools
+import contextlib
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
@@ -14,11 +14,10 @@ from plastron.proto.spire.api.types import jwtsvid_pb2
 from plastron.server.api import convert
 from plastron.server.api.authz import current_caller
 from plastron.server.api.context import ApiContext
-from plastron.server.api.csr import csr_public_key, csr_uri_and_dns, parse_csr
-from plastron.server.api.csr_check import CheckedKey
 from plastron.server.api.status import unimplemented
 from plastron.server.bundles import load_bundle
-from plastron.server.ca.server_ca import LeafPlan, WorkloadSvidRequest
+from plastron.server.ca.batch_signing import SignedX509Svid, WorkloadCsr
+from plastron.server.ca.csr import csr_public_key, csr_uri_and_dns, parse_csr
 from plastron.server.datastore.records import RegistrationEntry
 from plastron.spiffe.bundle import Bundle
 from plastron.spiffe.ids import SpiffeId
@@ -79,119 +78,34 @@ class SvidService(svid_grpc.SVIDBase):
         await self.ctx.sign_limiter.wait(caller.host, len(req.params))
         authorized = {e.entry_id: e for e in self.ctx.cache.authorized_entries(agent.spiffe_id)}
         results: list[svid_pb2.BatchNewX509SVIDResponse.Result | None] = []
-        pending: list[tuple[int, RegistrationEntry]] = []
-        csrs: list[tuple[bytes, str]] = []
+        slots: list[tuple[int, RegistrationEntry]] = []  # (result slot, entry) of each request
+        requests: list[WorkloadCsr] = []
         for i, param in enumerate(req.params):
             try:
-                pending.append((i, _authorize(param, authorized, i)))
-                csrs.append((param.csr, f"params[{i}].csr"))
-                results.append(None)
+                entry = _authorize(param, authorized, i)
             except PlastronError as exc:
                 results.append(_failed(exc))
-        # The CSR contributes its public key only; SANs and subject come from the entry.
-        if not await self._sign_in_workers(pending, csrs, results):
-            await self._check_and_sign_here(pending, csrs, results)
+                continue
+            slots.append((i, entry))
+            requests.append(
+                WorkloadCsr(
+                    spiffe_id=entry.spiffe_id,
+                    csr=param.csr,
+                    field=f"params[{i}].csr",
+                    ttl=entry.x509_svid_ttl,
+                    dns_names=entry.dns_names,
+                )
+            )
+            results.append(None)
+        signing = self.ctx.ca.sign_workload_x509_svids(requests)
+        async with contextlib.aclosing(signing):
+            slot = iter(slots)
+            async for signed in signing:
+                i, entry = next(slot)
+                results[i] = _batch_result(signed, entry)
         answered = [r for r in results if r is not None]
         assert len(answered) == len(results), "every item gets its own result"
         await stream.send_message(svid_pb2.BatchNewX509SVIDResponse(results=answered))
-
-    async def _check_and_sign_here(
-        self,
-        pending: list[tuple[int, RegistrationEntry]],
-        csrs: list[tuple[bytes, str]],
-        results: list[svid_pb2.BatchNewX509SVIDResponse.Result | None],
-    ) -> None:
-        # Chunk k is signed while the CSR checkers work on chunk k+1.
-        checking = self.ctx.csr_checker.check(csrs)
-        try:
-            done = 0
-            for chunk in checking:
-                keys = await chunk
-                await self._sign_chunk(pending[done : done + len(keys)], keys, results)
-                done += len(keys)
-        finally:
-            for chunk in checking:
-                chunk.close()  # the coroutines not reached (a no-op for the others)
-
-    async def _sign_in_workers(
-        self,
-        pending: list[tuple[int, RegistrationEntry]],
-        csrs: list[tuple[bytes, str]],
-        results: list[svid_pb2.BatchNewX509SVIDResponse.Result | None],
-    ) -> bool:
-        """Check and sign in the CSR workers when they can reach the CA key themselves (an
-        HSM); False, with nothing done, when they cannot."""
-        checker = self.ctx.csr_checker
-        if not checker.signs(len(csrs)):
-            return False
-        batch = self.ctx.ca.plan_workload_x509_svids(
-            [(e.spiffe_id, e.x509_svid_ttl, e.dns_names) for _, e in pending]
-        )
-        planned: list[tuple[int, RegistrationEntry, LeafPlan]] = []
-        planned_csrs: list[tuple[bytes, str]] = []
-        for (i, entry), plan, item in zip(pending, batch.leaves, csrs, strict=True):
-            if isinstance(plan, PlastronError):
-                results[i] = _failed(plan)
-            else:
-                planned.append((i, entry, plan))
-                planned_csrs.append(item)
-        signing = checker.sign(
-            planned_csrs,
-            batch,
-            [plan for *_, plan in planned],
-            functools.partial(self.ctx.ca.sign_planned, batch),
-        )
-        tail = [convert.ca_der(cert) for cert in batch.chain_tail]
-        try:
-            done = 0
-            for chunk in signing:
-                leaves = await chunk
-                for (i, entry, plan), leaf in zip(
-                    planned[done : done + len(leaves)], leaves, strict=True
-                ):
-                    results[i] = (
-                        _failed(leaf)
-                        if isinstance(leaf, PlastronError)
-                        else svid_pb2.BatchNewX509SVIDResponse.Result(
-                            status=convert.status(None),
-                            svid=convert.x509_svid_der_to_proto(
-                                [leaf, *tail], entry.spiffe_id, plan.not_after, entry.hint
-                            ),
-                        )
-                    )
-                done += len(leaves)
-        finally:
-            for chunk in signing:
-                chunk.close()
-        return True
-
-    async def _sign_chunk(
-        self,
-        entries: list[tuple[int, RegistrationEntry]],
-        keys: list[CheckedKey],
-        results: list[svid_pb2.BatchNewX509SVIDResponse.Result | None],
-    ) -> None:
-        requests: list[tuple[int, RegistrationEntry, WorkloadSvidRequest]] = []
-        for (i, entry), key in zip(entries, keys, strict=True):
-            if isinstance(key, PlastronError):
-                results[i] = _failed(key)
-                continue
-            request = WorkloadSvidRequest(
-                spiffe_id=entry.spiffe_id,
-                public_key=key,
-                ttl=entry.x509_svid_ttl,
-                dns_names=entry.dns_names,
-            )
-            requests.append((i, entry, request))
-        signed = await self.ctx.ca.sign_workload_x509_svids([r for _, _, r in requests])
-        for (i, entry, _), chain in zip(requests, signed, strict=True):
-            if isinstance(chain, PlastronError):
-                results[i] = _failed(chain)
-            else:
-                results[i] = svid_pb2.BatchNewX509SVIDResponse.Result(
-                    status=convert.status(None),
-                    svid=convert.x509_svid_to_proto(chain, entry.spiffe_id, entry.hint),
-                )
 
     async def NewJWTSVID(self, stream: Stream[Any, Any]) -> None:
         req = await stream.recv_message()
@@ -250,6 +164,19 @@ def _authorize(param: Any, authorized: dict[str, RegistrationEntry], i: int) -> 
 
 def _failed(exc: PlastronError) -> svid_pb2.BatchNewX509SVIDResponse.Result:
     return svid_pb2.BatchNewX509SVIDResponse.Result(status=convert.status(exc))
+
+
+def _batch_result(
+    signed: SignedX509Svid | PlastronError, entry: RegistrationEntry
+) -> svid_pb2.BatchNewX509SVIDResponse.Result:
+    if isinstance(signed, PlastronError):
+        return _failed(signed)
+    return svid_pb2.BatchNewX509SVIDResponse.Result(
+        status=convert.status(None),
+        svid=convert.x509_svid_der_to_proto(
+            list(signed.chain), entry.spiffe_id, signed.not_after, entry.hint
+        ),
+    )
 
 
 def _jwt_proto(token: str, sid: SpiffeId, hint: str = "") -> jwtsvid_pb2.JWTSVID:

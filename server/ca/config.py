@@ -32,6 +32,8 @@ class CAConfig:
     ca_subject: x509.Name | None = None  # None: C=US, O=SPIFFE
     jwt_issuer: str | None = None
     signing_workers: int = field(default=4)  # executor size for blocking KeyManagers
+    # Processes that check batch CSRs (and sign, with an HSM); None: by the machine's cores.
+    worker_processes: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("ca_ttl", "default_x509_svid_ttl", "default_jwt_svid_ttl", "agent_ttl"):
@@ -42,6 +44,8 @@ class CAConfig:
             raise ConfigError(f"ca_ttl must be at least 1m, got {self.ca_ttl}")
         if not 1 <= self.signing_workers <= 64:
             raise ConfigError(f"signing_workers must be 1..64, got {self.signing_workers}")
+        if self.worker_processes is not None and not 0 <= self.worker_processes <= 64:
+            raise ConfigError(f"worker_processes must be 0..64, got {self.worker_processes}")
         if self.jwt_issuer is not None and not self.jwt_issuer:
             raise ConfigError("jwt_issuer must not be empty when set")
 

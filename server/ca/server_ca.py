@@ -2,70 +2,39 @@
 
 It always signs with the *current* authority of the AuthorityManager (whose successor is
 already in the bundle before it becomes current). Signing through a blocking KeyManager
-(``blocking = True``, e.g. PKCS#11) runs in the KeyRunner's bounded executor.
+(``blocking = True``, e.g. PKCS#11) runs in the KeyRunner's bounded executor; a batch of
+workload SVIDs may be signed in worker processes (server/ca/batch_signing.py).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, Sequence
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from plastron.clock import Clock
 from plastron.errors import FailedPrecondition, InvalidArgument, PlastronError
-from plastron.keymanager import KeyManager, KeyManagerOpener, PublicKey, worker_opener
+from plastron.keymanager import KeyManager, PublicKey
 from plastron.server.ca.authorities import AuthorityManager
+from plastron.server.ca.batch_signing import BatchSigner, SignedX509Svid, WorkloadCsr, X509Batch
 from plastron.server.ca.config import CAConfig
 from plastron.server.ca.key_runner import KeyRunner
+from plastron.server.ca.leaves import LeafPlan, check_workload_path, sign_leaf
 from plastron.server.ca.rotator import Rotator
 from plastron.server.ca.slots import X509CA, JwtKey
 from plastron.server.ca.store import CAStore
 from plastron.spiffe.ids import SpiffeId, server_id
 from plastron.spiffe.jwtsvid import mint_jwt_svid
 from plastron.spiffe.limits import check_jwt_audience
-from plastron.spiffe.x509svid import make_ca_certificate, make_x509_svid
+from plastron.spiffe.x509svid import make_ca_certificate
 from plastron.upstream import UpstreamAuthority
 
 log = logging.getLogger(__name__)
 
 BACKDATE = dt.timedelta(seconds=10)
-
-
-@dataclass(frozen=True)
-class LeafPlan:
-    """One workload leaf as decided by the CA, waiting for its public key."""
-
-    spiffe_id: SpiffeId
-    not_after: dt.datetime
-    dns_names: tuple[str, ...]
-
-    def __post_init__(self) -> None:
-        # A plan is what the signing workers act on: no plan may exist for a reserved ID.
-        check_workload_path(self.spiffe_id, "X509-SVID")
-
-
-@dataclass(frozen=True)
-class X509Batch:
-    """A batch of leaves planned against one CA at one clock reading."""
-
-    ca: X509CA
-    not_before: dt.datetime
-    leaves: list[LeafPlan | PlastronError]  # in request order; an error for a refused item
-    chain_tail: list[x509.Certificate]  # what follows each leaf in its chain
-
-
-@dataclass(frozen=True)
-class WorkloadSvidRequest:
-    """One item of :meth:`ServerCA.sign_workload_x509_svids`."""
-
-    spiffe_id: SpiffeId
-    public_key: PublicKey
-    ttl: int = 0
-    dns_names: tuple[str, ...] = ()
 
 
 MAX_TTL = dt.timedelta(days=3650)  # a bound on caller input, far beyond any CA lifetime
@@ -83,10 +52,13 @@ class ServerCA:
         keys: KeyRunner,
         clock: Clock,
         rotator: Rotator | None = None,
+        batches: BatchSigner | None = None,
     ) -> None:
         self.config = config
         self.manager = manager
         self.rotator = rotator or Rotator(manager, clock)
+        #: Where batches are signed: its worker pool starts with the first large batch.
+        self.batches = batches or BatchSigner(keys, config.worker_processes)
         self._keys = keys
         self._clock = clock
         self._td = config.trust_domain
@@ -114,6 +86,7 @@ class ServerCA:
         return ca
 
     def close(self) -> None:
+        self.batches.close()
         self._keys.close()
 
     # -- current authorities -------------------------------------------------------------
@@ -160,10 +133,48 @@ class ServerCA:
         subject: x509.Name | None = None,
     ) -> list[x509.Certificate]:
         """Leaf first, then the CA and its intermediates up to (excluding) the bundle root."""
+        ca = self._current_x509()  # one read: a rotation mid-call cannot mix two CAs
+        now = self._clock.now()
+        plan = self._plan_workload(ca, now, spiffe_id, ttl, dns_names, subject=subject)
+        return await self._sign_x509(ca, now, plan, public_key)
+
+    def sign_workload_x509_svids(
+        self, requests: Sequence[WorkloadCsr]
+    ) -> AsyncGenerator[SignedX509Svid | PlastronError, None]:
+        """A batch of workload SVIDs from one CA at one clock reading: per request, in order,
+        its SVID or the reason it was refused (checked like :meth:`sign_workload_x509_svid`,
+        then its CSR). Where the CSRs are checked and the leaves signed (here, in a signing
+        thread or in worker processes) is the CA's choice, per batch. Close the iterator if
+        you stop early (``contextlib.aclosing``)."""
+        ca = self._current_x509()
+        now = self._clock.now()
+        leaves: list[LeafPlan | PlastronError] = []
+        for request in requests:
+            try:
+                leaves.append(
+                    self._plan_workload(ca, now, request.spiffe_id, request.ttl, request.dns_names)
+                )
+            except PlastronError as exc:
+                leaves.append(exc)
+        batch = X509Batch(ca, now - BACKDATE, leaves)
+        return self.batches.sign(batch, [(r.csr, r.field) for r in requests])
+
+    def _plan_workload(
+        self,
+        ca: X509CA,
+        now: dt.datetime,
+        spiffe_id: SpiffeId,
+        ttl: int,
+        dns_names: Sequence[str],
+        *,
+        subject: x509.Name | None = None,
+    ) -> LeafPlan:
+        """The checks every workload leaf passes, and what the CA decides for it."""
         self._check_workload_id(spiffe_id, "X509-SVID")
         _check_dns_names(dns_names)
         lifetime = _ttl(ttl, self.config.default_x509_svid_ttl)
-        return await self._sign_x509(spiffe_id, public_key, lifetime, dns_names, subject)
+        not_after = self._cap(now + lifetime, ca.not_after, spiffe_id, "X509-SVID")
+        return LeafPlan(spiffe_id, not_after, tuple(dns_names), subject)
 
     async def sign_agent_x509_svid(
         self, *, spiffe_id: SpiffeId, public_key: PublicKey, ttl: int = 0
@@ -172,128 +183,42 @@ class ServerCA:
         if not spiffe_id.path.startswith("/spire/agent/"):
             raise InvalidArgument(f"agent ID {spiffe_id} is not under /spire/agent/")
         lifetime = _ttl(ttl, self.config.effective_agent_ttl)
-        return await self._sign_x509(spiffe_id, public_key, lifetime, (), None)
+        return await self._sign_fixed(spiffe_id, public_key, lifetime, ())
 
     async def sign_server_x509_svid(
         self, *, public_key: PublicKey, dns_names: Sequence[str] = ()
     ) -> list[x509.Certificate]:
         _check_dns_names(dns_names)
         lifetime = self.config.default_x509_svid_ttl
-        return await self._sign_x509(server_id(self._td), public_key, lifetime, dns_names, None)
+        return await self._sign_fixed(server_id(self._td), public_key, lifetime, dns_names)
 
-    async def _sign_x509(
+    async def _sign_fixed(
         self,
         spiffe_id: SpiffeId,
         public_key: PublicKey,
         lifetime: dt.timedelta,
         dns_names: Sequence[str],
-        subject: x509.Name | None,
     ) -> list[x509.Certificate]:
+        """A leaf whose identity and lifetime the CA chose itself (agent, server, health)."""
         ca = self._current_x509()  # one read: a rotation mid-call cannot mix two CAs
         now = self._clock.now()
         not_after = self._cap(now + lifetime, ca.not_after, spiffe_id, "X509-SVID")
+        plan = LeafPlan(spiffe_id, not_after, tuple(dns_names))
+        return await self._sign_x509(ca, now, plan, public_key)
+
+    async def _sign_x509(
+        self, ca: X509CA, now: dt.datetime, plan: LeafPlan, public_key: PublicKey
+    ) -> list[x509.Certificate]:
         signer = await self._keys.run(self._keys.key_manager.signer, ca.key_id)
         leaf = await self._keys.run(
-            make_x509_svid,
-            spiffe_id=spiffe_id,
-            public_key=public_key,
+            sign_leaf,
+            plan,
+            public_key,
             issuer=ca.certificate,
             issuer_key=signer,
             not_before=now - BACKDATE,
-            not_after=not_after,
-            dns_names=tuple(dns_names),
-            subject=subject,
         )
-        return [leaf, *self._chain_after_leaf(ca)]
-
-    async def sign_workload_x509_svids(
-        self, requests: Sequence[WorkloadSvidRequest]
-    ) -> list[list[x509.Certificate] | PlastronError]:
-        """A batch of workload SVIDs from one CA, in one trip to the key store.
-
-        Each item is checked like ``sign_workload_x509_svid``; a bad item yields its error in
-        place. For a blocking KeyManager (HSM) the whole batch is signed in one executor call,
-        so a batch of 50 costs one thread hand-off rather than a hundred.
-        """
-        batch = self.plan_workload_x509_svids([(r.spiffe_id, r.ttl, r.dns_names) for r in requests])
-        out: list[list[x509.Certificate] | PlastronError] = []
-        orders: list[tuple[LeafPlan, PublicKey]] = []
-        for plan, req in zip(batch.leaves, requests, strict=True):
-            if isinstance(plan, PlastronError):
-                out.append(plan)
-            else:
-                orders.append((plan, req.public_key))
-                out.append([])
-        signed = iter(await self.sign_planned(batch, orders))
-        for i, item in enumerate(out):
-            if not isinstance(item, PlastronError):
-                leaf = next(signed)
-                out[i] = leaf if isinstance(leaf, PlastronError) else [leaf, *batch.chain_tail]
-        return out
-
-    def plan_workload_x509_svids(
-        self, requests: Sequence[tuple[SpiffeId, int, Sequence[str]]]
-    ) -> X509Batch:
-        """Decide a batch of workload leaves (spiffe_id, ttl, dns_names): one CA, one clock
-        reading, every item checked like ``sign_workload_x509_svid``; the keys come later, from
-        the CSRs, so the signing can happen here or in a worker process (server/api/csr_check)."""
-        ca = self._current_x509()
-        now = self._clock.now()
-        leaves: list[LeafPlan | PlastronError] = []
-        for spiffe_id, ttl, dns_names in requests:
-            try:
-                self._check_workload_id(spiffe_id, "X509-SVID")
-                _check_dns_names(dns_names)
-                lifetime = _ttl(ttl, self.config.default_x509_svid_ttl)
-                not_after = self._cap(now + lifetime, ca.not_after, spiffe_id, "X509-SVID")
-                leaves.append(LeafPlan(spiffe_id, not_after, tuple(dns_names)))
-            except PlastronError as exc:
-                leaves.append(exc)
-        return X509Batch(ca, now - BACKDATE, leaves, self._chain_after_leaf(ca))
-
-    async def sign_planned(
-        self, batch: X509Batch, orders: Sequence[tuple[LeafPlan, PublicKey]]
-    ) -> list[x509.Certificate | PlastronError]:
-        """The leaves of ``orders`` (plans of ``batch`` with their checked keys), signed in
-        this process in one KeyManager call; a bad item yields its error in place."""
-        if not orders:
-            return []
-        key_manager = self._keys.key_manager
-        ca = batch.ca
-
-        def sign_all() -> list[x509.Certificate | PlastronError]:
-            signer = key_manager.signer(ca.key_id)
-            leaves: list[x509.Certificate | PlastronError] = []
-            for plan, public_key in orders:
-                try:
-                    self._check_workload_id(plan.spiffe_id, "X509-SVID")
-                    leaves.append(
-                        make_x509_svid(
-                            spiffe_id=plan.spiffe_id,
-                            public_key=public_key,
-                            issuer=ca.certificate,
-                            issuer_key=signer,
-                            not_before=batch.not_before,
-                            not_after=plan.not_after,
-                            dns_names=plan.dns_names,
-                        )
-                    )
-                except PlastronError as exc:
-                    leaves.append(exc)
-            return leaves
-
-        return await self._keys.run(sign_all)
-
-    def worker_opener(self) -> KeyManagerOpener | None:
-        """How a worker process opens this CA's key store itself (an HSM), or None."""
-        return worker_opener(self._keys.key_manager)
-
-    def _chain_after_leaf(self, ca: X509CA) -> list[x509.Certificate]:
-        # Self-signed: the CA cert is the bundle root, so nothing follows the leaf. Upstream:
-        # the CA and the upstream intermediates follow; the upstream root is in the bundle.
-        if not ca.upstream_authority_id:
-            return []
-        return [ca.certificate, *ca.chain]
+        return [leaf, *ca.chain_after_leaf]
 
     # -- JWT-SVIDs -----------------------------------------------------------------------
 
@@ -338,19 +263,15 @@ class ServerCA:
             not_before=now - BACKDATE,
             not_after=not_after,
         )
-        return [cert, *self._chain_after_leaf(ca)]
+        return [cert, *ca.chain_after_leaf]
 
     # -- health --------------------------------------------------------------------------
 
     async def health_check(self) -> None:
         """Test-sign an X509-SVID like SPIRE; raises whatever the KeyManager raises."""
         key = ec.generate_private_key(ec.SECP256R1()).public_key()
-        await self._sign_x509(
-            self._td.spiffe_id(HEALTH_CHECK_PATH),
-            key,
-            dt.timedelta(minutes=1),
-            (),
-            None,
+        await self._sign_fixed(
+            self._td.spiffe_id(HEALTH_CHECK_PATH), key, dt.timedelta(minutes=1), ()
         )
 
     # -- checks --------------------------------------------------------------------------
@@ -378,21 +299,6 @@ class ServerCA:
             limit.isoformat(),
         )
         return limit
-
-
-def check_workload_path(spiffe_id: SpiffeId, what: str) -> None:
-    """Refuse an ID no workload may hold: an empty path, or one in SPIRE's reserved ``/spire``
-    namespace. An SVID for ``/spire/server`` passes every agent's check of the server, and one
-    for ``/spire/agent/...`` is an agent's identity; the CA signs those only through
-    :meth:`ServerCA.sign_server_x509_svid` and :meth:`ServerCA.sign_agent_x509_svid`, so no
-    API, CLI or entry can obtain them as a workload SVID."""
-    if not spiffe_id.path:
-        raise InvalidArgument(f"{what} ID {spiffe_id} has no path; a workload ID needs one")
-    if spiffe_id.is_reserved():
-        raise InvalidArgument(
-            f"{what} ID {spiffe_id} is in the reserved /spire namespace of the server and its "
-            "agents; it is not a workload ID"
-        )
 
 
 def _ttl(seconds: int, default: dt.timedelta) -> dt.timedelta:

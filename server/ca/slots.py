@@ -8,6 +8,7 @@ Rotation prepares into the next slot, then swaps the two.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from dataclasses import dataclass, replace
 
 from cryptography import x509
@@ -71,6 +72,24 @@ class X509CA:
     @property
     def not_before(self) -> dt.datetime:
         return self.certificate.not_valid_before_utc
+
+    @property
+    def chain_after_leaf(self) -> tuple[x509.Certificate, ...]:
+        """What follows a leaf it signs in the leaf's chain. Self-signed: nothing, the CA
+        certificate is the bundle root. Upstream: the CA and the upstream intermediates (the
+        upstream root is in the bundle)."""
+        if not self.upstream_authority_id:
+            return ()
+        return (self.certificate, *self.chain)
+
+    @functools.cached_property
+    def certificate_der(self) -> bytes:
+        return self.certificate.public_bytes(serialization.Encoding.DER)
+
+    @functools.cached_property
+    def chain_after_leaf_der(self) -> tuple[bytes, ...]:
+        """:attr:`chain_after_leaf` as DER, encoded once per CA rather than once per batch."""
+        return tuple(c.public_bytes(serialization.Encoding.DER) for c in self.chain_after_leaf)
 
     def with_status(self, status: AuthorityStatus) -> X509CA:
         return replace(self, status=status)

@@ -1,4 +1,4 @@
-"""CSR workers that sign with their own SoftHSM2 session (server/api/csr_check.py and
+"""CA worker processes that sign with their own SoftHSM2 session (server/ca/batch_signing.py and
 worker_signing.py): the leaves are the ones the server would sign itself, refused CSRs fail
 alone, CA rotation (slot keys regenerated) is followed, a key that does not match the CA
 certificate is refused, and a worker that dies or cannot log in leaves the signing to the
@@ -6,13 +6,14 @@ server."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import functools
 import logging
 import os
 import signal
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -25,12 +26,23 @@ from plastron.clock import ManualClock
 from plastron.errors import InvalidArgument, KeyManagerUnavailable, PlastronError
 from plastron.hsm.config import Pkcs11Config, parse_pkcs11_config
 from plastron.hsm.keymanager import Pkcs11KeyManager, open_pkcs11_key_manager
-from plastron.keymanager import KeyType, MemoryKeyManager, PublicKey, worker_opener
-from plastron.server.api.csr_check import CsrChecker, SignedLeaf, check_inline
-from plastron.server.api.worker_signing import LeafOrder, SignTask, WorkerSigner
+from plastron.keymanager import (
+    KeyInfo,
+    KeyManager,
+    KeyManagerOpener,
+    KeyType,
+    MemoryKeyManager,
+    PrivateKey,
+    PublicKey,
+    worker_opener,
+)
+from plastron.server.ca.batch_signing import SignedX509Svid, WorkloadCsr
 from plastron.server.ca.config import CAConfig
-from plastron.server.ca.server_ca import LeafPlan, ServerCA
+from plastron.server.ca.csr import check_csrs
+from plastron.server.ca.leaves import LeafPlan
+from plastron.server.ca.server_ca import ServerCA
 from plastron.server.ca.store import MemoryCAStore
+from plastron.server.ca.worker_signing import LeafOrder, SignTask, WorkerSigner
 from plastron.spiffe.ids import SpiffeId, TrustDomain
 from tests.integration.server.server_harness import make_csr
 from tests.unit.spiffe.spiffe_pki import make_root
@@ -40,16 +52,21 @@ pytestmark = pytest.mark.softhsm
 TD = TrustDomain("example.org")
 START = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
 SPKI = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+Result = SignedX509Svid | PlastronError
 
 
-@pytest.fixture
-async def ca(manager: Pkcs11KeyManager) -> AsyncIterator[ServerCA]:
-    server_ca = await ServerCA.open(
-        config=CAConfig(trust_domain=TD),
+async def open_ca(manager: KeyManager, workers: int = 2) -> ServerCA:
+    return await ServerCA.open(
+        config=CAConfig(trust_domain=TD, worker_processes=workers),
         key_manager=manager,
         store=MemoryCAStore(),
         clock=ManualClock(START),
     )
+
+
+@pytest.fixture
+async def ca(manager: Pkcs11KeyManager) -> AsyncIterator[ServerCA]:
+    server_ca = await open_ca(manager)
     yield server_ca
     server_ca.close()
 
@@ -58,15 +75,8 @@ def pkcs11_config(token: SoftHsmToken) -> Pkcs11Config:
     return parse_pkcs11_config(token.plugin_data())
 
 
-@pytest.fixture
-def checker(ca: ServerCA) -> Iterator[CsrChecker]:
-    pool = CsrChecker(workers=2, key_opener=ca.worker_opener())
-    yield pool
-    pool.close()
-
-
 class Batch:
-    """n workloads with their keys and CSRs; item ``bad`` carries a tampered CSR."""
+    """n workload requests with their keys and CSRs; item ``bad`` carries a tampered CSR."""
 
     def __init__(self, n: int, bad: int | None = None) -> None:
         self.keys = [ec.generate_private_key(ec.SECP256R1()) for _ in range(n)]
@@ -75,80 +85,78 @@ class Batch:
             tampered = bytearray(ders[bad])
             tampered[-5] ^= 0xFF  # inside the signature
             ders[bad] = bytes(tampered)
-        self.items = [(der, f"params[{i}].csr") for i, der in enumerate(ders)]
-        self.ids = [TD.spiffe_id(f"/w/{i}") for i in range(n)]
-        dns = [(f"w{i}.example.org",) if i % 3 == 0 else () for i in range(n)]
-        self.requests = [(sid, 600, names) for sid, names in zip(self.ids, dns, strict=True)]
+        self.requests = [
+            WorkloadCsr(
+                TD.spiffe_id(f"/w/{i}"),
+                der,
+                f"params[{i}].csr",
+                600,
+                (f"w{i}.example.org",) if i % 3 == 0 else (),
+            )
+            for i, der in enumerate(ders)
+        ]
 
 
-async def sign_in_workers(
-    checker: CsrChecker, ca: ServerCA, batch: Batch, *, here: bool = False
-) -> list[SignedLeaf]:
-    """The batch through ``checker.sign``; ``here``: whether the server is expected to sign
+async def sign_in_workers(ca: ServerCA, batch: Batch, *, here: bool = False) -> list[Result]:
+    """The batch through the CA's workers; ``here``: whether the server is expected to sign
     (some of) it itself, because a worker could not."""
-    planned = ca.plan_workload_x509_svids(batch.requests)
-    plans = [p for p in planned.leaves if isinstance(p, LeafPlan)]
-    assert len(plans) == len(batch.items)
-    signed_here: list[int] = []
-
-    async def local(
-        orders: Sequence[tuple[LeafPlan, PublicKey]],
-    ) -> list[x509.Certificate | PlastronError]:
-        signed_here.append(len(orders))
-        return await ca.sign_planned(planned, orders)
-
-    assert checker.signs(len(batch.items)), "a pool with a key opener signs batches this size"
-    signing = checker.sign(batch.items, planned, plans, local)
-    out: list[SignedLeaf] = []
-    for chunk in signing:
-        out += await chunk
-    assert bool(signed_here) == here, signed_here
+    assert ca.batches.workers_sign(len(batch.requests)), "an HSM CA signs batches in workers"
+    signed_here = ca.batches.signed_here
+    async with contextlib.aclosing(ca.sign_workload_x509_svids(batch.requests)) as results:
+        out = [result async for result in results]
+    assert (ca.batches.signed_here > signed_here) == here, ca.batches.signed_here
     return out
 
 
-def check_leaves(ca: ServerCA, batch: Batch, leaves: list[SignedLeaf], bad: set[int]) -> None:
+def check_leaves(ca: ServerCA, batch: Batch, results: list[Result], bad: set[int]) -> None:
     issuer = ca.x509_authority()[0]
-    for i, leaf in enumerate(leaves):
+    for i, result in enumerate(results):
         if i in bad:
-            assert isinstance(leaf, InvalidArgument)
+            assert isinstance(result, InvalidArgument)
             continue
-        assert isinstance(leaf, bytes), leaf
-        cert = x509.load_der_x509_certificate(leaf)
+        assert isinstance(result, SignedX509Svid), result
+        cert = x509.load_der_x509_certificate(result.chain[0])
         cert.verify_directly_issued_by(issuer)
         assert cert.public_key().public_bytes(*SPKI) == batch.keys[i].public_key().public_bytes(
             *SPKI
         )
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        assert san.get_values_for_type(x509.UniformResourceIdentifier) == [str(batch.ids[i])]
-        assert san.get_values_for_type(x509.DNSName) == list(batch.requests[i][2])
+        request = batch.requests[i]
+        assert san.get_values_for_type(x509.UniformResourceIdentifier) == [str(request.spiffe_id)]
+        assert tuple(san.get_values_for_type(x509.DNSName)) == request.dns_names
+        assert cert.not_valid_after_utc == result.not_after
 
 
-async def test_workers_sign_what_the_server_would(ca: ServerCA, checker: CsrChecker) -> None:
+async def test_workers_sign_what_the_server_would(ca: ServerCA) -> None:
     batch = Batch(20, bad=7)
-    leaves = await sign_in_workers(checker, ca, batch)
-    assert len(checker._pool) == 2 and all(w.process.is_alive() for w in checker._pool)
-    check_leaves(ca, batch, leaves, bad={7})
+    results = await sign_in_workers(ca, batch)
+    workers = ca.batches.pool.workers()
+    assert len(workers) == 2 and all(w.alive for w in workers)
+    check_leaves(ca, batch, results, bad={7})
     # the refusal reads exactly as the server's own check
-    assert str(leaves[7]) == str(check_inline([batch.items[7]])[0])
+    request = batch.requests[7]
+    assert str(results[7]) == str(check_csrs([(request.csr, request.field)])[0])
     # same leaf as the in-process path, serial and signature aside
-    planned = ca.plan_workload_x509_svids(batch.requests)
-    plan = planned.leaves[3]
-    assert isinstance(plan, LeafPlan)
-    [local] = await ca.sign_planned(planned, [(plan, batch.keys[3].public_key())])
-    assert isinstance(local, x509.Certificate) and isinstance(leaves[3], bytes)
-    remote = x509.load_der_x509_certificate(leaves[3])
+    request = batch.requests[3]
+    [local, *_] = await ca.sign_workload_x509_svid(
+        spiffe_id=request.spiffe_id,
+        public_key=batch.keys[3].public_key(),
+        ttl=request.ttl,
+        dns_names=request.dns_names,
+    )
+    result = results[3]
+    assert isinstance(result, SignedX509Svid)
+    remote = x509.load_der_x509_certificate(result.chain[0])
     assert list(remote.extensions) == list(local.extensions)
     assert remote.subject == local.subject and remote.issuer == local.issuer
-    assert remote.not_valid_after_utc == local.not_valid_after_utc == plan.not_after
+    assert remote.not_valid_after_utc == local.not_valid_after_utc == result.not_after
     assert remote.not_valid_before_utc == local.not_valid_before_utc
 
 
-async def test_rotation_and_regenerated_slots_are_followed(
-    ca: ServerCA, checker: CsrChecker
-) -> None:
+async def test_rotation_and_regenerated_slots_are_followed(ca: ServerCA) -> None:
     first = ca.x509_authority()[0]
     first_key_id = ca.manager.current_x509.key_id  # type: ignore[union-attr]
-    check_leaves(ca, batch := Batch(16), await sign_in_workers(checker, ca, batch), set())
+    check_leaves(ca, batch := Batch(16), await sign_in_workers(ca, batch), set())
     clock = ca._clock
     assert isinstance(clock, ManualClock)
     seen = {first.serial_number}
@@ -161,7 +169,7 @@ async def test_rotation_and_regenerated_slots_are_followed(
             continue
         seen.add(current.serial_number)
         batch = Batch(16)
-        check_leaves(ca, batch, await sign_in_workers(checker, ca, batch), set())
+        check_leaves(ca, batch, await sign_in_workers(ca, batch), set())
         if ca.manager.current_x509.key_id == first_key_id:  # type: ignore[union-attr]
             break
     else:
@@ -178,9 +186,7 @@ def test_key_that_does_not_match_the_ca_certificate_is_refused(
     order = LeafOrder(
         make_csr(ec.generate_private_key(ec.SECP256R1())),
         "params[0].csr",
-        SpiffeId(TD, "/w"),
-        START + dt.timedelta(hours=1),
-        (),
+        LeafPlan(SpiffeId(TD, "/w"), START + dt.timedelta(hours=1)),
     )
     task = SignTask(stranger.public_bytes(serialization.Encoding.DER), key_id, START, (order,))
     answer = signer.run(task)
@@ -201,7 +207,7 @@ def test_worker_refuses_an_order_for_a_reserved_id(manager: Pkcs11KeyManager, ca
     csr = make_csr(ec.generate_private_key(ec.SECP256R1()))
     ids = [SpiffeId(TD, "/spire/server"), SpiffeId(TD, "/spire/agent/x/y"), SpiffeId(TD, "/w")]
     orders = tuple(
-        LeafOrder(csr, f"params[{i}].csr", sid, START + dt.timedelta(hours=1), ())
+        LeafOrder(csr, f"params[{i}].csr", LeafPlan(sid, START + dt.timedelta(hours=1)))
         for i, sid in enumerate(ids)
     )
     issuer = ca.x509_authority()[0].public_bytes(serialization.Encoding.DER)
@@ -237,9 +243,36 @@ def test_a_failed_open_is_retried_with_backoff(softhsm_token: SoftHsmToken, tmp_
         now[0] += advance
 
 
+class OffersOpener:
+    """The token's KeyManager, offering the workers another way to open it."""
+
+    def __init__(self, inner: Pkcs11KeyManager, opener: KeyManagerOpener) -> None:
+        self.inner = inner
+        self.blocking = True
+        self._opener = opener
+
+    def generate_key(self, key_id: str, key_type: KeyType) -> PublicKey:
+        return self.inner.generate_key(key_id, key_type)
+
+    def get_public_key(self, key_id: str) -> PublicKey:
+        return self.inner.get_public_key(key_id)
+
+    def get_public_keys(self) -> list[KeyInfo]:
+        return self.inner.get_public_keys()
+
+    def signer(self, key_id: str) -> PrivateKey:
+        return self.inner.signer(key_id)
+
+    def destroy_key(self, key_id: str) -> None:
+        self.inner.destroy_key(key_id)
+
+    def worker_opener(self) -> KeyManagerOpener:
+        return self._opener
+
+
 async def test_worker_that_cannot_log_in_leaves_signing_to_the_server(
     softhsm_token: SoftHsmToken,
-    ca: ServerCA,
+    manager: Pkcs11KeyManager,
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -252,52 +285,57 @@ async def test_worker_that_cannot_log_in_leaves_signing_to_the_server(
         trust_domain=TD,
         server_id="s1",
     )
-    checker = CsrChecker(workers=1, key_opener=opener)
+    ca = await open_ca(OffersOpener(manager, opener), workers=1)
     try:
         with caplog.at_level(logging.WARNING):
             for _ in range(2):
                 batch = Batch(20, bad=2)
-                check_leaves(ca, batch, await sign_in_workers(checker, ca, batch, here=True), {2})
+                check_leaves(ca, batch, await sign_in_workers(ca, batch, here=True), {2})
     finally:
-        checker.close()
+        ca.close()
     warnings = [r.getMessage() for r in caplog.records if "signing worker" in r.getMessage()]
     assert len(warnings) == 1, warnings  # said once, not once per chunk
     assert "wrong PIN" in warnings[0] and softhsm_token.pin not in caplog.text
 
 
-async def test_killed_worker_is_survived(ca: ServerCA, checker: CsrChecker) -> None:
+async def test_killed_worker_is_survived(ca: ServerCA) -> None:
     batch = Batch(16)
-    check_leaves(ca, batch, await sign_in_workers(checker, ca, batch), set())
-    victim = checker._pool[0].process
-    assert victim.pid is not None
-    os.kill(victim.pid, signal.SIGKILL)
-    victim.join(timeout=5)
+    check_leaves(ca, batch, await sign_in_workers(ca, batch), set())
+    victim = ca.batches.pool.workers()[0].pid
+    assert victim is not None
+    os.kill(victim, signal.SIGKILL)
     # the first run finds it dead and signs its share here; the second has a fresh pool
     for here in (True, False):
         batch = Batch(40, bad=5)
-        check_leaves(ca, batch, await sign_in_workers(checker, ca, batch, here=here), {5})
-    assert len(checker._pool) == 2 and all(w.process.is_alive() for w in checker._pool)
+        check_leaves(ca, batch, await sign_in_workers(ca, batch, here=here), {5})
+    workers = ca.batches.pool.workers()
+    assert (
+        len(workers) == 2
+        and all(w.alive for w in workers)
+        and victim not in {w.pid for w in workers}
+    )
 
 
 async def test_unavailable_token_fails_the_batch_then_recovers(
-    softhsm_token: SoftHsmToken, ca: ServerCA, checker: CsrChecker
+    softhsm_token: SoftHsmToken, ca: ServerCA
 ) -> None:
-    check_leaves(ca, batch := Batch(16), await sign_in_workers(checker, ca, batch), set())
+    check_leaves(ca, batch := Batch(16), await sign_in_workers(ca, batch), set())
     with softhsm_token.removed():
         # as when the server signs itself: every item fails UNAVAILABLE, naming the token
-        leaves = await sign_in_workers(checker, ca, Batch(16))
-        for leaf in leaves:
-            assert isinstance(leaf, KeyManagerUnavailable), leaf
-            assert softhsm_token.token_label in str(leaf)
+        results = await sign_in_workers(ca, Batch(16))
+        for result in results:
+            assert isinstance(result, KeyManagerUnavailable), result
+            assert softhsm_token.token_label in str(result)
     # SoftHSM2 rewrites a token's file at every login: while the workers log in again, one
     # may miss the token for a moment (NoSuchToken, UNAVAILABLE). An agent retries; so do we.
     for _attempt in range(3):
         batch = Batch(16)
-        leaves = await sign_in_workers(checker, ca, batch)
-        if not any(isinstance(leaf, KeyManagerUnavailable) for leaf in leaves):
+        results = await sign_in_workers(ca, batch)
+        if not any(isinstance(result, KeyManagerUnavailable) for result in results):
             break
-    check_leaves(ca, batch, leaves, set())
-    assert len(checker._pool) == 2 and all(w.process.is_alive() for w in checker._pool)
+    check_leaves(ca, batch, results, set())
+    workers = ca.batches.pool.workers()
+    assert len(workers) == 2 and all(w.alive for w in workers)
 
 
 def test_only_key_stores_a_worker_can_open_offer_an_opener(manager: Pkcs11KeyManager) -> None:

@@ -23,7 +23,7 @@ from plastron.proto.grpc.health.v1 import health_grpc, health_pb2
 from plastron.proto.spire.api.server.entry.v1 import entry_pb2
 from plastron.proto.spire.api.server.svid.v1 import svid_pb2
 from plastron.proto.spire.api.types import entry_pb2 as types_entry
-from plastron.server.api.csr_check import MIN_POOLED
+from plastron.server.ca.batch_signing import MIN_POOLED
 from plastron.spiffe.x509svid import validate_x509_svid
 from tests.integration.server.server_harness import (
     AgentIdentity,
@@ -260,8 +260,9 @@ async def test_large_batches_are_signed_by_workers_with_their_own_sessions(
     session: the leaves chain to the HSM-held CA, a bad CSR fails alone, expires_at is the
     leaf's notAfter, and an outage answers UNAVAILABLE per item, then recovers."""
     async with running_server(tmp_path, key_manager=pkcs11_block(softhsm_token)) as h:
-        checker = h.server.csr_checker
-        assert checker.key_opener is not None, "the pkcs11 KeyManager offers workers its token"
+        assert h.server.ca is not None
+        batches = h.server.ca.batches
+        assert batches.key_opener is not None, "the pkcs11 KeyManager offers workers its token"
         agent, entry_id = await agent_with_entry(h)
         svid = h.svid_stub(await h.tls(agent))
 
@@ -273,8 +274,9 @@ async def test_large_batches_are_signed_by_workers_with_their_own_sessions(
             return keys, list(resp.results)
 
         keys, results = await big_batch()
-        if checker.workers:  # none on a single-core machine
-            assert checker._pool and all(w.process.is_alive() for w in checker._pool)
+        if batches.pool.size:  # none on a single-core machine
+            workers = batches.pool.workers()
+            assert workers and all(w.alive for w in workers)
         roots = (await h.bundle()).x509_certificates()
         for i, result in enumerate(results):
             if i == 5:

@@ -4,15 +4,21 @@ SVIDs still come from their dedicated calls."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+from collections.abc import AsyncGenerator
 
 import pytest
 from ca_unit_support import TD
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from plastron.clock import ManualClock
-from plastron.errors import InvalidArgument
-from plastron.server.ca.server_ca import LeafPlan, ServerCA, WorkloadSvidRequest
+from plastron.errors import InvalidArgument, PlastronError
+from plastron.server.ca.batch_signing import SignedX509Svid, WorkloadCsr, X509Batch
+from plastron.server.ca.leaves import LeafPlan
+from plastron.server.ca.server_ca import ServerCA
 from plastron.spiffe.ids import SpiffeId, server_id
 from plastron.spiffe.x509svid import spiffe_id_from_certificate
 
@@ -31,6 +37,19 @@ def _key() -> ec.EllipticCurvePublicKey:
     return ec.generate_private_key(ec.SECP256R1()).public_key()
 
 
+def _csr() -> bytes:
+    builder = x509.CertificateSigningRequestBuilder().subject_name(x509.Name([]))
+    signed = builder.sign(ec.generate_private_key(ec.SECP256R1()), hashes.SHA256())
+    return signed.public_bytes(serialization.Encoding.DER)
+
+
+async def _all(
+    results: AsyncGenerator[SignedX509Svid | PlastronError, None],
+) -> list[SignedX509Svid | PlastronError]:
+    async with contextlib.aclosing(results) as items:
+        return [item async for item in items]
+
+
 @pytest.mark.parametrize(("path", "message"), REFUSED)
 async def test_every_workload_signing_call_refuses_reserved_and_empty_ids(
     ca: ServerCA, path: str, message: str
@@ -41,28 +60,27 @@ async def test_every_workload_signing_call_refuses_reserved_and_empty_ids(
     assert str(sid) in str(err.value)
     with pytest.raises(InvalidArgument, match=message):
         await ca.sign_jwt_svid(spiffe_id=sid, audience=["a"])
-    [batched] = await ca.sign_workload_x509_svids([WorkloadSvidRequest(sid, _key())])
+    [batched] = await _all(ca.sign_workload_x509_svids([WorkloadCsr(sid, _csr())]))
     assert isinstance(batched, InvalidArgument) and message in str(batched)
-    batch = ca.plan_workload_x509_svids([(sid, 0, ())])
-    assert isinstance(batch.leaves[0], InvalidArgument)
-    with pytest.raises(InvalidArgument, match=message):
-        LeafPlan(sid, dt.datetime.now(dt.UTC), ())
 
 
-async def test_a_plan_forged_past_its_checks_is_still_refused_by_sign_planned(
-    ca: ServerCA,
+async def test_a_plan_made_past_the_cas_checks_is_still_refused_when_signed(
+    ca: ServerCA, clock: ManualClock
 ) -> None:
-    batch = ca.plan_workload_x509_svids([(TD.spiffe_id("/w"), 0, ())])
-    plan = batch.leaves[0]
-    assert isinstance(plan, LeafPlan)
-    forged = object.__new__(LeafPlan)  # bypasses __post_init__, as a careless caller might
-    for name, value in [("spiffe_id", server_id(TD)), ("not_after", plan.not_after)]:
-        object.__setattr__(forged, name, value)
-    object.__setattr__(forged, "dns_names", ())
-    signed = await ca.sign_planned(batch, [(forged, _key()), (plan, _key())])
+    """Whoever signs a batch (here, a thread, a worker) refuses a reserved ID on its own."""
+    current = ca.manager.current_x509
+    assert current is not None
+    not_after = clock.now() + dt.timedelta(minutes=5)
+    plans: list[LeafPlan | PlastronError] = [
+        LeafPlan(server_id(TD), not_after),
+        LeafPlan(TD.spiffe_id("/w"), not_after),
+    ]
+    batch = X509Batch(current, clock.now(), plans)
+    signed = await _all(ca.batches.sign(batch, [(_csr(), "a"), (_csr(), "b")]))
     assert isinstance(signed[0], InvalidArgument) and "reserved" in str(signed[0])
-    assert not isinstance(signed[1], InvalidArgument)
-    assert spiffe_id_from_certificate(signed[1]) == TD.spiffe_id("/w")
+    assert isinstance(signed[1], SignedX509Svid)
+    leaf = x509.load_der_x509_certificate(signed[1].chain[0])
+    assert spiffe_id_from_certificate(leaf) == TD.spiffe_id("/w")
 
 
 @pytest.mark.parametrize("path", ALLOWED)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
@@ -11,6 +13,9 @@ from plastron.spiffe.ids import SpiffeId
 
 MAX_CSR_BYTES = 16 * 1024
 MIN_RSA_BITS = 2048
+
+CsrItem = tuple[bytes, str]  # (CSR DER, its field name for error messages, e.g. "params[3].csr")
+CheckedKey = PublicKey | PlastronError  # the CSR's key, or why it is refused
 
 
 def parse_csr(data: bytes, field: str = "csr") -> x509.CertificateSigningRequest:
@@ -49,6 +54,17 @@ def check_public_key(key: object, field: str = "csr") -> PublicKey:
             )
         return key
     raise InvalidArgument(f"{field}: only EC and RSA public keys are supported")
+
+
+def check_csrs(items: Sequence[CsrItem]) -> list[CheckedKey]:
+    """Each CSR's checked public key, or its refusal in its place."""
+    out: list[CheckedKey] = []
+    for der, field in items:
+        try:
+            out.append(csr_public_key(parse_csr(der, field), field))
+        except PlastronError as exc:
+            out.append(exc)
+    return out
 
 
 def csr_uri_and_dns(

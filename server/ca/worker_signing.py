@@ -1,11 +1,17 @@
-"""Workload leaves signed in a worker process, by a KeyManager that process opened itself.
+"""What a CA worker process does (server/ca/worker_pool.py runs it): check CSRs and, when it
+can reach the CA key itself, sign workload leaves.
+
+Each batch item's proof-of-possession signature must be verified (SPIRE does too), and an ECDSA
+P-256 verify costs about as much as signing the SVID; a :class:`CheckTask` does that on another
+core and sends back only public data (SubjectPublicKeyInfo DER or an error message).
 
 With an HSM every SVID costs a CSR check and a token signature, about 350 µs of CPU together,
 and the event loop could not overlap them with its own RPC work (the signing thread must win
 the GIL back from the loop after each PKCS#11 call). A worker process that logged in to the
-same token with its own session does both with no GIL to share. Only the CA certificate, key
-id, CSRs and the CA's decisions (SPIFFE ID, validity, DNS names) go in; leaf DER or an error
-comes out. The key never travels: the worker reaches it through the token, like the server.
+same token with its own session does both with no GIL to share (a :class:`SignTask`). Only the
+CA certificate, key id, CSRs and the CA's decisions (:class:`LeafPlan`) go in; leaf DER or an
+error comes out. The key never travels: the worker reaches it through the token, like the
+server.
 
 Before the first leaf under a new CA certificate, the worker looks the key up afresh and
 refuses it unless its public half is the certificate's, so a slot the server regenerated is
@@ -16,14 +22,20 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from plastron import errors
-from plastron.errors import KeyManagerError, KeyManagerUnavailable, PlastronError
+from plastron.errors import (
+    InvalidArgument,
+    KeyManagerError,
+    KeyManagerUnavailable,
+    PlastronError,
+    Unavailable,
+)
 from plastron.keymanager import (
     ForgettingKeyManager,
     KeyManager,
@@ -31,10 +43,8 @@ from plastron.keymanager import (
     PrivateKey,
     close_if_closeable,
 )
-from plastron.server.api.csr import csr_public_key, parse_csr
-from plastron.server.ca.server_ca import check_workload_path
-from plastron.spiffe.ids import SpiffeId
-from plastron.spiffe.x509svid import make_x509_svid
+from plastron.server.ca.csr import CheckedKey, CsrItem, check_csrs, check_public_key
+from plastron.server.ca.leaves import LeafDer, LeafPlan, sign_leaves
 
 _SPKI = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
@@ -43,18 +53,26 @@ ErrorReport = tuple[str, str]
 
 
 @dataclass(frozen=True)
+class CheckTask:
+    """CSRs to check; the answer is, per CSR, its key's SPKI DER or the refusal's message."""
+
+    items: tuple[CsrItem, ...]
+
+
+@dataclass(frozen=True)
 class LeafOrder:
-    """One leaf: the agent's CSR and what the CA decided for it."""
+    """One leaf: the agent's CSR (and its field name for error messages) and what the CA
+    decided for it."""
 
     csr: bytes
-    field: str  # e.g. "params[3].csr", for error messages
-    spiffe_id: SpiffeId
-    not_after: dt.datetime
-    dns_names: tuple[str, ...]
+    field: str
+    plan: LeafPlan
 
 
 @dataclass(frozen=True)
 class SignTask:
+    """Leaves to check and sign; the answer is a :data:`SignAnswer`."""
+
     issuer: bytes  # the signing CA's certificate, DER
     key_id: str
     not_before: dt.datetime
@@ -76,6 +94,54 @@ def from_report(error: ErrorReport) -> PlastronError:
     if isinstance(cls, type) and issubclass(cls, PlastronError):
         return cls(message)
     return KeyManagerError(message)
+
+
+def checked_from_worker(
+    answers: Sequence[bytes | str], items: Sequence[CsrItem]
+) -> list[CheckedKey]:
+    """A :class:`CheckTask`'s answers as keys, each re-checked: this process decides what it
+    certifies."""
+    out: list[CheckedKey] = []
+    for answer, (_, field) in zip(answers, items, strict=True):
+        if isinstance(answer, str):
+            out.append(InvalidArgument(answer))
+        else:
+            out.append(check_public_key(serialization.load_der_public_key(answer), field))
+    return out
+
+
+def signed_from_worker(answer: SignAnswer, orders: int) -> list[LeafDer] | PlastronError:
+    """A :class:`SignTask`'s answer as leaves, or the one error that stopped the whole task."""
+    if isinstance(answer, tuple):
+        return from_report(answer)
+    if len(answer) != orders:
+        return KeyManagerError(f"{len(answer)} answers for {orders} orders")
+    return [a if isinstance(a, bytes) else from_report(a) for a in answer]
+
+
+class WorkerTasks:
+    """A worker process's task handler (see server/ca/worker_pool.py): it checks CSRs, and
+    signs leaves too when it was given a way to open the CA's key store."""
+
+    def __init__(self, opener: KeyManagerOpener | None = None) -> None:
+        self._signer = WorkerSigner(opener) if opener is not None else None
+
+    def __call__(self, task: CheckTask | SignTask) -> list[bytes | str] | SignAnswer:
+        if isinstance(task, CheckTask):
+            return [
+                key.public_bytes(*_SPKI) if not isinstance(key, PlastronError) else str(key)
+                for key in check_csrs(task.items)
+            ]
+        if self._signer is None:
+            return report(Unavailable("this worker was started without a key store"))
+        try:
+            return self._signer.run(task)
+        except Exception as exc:  # a module's surprise: the server signs this task itself
+            return "KeyManagerError", f"signing worker: {type(exc).__name__}: {exc}"
+
+    def close(self) -> None:
+        if self._signer is not None:
+            self._signer.close()
 
 
 #: After a failed open the worker waits this long before it tries again, doubling up to
@@ -139,25 +205,14 @@ class WorkerSigner:
         except PlastronError as exc:
             self._current = None
             return report(exc)
-        out: list[bytes | ErrorReport] = []
-        for order in task.orders:
-            try:
-                # The worker holds the CA key: it too refuses a reserved ID (server, agents).
-                check_workload_path(order.spiffe_id, "X509-SVID")
-                public_key = csr_public_key(parse_csr(order.csr, order.field), order.field)
-                leaf = make_x509_svid(
-                    spiffe_id=order.spiffe_id,
-                    public_key=public_key,
-                    issuer=issuer,
-                    issuer_key=signer,
-                    not_before=task.not_before,
-                    not_after=order.not_after,
-                    dns_names=order.dns_names,
-                )
-                out.append(leaf.public_bytes(serialization.Encoding.DER))
-            except PlastronError as exc:  # as in ServerCA.sign_planned: the item fails alone
-                out.append(report(exc))
-        return out
+        keys = check_csrs([(order.csr, order.field) for order in task.orders])
+        leaves = sign_leaves(
+            [(order.plan, key) for order, key in zip(task.orders, keys, strict=True)],
+            issuer=issuer,
+            issuer_key=signer,
+            not_before=task.not_before,
+        )
+        return [leaf if isinstance(leaf, bytes) else report(leaf) for leaf in leaves]
 
     def close(self) -> None:
         close_if_closeable(self._manager)
