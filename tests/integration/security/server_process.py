@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -96,14 +97,6 @@ def make_csr(
     return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
 
 
-def join_token_params(token: str, csr: bytes) -> agent_pb2.AttestAgentRequest:
-    return agent_pb2.AttestAgentRequest(
-        params=agent_pb2.AttestAgentRequest.Params(
-            data={"type": "join_token", "payload": token.encode()}, params={"csr": csr}
-        )
-    )
-
-
 def entry_message(
     spiffe_path: str, parent: SpiffeId, selector: str, **flags: object
 ) -> types_entry.Entry:
@@ -114,6 +107,15 @@ def entry_message(
         selectors=[{"type": kind, "value": value}],
         **flags,  # type: ignore[arg-type]
     )
+
+
+@dataclass
+class AttestOutcome:
+    identity: Identity
+    challenges: list[bytes]
+
+
+Answer = Callable[[bytes], Awaitable[bytes]]
 
 
 @dataclass
@@ -227,16 +229,53 @@ class ServerProcess:
         resp = await stub.CreateJoinToken(agent_pb2.CreateJoinTokenRequest(ttl=600))
         return str(resp.value)
 
-    async def attest_agent(self, token: str | None = None, csr: bytes | None = None) -> Identity:
-        key = ec.generate_private_key(ec.SECP256R1())
+    async def attest_agent(
+        self,
+        token: str | None = None,
+        key: ec.EllipticCurvePrivateKey | None = None,
+        csr: bytes | None = None,
+        channel: Channel | None = None,
+    ) -> Identity:
+        """Attest with a join token (a new one unless given); ``csr`` defaults to a plain one
+        for ``key``; ``channel`` to a new TLS connection."""
+        key = key or ec.generate_private_key(ec.SECP256R1())
         token = token or await self.join_token()
-        stub = agent_grpc.AgentStub(await self.tls())
+        outcome = await self.attest("join_token", token.encode(), key, csr=csr, channel=channel)
+        return outcome.identity
+
+    async def attest(
+        self,
+        method: str,
+        payload: bytes,
+        key: ec.EllipticCurvePrivateKey,
+        answer: Answer | None = None,
+        csr: bytes | None = None,
+        channel: Channel | None = None,
+    ) -> AttestOutcome:
+        """AttestAgent over TLS, answering each challenge with ``answer`` (a challenge without
+        an ``answer`` fails the call); raises GRPCError with the server's refusal."""
+        stub = agent_grpc.AgentStub(channel or await self.tls())
+        challenges: list[bytes] = []
+        params = agent_pb2.AttestAgentRequest.Params(
+            data={"type": method, "payload": payload}, params={"csr": csr or make_csr(key)}
+        )
         async with stub.AttestAgent.open(timeout=CALL_TIMEOUT) as stream:
-            await stream.send_message(join_token_params(token, csr or make_csr(key)))
-            resp = await stream.recv_message()
+            await stream.send_message(agent_pb2.AttestAgentRequest(params=params))
+            while True:
+                resp = await stream.recv_message()
+                if resp is None:
+                    await stream.end()
+                    await stream.recv_trailing_metadata()  # raises the server's status
+                    raise AssertionError("AttestAgent ended without a result or an error")
+                if resp.WhichOneof("step") == "result":
+                    break
+                challenges.append(resp.challenge)
+                if answer is None:
+                    raise AssertionError(f"{method}: unexpected challenge before a refusal")
+                reply = await answer(resp.challenge)
+                await stream.send_message(agent_pb2.AttestAgentRequest(challenge_response=reply))
             await stream.end()
-        assert resp is not None and resp.WhichOneof("step") == "result", resp
-        return _identity(resp.result.svid, key)
+        return AttestOutcome(_identity(resp.result.svid, key), challenges)
 
     async def ban(self, agent: SpiffeId) -> None:
         stub = agent_grpc.AgentStub(self.local())
@@ -250,6 +289,10 @@ class ServerProcess:
         stub = svid_grpc.SVIDStub(self.local())
         resp = await stub.MintX509SVID(svid_pb2.MintX509SVIDRequest(csr=csr))
         return _identity(resp.svid, key)
+
+    async def agent_ids(self) -> set[str]:
+        resp = await agent_grpc.AgentStub(self.local()).ListAgents(agent_pb2.ListAgentsRequest())
+        return {str(SpiffeId.from_parts(a.id.trust_domain, a.id.path)) for a in resp.agents}
 
     async def create_entries(self, *entries: types_entry.Entry) -> list[str]:
         """Create entries through the admin socket; their IDs, in order."""
