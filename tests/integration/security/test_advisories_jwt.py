@@ -64,7 +64,7 @@ async def workload_api() -> AsyncIterator[WorkloadApi]:
     cache.set_entries([entry("e-api", authority.td, SUBJECT_PATH, uid)])
     service = WorkloadAPIService(cache, [UnixWorkloadAttestor()], clock)
     socket_path = str(base / "api.sock")
-    server = await start_endpoint(socket_path, [service])
+    server = await start_endpoint(socket_path, [service], service.callers)
     try:
         yield WorkloadApi(socket_path, authority)
     finally:

@@ -30,7 +30,8 @@ from grpclib.exceptions import GRPCError, StreamTerminatedError
 from plastron.clock import SystemClock
 from plastron.proto.spire.api.server.agent.v1 import agent_grpc, agent_pb2
 from plastron.proto.spire.api.server.bundle.v1 import bundle_grpc, bundle_pb2
-from plastron.server.datastore import SqlConfig, open_datastore
+from plastron.server.datastore.config import SqlConfig
+from plastron.server.datastore.store import open_datastore
 from plastron.spiffe.bundle import Bundle, x509_authority_id
 from plastron.spiffe.ids import server_id
 from plastron.spiffe.x509svid import make_ca_certificate, make_x509_svid
