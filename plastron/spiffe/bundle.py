@@ -24,10 +24,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from plastron.errors import FailedPrecondition, InvalidBundle, InvalidSpiffeId
+from plastron.errors import FailedPrecondition, InvalidBundle, InvalidSpiffeId, InvalidSvid
 from plastron.keymanager import PublicKey
 from plastron.spiffe.ids import TrustDomain
 from plastron.spiffe.jwk import KNOWN_KEY_TYPES, public_key_from_jwk, public_key_to_jwk
+from plastron.spiffe.x509svid import load_der_certificate
 
 X509_SVID_USE = "x509-svid"
 JWT_SVID_USE = "jwt-svid"
@@ -315,11 +316,10 @@ def _x509_from_jwk(jwk: Mapping[str, Any], index: int, key: PublicKey) -> X509Au
     if not isinstance(x5c[0], str):
         raise InvalidBundle(f"x509-svid entry {index} x5c value is not a string")
     try:
-        der = base64.b64decode(x5c[0], validate=True)
-        cert = x509.load_der_x509_certificate(der)
-        cert_key = cert.public_key()
-    except (binascii.Error, ValueError) as exc:
+        cert = load_der_certificate(base64.b64decode(x5c[0], validate=True), "x5c certificate")
+    except (binascii.Error, ValueError, InvalidSvid) as exc:
         raise InvalidBundle(f"x509-svid entry {index} x5c is not a DER certificate") from exc
+    cert_key = cert.public_key()
     if not isinstance(cert_key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey):
         raise InvalidBundle(f"x509-svid entry {index} certificate key is not EC or RSA")
     if _spki(cert_key) != _spki(key):

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509 import verification
@@ -432,6 +433,32 @@ def _der_length(data: bytes, offset: int) -> int:
     return start - offset + size
 
 
+# What cryptography raises for a certificate or CSR it cannot decode; most of it only when a
+# field is first read (InvalidVersion and UnsupportedAlgorithm are not ValueErrors; a name
+# attribute of the wrong ASN.1 type is a TypeError).
+CERTIFICATE_PARSE_ERRORS = (
+    ValueError,
+    TypeError,
+    x509.InvalidVersion,
+    x509.DuplicateExtension,
+    x509.UnsupportedGeneralNameType,
+    UnsupportedAlgorithm,
+)
+
+
+def load_der_certificate(der: bytes, what: str) -> x509.Certificate:
+    """One DER certificate from untrusted bytes, every lazily decoded field read now (so no
+    later access can raise); InvalidSvid naming ``what`` if it cannot be decoded."""
+    try:
+        cert = x509.load_der_x509_certificate(der)
+        _ = (cert.extensions, cert.subject, cert.issuer, cert.serial_number)
+        _ = (cert.not_valid_before_utc, cert.not_valid_after_utc, cert.signature_hash_algorithm)
+        cert.public_key()
+    except CERTIFICATE_PARSE_ERRORS as exc:
+        raise InvalidSvid(f"{what} cannot be parsed: {exc}") from None
+    return cert
+
+
 def parse_der_chain(data: bytes, *, max_certs: int = MAX_CHAIN_CERTS) -> list[x509.Certificate]:
     """Split concatenated DER certificates (leaf first); bounded in count and size."""
     if not data:
@@ -448,10 +475,9 @@ def parse_der_chain(data: bytes, *, max_certs: int = MAX_CHAIN_CERTS) -> list[x5
             raise InvalidSvid(f"DER certificate at byte {offset} is {size} bytes; too large")
         if offset + size > len(data):
             raise InvalidSvid(f"DER certificate chain is truncated at byte {offset}")
-        try:
-            certs.append(x509.load_der_x509_certificate(data[offset : offset + size]))
-        except ValueError as exc:
-            raise InvalidSvid(f"DER certificate at byte {offset} cannot be parsed: {exc}") from exc
+        certs.append(
+            load_der_certificate(data[offset : offset + size], f"DER certificate at byte {offset}")
+        )
         offset += size
     return certs
 

@@ -10,6 +10,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from plastron.errors import InvalidArgument, PlastronError
 from plastron.keymanager import PublicKey
 from plastron.spiffe.ids import SpiffeId
+from plastron.spiffe.x509svid import CERTIFICATE_PARSE_ERRORS
 
 MAX_CSR_BYTES = 16 * 1024
 MIN_RSA_BITS = 2048
@@ -25,9 +26,16 @@ def parse_csr(data: bytes, field: str = "csr") -> x509.CertificateSigningRequest
         raise InvalidArgument(f"{field}: CSR is larger than {MAX_CSR_BYTES} bytes")
     try:
         csr = x509.load_der_x509_csr(data)
-    except ValueError:
+    except CERTIFICATE_PARSE_ERRORS:
         raise InvalidArgument(f"{field}: malformed CSR (not DER PKCS#10)") from None
-    if not csr.is_signature_valid:
+    try:
+        # cryptography decodes lazily: read every part now, so no later access can raise (a
+        # point off its curve or an unknown algorithm surfaces only in the signature check)
+        _ = (csr.subject, csr.extensions, csr.signature_hash_algorithm)
+        signature_valid = csr.is_signature_valid
+    except CERTIFICATE_PARSE_ERRORS as exc:
+        raise InvalidArgument(f"{field}: malformed CSR ({exc})") from None
+    if not signature_valid:
         raise InvalidArgument(f"{field}: CSR signature is invalid")
     return csr
 
@@ -36,7 +44,7 @@ def csr_public_key(csr: x509.CertificateSigningRequest, field: str = "csr") -> P
     """The CSR's key, which must be EC P-256/P-384 or RSA ≥ 2048 bits."""
     try:
         key = csr.public_key()
-    except ValueError:
+    except CERTIFICATE_PARSE_ERRORS:
         raise InvalidArgument(f"{field}: unsupported public key") from None
     return check_public_key(key, field)
 
