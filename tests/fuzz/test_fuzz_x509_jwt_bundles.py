@@ -17,7 +17,7 @@ from cryptography.x509.oid import NameOID
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from plastron.server.api.csr import csr_public_key, csr_uri_and_dns, parse_csr
+from plastron.server.ca.csr import csr_public_key, csr_uri_and_dns, parse_csr
 from plastron.spiffe.bundle import Bundle, JwtAuthority, X509Authority
 from plastron.spiffe.ids import SpiffeId, TrustDomain
 from plastron.spiffe.jwtsvid import mint_jwt_svid, parse_jwt_svid_insecure, validate_jwt_svid
