@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,9 @@ class AgentConfig:
     experimental: AgentExperimental = AgentExperimental()
     health_checks: HealthChecksConfig = field(default_factory=HealthChecksConfig)
     telemetry: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    # The directory of the config file it was read from (None for text parsed directly):
+    # relative file paths in plugin_data resolve from here (PluginContext.base_dir).
+    config_dir: Path | None = None
 
     @property
     def key_manager(self) -> PluginConfig | None:
@@ -155,4 +158,5 @@ def parse_agent_config(
 def load_agent_config(
     path: Path, *, expand_env: bool, environ: Mapping[str, str] | None = None
 ) -> AgentConfig:
-    return parse_agent_config(read_config_file(path), expand_env=expand_env, environ=environ)
+    config = parse_agent_config(read_config_file(path), expand_env=expand_env, environ=environ)
+    return replace(config, config_dir=path.absolute().parent)

@@ -81,7 +81,9 @@ def _data(plugin: PluginConfig) -> dict[str, object]:
 
 
 def _context(config: AgentConfig) -> PluginContext:
-    return PluginContext(trust_domain=config.trust_domain, data_dir=config.data_dir)
+    return PluginContext(
+        trust_domain=config.trust_domain, data_dir=config.data_dir, base_dir=config.config_dir
+    )
 
 
 def build_key_manager(config: AgentConfig) -> KeyManager:

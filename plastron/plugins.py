@@ -47,6 +47,11 @@ class PluginContext:
     # Server only: the trust domain's current X.509 authorities (x509pop "spiffe" mode).
     x509_authorities: Callable[[], Awaitable[Sequence[x509.Certificate]]] | None = None
 
+    def resolve(self, path: str | Path) -> Path:
+        """A file path from plugin_data: a relative one is taken from ``base_dir``."""
+        p = Path(path)
+        return self.base_dir / p if self.base_dir is not None and not p.is_absolute() else p
+
 
 Factory = Callable[[PluginConfig, PluginContext], T]
 

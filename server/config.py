@@ -94,6 +94,9 @@ class ServerConfig:
     federation: Mapping[str, Any] = field(default_factory=dict, compare=False)
     health_checks: HealthChecksConfig = field(default_factory=HealthChecksConfig)
     telemetry: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    # The directory of the config file it was read from (None for text parsed directly):
+    # relative file paths in plugin_data resolve from here (PluginContext.base_dir).
+    config_dir: Path | None = None
 
     @property
     def datastore(self) -> PluginConfig:
@@ -213,4 +216,5 @@ def parse_server_config(
 def load_server_config(
     path: Path, *, expand_env: bool, environ: Mapping[str, str] | None = None
 ) -> ServerConfig:
-    return parse_server_config(read_config_file(path), expand_env=expand_env, environ=environ)
+    config = parse_server_config(read_config_file(path), expand_env=expand_env, environ=environ)
+    return replace(config, config_dir=path.absolute().parent)

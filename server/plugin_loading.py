@@ -61,6 +61,15 @@ def _int(plugin: PluginConfig, key: str, default: int) -> int:
     return value
 
 
+def _file_path(cfg: ServerConfig, value: Any) -> str:
+    """A file path from the DataStore's plugin_data, relative ones from the config's directory
+    (as every plugin's); the connection_string itself is passed on as written."""
+    text = str(value)
+    if text and cfg.config_dir is not None and not Path(text).is_absolute():
+        return str(cfg.config_dir / text)
+    return text
+
+
 def datastore_config(cfg: ServerConfig) -> SqlConfig:
     plugin = cfg.datastore  # the config reader supplies the default one
     if plugin.name != DEFAULT_DATASTORE:
@@ -90,9 +99,9 @@ def datastore_config(cfg: ServerConfig) -> SqlConfig:
             else 0
         ),
         disable_migration=bool(data.get("disable_migration", False)),
-        root_ca_path=str(data.get("root_ca_path", "")),
-        client_cert_path=str(data.get("client_cert_path", "")),
-        client_key_path=str(data.get("client_key_path", "")),
+        root_ca_path=_file_path(cfg, data.get("root_ca_path", "")),
+        client_cert_path=_file_path(cfg, data.get("client_cert_path", "")),
+        client_key_path=_file_path(cfg, data.get("client_key_path", "")),
     )
     config.validate()
     return config
@@ -110,7 +119,7 @@ def _disk_upstream(plugin: PluginConfig, context: PluginContext) -> UpstreamAuth
             return None
         if not isinstance(value, str) or not value:
             raise ConfigError(f"{plugin.path}.plugin_data.{key} must be a non-empty string")
-        return Path(value)
+        return context.resolve(value)
 
     cert, key = path("cert_file_path", True), path("key_file_path", True)
     assert cert is not None and key is not None

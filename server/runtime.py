@@ -88,6 +88,7 @@ class PlastronServer:
             trust_domain=cfg.trust_domain,
             data_dir=cfg.data_dir,
             clock=self.clock,
+            base_dir=cfg.config_dir,
             x509_authorities=self._x509_authorities,
         )
         self.datastore = await open_datastore(datastore_config(cfg), clock=self.clock)

@@ -70,7 +70,7 @@ def poll_until(what: str, fn: object) -> str:
     raise AssertionError(f"{what}: not within {DEADLINE}s")
 
 
-def test_agent_process_attests_with_x509pop(base: Path) -> None:
+def _pki() -> tuple[Issued, Issued, Issued]:
     root = make_ca("Agent Proc Root", not_before=NOW - dt.timedelta(days=1))
     inter = make_ca("Agent Proc Inter", parent=root, not_before=NOW - dt.timedelta(days=1))
     node = make_leaf(
@@ -80,6 +80,11 @@ def test_agent_process_attests_with_x509pop(base: Path) -> None:
         not_before=NOW - dt.timedelta(hours=1),
         not_after=NOW + dt.timedelta(days=1),
     )
+    return root, inter, node
+
+
+def test_agent_process_attests_with_x509pop(base: Path) -> None:
+    root, inter, node = _pki()
     (base / "ca.pem").write_bytes(root.pem())
     server = X509PopServer(base, f'ca_bundle_path = "{base}/ca.pem"')
     server.start()
@@ -89,7 +94,27 @@ def test_agent_process_attests_with_x509pop(base: Path) -> None:
         server.stop()
 
 
-def _attest_and_fetch(base: Path, server: X509PopServer, node: Issued, inter: Issued) -> None:
+def test_relative_plugin_paths_resolve_from_the_config_files_directory(base: Path) -> None:
+    """``ca_bundle_path = "ca.pem"`` (server) and the agent's relative certificate and key
+    paths name files next to each config file, whichever directory the processes run in."""
+    root, inter, node = _pki()
+    (base / "ca.pem").write_bytes(root.pem())
+    elsewhere = base / "elsewhere"
+    elsewhere.mkdir()
+    server = X509PopServer(base, 'ca_bundle_path = "ca.pem"')
+    server.start(cwd=elsewhere)
+    try:
+        _attest_and_fetch(base, server, node, inter, run_from=elsewhere)
+    finally:
+        server.stop()
+
+
+def _attest_and_fetch(
+    base: Path, server: X509PopServer, node: Issued, inter: Issued, run_from: Path | None = None
+) -> None:
+    """Register a node alias and a workload, run the agent and wait for the workload's SVID.
+    With ``run_from``, the agent's config sits next to its node files, names them relatively,
+    and the agent runs from ``run_from``."""
     cli = [str(BIN / "plastron-server")]
     sock = ["-socketPath", server.socket_path]
     made = run(
@@ -124,12 +149,17 @@ def _attest_and_fetch(base: Path, server: X509PopServer, node: Issued, inter: Is
     assert made.returncode == 0, made.stderr
     (base / "bootstrap.pem").write_text(run([*cli, "bundle", "show", *sock]).stdout)
     files = write_files(base / "node", node, [inter])
-    (base / "agent.conf").write_text(agent_config(base, server, files))
+    config = base / "agent.conf"
+    if run_from is not None:
+        files = {key: Path(path).name for key, path in files.items()}
+        config = base / "node" / "agent.conf"
+    config.write_text(agent_config(base, server, files))
     with (base / "agent.log").open("ab") as log:
         agent = subprocess.Popen(
-            [str(BIN / "plastron-agent"), "run", "-config", str(base / "agent.conf")],
+            [str(BIN / "plastron-agent"), "run", "-config", str(config)],
             stdout=log,
             stderr=log,
+            cwd=run_from,
         )
     try:
         _wait_for_svid(base, agent)

@@ -71,12 +71,14 @@ class X509PopServer:
         self.log_path = base / "server.log"
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
+    def start(self, cwd: Path | None = None) -> None:
+        """Run the server (from ``cwd``, or this process's working directory)."""
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [str(BIN / "plastron-server"), "run", "-config", str(self.config_path)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                cwd=cwd,
             )
         end = time.monotonic() + DEADLINE
         while time.monotonic() < end:

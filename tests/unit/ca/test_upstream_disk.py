@@ -12,7 +12,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from plastron.clock import ManualClock
+from plastron.configs.plugin_blocks import PluginConfig
 from plastron.errors import ConfigError, FailedPrecondition, InvalidArgument
+from plastron.plugins import UPSTREAM_AUTHORITIES, PluginContext
+from plastron.server import plugin_loading
 from plastron.server.ca.config import CAConfig
 from plastron.server.ca.server_ca import ServerCA
 from plastron.server.ca.store import MemoryCAStore
@@ -24,6 +27,7 @@ from plastron.upstream import UpstreamAuthority, UpstreamUnsupported
 
 WORKLOAD = TD.spiffe_id("/w")
 UPSTREAM_TD = TrustDomain("upstream.example")
+_ = plugin_loading  # registers the disk UpstreamAuthority
 
 
 def _ca(
@@ -255,3 +259,16 @@ async def test_expired_upstream_refuses_to_mint(tmp_path: Path, clock: ManualClo
     )
     with pytest.raises(FailedPrecondition, match="expired"):
         await upstream.mint_x509_ca(csr, dt.timedelta(hours=1))
+
+
+def test_relative_file_paths_resolve_from_the_config_directory(
+    tmp_path: Path, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root, root_key = _ca(None)
+    _write(tmp_path, [root], root_key)
+    monkeypatch.chdir("/")
+    plugin = PluginConfig(
+        "UpstreamAuthority", "disk", {"cert_file_path": "ca.pem", "key_file_path": "ca.key"}
+    )
+    context = PluginContext(trust_domain=TD, clock=clock, base_dir=tmp_path)
+    assert isinstance(UPSTREAM_AUTHORITIES.create(plugin, context), DiskUpstreamAuthority)
