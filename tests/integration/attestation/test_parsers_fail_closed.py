@@ -163,13 +163,13 @@ def payload_cases(setup: Setup) -> list[Case]:
             "EK cert key unknown",
             "tpm",
             _tpm_json(**{**good, "ek_cert": bad_ek_cert}),
-            expect="tpm: unable to parse EK certificate",
+            expect="tpm: EK certificate cannot be parsed",
         ),
         Case(
             "EK cert key unknown",
             "tpm_devid",
             json.dumps({**devid, "EKCert": bad_ek_cert}).encode(),
-            expect="tpm_devid: unable to parse EK certificate",
+            expect="tpm_devid: EK certificate cannot be parsed",
         ),
         Case(
             "DevIDCert dict",

@@ -192,7 +192,7 @@ async def test_refusals_leave_no_node_record(
         encode_payload([node.der[:100], inter.der]),
         never,
         bad,
-        "unable to parse leaf certificate",
+        "leaf certificate cannot be parsed",
     )
 
 

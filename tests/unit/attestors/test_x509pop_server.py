@@ -254,9 +254,9 @@ async def test_malformed_payload_is_refused(
 async def test_truncated_der_is_refused(root: Issued, inter: Issued, tmp_path: Path) -> None:
     node = make_leaf(inter)
     server = server_for(root, tmp_path)
-    with pytest.raises(InvalidArgument, match="unable to parse leaf certificate"):
+    with pytest.raises(InvalidArgument, match="leaf certificate cannot be parsed"):
         await server.attest(encode_payload([node.der[:-10], inter.der]), _no_challenge)
-    with pytest.raises(InvalidArgument, match="unable to parse intermediate certificate 0"):
+    with pytest.raises(InvalidArgument, match="intermediate certificate 0 cannot be parsed"):
         await server.attest(
             encode_payload([node.der, inter.der[: len(inter.der) // 2]]), _no_challenge
         )
