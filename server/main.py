@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from plastron.errors import PlastronError
+from plastron.files import ensure_private_dir, restrict_umask
 from plastron.server.cli.args import FlagParser, flag
 from plastron.server.config import ServerConfig, load_server_config
 from plastron.server.logsetup import configure_logging
@@ -42,8 +43,10 @@ async def serve(config: ServerConfig) -> None:
 
 
 def run_command(argv: list[str]) -> int:
+    restrict_umask()  # the datastore, its -wal/-shm, keys, logs: the server's user's alone
     try:
         config = load("plastron-server run", argv)
+        ensure_private_dir(config.data_dir, "data_dir")  # before anything (a log) is put there
         configure_logging(config.log_level, config.log_format, config.log_file)
         asyncio.run(serve(config))
     except PlastronError as exc:

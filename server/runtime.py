@@ -22,6 +22,7 @@ from plastron.attestors.base import ServerNodeAttestor
 from plastron.attestors.join_token import ConsumedToken, JoinTokenServerAttestor
 from plastron.clock import Clock, SystemClock, from_unix
 from plastron.configs.plugin_blocks import PluginConfig
+from plastron.files import ensure_private_dir
 from plastron.health_http import HealthHttpConfig, HealthHttpServer
 from plastron.keymanager import KeyManager, close_if_closeable
 from plastron.plugins import KEY_MANAGERS, SERVER_NODE_ATTESTORS, PluginContext
@@ -83,7 +84,7 @@ class PlastronServer:
     async def start(self) -> None:
         cfg = self.config
         load_builtin_plugins()
-        cfg.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        ensure_private_dir(cfg.data_dir, "data_dir")
         context = PluginContext(
             trust_domain=cfg.trust_domain,
             data_dir=cfg.data_dir,

@@ -52,6 +52,9 @@ def _install_sqlite_hooks(engine: Engine, busy_timeout_ms: int) -> None:
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
             cur.execute("PRAGMA synchronous=NORMAL")
+            # Deleted rows (consumed join tokens, replaced keys) are zeroed, not left readable
+            # in free pages of the file.
+            cur.execute("PRAGMA secure_delete=ON")
         finally:
             cur.close()
 

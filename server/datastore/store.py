@@ -41,6 +41,7 @@ from plastron.server.datastore.records import (
     JoinToken,
     RegistrationEntry,
 )
+from plastron.server.datastore.sqlite_files import prepare_sqlite_file, sqlite_file
 from plastron.server.datastore.transactions import TransactionRunner, describe
 from plastron.spiffe.ids import SpiffeId, TrustDomain
 
@@ -49,6 +50,8 @@ async def open_datastore(config: SqlConfig, *, clock: Clock) -> DataStore:
     """Connect, migrate (unless disabled) and return a ready DataStore."""
     target = to_driver_target(config)
     secret = target.url.password if isinstance(target.url.password, str) else None
+    if config.database_type == "sqlite3":
+        prepare_sqlite_file(sqlite_file(target.url))
     eng = engine.build_engine(config)
     runner = TransactionRunner(eng, config.max_workers, secret)
     try:

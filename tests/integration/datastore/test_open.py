@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -108,3 +110,35 @@ async def test_connection_errors_never_show_the_password(kind: str, connection_s
     assert caught.value.__cause__ is None and caught.value.__suppress_context__
     assert "open" in message
     assert "S3cretPw" not in repr(config)
+
+
+async def test_sqlite_files_are_0600_whatever_the_umask(tmp_path: Path) -> None:
+    """SQLite alone would make datastore.sqlite3, -wal and -shm 0644 under umask 022."""
+    previous = os.umask(0o022)
+    try:
+        store = await open_datastore(SqlConfig(data_dir=str(tmp_path)), clock=ManualClock())
+        try:
+            await store.create_entry(entry("/a", "t:1"))  # a write: the WAL is in use
+            names = ["datastore.sqlite3", "datastore.sqlite3-wal", "datastore.sqlite3-shm"]
+            modes = {n: stat.S_IMODE((tmp_path / n).stat().st_mode) for n in names}
+        finally:
+            await store.close()
+    finally:
+        os.umask(previous)
+    assert modes == dict.fromkeys(names, 0o600)
+
+
+async def test_sqlite_files_left_readable_by_an_older_version_are_tightened(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = SqlConfig(data_dir=str(tmp_path))
+    await (await open_datastore(config, clock=ManualClock())).close()
+    db = tmp_path / "datastore.sqlite3"
+    db.chmod(0o644)
+    (tmp_path / "datastore.sqlite3-wal").write_bytes(b"")
+    (tmp_path / "datastore.sqlite3-wal").chmod(0o644)
+    store = await open_datastore(config, clock=ManualClock())
+    await store.close()
+    assert stat.S_IMODE(db.stat().st_mode) == 0o600
+    assert "now 0600" in caplog.text and f"path={db} " in caplog.text
+    assert f"path={db}-wal " in caplog.text  # SQLite removed it on close
