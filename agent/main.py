@@ -36,6 +36,7 @@ from plastron.agent.workloadapi.endpoint import AgentHealth, start_endpoint
 from plastron.agent.workloadapi.service import WorkloadAPIService
 from plastron.clock import Clock, SystemClock
 from plastron.errors import AttestationFailed, PlastronError
+from plastron.files import ensure_private_dir
 from plastron.health_http import HealthHttpConfig, HealthHttpServer
 
 log = logging.getLogger("plastron.agent")
@@ -231,6 +232,7 @@ async def run_agent(config: AgentConfig, *, join_token: str | None = None) -> in
     )
     for noisy in ("hpack", "h2", "grpclib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    ensure_private_dir(config.data_dir, "data_dir")  # the agent's key and SVID live there
     try:
         return await AgentRuntime(config, join_token).run()
     except AgentExit as exc:
