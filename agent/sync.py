@@ -24,9 +24,9 @@ from plastron.spiffe.bundle import Bundle
 from plastron.spiffe.ids import TrustDomain
 from plastron.spiffe.jwtsvid import JwtSvid, validate_jwt_svid
 from plastron.spiffe.x509svid import X509Svid, validate_x509_svid
+from plastron.wire.limits import MAX_X509_SVID_BATCH
 
 log = logging.getLogger("plastron.agent.sync")
-BATCH_SIZE = 500  # SPIRE's per-call batch
 
 
 class WorkloadSync:
@@ -76,8 +76,8 @@ class WorkloadSync:
         self._cache.set_federated_bundles(fresh)
 
     async def _mint_svids(self, entries: list[WorkloadEntry], bundle: Bundle) -> None:
-        for start in range(0, len(entries), BATCH_SIZE):
-            batch = entries[start : start + BATCH_SIZE]
+        for start in range(0, len(entries), MAX_X509_SVID_BATCH):
+            batch = entries[start : start + MAX_X509_SVID_BATCH]
             keys: dict[str, PrivateKey] = {}
             csrs: dict[str, bytes] = {}
             for entry in batch:

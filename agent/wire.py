@@ -19,9 +19,7 @@ from plastron.selector import Selector
 from plastron.spiffe.bundle import MAX_BUNDLE_KEYS, Bundle, JwtAuthority, X509Authority
 from plastron.spiffe.ids import SpiffeId, TrustDomain
 from plastron.spiffe.x509svid import MAX_CHAIN_CERTS, X509Svid, spiffe_id_from_certificate
-
-MAX_ENTRY_SELECTORS = 256
-MAX_FEDERATES_WITH = 256
+from plastron.wire.limits import MAX_ENTRY_SELECTORS, MAX_FEDERATES_WITH
 
 
 def spiffe_id_from_proto(msg: Any, what: str) -> SpiffeId:

@@ -36,8 +36,8 @@ from plastron.spiffe.jwtsvid import (
     parse_jwt_svid_insecure,
     validate_jwt_svid,
 )
-from plastron.spiffe.limits import check_jwt_audience
 from plastron.transport.peer import stream_transport
+from plastron.wire.limits import check_jwt_audience
 
 log = logging.getLogger("plastron.agent.workloadapi")
 

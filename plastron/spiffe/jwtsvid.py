@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from plastron.errors import InvalidSpiffeId, InvalidSvid
 from plastron.keymanager import PrivateKey, PublicKey
 from plastron.spiffe.ids import SpiffeId
-from plastron.spiffe.limits import MAX_JWT_TOKEN_AUDIENCES
+from plastron.wire.limits import MAX_JWT_TOKEN_AUDIENCES
 
 MAX_TOKEN_BYTES = 64 * 1024
 MAX_KEY_ID_CHARS = 256

@@ -21,10 +21,10 @@ from plastron.errors import FailedPrecondition, InvalidSpiffeId, InvalidSvid
 from plastron.keymanager import PrivateKey, PublicKey
 from plastron.spiffe.ids import SpiffeId, TrustDomain
 from plastron.spiffe.leaf_der import LeafTemplate, der_header, make_leaf_template
+from plastron.wire.limits import MAX_DNS_NAME_CHARS, MAX_DNS_NAMES
 
 MAX_CHAIN_CERTS = 16
 MAX_CERT_DER_BYTES = 64 * 1024
-MAX_DNS_NAMES = 100
 SERIAL_LIMIT = 1 << 128
 MAX_SERIAL = 1 << 159  # 20 octets, positive
 
@@ -102,10 +102,16 @@ def make_x509_svid(
     if len(dns_names) > MAX_DNS_NAMES:
         raise InvalidSvid(f"{len(dns_names)} DNS names exceed the limit of {MAX_DNS_NAMES}")
     for name in dns_names:
-        # DNS SANs are IA5String: ASCII only (IDNs arrive as A-labels), at most 253 characters.
-        if not name or len(name) > 253 or not name.isascii() or not name.isprintable():
+        # DNS SANs are IA5String: ASCII only (IDNs arrive as A-labels).
+        if (
+            not name
+            or len(name) > MAX_DNS_NAME_CHARS
+            or not name.isascii()
+            or not name.isprintable()
+        ):
             raise InvalidSvid(
-                f"DNS name {name[:64]!r} is not a printable ASCII name of 1..253 chars"
+                f"DNS name {name[:64]!r} is not a printable ASCII name of "
+                f"1..{MAX_DNS_NAME_CHARS} chars"
             )
     if serial is not None and not 0 < serial < MAX_SERIAL:
         raise InvalidSvid(f"serial number {serial} is outside 1..2^159-1 (RFC 5280 §4.1.2.2)")

@@ -19,10 +19,11 @@ from plastron.server.api import convert
 from plastron.server.api.attest import attest_agent
 from plastron.server.api.authz import current_caller, permission_denied
 from plastron.server.api.context import ApiContext
-from plastron.server.api.entry import _MATCH, check_page_size
+from plastron.server.api.entry import _MATCH
 from plastron.server.ca.csr import csr_public_key, parse_csr
 from plastron.server.datastore.records import JoinToken, RegistrationEntry
 from plastron.spiffe.ids import SpiffeId, agent_id
+from plastron.wire.limits import check_page_size
 
 MAX_AGENT_VERSION = 255
 MAX_JOIN_TOKEN_TTL = 10 * 365 * 24 * 3600

@@ -11,13 +11,12 @@ from plastron.proto.spire.api.server.bundle.v1 import bundle_grpc, bundle_pb2
 from plastron.server import bundles
 from plastron.server.api import convert
 from plastron.server.api.context import ApiContext
-from plastron.server.api.entry import check_page_size
 from plastron.server.api.status import unimplemented
 from plastron.server.datastore.records import DeleteMode
 from plastron.spiffe.bundle import Bundle
 from plastron.spiffe.ids import TrustDomain
+from plastron.wire.limits import MAX_BATCH, check_page_size
 
-MAX_BATCH = 1000
 _DELETE_MODES: dict[int, DeleteMode] = {
     bundle_pb2.BatchDeleteFederatedBundleRequest.RESTRICT: "restrict",
     bundle_pb2.BatchDeleteFederatedBundleRequest.DELETE: "delete",

@@ -13,8 +13,6 @@ from plastron.server.datastore.store import DataStore
 from plastron.server.entrycache import AuthorizedEntryCache
 from plastron.spiffe.ids import TrustDomain
 
-MAX_PAGE_SIZE = 10_000
-
 
 async def _nothing() -> None:
     return None

@@ -31,11 +31,15 @@ from plastron.server.datastore.records import AttestedNode, RegistrationEntry
 from plastron.spiffe.bundle import Bundle, JwtAuthority, X509Authority
 from plastron.spiffe.ids import SpiffeId, TrustDomain
 from plastron.spiffe.x509svid import parse_der_chain
-
-MAX_DNS_NAMES = 64
-MAX_SELECTORS = 128
-MAX_HINT = 1024
-MAX_FEDERATES_WITH = 128
+from plastron.wire.limits import (
+    MAX_DNS_NAME_CHARS,
+    MAX_DNS_NAMES,
+    MAX_ENTRY_ID_CHARS,
+    MAX_ENTRY_SELECTORS,
+    MAX_FEDERATES_WITH,
+    MAX_HINT_CHARS,
+    check_ttl,
+)
 
 
 def _field_error(field: str, exc: Exception) -> InvalidArgument:
@@ -64,8 +68,8 @@ def selector_from_proto(msg: selector_pb2.Selector, field: str) -> Selector:
 
 def selectors_from_proto(msgs: Iterable[selector_pb2.Selector], field: str) -> tuple[Selector, ...]:
     out = tuple(selector_from_proto(m, field) for m in msgs)
-    if len(out) > MAX_SELECTORS:
-        raise InvalidArgument(f"{field}: more than {MAX_SELECTORS} selectors")
+    if len(out) > MAX_ENTRY_SELECTORS:
+        raise InvalidArgument(f"{field}: more than {MAX_ENTRY_SELECTORS} selectors")
     return out
 
 
@@ -113,14 +117,12 @@ def entry_from_proto(msg: entry_pb2.Entry, td: TrustDomain) -> RegistrationEntry
     if not msg.selectors:
         raise InvalidArgument("entry.selectors: at least one selector is required")
     selectors = selectors_from_proto(msg.selectors, "entry.selectors")
-    if msg.x509_svid_ttl < 0:
-        raise InvalidArgument("entry.x509_svid_ttl: must not be negative")
-    if msg.jwt_svid_ttl < 0:
-        raise InvalidArgument("entry.jwt_svid_ttl: must not be negative")
+    check_ttl(msg.x509_svid_ttl, "entry.x509_svid_ttl")
+    check_ttl(msg.jwt_svid_ttl, "entry.jwt_svid_ttl")
     if msg.expires_at < 0:
         raise InvalidArgument("entry.expires_at: must not be negative")
-    if len(msg.hint) > MAX_HINT:
-        raise InvalidArgument(f"entry.hint: longer than {MAX_HINT} characters")
+    if len(msg.hint) > MAX_HINT_CHARS:
+        raise InvalidArgument(f"entry.hint: longer than {MAX_HINT_CHARS} characters")
     if len(msg.dns_names) > MAX_DNS_NAMES:
         raise InvalidArgument(f"entry.dns_names: more than {MAX_DNS_NAMES} names")
     for name in msg.dns_names:
@@ -132,8 +134,8 @@ def entry_from_proto(msg: entry_pb2.Entry, td: TrustDomain) -> RegistrationEntry
         raise InvalidArgument(
             f"entry.federates_with: cannot federate with the server's own trust domain {td.name!r}"
         )
-    if len(msg.id) > 255:
-        raise InvalidArgument("entry.id: longer than 255 characters")
+    if len(msg.id) > MAX_ENTRY_ID_CHARS:
+        raise InvalidArgument(f"entry.id: longer than {MAX_ENTRY_ID_CHARS} characters")
     return RegistrationEntry(
         entry_id=msg.id,
         spiffe_id=spiffe_id,
@@ -152,7 +154,7 @@ def entry_from_proto(msg: entry_pb2.Entry, td: TrustDomain) -> RegistrationEntry
 
 
 def _check_dns_name(name: str) -> None:
-    if not name or len(name) > 253:
+    if not name or len(name) > MAX_DNS_NAME_CHARS:
         raise InvalidArgument(f"entry.dns_names: {name!r} is not a valid DNS name")
     labels = name.split(".")
     for i, label in enumerate(labels):

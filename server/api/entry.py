@@ -13,12 +13,12 @@ from plastron.proto.spire.api.types import entry_pb2 as types_entry
 from plastron.proto.spire.api.types import federateswith_pb2, selector_pb2
 from plastron.server.api import convert
 from plastron.server.api.authz import current_caller
-from plastron.server.api.context import MAX_PAGE_SIZE, ApiContext
+from plastron.server.api.context import ApiContext
 from plastron.server.datastore.records import RegistrationEntry
 from plastron.spiffe.ids import TrustDomain
+from plastron.wire.limits import MAX_BATCH, check_page_size
 
 SYNC_PAGE_SIZE = 500
-MAX_BATCH = 1000
 _MATCH = {
     selector_pb2.SelectorMatch.MATCH_EXACT: "exact",
     selector_pb2.SelectorMatch.MATCH_SUBSET: "subset",
@@ -58,13 +58,6 @@ def entry_filters(flt: Any) -> dict[str, Any]:
     if flt.HasField("by_downstream"):
         out["by_downstream"] = flt.by_downstream.value
     return out
-
-
-def check_page_size(page_size: int) -> None:
-    if page_size < 0:
-        raise InvalidArgument("page_size: must not be negative")
-    if page_size > MAX_PAGE_SIZE:
-        raise InvalidArgument(f"page_size: {page_size} exceeds the maximum of {MAX_PAGE_SIZE}")
 
 
 def _mask(req: Any, name: str = "output_mask") -> Any:

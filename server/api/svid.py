@@ -22,9 +22,7 @@ from plastron.server.datastore.records import RegistrationEntry
 from plastron.spiffe.bundle import Bundle
 from plastron.spiffe.ids import SpiffeId
 from plastron.spiffe.jwtsvid import parse_jwt_svid_insecure
-from plastron.spiffe.limits import check_jwt_audience
-
-MAX_BATCH = 500
+from plastron.wire.limits import MAX_X509_SVID_BATCH, check_jwt_audience
 
 
 class SvidService(svid_grpc.SVIDBase):
@@ -70,8 +68,10 @@ class SvidService(svid_grpc.SVIDBase):
     async def BatchNewX509SVID(self, stream: Stream[Any, Any]) -> None:
         req = await stream.recv_message()
         assert req is not None
-        if len(req.params) > MAX_BATCH:
-            raise InvalidArgument(f"params: batch of {len(req.params)} exceeds {MAX_BATCH}")
+        if len(req.params) > MAX_X509_SVID_BATCH:
+            raise InvalidArgument(
+                f"params: batch of {len(req.params)} exceeds {MAX_X509_SVID_BATCH}"
+            )
         caller = current_caller()
         agent = caller.agent
         assert agent is not None

@@ -28,18 +28,15 @@ from plastron.server.ca.slots import X509CA, JwtKey
 from plastron.server.ca.store import CAStore
 from plastron.spiffe.ids import SpiffeId, server_id
 from plastron.spiffe.jwtsvid import mint_jwt_svid
-from plastron.spiffe.limits import check_jwt_audience
 from plastron.spiffe.x509svid import make_ca_certificate
 from plastron.upstream import UpstreamAuthority
+from plastron.wire.limits import check_dns_names, check_jwt_audience, check_ttl
 
 log = logging.getLogger(__name__)
 
 BACKDATE = dt.timedelta(seconds=10)
 
 
-MAX_TTL = dt.timedelta(days=3650)  # a bound on caller input, far beyond any CA lifetime
-MAX_DNS_NAMES = 100
-MAX_DNS_NAME_CHARS = 253
 HEALTH_CHECK_PATH = "/for/health/check/only"
 
 
@@ -171,7 +168,7 @@ class ServerCA:
     ) -> LeafPlan:
         """The checks every workload leaf passes, and what the CA decides for it."""
         self._check_workload_id(spiffe_id, "X509-SVID")
-        _check_dns_names(dns_names)
+        check_dns_names(dns_names)
         lifetime = _ttl(ttl, self.config.default_x509_svid_ttl)
         not_after = self._cap(now + lifetime, ca.not_after, spiffe_id, "X509-SVID")
         return LeafPlan(spiffe_id, not_after, tuple(dns_names), subject)
@@ -188,7 +185,7 @@ class ServerCA:
     async def sign_server_x509_svid(
         self, *, public_key: PublicKey, dns_names: Sequence[str] = ()
     ) -> list[x509.Certificate]:
-        _check_dns_names(dns_names)
+        check_dns_names(dns_names)
         lifetime = self.config.default_x509_svid_ttl
         return await self._sign_fixed(server_id(self._td), public_key, lifetime, dns_names)
 
@@ -302,26 +299,4 @@ class ServerCA:
 
 
 def _ttl(seconds: int, default: dt.timedelta) -> dt.timedelta:
-    if isinstance(seconds, bool) or not isinstance(seconds, int):
-        raise InvalidArgument(f"ttl must be an integer number of seconds, got {seconds!r}")
-    if seconds < 0:
-        raise InvalidArgument(f"ttl must not be negative, got {seconds}")
-    if seconds == 0:
-        return default
-    if seconds > MAX_TTL.total_seconds():
-        raise InvalidArgument(
-            f"ttl {seconds}s exceeds the limit of {int(MAX_TTL.total_seconds())}s"
-        )
-    return dt.timedelta(seconds=seconds)
-
-
-def _check_dns_names(names: Sequence[str]) -> None:
-    if isinstance(names, str):
-        raise InvalidArgument("dns_names must be a sequence of names, not a string")
-    if len(names) > MAX_DNS_NAMES:
-        raise InvalidArgument(f"{len(names)} DNS names exceed the limit of {MAX_DNS_NAMES}")
-    for name in names:
-        if not isinstance(name, str) or not name or len(name) > MAX_DNS_NAME_CHARS:
-            raise InvalidArgument(f"DNS name {name!r} must be 1..{MAX_DNS_NAME_CHARS} characters")
-        if not name.isascii() or any(c.isspace() for c in name):
-            raise InvalidArgument(f"DNS name {name!r} must be ASCII without whitespace")
+    return dt.timedelta(seconds=check_ttl(seconds)) or default

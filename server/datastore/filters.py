@@ -10,8 +10,8 @@ from sqlalchemy import ColumnElement, FromClause, Select, and_, case, func, or_,
 from plastron.errors import InvalidArgument
 from plastron.selector import Selector
 from plastron.server.datastore.records import MatchMode
+from plastron.wire.limits import MAX_PAGE_SIZE
 
-MAX_PAGE_SIZE = 10_000
 MAX_FILTER_ITEMS = 1_000
 MATCH_MODES = ("exact", "subset", "superset", "any")
 

@@ -30,7 +30,7 @@ from plastron.server.datastore import (
 from plastron.server.datastore import join_tokens as tokens
 from plastron.server.datastore.config import SqlConfig, to_driver_target
 from plastron.server.datastore.entries import EntryFilters
-from plastron.server.datastore.filters import MAX_PAGE_SIZE, next_token, parse_page
+from plastron.server.datastore.filters import next_token, parse_page
 from plastron.server.datastore.nodes import NodeFilters
 from plastron.server.datastore.records import (
     AttestedNode,
@@ -44,6 +44,7 @@ from plastron.server.datastore.records import (
 from plastron.server.datastore.sqlite_files import prepare_sqlite_file, sqlite_file
 from plastron.server.datastore.transactions import TransactionRunner, describe
 from plastron.spiffe.ids import SpiffeId, TrustDomain
+from plastron.wire.limits import MAX_PAGE_SIZE
 
 
 async def open_datastore(config: SqlConfig, *, clock: Clock) -> DataStore:

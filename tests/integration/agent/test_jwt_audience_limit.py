@@ -21,7 +21,7 @@ from plastron.proto.spire.api.server.svid.v1 import svid_grpc, svid_pb2
 from plastron.proto.spire.api.types import spiffeid_pb2
 from plastron.proto.workload import workload_grpc
 from plastron.proto.workload import workload_pb2 as pb
-from plastron.spiffe.limits import MAX_JWT_AUDIENCES
+from plastron.wire.limits import MAX_JWT_AUDIENCES
 
 NODE = f"spiffe://{TD}/node"
 WORKLOAD = f"spiffe://{TD}/workload"

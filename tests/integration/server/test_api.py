@@ -22,6 +22,7 @@ from plastron.proto.spire.api.types import status_pb2
 from plastron.spiffe.ids import SpiffeId
 from plastron.spiffe.jwtsvid import validate_jwt_svid
 from plastron.spiffe.x509svid import validate_x509_svid
+from plastron.wire.limits import MAX_DNS_NAMES, MAX_TTL_SECONDS
 
 from .server_harness import TD, Harness, attest_params, make_csr, running_server
 
@@ -111,6 +112,24 @@ async def test_entry_bad_input_names_the_rule_and_writes_nothing(
     assert results[0].status.code == Status.INVALID_ARGUMENT.value
     assert message in results[0].status.message
     assert await count_entries(harness) == 0
+
+
+async def test_entry_ttls_and_dns_names_have_the_cas_limits(harness: Harness) -> None:
+    """An entry the CA could never sign for is refused when it is created, not at signing."""
+    at_limit = entry("/a", "/node", "a:b")
+    at_limit.x509_svid_ttl = at_limit.jwt_svid_ttl = MAX_TTL_SECONDS
+    at_limit.dns_names.extend(f"w{i}.example.org" for i in range(MAX_DNS_NAMES))
+    long_ttl = entry("/b", "/node", "a:b")
+    long_ttl.x509_svid_ttl = MAX_TTL_SECONDS + 1
+    many_names = entry("/c", "/node", "a:b")
+    many_names.dns_names.extend(f"w{i}.example.org" for i in range(MAX_DNS_NAMES + 1))
+    results = await create(harness, at_limit, long_ttl, many_names)
+    assert results[0].status.code == 0, results[0].status
+    assert [r.status.code for r in results[1:]] == [Status.INVALID_ARGUMENT.value] * 2
+    assert results[1].status.message == (
+        f"entry.x509_svid_ttl: {MAX_TTL_SECONDS + 1}s exceeds the limit of {MAX_TTL_SECONDS}s"
+    )
+    assert results[2].status.message == f"entry.dns_names: more than {MAX_DNS_NAMES} names"
 
 
 async def test_entry_foreign_trust_domain_rejected(harness: Harness) -> None:
