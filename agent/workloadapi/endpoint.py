@@ -7,23 +7,16 @@ recorded when the connection is accepted (see ``peertracker``), not when a reque
 
 from __future__ import annotations
 
-import contextlib
-import os
-import stat
 from asyncio import BaseTransport
-from pathlib import Path
 from typing import Any
 
 from grpclib.protocol import H2Protocol
 from grpclib.server import Server
 
 from plastron.agent.workloadapi.peertracker import CallerTracker
-from plastron.errors import ConfigError
 from plastron.proto.grpc.health.v1 import health_pb2
 from plastron.proto.grpc.health.v1.health_grpc import HealthBase
-
-# sun_path is 108 bytes on Linux, including the terminating NUL.
-MAX_SOCKET_PATH = 107
+from plastron.transport.uds import bind_unix_socket
 
 
 class AgentHealth(HealthBase):
@@ -53,25 +46,6 @@ class AgentHealth(HealthBase):
     async def Watch(self, stream: Any) -> None:
         await stream.recv_message()
         await stream.send_message(self._status())
-
-
-def prepare_socket_path(path: str) -> Path:
-    """Create the socket's directory (0755) and clear a stale socket; refuse anything else."""
-    sock = Path(path)
-    if not sock.is_absolute():
-        raise ConfigError(f"socket_path {path!r} must be absolute")
-    if len(os.fsencode(path)) > MAX_SOCKET_PATH:
-        raise ConfigError(f"socket_path {path!r} is longer than {MAX_SOCKET_PATH} bytes")
-    if not sock.parent.exists():
-        sock.parent.mkdir(parents=True)
-        # Only a directory we created: never loosen or tighten an existing one (/tmp!).
-        os.chmod(sock.parent, 0o755)  # noqa: S103 - any local user must reach the socket
-    with contextlib.suppress(FileNotFoundError):
-        mode = os.lstat(sock).st_mode
-        if not stat.S_ISSOCK(mode):
-            raise ConfigError(f"socket_path {path!r} exists and is not a socket")
-        sock.unlink()
-    return sock
 
 
 class _CallerTrackingProtocol(H2Protocol):
@@ -114,8 +88,13 @@ class _CallerTrackingServer(Server):
 async def start_endpoint(path: str, handlers: list[Any], callers: CallerTracker) -> Server:
     """Serve ``handlers`` on the Unix socket at ``path``, each connection's caller recorded
     in ``callers`` when accepted; close with server.close()."""
-    sock = prepare_socket_path(path)
+    # 0777: callers are identified by SO_PEERCRED, not by mode bits. The directory is created
+    # 0755 if missing, never changed if not, and refused if another user could swap the socket.
+    sock = bind_unix_socket(path, mode=0o777, dir_mode=0o755)
     server = _CallerTrackingServer(handlers, callers)
-    await server.start(path=str(sock))
-    os.chmod(sock, 0o777)  # noqa: S103 - callers are identified by SO_PEERCRED, not mode bits
+    try:
+        await server.start(sock=sock)
+    except BaseException:
+        sock.close()
+        raise
     return server

@@ -1,32 +1,24 @@
 """Start grpclib servers on a TCP port (TLS) and/or a Unix socket, and stop them cleanly.
 
-The Unix socket is bound under a temporary name in its directory, given its
-final mode, then renamed into place, so no client can connect while it still
-has the process umask's permissions. A leftover socket file is removed only if
-it is a socket and nobody answers on it.
+The Unix socket is bound by :func:`~plastron.transport.uds.bind_unix_socket` (directory checks,
+mode set before the first connect).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import os
-import secrets
-import socket
 import ssl as _ssl
-import stat
 from collections.abc import Collection
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from grpclib.server import Server
 
-from plastron.errors import FailedPrecondition, InvalidArgument
-
-MAX_UDS_PATH = 107  # sun_path is 108 bytes including the NUL
+from plastron.errors import InvalidArgument
+from plastron.transport.uds import bind_unix_socket
 
 
 @dataclass
@@ -58,60 +50,6 @@ class RunningServer:
         tb: TracebackType | None,
     ) -> None:
         await self.close()
-
-
-def _prepare_uds_dir(path: Path, dir_mode: int) -> None:
-    parent = path.parent
-    parent.mkdir(mode=dir_mode, parents=True, exist_ok=True)
-    st = parent.lstat()
-    if not stat.S_ISDIR(st.st_mode):
-        raise FailedPrecondition(f"uds: {parent} is not a directory")
-    if st.st_uid == os.geteuid():
-        os.chmod(parent, dir_mode)
-
-
-def _remove_stale_socket(path: Path) -> None:
-    try:
-        st = path.lstat()
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(st.st_mode):
-        raise FailedPrecondition(f"uds: {path} exists and is not a socket; refusing to remove it")
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(str(path))
-    except OSError as exc:
-        if exc.errno not in (errno.ECONNREFUSED, errno.ENOENT):
-            raise
-    else:
-        raise FailedPrecondition(f"uds: another server is listening on {path}")
-    finally:
-        probe.close()
-    path.unlink(missing_ok=True)
-
-
-def bind_unix_socket(path: str, *, mode: int, dir_mode: int) -> socket.socket:
-    """A listening Unix socket at `path` with permissions `mode` from the first connect on."""
-    if not os.path.isabs(path) or len(os.fsencode(path)) > MAX_UDS_PATH:
-        raise InvalidArgument(
-            f"uds: socket path {path!r} must be absolute and at most {MAX_UDS_PATH} bytes"
-        )
-    final = Path(path)
-    _prepare_uds_dir(final, dir_mode)
-    _remove_stale_socket(final)
-    staging = final.with_name(f".{final.name}.{secrets.token_hex(4)}")
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.bind(str(staging))
-        os.chmod(staging, mode)
-        sock.listen(128)
-        os.rename(staging, final)
-    except BaseException:
-        sock.close()
-        staging.unlink(missing_ok=True)
-        raise
-    sock.setblocking(False)
-    return sock
 
 
 async def start_server(

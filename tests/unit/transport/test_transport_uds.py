@@ -132,11 +132,12 @@ async def test_socket_and_directory_modes(sock_path: str) -> None:
         assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) == 0o600
         assert stat.S_IMODE(os.stat(os.path.dirname(sock_path)).st_mode) == 0o700
         assert os.listdir(os.path.dirname(sock_path)) == ["api.sock"]  # no staging leftovers
+    public = os.path.join(os.path.dirname(os.path.dirname(sock_path)), "agent", "api.sock")
     async with await start_server(
-        [TinyWorkloadApi()], uds_path=sock_path, uds_mode=0o777, uds_dir_mode=0o755
+        [TinyWorkloadApi()], uds_path=public, uds_mode=0o777, uds_dir_mode=0o755
     ):
-        assert stat.S_IMODE(os.stat(sock_path).st_mode) == 0o777
-        assert stat.S_IMODE(os.stat(os.path.dirname(sock_path)).st_mode) == 0o755
+        assert stat.S_IMODE(os.stat(public).st_mode) == 0o777
+        assert stat.S_IMODE(os.stat(os.path.dirname(public)).st_mode) == 0o755
 
 
 async def test_stale_socket_is_replaced_but_live_one_and_files_are_not(sock_path: str) -> None:
