@@ -1,8 +1,11 @@
 """SQLAlchemy Core tables, shaped after SPIRE's (pkg/server/datastore/sqlstore/models.go).
 
-The Alembic migrations create these; a test checks the two never drift apart. On MySQL every
-table is utf8mb4_bin (case-sensitive comparisons: tokens and SPIFFE ID paths are case-sensitive)
-and identifier columns are ascii_bin so they stay indexable at their full length.
+The Alembic migrations create these; a test checks the two never drift apart.
+
+Every string compares byte for byte on every database (SPIFFE IDs, selectors, tokens and hints
+are case- and space-sensitive). PostgreSQL and SQLite compare VARCHAR exactly; on MySQL and
+MariaDB every ``_bin`` collation is PAD SPACE ('a' = 'a '), so there strings are stored as their
+UTF-8 bytes in VARBINARY columns (:class:`ExactText`).
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from sqlalchemy import (
     Table,
 )
 from sqlalchemy.dialects import mysql
-from sqlalchemy.types import TypeEngine
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator, TypeEngine
 
 MAX_ENTRY_ID = 255
 MAX_ID_LEN = 2048  # SPIFFE IDs (ASCII by spec)
@@ -33,16 +37,50 @@ MAX_DNS_NAME = 255
 MAX_HINT = 1024
 MAX_SHORT = 255  # attestation type, serials, agent version, authority ids, URLs' profile
 
-# MySQL index keys are limited to 3072 bytes: index a prefix of long utf8mb4 selector values.
-SELECTOR_VALUE_INDEX_PREFIX = 500
+# MySQL index keys are limited to 3072 bytes: index a prefix (in bytes) of long values.
+SELECTOR_VALUE_INDEX_PREFIX = 2000
+HINT_INDEX_PREFIX = 1020
+MYSQL_DIALECTS = ("mysql", "mariadb")
+UTF8_MAX_BYTES = 4
 
 TABLE_KW: dict[str, Any] = {"mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"}
 
 
-def ascii_str(length: int) -> TypeEngine[str]:
-    return String(length).with_variant(
-        mysql.VARCHAR(length, charset="ascii", collation="ascii_bin"), "mysql", "mariadb"
-    )
+class ExactText(TypeDecorator[str]):
+    """A string of at most ``length`` characters that compares byte for byte: VARCHAR on
+    PostgreSQL and SQLite; its UTF-8 bytes in VARBINARY(``length * bytes_per_char``) on
+    MySQL and MariaDB, encoded on the way in and decoded on the way out."""
+
+    impl = String
+    cache_ok = True
+
+    def __init__(self, length: int, bytes_per_char: int = UTF8_MAX_BYTES) -> None:
+        super().__init__(length)
+        self.max_bytes = length * bytes_per_char
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name in MYSQL_DIALECTS:
+            return dialect.type_descriptor(mysql.VARBINARY(self.max_bytes))
+        return dialect.type_descriptor(self.impl_instance)
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> Any:
+        if value is not None and dialect.name in MYSQL_DIALECTS:
+            return value.encode("utf-8")
+        return value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> str | None:
+        if isinstance(value, bytes | bytearray):
+            return bytes(value).decode("utf-8")
+        return value  # type: ignore[no-any-return]
+
+
+def text_str(length: int) -> ExactText:
+    return ExactText(length)
+
+
+def ascii_str(length: int) -> ExactText:
+    """An identifier (SPIFFE ID, entry ID, token, hash): ASCII, so one byte per character."""
+    return ExactText(length, bytes_per_char=1)
 
 
 def blob() -> TypeEngine[bytes]:
@@ -70,13 +108,13 @@ attested_node_entries = Table(
     metadata,
     Column("id", big_pk(), primary_key=True, autoincrement=True),
     Column("spiffe_id", ascii_str(MAX_ID_LEN), nullable=False, unique=True),
-    Column("data_type", String(MAX_SHORT), nullable=False),
+    Column("data_type", text_str(MAX_SHORT), nullable=False),
     Column("serial_number", ascii_str(MAX_SHORT), nullable=False),
     Column("expires_at", BigInteger(), nullable=False),
     Column("new_serial_number", ascii_str(MAX_SHORT), nullable=False),
     Column("new_expires_at", BigInteger(), nullable=False),
     Column("can_reattest", Boolean(), nullable=False),
-    Column("agent_version", String(MAX_SHORT), nullable=False),
+    Column("agent_version", text_str(MAX_SHORT), nullable=False),
     Column("node_data", blob(), nullable=False),
     Index("idx_attested_node_entries_expires_at", "expires_at"),
     Index("idx_attested_node_entries_data_type", "data_type"),
@@ -88,8 +126,8 @@ node_resolver_map_entries = Table(
     metadata,
     Column("id", big_pk(), primary_key=True, autoincrement=True),
     Column("spiffe_id", ascii_str(MAX_ID_LEN), nullable=False),
-    Column("type", String(MAX_SELECTOR_TYPE), nullable=False),
-    Column("value", String(MAX_SELECTOR_VALUE), nullable=False),
+    Column("type", text_str(MAX_SELECTOR_TYPE), nullable=False),
+    Column("value", text_str(MAX_SELECTOR_VALUE), nullable=False),
     Index("idx_node_resolver_map_spiffe_id", "spiffe_id"),
     Index(
         "idx_node_resolver_map_type_value",
@@ -116,12 +154,12 @@ registered_entries = Table(
     Column("expiry", BigInteger(), nullable=False),
     Column("revision_number", BigInteger(), nullable=False),
     Column("store_svid", Boolean(), nullable=False),
-    Column("hint", String(MAX_HINT), nullable=False),
+    Column("hint", text_str(MAX_HINT), nullable=False),
     Column("created_at", BigInteger(), nullable=False),
     Index("idx_registered_entries_spiffe_id", "spiffe_id"),
     Index("idx_registered_entries_parent_id", "parent_id"),
     Index("idx_registered_entries_expiry", "expiry"),
-    Index("idx_registered_entries_hint", "hint", mysql_length={"hint": 255}),
+    Index("idx_registered_entries_hint", "hint", mysql_length={"hint": HINT_INDEX_PREFIX}),
     **TABLE_KW,
 )
 
@@ -135,8 +173,8 @@ selectors = Table(
     metadata,
     Column("id", big_pk(), primary_key=True, autoincrement=True),
     Column("registered_entry_id", BigInteger(), entry_fk(), nullable=False),
-    Column("type", String(MAX_SELECTOR_TYPE), nullable=False),
-    Column("value", String(MAX_SELECTOR_VALUE), nullable=False),
+    Column("type", text_str(MAX_SELECTOR_TYPE), nullable=False),
+    Column("value", text_str(MAX_SELECTOR_VALUE), nullable=False),
     Index("idx_selectors_entry", "registered_entry_id"),
     Index(
         "idx_selectors_type_value",
@@ -152,7 +190,7 @@ dns_names = Table(
     metadata,
     Column("id", big_pk(), primary_key=True, autoincrement=True),
     Column("registered_entry_id", BigInteger(), entry_fk(), nullable=False),
-    Column("value", String(MAX_DNS_NAME), nullable=False),
+    Column("value", text_str(MAX_DNS_NAME), nullable=False),
     Index("idx_dns_names_entry", "registered_entry_id"),
     **TABLE_KW,
 )
@@ -181,7 +219,7 @@ federated_trust_domains = Table(
     metadata,
     Column("id", big_pk(), primary_key=True, autoincrement=True),
     Column("trust_domain", ascii_str(MAX_TD_LEN), nullable=False, unique=True),
-    Column("bundle_endpoint_url", String(MAX_ID_LEN), nullable=False),
+    Column("bundle_endpoint_url", text_str(MAX_ID_LEN), nullable=False),
     Column("bundle_endpoint_profile", ascii_str(32), nullable=False),
     Column("endpoint_spiffe_id", ascii_str(MAX_ID_LEN), nullable=False),
     Column("implicit", Boolean(), nullable=False),
