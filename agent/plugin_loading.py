@@ -2,44 +2,43 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
 import ssl
 import urllib.parse
 import urllib.request
+from functools import cache
 
 from cryptography import x509
 
 from plastron.agent.config import AgentConfig
-from plastron.agent.workloadattestor.base import WorkloadAttestor
-from plastron.agent.workloadattestor.unix import UnixAttestorConfig, UnixWorkloadAttestor
 from plastron.attestors.base import AgentNodeAttestor
-from plastron.attestors.join_token import JoinTokenAgentAttestor
-from plastron.configs.plugin_blocks import PluginConfig
 from plastron.errors import ConfigError, Unavailable
+from plastron.host_services import HostServices
 from plastron.keymanager import KeyManager
-from plastron.plugins import AGENT_NODE_ATTESTORS, KEY_MANAGERS, PluginContext
+from plastron.plugins import PluginContext, Registries, load_plugins
 from plastron.spiffe.bundle import Bundle
 from plastron.spiffe.x509svid import load_pem_certificates
+from plastron.workloadattestor import WorkloadAttestor
 
 log = logging.getLogger("plastron.agent")
 MAX_TRUST_BUNDLE_BYTES = 4 * 1024 * 1024
 
-# Modules that register agent-side plugins (NodeAttestor halves, KeyManagers) when imported. A
-# missing optional dependency (libtss2, a PKCS#11 module) disables that plugin, not the agent.
-BUILTIN_PLUGIN_MODULES = (
+# The modules whose register(registries) the agent calls at start. A missing optional
+# dependency (libtss2, a PKCS#11 module) disables that plugin with a log line, not the agent.
+AGENT_PLUGIN_MODULES = (
+    "plastron.keymanager_plugins",
+    "plastron.attestors.join_token",
     "plastron.attestors.x509pop.plugin",
     "plastron.tpm.plugin",
     "plastron.hsm.plugin",
+    "plastron.agent.workloadattestor.unix",
 )
 
 
-def load_builtin_plugins() -> None:
-    for name in BUILTIN_PLUGIN_MODULES:
-        try:
-            importlib.import_module(name)
-        except ImportError as exc:
-            log.warning("plugin module unavailable module=%s error=%s", name, exc)
+@cache
+def agent_plugins() -> Registries:
+    """The agent's registries, loaded once per process."""
+    return load_plugins(AGENT_PLUGIN_MODULES)
 
 
 def _join_token(config: AgentConfig, flag: str | None) -> str | None:
@@ -52,46 +51,40 @@ def _join_token(config: AgentConfig, flag: str | None) -> str | None:
     return None
 
 
+def plugin_context(config: AgentConfig, join_token: str | None = None) -> PluginContext:
+    """The context every agent plugin is built with."""
+    return agent_plugins().context(
+        trust_domain=config.trust_domain,
+        data_dir=config.data_dir,
+        base_dir=config.config_dir,
+        services=HostServices(join_token=join_token),
+    )
+
+
 def build_node_attestor(config: AgentConfig, join_token: str | None) -> AgentNodeAttestor:
-    load_builtin_plugins()
     plugin = config.plugins.single("NodeAttestor")
     if plugin is None:
         raise ConfigError('plugins: a NodeAttestor is required (e.g. NodeAttestor "join_token")')
-    if plugin.name == "join_token":
-        token = _join_token(config, join_token)
-        if not token:
-            raise ConfigError("join_token attestation needs -joinToken or agent.join_token")
-        return JoinTokenAgentAttestor(token)
-    return AGENT_NODE_ATTESTORS.create(plugin, _context(config))
+    token = _join_token(config, join_token) if plugin.name == "join_token" else None
+    return agent_plugins().agent_node_attestors.create(plugin, plugin_context(config, token))
 
 
 def build_workload_attestors(config: AgentConfig) -> list[WorkloadAttestor]:
-    attestors: list[WorkloadAttestor] = []
-    for plugin in config.plugins.of_type("WorkloadAttestor"):
-        if plugin.name != "unix":
-            raise ConfigError(f'unknown WorkloadAttestor "{plugin.name}"; known: unix')
-        attestors.append(UnixWorkloadAttestor(UnixAttestorConfig.from_plugin_data(_data(plugin))))
+    context = plugin_context(config)
+    attestors = [
+        agent_plugins().workload_attestors.create(plugin, context)
+        for plugin in config.plugins.of_type("WorkloadAttestor")
+    ]
     if not attestors:
         raise ConfigError('plugins: at least one WorkloadAttestor is required (e.g. "unix")')
     return attestors
 
 
-def _data(plugin: PluginConfig) -> dict[str, object]:
-    return dict(plugin.plugin_data)
-
-
-def _context(config: AgentConfig) -> PluginContext:
-    return PluginContext(
-        trust_domain=config.trust_domain, data_dir=config.data_dir, base_dir=config.config_dir
-    )
-
-
 def build_key_manager(config: AgentConfig) -> KeyManager:
-    load_builtin_plugins()
     plugin = config.key_manager
     if plugin is None:
         raise ConfigError('plugins: a KeyManager is required (e.g. KeyManager "disk")')
-    return KEY_MANAGERS.create(plugin, _context(config))
+    return agent_plugins().key_managers.create(plugin, plugin_context(config))
 
 
 def load_bootstrap_bundle(config: AgentConfig) -> list[x509.Certificate]:

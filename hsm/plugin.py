@@ -1,5 +1,5 @@
-"""Registers KeyManager ``pkcs11`` with the core registry, and the opener of ``pkcs11:`` key
-URIs (x509pop's ``private_key_uri``); imported by the server and the agent at start.
+"""KeyManager ``pkcs11`` and the opener of ``pkcs11:`` key URIs (x509pop's ``private_key_uri``):
+their ``register``.
 
 Besides the token keys (see :mod:`plastron.hsm.config`), plugin_data names this server so
 that its labels differ from those of other servers on the same token, as SPIRE's KMS key
@@ -19,7 +19,7 @@ from plastron.errors import ConfigError
 from plastron.hsm.keymanager import SERVER_ID_RE, create_pkcs11_key_manager
 from plastron.hsm.uri_key import open_uri_key
 from plastron.keymanager import KeyManager
-from plastron.plugins import KEY_MANAGERS, KEY_URI_OPENERS, PluginContext
+from plastron.plugins import PluginContext, Registries
 
 IDENTIFIER_KEYS = ("key_identifier_value", "key_identifier_file")
 DEFAULT_IDENTIFIER_FILE = "pkcs11_key_identifier"
@@ -79,6 +79,6 @@ def _pkcs11_key_manager(plugin: PluginConfig, context: PluginContext) -> KeyMana
     )
 
 
-if "pkcs11" not in KEY_MANAGERS:
-    KEY_MANAGERS.register("pkcs11", _pkcs11_key_manager)
-KEY_URI_OPENERS.setdefault("pkcs11", open_uri_key)
+def register(registries: Registries) -> None:
+    registries.key_managers.register("pkcs11", _pkcs11_key_manager)
+    registries.key_uri_openers["pkcs11"] = open_uri_key

@@ -37,7 +37,7 @@ from plastron.hsm.config import parse_pkcs11_config
 from plastron.hsm.keymanager import Pkcs11KeyManager
 from plastron.hsm.session import open_token_session
 from plastron.keymanager import KeyType, PrivateKey, check_key_id
-from plastron.plugins import UPSTREAM_AUTHORITIES, PluginContext
+from plastron.plugins import PluginContext, Registries
 from plastron.spiffe.bundle import JwtAuthority
 from plastron.spiffe.ids import TrustDomain
 from plastron.spiffe.x509svid import make_ca_certificate
@@ -260,5 +260,5 @@ def _pkcs11_upstream(plugin: PluginConfig, context: PluginContext) -> UpstreamAu
     )
 
 
-if "pkcs11" not in UPSTREAM_AUTHORITIES:
-    UPSTREAM_AUTHORITIES.register("pkcs11", _pkcs11_upstream)
+def register(registries: Registries) -> None:
+    registries.upstream_authorities.register("pkcs11", _pkcs11_upstream)

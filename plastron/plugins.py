@@ -1,38 +1,53 @@
-"""Plugin registries: one per plugin type, mapping the name in config to a factory.
+"""Plugins: one protocol and one registry per plugin type, one loader, one context.
 
-The server and agent build their plugins from :class:`~plastron.configs.plugin_blocks.PluginConfig`
-values::
+Every plugin type is wired the same way:
 
-    km = KEY_MANAGERS.create(config.key_manager, PluginContext(data_dir=config.data_dir))
-
-The registries (KeyManager, NodeAttestor halves, UpstreamAuthority) and the protocols they hold
-live in core, so a plugin in any room (hsm, tpm) registers without importing a runtime. A
-factory validates its own ``plugin_data`` and raises ConfigError naming the key
-(``plugins.KeyManager.disk.directory must be a string``).
+- its protocol lives in core: KeyManager (:mod:`plastron.keymanager`), NodeAttestor halves
+  (:mod:`plastron.attestors.base`), UpstreamAuthority (:mod:`plastron.upstream`),
+  WorkloadAttestor (:mod:`plastron.workloadattestor`); optional capabilities are
+  runtime-checkable protocols next to it (``Closeable``, ``BlockingKeyManager``...), tested with
+  ``isinstance``;
+- a plugin module, in whichever room holds its code, defines ``register(registries)``, which
+  adds its factories by name to :class:`Registries`. A runtime lists its modules and calls
+  :func:`load_plugins` once; nothing registers by being imported;
+- a factory ``(PluginConfig, PluginContext) -> plugin`` reads its ``plugin_data`` and raises
+  ConfigError naming the key (``plugins.KeyManager.disk.plugin_data.directory ...``);
+- the runtime builds one :class:`PluginContext` (:meth:`Registries.context`): the trust domain,
+  ``data_dir``, the clock, ``base_dir`` (the config file's directory, for relative paths) and
+  the host services (:mod:`plastron.host_services`).
 
 A signing key may also be named by URI (x509pop's ``private_key_uri = "pkcs11:..."``): the room
 that owns the URI scheme registers a :data:`KeyUriOpener` for it, which opens a KeyManager
 holding that key, so core uses the key without knowing where it lives.
+
+docs/plugins/writing.md walks through a complete plugin.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+import importlib
+import logging
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Generic, TypeVar
-
-from cryptography import x509
+from types import MappingProxyType
+from typing import Generic, Protocol, TypeVar
 
 from plastron.attestors.base import AgentNodeAttestor, ServerNodeAttestor
 from plastron.clock import Clock, SystemClock
 from plastron.configs.plugin_blocks import PluginConfig
 from plastron.errors import ConfigError
-from plastron.keymanager import DiskKeyManager, KeyManager, MemoryKeyManager, PrivateKey
+from plastron.host_services import HostServices
+from plastron.keymanager import KeyManager, PrivateKey
 from plastron.spiffe.ids import TrustDomain
 from plastron.upstream import UpstreamAuthority
+from plastron.workloadattestor import WorkloadAttestor
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+#: Opens the key a URI names: a KeyManager holding it, and the key's id in that manager.
+KeyUriOpener = Callable[[str], tuple[KeyManager, str]]
 
 
 @dataclass(frozen=True)
@@ -44,8 +59,21 @@ class PluginContext:
     clock: Clock = field(default_factory=SystemClock)
     # Where relative paths in plugin_data resolve from (the config file's directory).
     base_dir: Path | None = None
-    # Server only: the trust domain's current X.509 authorities (x509pop "spiffe" mode).
-    x509_authorities: Callable[[], Awaitable[Sequence[x509.Certificate]]] | None = None
+    services: HostServices = field(default_factory=HostServices)
+    key_uri_openers: Mapping[str, KeyUriOpener] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
+
+    def open_key_uri(self, uri: str) -> PrivateKey:
+        """The signer for the key ``uri`` names, through the opener registered for its
+        scheme."""
+        scheme = uri.partition(":")[0]
+        opener = self.key_uri_openers.get(scheme)
+        if opener is None:
+            known = ", ".join(f"{s}:" for s in sorted(self.key_uri_openers)) or "none"
+            raise ConfigError(f"no key support for {scheme}: URIs in this build; known: {known}")
+        manager, key_id = opener(uri)
+        return manager.signer(key_id)
 
     def resolve(self, path: str | Path) -> Path:
         """A file path from plugin_data: a relative one is taken from ``base_dir``."""
@@ -93,85 +121,77 @@ class Registry(Generic[T]):
         return factory(plugin_config, context)
 
 
+@dataclass
+class Registries:
+    """One registry per plugin type, filled by the plugin modules' ``register`` functions."""
+
+    key_managers: Registry[KeyManager] = field(default_factory=lambda: Registry("KeyManager"))
+    server_node_attestors: Registry[ServerNodeAttestor] = field(
+        default_factory=lambda: Registry("NodeAttestor")
+    )
+    agent_node_attestors: Registry[AgentNodeAttestor] = field(
+        default_factory=lambda: Registry("NodeAttestor")
+    )
+    upstream_authorities: Registry[UpstreamAuthority] = field(
+        default_factory=lambda: Registry("UpstreamAuthority")
+    )
+    workload_attestors: Registry[WorkloadAttestor] = field(
+        default_factory=lambda: Registry("WorkloadAttestor")
+    )
+    key_uri_openers: dict[str, KeyUriOpener] = field(default_factory=dict)
+
+    def context(
+        self,
+        *,
+        trust_domain: TrustDomain | None = None,
+        data_dir: Path | None = None,
+        base_dir: Path | None = None,
+        clock: Clock | None = None,
+        services: HostServices | None = None,
+    ) -> PluginContext:
+        """The context every plugin of one runtime is built with."""
+        return PluginContext(
+            trust_domain=trust_domain,
+            data_dir=data_dir,
+            clock=clock or SystemClock(),
+            base_dir=base_dir,
+            services=services or HostServices(),
+            key_uri_openers=MappingProxyType(dict(self.key_uri_openers)),
+        )
+
+
+class PluginModule(Protocol):
+    """What :func:`load_plugins` needs of a plugin module."""
+
+    def register(self, registries: Registries) -> None: ...
+
+
+def load_plugins(modules: Iterable[str]) -> Registries:
+    """Fresh registries filled by each named module's ``register(registries)``.
+
+    A module this build lacks is skipped; one whose optional dependency is missing (libtss2, a
+    PKCS#11 binding) is skipped with a warning, so that plugin is unknown rather than the
+    runtime failing to start.
+    """
+    registries = Registries()
+    for name in modules:
+        try:
+            module: PluginModule = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name is not None and name.startswith(exc.name):
+                log.debug("plugin module not in this build module=%s", name)
+                continue
+            log.warning("plugin module unavailable module=%s error=%s", name, exc)
+            continue
+        except ImportError as exc:
+            log.warning("plugin module unavailable module=%s error=%s", name, exc)
+            continue
+        module.register(registries)
+    return registries
+
+
 def check_plugin_data(plugin: PluginConfig, allowed: tuple[str, ...]) -> None:
     """Reject plugin_data keys a plugin does not know, naming the dotted path."""
     for key in sorted(plugin.plugin_data):
         if key not in allowed:
             raise ConfigError(f'unknown key "{plugin.path}.plugin_data.{key}"')
-
-
-def _memory_key_manager(plugin: PluginConfig, context: PluginContext) -> KeyManager:
-    check_plugin_data(plugin, ())
-    return MemoryKeyManager()
-
-
-def _string_setting(plugin: PluginConfig, key: str) -> str | None:
-    value = plugin.plugin_data.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value:
-        raise ConfigError(f"{plugin.path}.plugin_data.{key} must be a non-empty string")
-    return value
-
-
-# Where the disk KeyManager keeps its keys when its plugin_data names no place (under data_dir).
-DEFAULT_KEYS_DIRECTORY = "keys"
-
-
-def disk_key_directory(plugin: PluginConfig, context: PluginContext) -> Path:
-    """Where the ``disk`` KeyManager keeps ``keys.json``.
-
-    ``directory`` (SPIRE agent's setting) is used as is. ``keys_path`` (SPIRE server's setting)
-    names a file; ours is always ``keys.json``, so ``keys_path = "/var/lib/x/keys.json"`` maps
-    to the directory ``/var/lib/x``, and any other file name to ``/var/lib/x/<name>.d`` so two
-    configured paths never share a file. Neither given: ``<data_dir>/keys``.
-    """
-    check_plugin_data(plugin, ("directory", "keys_path"))
-    directory = _string_setting(plugin, "directory")
-    keys_path = _string_setting(plugin, "keys_path")
-    if directory and keys_path:
-        raise ConfigError(f"{plugin.path}: give directory or keys_path, not both")
-    if directory:
-        chosen = Path(directory)
-    elif keys_path:
-        file = Path(keys_path)
-        if file.name == DiskKeyManager.FILE_NAME:
-            chosen = file.parent
-        else:
-            chosen = file.parent / f"{file.name}.d"
-    elif context.data_dir is not None:
-        chosen = context.data_dir / DEFAULT_KEYS_DIRECTORY
-    else:
-        raise ConfigError(f"{plugin.path}.plugin_data: directory is required")
-    if not chosen.is_absolute() and context.base_dir is not None:
-        chosen = context.base_dir / chosen
-    return chosen
-
-
-def _disk_key_manager(plugin: PluginConfig, context: PluginContext) -> KeyManager:
-    return DiskKeyManager(disk_key_directory(plugin, context))
-
-
-KEY_MANAGERS: Registry[KeyManager] = Registry("KeyManager")
-KEY_MANAGERS.register("memory", _memory_key_manager)
-KEY_MANAGERS.register("disk", _disk_key_manager)
-
-# Attestation methods register both halves from their own modules.
-SERVER_NODE_ATTESTORS: Registry[ServerNodeAttestor] = Registry("NodeAttestor")
-AGENT_NODE_ATTESTORS: Registry[AgentNodeAttestor] = Registry("NodeAttestor")
-UPSTREAM_AUTHORITIES: Registry[UpstreamAuthority] = Registry("UpstreamAuthority")
-
-#: Opens the key a URI names: a KeyManager holding it, and the key's id in that manager.
-KeyUriOpener = Callable[[str], tuple[KeyManager, str]]
-KEY_URI_OPENERS: dict[str, KeyUriOpener] = {}
-
-
-def open_key_uri(uri: str) -> PrivateKey:
-    """The signer for the key ``uri`` names, through the opener registered for its scheme."""
-    scheme = uri.partition(":")[0]
-    opener = KEY_URI_OPENERS.get(scheme)
-    if opener is None:
-        known = ", ".join(f"{s}:" for s in sorted(KEY_URI_OPENERS)) or "none"
-        raise ConfigError(f"no key support for {scheme}: URIs in this build; known: {known}")
-    manager, key_id = opener(uri)
-    return manager.signer(key_id)

@@ -1,31 +1,31 @@
-"""Building the server's plugins from config: datastore settings, UpstreamAuthority, and the
-import of built-in plugin modules (each registers itself with its registry on import)."""
+"""The server's plugins: which modules register them, and building the configured ones (the
+datastore settings, the UpstreamAuthority, the NodeAttestors) from config."""
 
 from __future__ import annotations
 
-import importlib
-import logging
 from pathlib import Path
 from typing import Any
 
+from plastron.attestors.base import ServerNodeAttestor
+from plastron.attestors.join_token import NAME as JOIN_TOKEN
 from plastron.configs.duration import parse_duration
 from plastron.configs.plugin_blocks import PluginConfig
 from plastron.errors import ConfigError
-from plastron.plugins import UPSTREAM_AUTHORITIES, PluginContext, check_plugin_data
+from plastron.plugins import PluginContext, Registries, check_plugin_data, load_plugins
 from plastron.server.config import DEFAULT_DATASTORE, ServerConfig
 from plastron.server.datastore.config import DEFAULT_DATABASE_TYPE, SqlConfig
-from plastron.server.upstream.disk import DiskUpstreamAuthority, DiskUpstreamConfig
 from plastron.upstream import UpstreamAuthority
 
-log = logging.getLogger(__name__)
-
-# Modules that register server-side plugins when imported. A missing optional dependency
-# (e.g. libtss2 for the TPM attestor) disables that plugin with a log line, not the server.
-BUILTIN_PLUGIN_MODULES = (
+# The modules whose register(registries) the server calls at start. A missing optional
+# dependency (e.g. libtss2 for the TPM attestor) disables that plugin with a log line.
+SERVER_PLUGIN_MODULES = (
+    "plastron.keymanager_plugins",
+    "plastron.attestors.join_token",
     "plastron.attestors.x509pop.plugin",
     "plastron.tpm.plugin",
     "plastron.hsm.plugin",
     "plastron.hsm.upstream",
+    "plastron.server.upstream.disk",
 )
 
 _SQL_KEYS = (
@@ -42,16 +42,8 @@ _SQL_KEYS = (
 )
 
 
-def load_builtin_plugins() -> None:
-    for name in BUILTIN_PLUGIN_MODULES:
-        try:
-            importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name is not None and name.startswith(exc.name):
-                continue  # that plugin is not part of this build
-            log.warning("plugin module unavailable module=%s error=%s", name, exc)
-        except ImportError as exc:
-            log.warning("plugin module unavailable module=%s error=%s", name, exc)
+def load_server_plugins() -> Registries:
+    return load_plugins(SERVER_PLUGIN_MODULES)
 
 
 def _int(plugin: PluginConfig, key: str, default: int) -> int:
@@ -107,35 +99,21 @@ def datastore_config(cfg: ServerConfig) -> SqlConfig:
     return config
 
 
-def _disk_upstream(plugin: PluginConfig, context: PluginContext) -> UpstreamAuthority:
-    check_plugin_data(plugin, ("cert_file_path", "key_file_path", "bundle_file_path"))
-    data = plugin.plugin_data
-
-    def path(key: str, required: bool) -> Path | None:
-        value: Any = data.get(key)
-        if value is None:
-            if required:
-                raise ConfigError(f"{plugin.path}.plugin_data.{key} is required")
-            return None
-        if not isinstance(value, str) or not value:
-            raise ConfigError(f"{plugin.path}.plugin_data.{key} must be a non-empty string")
-        return context.resolve(value)
-
-    cert, key = path("cert_file_path", True), path("key_file_path", True)
-    assert cert is not None and key is not None
-    assert context.trust_domain is not None
-    return DiskUpstreamAuthority(
-        DiskUpstreamConfig(cert, key, path("bundle_file_path", False)),
-        trust_domain=context.trust_domain,
-        clock=context.clock,
-    )
-
-
-UPSTREAM_AUTHORITIES.register("disk", _disk_upstream)
-
-
-def build_upstream(cfg: ServerConfig, context: PluginContext) -> UpstreamAuthority | None:
+def build_upstream(
+    cfg: ServerConfig, registries: Registries, context: PluginContext
+) -> UpstreamAuthority | None:
     plugin = cfg.plugins.single("UpstreamAuthority")
     if plugin is None:
         return None
-    return UPSTREAM_AUTHORITIES.create(plugin, context)
+    return registries.upstream_authorities.create(plugin, context)
+
+
+def build_node_attestors(
+    cfg: ServerConfig, registries: Registries, context: PluginContext
+) -> dict[str, ServerNodeAttestor]:
+    """Every configured NodeAttestor by name, and join_token whether configured or not: as in
+    SPIRE, a server accepts the join tokens it issues."""
+    configured = {p.name: p for p in cfg.plugins.of_type("NodeAttestor")}
+    plugins = [configured.pop(JOIN_TOKEN, PluginConfig("NodeAttestor", JOIN_TOKEN))]
+    plugins += configured.values()
+    return {p.name: registries.server_node_attestors.create(p, context) for p in plugins}

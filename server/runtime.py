@@ -19,13 +19,13 @@ from cryptography.x509.oid import NameOID
 from grpclib.encoding.proto import ProtoStatusDetailsCodec
 
 from plastron.attestors.base import ServerNodeAttestor
-from plastron.attestors.join_token import ConsumedToken, JoinTokenServerAttestor
 from plastron.clock import Clock, SystemClock, from_unix
 from plastron.configs.plugin_blocks import PluginConfig
 from plastron.files import ensure_private_dir
 from plastron.health_http import HealthHttpConfig, HealthHttpServer
+from plastron.host_services import ConsumedToken, HostServices
 from plastron.keymanager import KeyManager, close_if_closeable
-from plastron.plugins import KEY_MANAGERS, SERVER_NODE_ATTESTORS, PluginContext
+from plastron.plugins import PluginContext, Registries
 from plastron.server.api.authz import AuthorizedService, Authorizer, authorized_mapping
 from plastron.server.api.context import ApiContext
 from plastron.server.api.policies import POLICIES
@@ -37,7 +37,12 @@ from plastron.server.config import ServerConfig
 from plastron.server.datastore.store import DataStore, open_datastore
 from plastron.server.entrycache import AuthorizedEntryCache
 from plastron.server.health import HealthChecker
-from plastron.server.plugin_loading import build_upstream, datastore_config, load_builtin_plugins
+from plastron.server.plugin_loading import (
+    build_node_attestors,
+    build_upstream,
+    datastore_config,
+    load_server_plugins,
+)
 from plastron.server.services import build_services
 from plastron.server.task_failures import FailureReporter
 from plastron.spiffe.bundle import Bundle
@@ -83,40 +88,45 @@ class PlastronServer:
 
     async def start(self) -> None:
         cfg = self.config
-        load_builtin_plugins()
+        registries = load_server_plugins()
         ensure_private_dir(cfg.data_dir, "data_dir")
-        context = PluginContext(
+        # the one context every server plugin is built with
+        context = registries.context(
             trust_domain=cfg.trust_domain,
             data_dir=cfg.data_dir,
             clock=self.clock,
             base_dir=cfg.config_dir,
-            x509_authorities=self._x509_authorities,
+            services=HostServices(
+                x509_authorities=self._x509_authorities,
+                consume_join_token=self._consume_join_token,
+            ),
         )
         self.datastore = await open_datastore(datastore_config(cfg), clock=self.clock)
         try:
-            await self._start_rest(context)
+            await self._start_rest(registries, context)
         except BaseException:
             await self.stop()
             raise
 
-    async def _start_rest(self, context: PluginContext) -> None:
+    async def _start_rest(self, registries: Registries, context: PluginContext) -> None:
         cfg = self.config
         assert self.datastore is not None
         # no KeyManager block: the disk one with its defaults (keys in <data_dir>/keys)
         km_plugin = cfg.key_manager or PluginConfig("KeyManager", "disk")
-        self.key_manager = KEY_MANAGERS.create(km_plugin, context)
+        self.key_manager = registries.key_managers.create(km_plugin, context)
         self.ca = await ServerCA.open(
             config=_ca_config(cfg, self._ca_worker_processes),
             key_manager=self.key_manager,
             store=DataStoreCAStore(self.datastore),
             clock=self.clock,
-            upstream=build_upstream(cfg, context),
+            upstream=build_upstream(cfg, registries, context),
         )
         self.cache = AuthorizedEntryCache(cfg.trust_domain, self.datastore, self.clock)
         await self.cache.rebuild()
         await self._refresh_trust()
         await self._renew_server_svid()
-        ctx = self.api = self._api_context(self._attestors(context))
+        attestors = build_node_attestors(cfg, registries, context)
+        ctx = self.api = self._api_context(attestors)
         self._register_health()
         authorizer = Authorizer(
             admin_ids=cfg.admin_ids,
@@ -192,22 +202,10 @@ class PlastronServer:
 
     # ---- parts ----------------------------------------------------------------------------
 
-    def _attestors(self, context: PluginContext) -> dict[str, ServerNodeAttestor]:
+    async def _consume_join_token(self, token: str) -> ConsumedToken | None:
         assert self.datastore is not None
-        datastore = self.datastore
-
-        async def consume(token: str) -> ConsumedToken | None:
-            row = await datastore.consume_join_token(token)
-            return None if row is None else ConsumedToken(row.token, from_unix(row.expires_at))
-
-        attestors: dict[str, ServerNodeAttestor] = {
-            "join_token": JoinTokenServerAttestor(self.config.trust_domain, consume, self.clock)
-        }
-        for plugin in self.config.plugins.of_type("NodeAttestor"):
-            if plugin.name == "join_token":
-                continue  # handled in core, like SPIRE
-            attestors[plugin.name] = SERVER_NODE_ATTESTORS.create(plugin, context)
-        return attestors
+        row = await self.datastore.consume_join_token(token)
+        return None if row is None else ConsumedToken(row.token, from_unix(row.expires_at))
 
     def _api_context(self, attestors: dict[str, ServerNodeAttestor]) -> ApiContext:
         assert self.datastore is not None and self.ca is not None and self.cache is not None

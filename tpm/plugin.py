@@ -1,6 +1,5 @@
-"""Registers the TPM plugins with the core registries: NodeAttestor ``tpm`` and ``tpm_devid``
-(server and agent halves) and KeyManager ``tpm`` (agent). The server and the agent import this
-module at start; the plugin modules themselves register nothing."""
+"""The TPM plugins' factories and ``register``: NodeAttestor ``tpm`` and ``tpm_devid`` (server
+and agent halves) and KeyManager ``tpm`` (agent)."""
 
 from __future__ import annotations
 
@@ -10,13 +9,7 @@ from typing import Any
 from plastron.configs.plugin_blocks import PluginConfig
 from plastron.errors import ConfigError, KeyManagerError
 from plastron.keymanager import KeyManager
-from plastron.plugins import (
-    AGENT_NODE_ATTESTORS,
-    KEY_MANAGERS,
-    SERVER_NODE_ATTESTORS,
-    PluginContext,
-    check_plugin_data,
-)
+from plastron.plugins import PluginContext, Registries, check_plugin_data
 from plastron.tpm import attestor, devid, openssl_provider
 from plastron.tpm.tcti import DEFAULT_TCTI, Tcti
 
@@ -89,16 +82,9 @@ def _key_manager(plugin: PluginConfig, context: PluginContext) -> KeyManager:
     return TpmKeyManager(context.data_dir, parsed)
 
 
-def register() -> None:
-    for registry, name, factory in (
-        (SERVER_NODE_ATTESTORS, attestor.NAME, _tpm_server),
-        (AGENT_NODE_ATTESTORS, attestor.NAME, _tpm_agent),
-        (SERVER_NODE_ATTESTORS, devid.NAME, _devid_server),
-        (AGENT_NODE_ATTESTORS, devid.NAME, _devid_agent),
-        (KEY_MANAGERS, "tpm", _key_manager),
-    ):
-        if name not in registry:
-            registry.register(name, factory)  # type: ignore[arg-type]
-
-
-register()
+def register(registries: Registries) -> None:
+    registries.server_node_attestors.register(attestor.NAME, _tpm_server)
+    registries.agent_node_attestors.register(attestor.NAME, _tpm_agent)
+    registries.server_node_attestors.register(devid.NAME, _devid_server)
+    registries.agent_node_attestors.register(devid.NAME, _devid_agent)
+    registries.key_managers.register("tpm", _key_manager)

@@ -23,7 +23,6 @@ from plastron.agent.cache import WorkloadCache, WorkloadEntry, WorkloadUpdate
 from plastron.agent.workloadapi import messages
 from plastron.agent.workloadapi.peertracker import CallerTracker, CallerWatcher
 from plastron.agent.workloadapi.status import mapped_errors
-from plastron.agent.workloadattestor.base import WorkloadAttestor
 from plastron.clock import Clock
 from plastron.errors import AttestationFailed, InvalidArgument, InvalidSvid, NotAuthorized
 from plastron.proto.workload import workload_pb2 as pb
@@ -38,6 +37,7 @@ from plastron.spiffe.jwtsvid import (
 )
 from plastron.transport.peer import stream_transport
 from plastron.wire.limits import check_jwt_audience
+from plastron.workloadattestor import WorkloadAttestor
 
 log = logging.getLogger("plastron.agent.workloadapi")
 

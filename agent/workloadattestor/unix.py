@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from plastron.agent import procfs
+from plastron.configs.plugin_blocks import PluginConfig
 from plastron.errors import AttestationFailed, ConfigError
+from plastron.plugins import PluginContext, Registries
 from plastron.selector import Selector
 
 SELECTOR_TYPE = "unix"
@@ -179,3 +181,11 @@ class UnixWorkloadAttestor:
                 f"unix: cannot hash the executable of process {pid} ({exc.strerror})"
             ) from exc
         return digest.hexdigest()
+
+
+def _create(plugin: PluginConfig, context: PluginContext) -> UnixWorkloadAttestor:
+    return UnixWorkloadAttestor(UnixAttestorConfig.from_plugin_data(dict(plugin.plugin_data)))
+
+
+def register(registries: Registries) -> None:
+    registries.workload_attestors.register(SELECTOR_TYPE, _create)

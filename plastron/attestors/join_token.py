@@ -2,36 +2,30 @@
 
 Server half: the token is consumed atomically (single use) and must not have expired; the agent
 ID is ``spiffe://<td>/spire/agent/join_token/<token>``. Join-token agents cannot re-attest: a
-token is gone once used, so an evicted agent needs a new token.
-Agent half: sends the configured token.
+token is gone once used, so an evicted agent needs a new token. It reaches the datastore only
+through the host service ``consume_join_token``; the server enables it whether or not it is
+configured, as SPIRE does.
+Agent half: sends the token the agent was given (host service ``join_token``: ``-joinToken``,
+``agent.join_token`` or ``agent.join_token_file``).
+Neither half takes ``plugin_data``.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import string
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
 from plastron.attestors.base import AttestationResult, ChallengeFn
 from plastron.clock import Clock
-from plastron.errors import AttestationFailed
+from plastron.configs.plugin_blocks import PluginConfig
+from plastron.errors import AttestationFailed, ConfigError
+from plastron.host_services import ConsumeTokenFn
+from plastron.plugins import PluginContext, Registries, check_plugin_data
 from plastron.spiffe.ids import TrustDomain, agent_id
 
 NAME = "join_token"
 MAX_TOKEN_LENGTH = 256
 # Tokens become a SPIFFE ID path segment, so only path-safe characters are allowed.
 _TOKEN_CHARS = frozenset(string.ascii_letters + string.digits + "-_.")
-
-
-@dataclass(frozen=True)
-class ConsumedToken:
-    token: str
-    expires_at: dt.datetime
-
-
-# Deletes the token and returns it, or None when no such token exists (atomic in the datastore).
-ConsumeTokenFn = Callable[[str], Awaitable[ConsumedToken | None]]
 
 
 def check_token_shape(token: str) -> None:
@@ -88,3 +82,24 @@ class JoinTokenAgentAttestor:
 
     def __repr__(self) -> str:
         return "JoinTokenAgentAttestor(token=<redacted>)"
+
+
+def create_server_attestor(plugin: PluginConfig, context: PluginContext) -> JoinTokenServerAttestor:
+    check_plugin_data(plugin, ())
+    consume = context.services.consume_join_token
+    if context.trust_domain is None or consume is None:
+        raise ConfigError(f"{plugin.path}: the server attestor needs the trust domain and tokens")
+    return JoinTokenServerAttestor(context.trust_domain, consume, context.clock)
+
+
+def create_agent_attestor(plugin: PluginConfig, context: PluginContext) -> JoinTokenAgentAttestor:
+    check_plugin_data(plugin, ())
+    token = context.services.join_token
+    if not token:
+        raise ConfigError("join_token attestation needs -joinToken or agent.join_token")
+    return JoinTokenAgentAttestor(token)
+
+
+def register(registries: Registries) -> None:
+    registries.server_node_attestors.register(NAME, create_server_attestor)
+    registries.agent_node_attestors.register(NAME, create_agent_attestor)

@@ -15,6 +15,7 @@ import asyncio
 import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -22,12 +23,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from plastron.clock import Clock
+from plastron.configs.plugin_blocks import PluginConfig
 from plastron.errors import ConfigError, FailedPrecondition, InvalidArgument
 from plastron.keymanager import PrivateKey, PublicKey
+from plastron.plugins import PluginContext, Registries, check_plugin_data
 from plastron.spiffe.bundle import JwtAuthority
 from plastron.spiffe.ids import TrustDomain
 from plastron.spiffe.x509svid import make_ca_certificate
-from plastron.upstream import UpstreamUnsupported
+from plastron.upstream import UpstreamAuthority, UpstreamUnsupported
 
 MAX_FILE_BYTES = 1 << 20
 BACKDATE = dt.timedelta(seconds=10)
@@ -196,3 +199,32 @@ class DiskUpstreamAuthority:
 
     async def publish_jwt_key(self, key: JwtAuthority) -> list[JwtAuthority]:
         raise UpstreamUnsupported("disk upstream does not publish JWT keys")
+
+
+def _disk_upstream(plugin: PluginConfig, context: PluginContext) -> UpstreamAuthority:
+    check_plugin_data(plugin, ("cert_file_path", "key_file_path", "bundle_file_path"))
+    data = plugin.plugin_data
+
+    def path(key: str, required: bool) -> Path | None:
+        value: Any = data.get(key)
+        if value is None:
+            if required:
+                raise ConfigError(f"{plugin.path}.plugin_data.{key} is required")
+            return None
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{plugin.path}.plugin_data.{key} must be a non-empty string")
+        return context.resolve(value)
+
+    cert, key = path("cert_file_path", True), path("key_file_path", True)
+    assert cert is not None and key is not None
+    if context.trust_domain is None:
+        raise ConfigError(f"{plugin.path}: the disk UpstreamAuthority needs the trust domain")
+    return DiskUpstreamAuthority(
+        DiskUpstreamConfig(cert, key, path("bundle_file_path", False)),
+        trust_domain=context.trust_domain,
+        clock=context.clock,
+    )
+
+
+def register(registries: Registries) -> None:
+    registries.upstream_authorities.register("disk", _disk_upstream)

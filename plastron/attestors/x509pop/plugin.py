@@ -1,5 +1,5 @@
-"""Registers both x509pop halves with the core NodeAttestor registries; the server and the agent
-import this module at start. Each factory checks its ``plugin_data`` keys and builds the half."""
+"""Both x509pop halves' factories and ``register``. Each factory checks its ``plugin_data`` keys
+and builds the half."""
 
 from __future__ import annotations
 
@@ -14,13 +14,7 @@ from plastron.attestors.x509pop.server import X509PopServerAttestor
 from plastron.attestors.x509pop.wire import NAME
 from plastron.configs.plugin_blocks import PluginConfig
 from plastron.errors import ConfigError, PlastronError
-from plastron.plugins import (
-    AGENT_NODE_ATTESTORS,
-    SERVER_NODE_ATTESTORS,
-    PluginContext,
-    check_plugin_data,
-    open_key_uri,
-)
+from plastron.plugins import PluginContext, Registries, check_plugin_data
 
 
 def create_server_attestor(plugin: PluginConfig, context: PluginContext) -> X509PopServerAttestor:
@@ -31,7 +25,7 @@ def create_server_attestor(plugin: PluginConfig, context: PluginContext) -> X509
         plugin.plugin_data, base_dir=context.base_dir, where=f"{plugin.path}.plugin_data"
     )
     # mode spiffe trusts the server's own X.509 authorities, which the server passes here
-    bundle = context.x509_authorities
+    bundle = context.services.x509_authorities
     if config.mode == "spiffe" and bundle is None:
         raise ConfigError(
             f"{plugin.path}: mode spiffe needs the server's trust bundle, which this build "
@@ -54,17 +48,12 @@ def create_agent_attestor(plugin: PluginConfig, context: PluginContext) -> X509P
     if config.private_key_uri is not None:
         # the room that owns the URI scheme (hsm, for pkcs11:) opens the key
         try:
-            key = open_key_uri(config.private_key_uri)
+            key = context.open_key_uri(config.private_key_uri)
         except PlastronError as exc:
             raise ConfigError(f"x509pop: private_key_uri: {exc}") from None
     return X509PopAgentAttestor(config, key=key)
 
 
-def register() -> None:
-    if NAME not in SERVER_NODE_ATTESTORS:
-        SERVER_NODE_ATTESTORS.register(NAME, create_server_attestor)
-    if NAME not in AGENT_NODE_ATTESTORS:
-        AGENT_NODE_ATTESTORS.register(NAME, create_agent_attestor)
-
-
-register()
+def register(registries: Registries) -> None:
+    registries.server_node_attestors.register(NAME, create_server_attestor)
+    registries.agent_node_attestors.register(NAME, create_agent_attestor)

@@ -8,7 +8,6 @@ import pytest
 from softhsm_token import SoftHsmToken
 
 import plastron.hsm.plugin
-import plastron.hsm.upstream
 from plastron.clock import ManualClock
 from plastron.configs.plugin_blocks import PluginConfig
 from plastron.errors import ConfigError
@@ -24,16 +23,18 @@ from plastron.keymanager import (
     is_blocking,
     worker_opener,
 )
-from plastron.plugins import KEY_MANAGERS, UPSTREAM_AUTHORITIES, PluginContext
+from plastron.plugins import PluginContext
+from plastron.server.plugin_loading import load_server_plugins
 from plastron.spiffe.ids import TrustDomain
 
 pytestmark = pytest.mark.softhsm
 TD = TrustDomain("example.org")
+REGISTRIES = load_server_plugins()
 
 
 def _km(token: SoftHsmToken, data_dir: Path, **extra: object) -> Pkcs11KeyManager:
     plugin = PluginConfig("KeyManager", "pkcs11", plugin_data=token.plugin_data(**extra))
-    km = KEY_MANAGERS.create(plugin, PluginContext(trust_domain=TD, data_dir=data_dir))
+    km = REGISTRIES.key_managers.create(plugin, PluginContext(trust_domain=TD, data_dir=data_dir))
     assert isinstance(km, Pkcs11KeyManager)
     return km
 
@@ -100,6 +101,6 @@ def test_registry_builds_upstream(softhsm_token: SoftHsmToken) -> None:
         "UpstreamAuthority", "pkcs11", plugin_data=softhsm_token.plugin_data(root_ttl="720h")
     )
     context = PluginContext(trust_domain=TD, clock=ManualClock())
-    upstream = UPSTREAM_AUTHORITIES.create(plugin, context)
+    upstream = REGISTRIES.upstream_authorities.create(plugin, context)
     assert isinstance(upstream, Pkcs11UpstreamAuthority)
     upstream.close()

@@ -295,28 +295,24 @@ async def test_registered_plugins_attest_from_config(
     swtpm: SwtpmProcess, manufacturer_ca: ManufacturerCa, tmp_path: Path
 ) -> None:
     """The names in config build working halves through the core registries."""
-    import plastron.tpm.plugin  # noqa: F401, PLC0415 - registers the TPM plugins
     from plastron.configs.plugin_blocks import PluginConfig  # noqa: PLC0415
-    from plastron.plugins import (  # noqa: PLC0415
-        AGENT_NODE_ATTESTORS,
-        KEY_MANAGERS,
-        SERVER_NODE_ATTESTORS,
-        PluginContext,
-    )
+    from plastron.plugins import PluginContext, load_plugins  # noqa: PLC0415
+
+    registries = load_plugins(["plastron.tpm.plugin"])
 
     (tmp_path / "ca.pem").write_bytes(manufacturer_ca.cert_pem)
     ctx = PluginContext(trust_domain=TD, data_dir=tmp_path / "data", base_dir=tmp_path)
-    server = SERVER_NODE_ATTESTORS.create(
+    server = registries.server_node_attestors.create(
         PluginConfig("NodeAttestor", "tpm", {"endorsement_ca_path": "ca.pem", "pcrs": [7]}), ctx
     )
-    agent = AGENT_NODE_ATTESTORS.create(
+    agent = registries.agent_node_attestors.create(
         PluginConfig("NodeAttestor", "tpm", {"tcti": swtpm.tcti}), ctx
     )
     result = await server.attest(await agent.payload(), agent.answer)
     assert result.agent_id.path.startswith("/spire/agent/tpm/")
     # The agent's TLS stack shares the TPM with the agent: swtpm alone is refused ...
     with pytest.raises(ConfigError, match="serves one client at a time"):
-        KEY_MANAGERS.create(PluginConfig("KeyManager", "tpm", {"tcti": swtpm.tcti}), ctx)
+        registries.key_managers.create(PluginConfig("KeyManager", "tpm", {"tcti": swtpm.tcti}), ctx)
     # ... a resource manager is accepted (tests/e2e/tpm runs tpm2-abrmd in front of swtpm).
-    km = KEY_MANAGERS.create(PluginConfig("KeyManager", "tpm", {"tcti": "tabrmd"}), ctx)
+    km = registries.key_managers.create(PluginConfig("KeyManager", "tpm", {"tcti": "tabrmd"}), ctx)
     assert km.get_public_keys() == []

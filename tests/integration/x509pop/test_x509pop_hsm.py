@@ -10,7 +10,7 @@ import pytest
 from softhsm_token import SoftHsmToken
 from x509pop_pki import NOW, make_ca, make_leaf
 
-from plastron.agent.plugin_loading import load_builtin_plugins
+from plastron.agent.plugin_loading import agent_plugins
 from plastron.attestors.x509pop.agent import X509PopAgentAttestor
 from plastron.attestors.x509pop.config import X509PopServerConfig
 from plastron.attestors.x509pop.plugin import create_agent_attestor
@@ -23,13 +23,12 @@ from plastron.hsm.keymanager import Pkcs11KeyManager
 from plastron.hsm.session import open_token_session
 from plastron.hsm.uri_key import open_uri_key
 from plastron.keymanager import KeyType
-from plastron.plugins import KEY_URI_OPENERS, PluginContext, open_key_uri
 from plastron.spiffe.ids import SpiffeId, TrustDomain
 
 pytestmark = pytest.mark.softhsm
 TD = TrustDomain("example.org")
 # pkcs11: key URIs are opened by the hsm room, registered as the agent does at start
-load_builtin_plugins()
+CONTEXT = agent_plugins().context()
 LABEL = "nodes/x509pop-node"
 
 
@@ -68,7 +67,7 @@ async def test_hsm_node_key_attests(
     assert node.cert.public_key() == public
     cert_path = tmp_path / "node.pem"
     cert_path.write_bytes(node.pem())
-    agent = create_agent_attestor(agent_plugin(cert_path, uri_for(softhsm_token)), PluginContext())
+    agent = create_agent_attestor(agent_plugin(cert_path, uri_for(softhsm_token)), CONTEXT)
     assert isinstance(agent, X509PopAgentAttestor)
 
     (tmp_path / "ca.pem").write_bytes(root.pem())
@@ -81,8 +80,8 @@ async def test_hsm_node_key_attests(
 
 def test_hsm_node_key_cannot_be_exported(softhsm_token: SoftHsmToken) -> None:
     km = node_key_in_token(softhsm_token, KeyType.EC_P256)
-    assert KEY_URI_OPENERS["pkcs11"] is open_uri_key
-    key = open_key_uri(uri_for(softhsm_token))
+    assert CONTEXT.key_uri_openers["pkcs11"] is open_uri_key
+    key = CONTEXT.open_key_uri(uri_for(softhsm_token))
     assert key.public_key() == km.get_public_key("x509pop-node")
     with pytest.raises(KeyManagerError, match="cannot be exported"):
         key.private_numbers()
@@ -94,7 +93,7 @@ def test_missing_hsm_key_is_a_config_error(softhsm_token: SoftHsmToken, tmp_path
     cert_path.write_bytes(make_leaf(root).pem())
     uri = uri_for(softhsm_token, "nodes/absent")
     with pytest.raises(ConfigError, match="no private key labelled 'nodes/absent'"):
-        create_agent_attestor(agent_plugin(cert_path, uri), PluginContext())
+        create_agent_attestor(agent_plugin(cert_path, uri), CONTEXT)
 
 
 def test_hsm_key_must_match_the_certificate(softhsm_token: SoftHsmToken, tmp_path: Path) -> None:
@@ -102,7 +101,7 @@ def test_hsm_key_must_match_the_certificate(softhsm_token: SoftHsmToken, tmp_pat
     cert_path = tmp_path / "node.pem"
     cert_path.write_bytes(make_leaf(make_ca("HSM Other Root")).pem())
     with pytest.raises(ConfigError, match="private key does not match the node certificate"):
-        create_agent_attestor(agent_plugin(cert_path, uri_for(softhsm_token)), PluginContext())
+        create_agent_attestor(agent_plugin(cert_path, uri_for(softhsm_token)), CONTEXT)
 
 
 def test_uri_with_inline_pin_is_refused(tmp_path: Path) -> None:
@@ -110,5 +109,5 @@ def test_uri_with_inline_pin_is_refused(tmp_path: Path) -> None:
     cert_path.write_bytes(make_leaf(make_ca("HSM Pin Root")).pem())
     uri = "pkcs11:token=t;object=k?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-value=1234"
     with pytest.raises(ConfigError, match="pin-value is not accepted") as info:
-        create_agent_attestor(agent_plugin(cert_path, uri), PluginContext())
+        create_agent_attestor(agent_plugin(cert_path, uri), CONTEXT)
     assert "1234" not in str(info.value)

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,6 @@ import pytest
 from cryptography import x509
 from x509pop_pki import NOW, Issued, make_ca, make_leaf, new_key, write_files
 
-import plastron.attestors.x509pop.plugin  # noqa: F401 - registers both halves
 from plastron.attestors.x509pop.agent import X509PopAgentAttestor
 from plastron.attestors.x509pop.config import X509PopAgentConfig, X509PopServerConfig
 from plastron.attestors.x509pop.server import X509PopServerAttestor
@@ -23,10 +21,14 @@ from plastron.attestors.x509pop.wire import Challenge, encode_challenge
 from plastron.clock import ManualClock
 from plastron.configs.plugin_blocks import PluginConfig
 from plastron.errors import AttestationFailed, ConfigError
-from plastron.plugins import AGENT_NODE_ATTESTORS, SERVER_NODE_ATTESTORS, PluginContext
+from plastron.host_services import HostServices
+from plastron.plugins import PluginContext, load_plugins
 from plastron.spiffe.ids import SpiffeId, TrustDomain
 from plastron.spiffe.x509svid import make_ca_certificate, make_x509_svid
 
+_X509POP = load_plugins(["plastron.attestors.x509pop.plugin"])
+SERVER_NODE_ATTESTORS = _X509POP.server_node_attestors
+AGENT_NODE_ATTESTORS = _X509POP.agent_node_attestors
 TD = TrustDomain("example.org")
 
 
@@ -323,16 +325,11 @@ def test_agent_repr_has_no_key(node_files: dict[str, str]) -> None:
     assert "BEGIN" not in repr(agent) and "Private" not in repr(agent)
 
 
-@dataclass(frozen=True)
-class HostContext(PluginContext):
-    """What the server is asked to provide for mode spiffe (see docs/plugins/x509pop.md)."""
-
-    x509_authorities: Callable[[], Awaitable[Sequence[x509.Certificate]]] | None = None
-
-
 async def test_registry_passes_the_hosts_authorities_in_spiffe_mode(tmp_path: Path) -> None:
     ca = TrustDomainCA()
-    context = HostContext(trust_domain=TD, clock=ManualClock(NOW), x509_authorities=ca.bundle)
+    # what the server provides for mode spiffe (see docs/plugins/x509pop.md)
+    services = HostServices(x509_authorities=ca.bundle)
+    context = PluginContext(trust_domain=TD, clock=ManualClock(NOW), services=services)
     server = SERVER_NODE_ATTESTORS.create(plugin({"mode": "spiffe"}), context)
     agent = ca.svid("/spire-exchange/host-9", tmp_path)
     result = await server.attest(await agent.payload(), agent.answer)

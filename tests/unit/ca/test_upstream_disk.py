@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from plastron.clock import ManualClock
 from plastron.configs.plugin_blocks import PluginConfig
 from plastron.errors import ConfigError, FailedPrecondition, InvalidArgument
-from plastron.plugins import UPSTREAM_AUTHORITIES, PluginContext
+from plastron.plugins import PluginContext, load_plugins
 from plastron.server import plugin_loading
 from plastron.server.ca.config import CAConfig
 from plastron.server.ca.server_ca import ServerCA
@@ -271,4 +271,5 @@ def test_relative_file_paths_resolve_from_the_config_directory(
         "UpstreamAuthority", "disk", {"cert_file_path": "ca.pem", "key_file_path": "ca.key"}
     )
     context = PluginContext(trust_domain=TD, clock=clock, base_dir=tmp_path)
-    assert isinstance(UPSTREAM_AUTHORITIES.create(plugin, context), DiskUpstreamAuthority)
+    upstreams = load_plugins(["plastron.server.upstream.disk"]).upstream_authorities
+    assert isinstance(upstreams.create(plugin, context), DiskUpstreamAuthority)

@@ -11,14 +11,11 @@ from plastron.agent.config import parse_agent_config
 from plastron.configs.plugin_blocks import PluginConfig
 from plastron.errors import ConfigError
 from plastron.keymanager import DiskKeyManager, KeyManager, KeyType, MemoryKeyManager
-from plastron.plugins import (
-    KEY_MANAGERS,
-    PluginContext,
-    Registry,
-    check_plugin_data,
-    disk_key_directory,
-)
+from plastron.keymanager_plugins import disk_key_directory
+from plastron.plugins import PluginContext, Registries, Registry, check_plugin_data, load_plugins
 from plastron.server.config import parse_server_config
+
+KEY_MANAGERS = load_plugins(["plastron.keymanager_plugins"]).key_managers
 
 
 class Greeter:
@@ -117,3 +114,69 @@ def test_disk_plugin_data_errors() -> None:
 
 def test_check_plugin_data_accepts_known_keys() -> None:
     check_plugin_data(disk({"directory": "/a"}), ("directory", "keys_path"))
+
+
+def test_each_runtime_loads_its_plugins_explicitly() -> None:
+    """register(registries) of each listed module fills fresh registries: nothing is registered
+    by importing a module, and two loads share no state."""
+    from plastron.agent.plugin_loading import AGENT_PLUGIN_MODULES  # noqa: PLC0415
+    from plastron.server.plugin_loading import load_server_plugins  # noqa: PLC0415
+
+    server = load_server_plugins()
+    assert set(server.server_node_attestors.names()) >= {"join_token", "x509pop"}
+    assert set(server.key_managers.names()) >= {"memory", "disk"}
+    assert "disk" in server.upstream_authorities
+    agent = load_plugins(AGENT_PLUGIN_MODULES)
+    assert agent.workload_attestors.names() == ("unix",)
+    assert set(agent.agent_node_attestors.names()) >= {"join_token", "x509pop"}
+    assert agent.upstream_authorities.names() == ()
+    assert load_server_plugins().key_managers is not server.key_managers
+    assert Registries().key_managers.names() == ()
+
+
+def test_a_module_missing_from_the_build_is_skipped() -> None:
+    registries = load_plugins(["plastron.no_such_plugin", "plastron.keymanager_plugins"])
+    assert registries.key_managers.names() == ("disk", "memory")
+
+
+def test_join_token_reaches_its_state_through_host_services() -> None:
+    from plastron.host_services import HostServices  # noqa: PLC0415
+    from plastron.spiffe.ids import TrustDomain  # noqa: PLC0415
+
+    registries = load_plugins(["plastron.attestors.join_token"])
+    plugin = PluginConfig("NodeAttestor", "join_token")
+    with pytest.raises(ConfigError, match=re.escape("needs -joinToken or agent.join_token")):
+        registries.agent_node_attestors.create(plugin, registries.context())
+    agent = registries.agent_node_attestors.create(
+        plugin, registries.context(services=HostServices(join_token="tok-1"))
+    )
+    assert "tok-1" not in repr(agent)
+    with pytest.raises(ConfigError, match="needs the trust domain and tokens"):
+        registries.server_node_attestors.create(plugin, registries.context())
+
+    async def consume(token: str) -> None:
+        return None
+
+    server = registries.server_node_attestors.create(
+        plugin,
+        registries.context(
+            trust_domain=TrustDomain("td.test"),
+            services=HostServices(consume_join_token=consume),
+        ),
+    )
+    assert server.name == "join_token"
+    with pytest.raises(
+        ConfigError, match=re.escape('unknown key "plugins.NodeAttestor.join_token')
+    ):
+        registries.agent_node_attestors.create(
+            PluginConfig("NodeAttestor", "join_token", {"x": 1}), registries.context()
+        )
+
+
+def test_unknown_workload_attestor_names_the_known_ones() -> None:
+    from plastron.agent.plugin_loading import agent_plugins  # noqa: PLC0415
+
+    with pytest.raises(ConfigError, match='unknown WorkloadAttestor "docker"; known: unix'):
+        agent_plugins().workload_attestors.create(
+            PluginConfig("WorkloadAttestor", "docker"), agent_plugins().context()
+        )

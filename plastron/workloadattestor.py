@@ -1,12 +1,18 @@
-"""The WorkloadAttestor protocol: selectors for the process that called the Workload API."""
+"""The WorkloadAttestor plugin protocol: selectors for the process that called the Workload API.
+
+Implementations register with :attr:`plastron.plugins.Registries.workload_attestors`; the agent
+builds every configured one and asks each about every caller. ``unix`` is the agent's
+(:mod:`plastron.agent.workloadattestor.unix`).
+"""
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from plastron.selector import Selector
 
 
+@runtime_checkable
 class WorkloadAttestor(Protocol):
     """Turns a caller's PID into selectors.
 

@@ -1,0 +1,70 @@
+"""KeyManager ``memory`` and ``disk``: their factories and ``register``.
+
+``memory`` takes no settings. ``disk`` takes ``directory`` (SPIRE agent's key) or ``keys_path``
+(SPIRE server's key), see :func:`disk_key_directory`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from plastron.configs.plugin_blocks import PluginConfig
+from plastron.errors import ConfigError
+from plastron.keymanager import DiskKeyManager, KeyManager, MemoryKeyManager
+from plastron.plugins import PluginContext, Registries, check_plugin_data
+
+# Where the disk KeyManager keeps its keys when its plugin_data names no place (under data_dir).
+DEFAULT_KEYS_DIRECTORY = "keys"
+
+
+def _memory_key_manager(plugin: PluginConfig, context: PluginContext) -> KeyManager:
+    check_plugin_data(plugin, ())
+    return MemoryKeyManager()
+
+
+def _string_setting(plugin: PluginConfig, key: str) -> str | None:
+    value = plugin.plugin_data.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{plugin.path}.plugin_data.{key} must be a non-empty string")
+    return value
+
+
+def disk_key_directory(plugin: PluginConfig, context: PluginContext) -> Path:
+    """Where the ``disk`` KeyManager keeps ``keys.json``.
+
+    ``directory`` (SPIRE agent's setting) is used as is. ``keys_path`` (SPIRE server's setting)
+    names a file; ours is always ``keys.json``, so ``keys_path = "/var/lib/x/keys.json"`` maps
+    to the directory ``/var/lib/x``, and any other file name to ``/var/lib/x/<name>.d`` so two
+    configured paths never share a file. Neither given: ``<data_dir>/keys``.
+    """
+    check_plugin_data(plugin, ("directory", "keys_path"))
+    directory = _string_setting(plugin, "directory")
+    keys_path = _string_setting(plugin, "keys_path")
+    if directory and keys_path:
+        raise ConfigError(f"{plugin.path}: give directory or keys_path, not both")
+    if directory:
+        chosen = Path(directory)
+    elif keys_path:
+        file = Path(keys_path)
+        if file.name == DiskKeyManager.FILE_NAME:
+            chosen = file.parent
+        else:
+            chosen = file.parent / f"{file.name}.d"
+    elif context.data_dir is not None:
+        chosen = context.data_dir / DEFAULT_KEYS_DIRECTORY
+    else:
+        raise ConfigError(f"{plugin.path}.plugin_data: directory is required")
+    if not chosen.is_absolute() and context.base_dir is not None:
+        chosen = context.base_dir / chosen
+    return chosen
+
+
+def _disk_key_manager(plugin: PluginConfig, context: PluginContext) -> KeyManager:
+    return DiskKeyManager(disk_key_directory(plugin, context))
+
+
+def register(registries: Registries) -> None:
+    registries.key_managers.register("memory", _memory_key_manager)
+    registries.key_managers.register("disk", _disk_key_manager)
