@@ -4,8 +4,8 @@
 (or ``pin-source=env:<VAR>``). The key must have been generated in the token and be sensitive,
 never extractable and for signing only: the pkcs11 KeyManager refuses any other. Signing runs
 in the token; nothing private is ever read. Registered as the opener of ``pkcs11:`` key URIs
-(:data:`plastron.plugins.KEY_URI_OPENERS`), so core reaches the key only through the KeyManager
-protocol.
+(:attr:`plastron.plugins.Registries.key_uri_openers`), so core reaches the key only through
+the KeyManager protocol.
 """
 
 from __future__ import annotations

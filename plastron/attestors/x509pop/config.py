@@ -14,7 +14,7 @@ Agent ``plugin_data``, as SPIRE's agent plugin plus one key:
 - ``private_key_uri``: ``pkcs11:token=<label>;object=<key label>?module-path=<module>&
   pin-source=file:<path>`` — a node key held in an HSM (generated in the token, sensitive,
   never extractable); it signs in the token and is never read. The hsm room opens it (see
-  :data:`plastron.plugins.KEY_URI_OPENERS`).
+  :attr:`plastron.plugins.Registries.key_uri_openers`).
 
 Relative paths resolve against ``base_dir`` (the config file's directory).
 """
