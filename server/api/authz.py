@@ -10,6 +10,10 @@ first:
 - AGENT: the caller holds an agent SVID whose serial is the node's current serial, or its new
   serial (which is then promoted: a renewed SVID becomes active on first use); an empty current
   serial means banned. Failures carry SPIRE's PermissionDeniedDetails reason.
+
+ADMIN, DOWNSTREAM and AGENT callers are authorized per call, so an X509-SVID that expires stops
+authorizing calls at once, also on a connection opened while it was valid (TLS checks it only
+at the handshake).
 """
 
 from __future__ import annotations
@@ -107,8 +111,10 @@ class Authorizer:
         sid = caller.spiffe_id
         if sid is not None and not caller.local:
             if Policy.ADMIN in policy and self._is_admin(sid):
+                self._require_unexpired(leaf, "admin")
                 return Caller(**{**caller.__dict__, "admin": True})
             if Policy.DOWNSTREAM in policy and self._is_downstream(sid):
+                self._require_unexpired(leaf, "downstream")
                 return Caller(**{**caller.__dict__, "downstream": True})
             if Policy.AGENT in policy and leaf is not None:
                 node = await self._authorize_agent(sid, leaf)
@@ -123,10 +129,15 @@ class Authorizer:
     def _is_downstream(self, sid: SpiffeId) -> bool:
         return any(e.downstream for e in self._cache.entries_with_spiffe_id(sid))
 
+    def _require_unexpired(
+        self, leaf: x509.Certificate | None, kind: str, reason: Any = None
+    ) -> None:
+        if leaf is None or leaf.not_valid_after_utc.timestamp() <= self._now():
+            raise permission_denied(f"{kind} SVID has expired", reason)
+
     async def _authorize_agent(self, sid: SpiffeId, leaf: x509.Certificate) -> AttestedNode:
         reasons = status_pb2.PermissionDeniedDetails
-        if leaf.not_valid_after_utc.timestamp() <= self._now():
-            raise permission_denied("agent SVID has expired", reasons.AGENT_EXPIRED)
+        self._require_unexpired(leaf, "agent", reasons.AGENT_EXPIRED)
         node = await self._nodes.fetch_attested_node(sid)
         if node is None:
             raise permission_denied(f"agent {sid} is not attested", reasons.AGENT_NOT_ATTESTED)

@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from grpclib.client import Channel
 
+from plastron.clock import Clock
 from plastron.proto.spire.api.server.agent.v1 import agent_grpc, agent_pb2
 from plastron.proto.spire.api.server.bundle.v1 import bundle_grpc, bundle_pb2
 from plastron.proto.spire.api.server.entry.v1 import entry_grpc
@@ -166,12 +167,13 @@ async def running_server(
     extra_plugins: str = "",
     extra_top: str = "",
     key_manager: str = MEMORY_KEY_MANAGER,
+    clock: Clock | None = None,
 ) -> AsyncIterator[Harness]:
     port = free_port()
     config = parse_server_config(
         server_conf(tmp, port, extra_server, extra_plugins, extra_top, key_manager)
     )
-    server = PlastronServer(config)
+    server = PlastronServer(config, clock=clock)
     await server.start()
     harness = Harness(server, tmp, port)
     try:
