@@ -11,24 +11,15 @@ from pathlib import Path
 from plastron.configs.plugin_blocks import PluginConfig
 from plastron.errors import ConfigError
 from plastron.keymanager import DiskKeyManager, KeyManager, MemoryKeyManager
-from plastron.plugins import PluginContext, Registries, check_plugin_data
+from plastron.plugins import PluginContext, Registries
 
 # Where the disk KeyManager keeps its keys when its plugin_data names no place (under data_dir).
 DEFAULT_KEYS_DIRECTORY = "keys"
 
 
 def _memory_key_manager(plugin: PluginConfig, context: PluginContext) -> KeyManager:
-    check_plugin_data(plugin, ())
+    plugin.settings().finish()
     return MemoryKeyManager()
-
-
-def _string_setting(plugin: PluginConfig, key: str) -> str | None:
-    value = plugin.plugin_data.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value:
-        raise ConfigError(f"{plugin.path}.plugin_data.{key} must be a non-empty string")
-    return value
 
 
 def disk_key_directory(plugin: PluginConfig, context: PluginContext) -> Path:
@@ -39,9 +30,10 @@ def disk_key_directory(plugin: PluginConfig, context: PluginContext) -> Path:
     to the directory ``/var/lib/x``, and any other file name to ``/var/lib/x/<name>.d`` so two
     configured paths never share a file. Neither given: ``<data_dir>/keys``.
     """
-    check_plugin_data(plugin, ("directory", "keys_path"))
-    directory = _string_setting(plugin, "directory")
-    keys_path = _string_setting(plugin, "keys_path")
+    settings = plugin.settings()
+    directory = settings.optional_string("directory")
+    keys_path = settings.optional_string("keys_path")
+    settings.finish()
     if directory and keys_path:
         raise ConfigError(f"{plugin.path}: give directory or keys_path, not both")
     if directory:

@@ -3,17 +3,17 @@ datastore settings, the UpstreamAuthority, the NodeAttestors) from config."""
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from plastron.attestors.base import ServerNodeAttestor
 from plastron.attestors.join_token import NAME as JOIN_TOKEN
-from plastron.configs.duration import parse_duration
 from plastron.configs.plugin_blocks import PluginConfig
 from plastron.errors import ConfigError
-from plastron.plugins import PluginContext, Registries, check_plugin_data, load_plugins
+from plastron.plugins import PluginContext, Registries, load_plugins
 from plastron.server.config import DEFAULT_DATASTORE, ServerConfig
-from plastron.server.datastore.config import DEFAULT_DATABASE_TYPE, SqlConfig
+from plastron.server.datastore.config import DEFAULT_DATABASE_TYPE, DatabaseType, SqlConfig
 from plastron.upstream import UpstreamAuthority
 
 # The modules whose register(registries) the server calls at start. A missing optional
@@ -28,29 +28,12 @@ SERVER_PLUGIN_MODULES = (
     "plastron.server.upstream.disk",
 )
 
-_SQL_KEYS = (
-    "database_type",
-    "connection_string",
-    "ro_connection_string",
-    "max_open_conns",
-    "max_idle_conns",
-    "conn_max_lifetime",
-    "disable_migration",
-    "root_ca_path",
-    "client_cert_path",
-    "client_key_path",
-)
+# SPIRE's read-only replica string: accepted so SPIRE configs load, not used (one pool).
+_UNUSED_SQL_KEYS = ("ro_connection_string",)
 
 
 def load_server_plugins() -> Registries:
     return load_plugins(SERVER_PLUGIN_MODULES)
-
-
-def _int(plugin: PluginConfig, key: str, default: int) -> int:
-    value = plugin.plugin_data.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{plugin.path}.plugin_data.{key} must be an integer")
-    return value
 
 
 def _file_path(cfg: ServerConfig, value: Any) -> str:
@@ -66,35 +49,34 @@ def datastore_config(cfg: ServerConfig) -> SqlConfig:
     plugin = cfg.datastore  # the config reader supplies the default one
     if plugin.name != DEFAULT_DATASTORE:
         raise ConfigError(f'unknown DataStore "{plugin.name}"; known: sql')
-    check_plugin_data(plugin, _SQL_KEYS)
-    data = plugin.plugin_data
-    db_type = data.get("database_type", DEFAULT_DATABASE_TYPE)
-    if db_type not in ("sqlite3", "postgres", "mysql"):
-        raise ConfigError(
-            f"{plugin.path}.plugin_data.database_type must be sqlite3, postgres or mysql, "
-            f"got {db_type!r}"
-        )
-    lifetime = data.get("conn_max_lifetime")
+    settings = plugin.settings()
+    defaults = SqlConfig
     config = SqlConfig(
-        database_type=db_type,
-        connection_string=str(data.get("connection_string", "")),
-        data_dir=str(cfg.data_dir),
-        max_open_conns=_int(plugin, "max_open_conns", 100),
-        max_idle_conns=_int(plugin, "max_idle_conns", 100),
-        conn_max_lifetime=(
-            int(
-                parse_duration(
-                    lifetime, f"{plugin.path}.plugin_data.conn_max_lifetime"
-                ).total_seconds()
-            )
-            if lifetime is not None
-            else 0
+        database_type=cast(
+            DatabaseType,
+            settings.choice(
+                "database_type", DEFAULT_DATABASE_TYPE, ("sqlite3", "postgres", "mysql")
+            ),
         ),
-        disable_migration=bool(data.get("disable_migration", False)),
-        root_ca_path=_file_path(cfg, data.get("root_ca_path", "")),
-        client_cert_path=_file_path(cfg, data.get("client_cert_path", "")),
-        client_key_path=_file_path(cfg, data.get("client_key_path", "")),
+        connection_string=settings.string("connection_string", ""),
+        data_dir=str(cfg.data_dir),
+        max_open_conns=settings.integer("max_open_conns", defaults.max_open_conns, 1),
+        max_idle_conns=settings.integer("max_idle_conns", defaults.max_idle_conns),
+        conn_max_lifetime=int(
+            settings.duration(
+                "conn_max_lifetime",
+                dt.timedelta(seconds=defaults.conn_max_lifetime),
+                positive=False,
+            ).total_seconds()
+        ),
+        disable_migration=settings.boolean("disable_migration", defaults.disable_migration),
+        root_ca_path=_file_path(cfg, settings.string("root_ca_path", "")),
+        client_cert_path=_file_path(cfg, settings.string("client_cert_path", "")),
+        client_key_path=_file_path(cfg, settings.string("client_key_path", "")),
     )
+    for key in _UNUSED_SQL_KEYS:
+        settings.raw(key)
+    settings.finish()
     config.validate()
     return config
 

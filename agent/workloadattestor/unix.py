@@ -16,11 +16,11 @@ import os
 import pwd
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from plastron.agent import procfs
+from plastron.configs.block import Block
 from plastron.configs.plugin_blocks import PluginConfig
-from plastron.errors import AttestationFailed, ConfigError
+from plastron.errors import AttestationFailed
 from plastron.plugins import PluginContext, Registries
 from plastron.selector import Selector
 
@@ -35,18 +35,17 @@ class UnixAttestorConfig:
     workload_size_limit: int = 0
 
     @classmethod
-    def from_plugin_data(cls, data: dict[str, Any]) -> UnixAttestorConfig:
-        known = {"discover_workload_path", "workload_size_limit"}
-        for key in data:
-            if key not in known:
-                raise ConfigError(f"WorkloadAttestor unix: unknown key {key!r}")
-        discover = data.get("discover_workload_path", False)
-        limit = data.get("workload_size_limit", 0)
-        if not isinstance(discover, bool):
-            raise ConfigError("WorkloadAttestor unix: discover_workload_path must be a boolean")
-        if not isinstance(limit, int) or isinstance(limit, bool):
-            raise ConfigError("WorkloadAttestor unix: workload_size_limit must be an integer")
-        return cls(discover, limit)
+    def from_settings(cls, settings: Block) -> UnixAttestorConfig:
+        config = cls(
+            discover_workload_path=settings.boolean(
+                "discover_workload_path", cls.discover_workload_path
+            ),
+            workload_size_limit=settings.integer(
+                "workload_size_limit", cls.workload_size_limit, -(2**63), 2**63 - 1
+            ),
+        )
+        settings.finish()
+        return config
 
 
 @dataclass(frozen=True)
@@ -184,7 +183,7 @@ class UnixWorkloadAttestor:
 
 
 def _create(plugin: PluginConfig, context: PluginContext) -> UnixWorkloadAttestor:
-    return UnixWorkloadAttestor(UnixAttestorConfig.from_plugin_data(dict(plugin.plugin_data)))
+    return UnixWorkloadAttestor(UnixAttestorConfig.from_settings(plugin.settings()))
 
 
 def register(registries: Registries) -> None:

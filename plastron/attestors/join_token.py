@@ -19,7 +19,7 @@ from plastron.clock import Clock
 from plastron.configs.plugin_blocks import PluginConfig
 from plastron.errors import AttestationFailed, ConfigError
 from plastron.host_services import ConsumeTokenFn
-from plastron.plugins import PluginContext, Registries, check_plugin_data
+from plastron.plugins import PluginContext, Registries
 from plastron.spiffe.ids import TrustDomain, agent_id
 
 NAME = "join_token"
@@ -85,7 +85,7 @@ class JoinTokenAgentAttestor:
 
 
 def create_server_attestor(plugin: PluginConfig, context: PluginContext) -> JoinTokenServerAttestor:
-    check_plugin_data(plugin, ())
+    plugin.settings().finish()
     consume = context.services.consume_join_token
     if context.trust_domain is None or consume is None:
         raise ConfigError(f"{plugin.path}: the server attestor needs the trust domain and tokens")
@@ -93,7 +93,7 @@ def create_server_attestor(plugin: PluginConfig, context: PluginContext) -> Join
 
 
 def create_agent_attestor(plugin: PluginConfig, context: PluginContext) -> JoinTokenAgentAttestor:
-    check_plugin_data(plugin, ())
+    plugin.settings().finish()
     token = context.services.join_token
     if not token:
         raise ConfigError("join_token attestation needs -joinToken or agent.join_token")

@@ -86,6 +86,13 @@ class Block:
             raise ConfigError(f"{self.where(key)} is longer than {MAX_STRING} characters")
         return value
 
+    def optional_string(self, key: str) -> str | None:
+        """A non-empty string, or None when the key is absent."""
+        value: str | None = self.string(key, None)
+        if value is not None and not value:
+            raise ConfigError(f"{self.where(key)} must be a non-empty string")
+        return value
+
     def choice(self, key: str, default: str, allowed: tuple[str, ...]) -> str:
         value: str = self.string(key, default)
         if value.lower() not in allowed:
@@ -93,6 +100,7 @@ class Block:
         return value.lower()
 
     def integer(self, key: str, default: int, lo: int = 0, hi: int = 2**31 - 1) -> int:
+        """An integer within [lo, hi]; quoted digits are accepted, as Go's HCL decoder does."""
         value = self._take(key)
         if value is _MISSING:
             return default

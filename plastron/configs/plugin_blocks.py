@@ -32,6 +32,12 @@ class PluginConfig:
         """Dotted config path of this plugin's block, for error messages."""
         return f"plugins.{self.type}.{self.name}"
 
+    def settings(self) -> Block:
+        """The typed reader every plugin reads its ``plugin_data`` with: each error names
+        ``plugins.<Type>.<name>.plugin_data.<key>`` and the rule, and ``finish()`` refuses the
+        keys nobody read (``unknown key "plugins.KeyManager.disk.plugin_data.dir"``)."""
+        return Block(dict(self.plugin_data), f"{self.path}.plugin_data")
+
 
 @dataclass(frozen=True)
 class PluginSet:

@@ -15,7 +15,6 @@ import asyncio
 import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -26,7 +25,7 @@ from plastron.clock import Clock
 from plastron.configs.plugin_blocks import PluginConfig
 from plastron.errors import ConfigError, FailedPrecondition, InvalidArgument
 from plastron.keymanager import PrivateKey, PublicKey
-from plastron.plugins import PluginContext, Registries, check_plugin_data
+from plastron.plugins import PluginContext, Registries
 from plastron.spiffe.bundle import JwtAuthority
 from plastron.spiffe.ids import TrustDomain
 from plastron.spiffe.x509svid import make_ca_certificate
@@ -202,25 +201,21 @@ class DiskUpstreamAuthority:
 
 
 def _disk_upstream(plugin: PluginConfig, context: PluginContext) -> UpstreamAuthority:
-    check_plugin_data(plugin, ("cert_file_path", "key_file_path", "bundle_file_path"))
-    data = plugin.plugin_data
-
-    def path(key: str, required: bool) -> Path | None:
-        value: Any = data.get(key)
-        if value is None:
-            if required:
-                raise ConfigError(f"{plugin.path}.plugin_data.{key} is required")
-            return None
-        if not isinstance(value, str) or not value:
-            raise ConfigError(f"{plugin.path}.plugin_data.{key} must be a non-empty string")
-        return context.resolve(value)
-
-    cert, key = path("cert_file_path", True), path("key_file_path", True)
-    assert cert is not None and key is not None
+    settings = plugin.settings()
+    cert, key = settings.string("cert_file_path"), settings.string("key_file_path")
+    bundle = settings.optional_string("bundle_file_path")
+    settings.finish()
+    for name, value in (("cert_file_path", cert), ("key_file_path", key)):
+        if not value:
+            raise ConfigError(f"{settings.where(name)} must be a non-empty string")
     if context.trust_domain is None:
         raise ConfigError(f"{plugin.path}: the disk UpstreamAuthority needs the trust domain")
     return DiskUpstreamAuthority(
-        DiskUpstreamConfig(cert, key, path("bundle_file_path", False)),
+        DiskUpstreamConfig(
+            context.resolve(cert),
+            context.resolve(key),
+            context.resolve(bundle) if bundle is not None else None,
+        ),
         trust_domain=context.trust_domain,
         clock=context.clock,
     )

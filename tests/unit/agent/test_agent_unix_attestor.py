@@ -4,6 +4,7 @@ import grp
 import hashlib
 import os
 import pwd
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from plastron.agent.workloadattestor.unix import UnixAttestorConfig, UnixWorkloadAttestor
+from plastron.configs.plugin_blocks import PluginConfig
 from plastron.errors import AttestationFailed, ConfigError
 from plastron.selector import Selector
 
@@ -104,13 +106,20 @@ async def test_process_exiting_during_attestation_is_an_error() -> None:
         await _ExitMidway(child).attest(child.pid)
 
 
+def _config(data: dict[str, object]) -> UnixAttestorConfig:
+    return UnixAttestorConfig.from_settings(
+        PluginConfig("WorkloadAttestor", "unix", data).settings()
+    )
+
+
 def test_config_rejects_unknown_and_mistyped_keys() -> None:
-    assert UnixAttestorConfig.from_plugin_data(
-        {"discover_workload_path": True, "workload_size_limit": 5}
-    ) == UnixAttestorConfig(True, 5)
-    with pytest.raises(ConfigError, match="'bogus'"):
-        UnixAttestorConfig.from_plugin_data({"bogus": 1})
-    with pytest.raises(ConfigError, match="discover_workload_path"):
-        UnixAttestorConfig.from_plugin_data({"discover_workload_path": "yes"})
-    with pytest.raises(ConfigError, match="workload_size_limit"):
-        UnixAttestorConfig.from_plugin_data({"workload_size_limit": "5"})
+    assert _config({"discover_workload_path": True, "workload_size_limit": 5}) == (
+        UnixAttestorConfig(True, 5)
+    )
+    where = "plugins.WorkloadAttestor.unix.plugin_data"
+    with pytest.raises(ConfigError, match=re.escape(f'unknown key "{where}.bogus"')):
+        _config({"bogus": 1})
+    with pytest.raises(ConfigError, match=re.escape(f"{where}.discover_workload_path must be")):
+        _config({"discover_workload_path": "yes"})
+    with pytest.raises(ConfigError, match=re.escape(f"{where}.workload_size_limit must be an")):
+        _config({"workload_size_limit": "five"})
