@@ -40,6 +40,16 @@ class AgentExperimental:
 
 
 @dataclass(frozen=True)
+class SdsConfig:
+    """SPIRE's ``agent { sds { ... } }``: Envoy SDS resource names and validator default."""
+
+    default_svid_name: str = "default"
+    default_bundle_name: str = "ROOTCA"
+    default_all_bundles_name: str = "ALL"
+    disable_spiffe_cert_validation: bool = False
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     trust_domain: TrustDomain
     server_address: str
@@ -61,6 +71,8 @@ class AgentConfig:
     x509_svid_cache_max_size: int = 1000
     jwt_svid_cache_max_size: int = 1000
     experimental: AgentExperimental = AgentExperimental()
+    disable_sds_api: bool = False
+    sds: SdsConfig = SdsConfig()
     health_checks: HealthChecksConfig = field(default_factory=HealthChecksConfig)
     telemetry: Mapping[str, Any] = field(default_factory=dict, compare=False)
     # The directory of the config file it was read from (None for text parsed directly):
@@ -105,6 +117,36 @@ def _experimental(block: Block) -> AgentExperimental:
     return experimental
 
 
+def _sds(block: Block) -> SdsConfig:
+    """An empty name means the default, as in SPIRE (its defaults fill unset and empty keys);
+    two defaults may not share a name, which SPIRE only warns about."""
+    d = SdsConfig
+    names = {
+        key: block.string(key, default) or default
+        for key, default in (
+            ("default_svid_name", d.default_svid_name),
+            ("default_bundle_name", d.default_bundle_name),
+            ("default_all_bundles_name", d.default_all_bundles_name),
+        )
+    }
+    sds = SdsConfig(
+        **names,
+        disable_spiffe_cert_validation=block.boolean(
+            "disable_spiffe_cert_validation", d.disable_spiffe_cert_validation
+        ),
+    )
+    block.finish()
+    seen: dict[str, str] = {}
+    for key, name in names.items():
+        if name in seen:
+            raise ConfigError(
+                f"agent.sds: {seen[name]} and {key} are both {name!r}; a resource name can"
+                " mean only one thing"
+            )
+        seen[name] = key
+    return sds
+
+
 def _agent_section(a: Block) -> dict[str, Any]:
     d = AgentConfig
     join_token: str = a.string("join_token", "")
@@ -132,6 +174,8 @@ def _agent_section(a: Block) -> dict[str, Any]:
             "jwt_svid_cache_max_size", d.jwt_svid_cache_max_size, 1, MAX_CACHE_SIZE
         ),
         "experimental": _experimental(a.block("experimental")),
+        "disable_sds_api": a.boolean("disable_sds_api", d.disable_sds_api),
+        "sds": _sds(a.block("sds")),
     }
 
 

@@ -1,4 +1,4 @@
-"""``plastron-agent run``: attest (or resume), serve the Workload API, sync, rotate.
+"""``plastron-agent run``: attest (or resume), serve the Workload API and SDS, sync, rotate.
 
 Start-up: a stored agent SVID that is still valid (and whose key the KeyManager still holds) is
 resumed without attesting; otherwise the node attests over TLS verified against the bootstrap
@@ -15,6 +15,7 @@ import contextlib
 import logging
 import signal
 import sys
+from typing import Any
 
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
@@ -28,6 +29,7 @@ from plastron.agent.plugin_loading import (
     build_workload_attestors,
     load_bootstrap_bundle,
 )
+from plastron.agent.sds.service import SecretDiscoveryService
 from plastron.agent.server_client import TRANSPORT_ERRORS, ServerClient
 from plastron.agent.storage import AgentStorage
 from plastron.agent.sync import WorkloadSync, wait_or_wake
@@ -179,10 +181,17 @@ class AgentRuntime:
         service = WorkloadAPIService(
             self.cache, self.workload_attestors, self.clock, jwt_source=self.sync
         )
-        server = await start_endpoint(
-            str(self.config.socket_path), [service, self.health], service.callers
+        handlers: list[Any] = [service, self.health]
+        if not self.config.disable_sds_api:
+            handlers.append(
+                SecretDiscoveryService(self.cache, service.attestation, self.config.sds)
+            )
+        server = await start_endpoint(str(self.config.socket_path), handlers, service.callers)
+        log.info(
+            "workload API%s listening socket_path=%s",
+            "" if self.config.disable_sds_api else " and Envoy SDS",
+            self.config.socket_path,
         )
-        log.info("workload API listening socket_path=%s", self.config.socket_path)
         health_http = await self._start_health_listener()
         try:
             await self._loop()

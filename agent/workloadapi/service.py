@@ -1,16 +1,16 @@
 """The grpclib ``SpiffeWorkloadAPI`` service.
 
-Every call: the ``workload.spiffe.io: true`` header (else InvalidArgument), the caller's PID from
-``SO_PEERCRED`` as recorded when its connection was accepted, every workload attestor on that PID
-(selectors unioned), then a check that the process is still the one that connected (see
-``peertracker``), then the cache. A caller matching no entry, or no longer the process that
-connected, gets PermissionDenied. Streams send the full current state at once and again on every
-change; identical states are not re-sent, and the caller is checked again before each message.
+Every call: the ``workload.spiffe.io: true`` header (else InvalidArgument), then the caller's
+identity as every service on the socket gets it (``callers``: the PID from ``SO_PEERCRED`` as
+recorded when its connection was accepted, every workload attestor on that PID, then a check
+that the process is still the one that connected), then the cache. A caller matching no entry,
+or no longer the process that connected, gets PermissionDenied. Streams send the full current
+state at once and again on every change; identical states are not re-sent, and the caller is
+checked again before each message.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
@@ -21,10 +21,11 @@ from grpclib.exceptions import GRPCError
 
 from plastron.agent.cache import WorkloadCache, WorkloadEntry, WorkloadUpdate
 from plastron.agent.workloadapi import messages
-from plastron.agent.workloadapi.peertracker import CallerTracker, CallerWatcher
+from plastron.agent.workloadapi.callers import CallerAttestation, entitled_entries
+from plastron.agent.workloadapi.peertracker import CallerWatcher
 from plastron.agent.workloadapi.status import mapped_errors
 from plastron.clock import Clock
-from plastron.errors import AttestationFailed, InvalidArgument, InvalidSvid, NotAuthorized
+from plastron.errors import InvalidArgument, InvalidSvid, NotAuthorized
 from plastron.proto.workload import workload_pb2 as pb
 from plastron.proto.workload.workload_grpc import SpiffeWorkloadAPIBase
 from plastron.selector import Selector
@@ -35,7 +36,6 @@ from plastron.spiffe.jwtsvid import (
     parse_jwt_svid_insecure,
     validate_jwt_svid,
 )
-from plastron.transport.peer import stream_transport
 from plastron.wire.limits import check_jwt_audience
 from plastron.workloadattestor import WorkloadAttestor
 
@@ -59,50 +59,23 @@ class WorkloadAPIService(SpiffeWorkloadAPIBase):
         jwt_source: JwtSvidSource | None = None,
     ) -> None:
         self._cache = cache
-        self._attestors = list(attestors)
         self._clock = clock
         self._jwt_source = jwt_source
-        self.callers = CallerTracker()
+        self.attestation = CallerAttestation(attestors)
+        """Caller identification, shared with the other services on the socket (Envoy SDS)."""
+        self.callers = self.attestation.tracker
         """Record of each connection's caller, made at accept by the endpoint serving this."""
 
     # ---- caller identification -------------------------------------------------------------
 
     async def _attest_caller(self, stream: Any) -> tuple[CallerWatcher, frozenset[Selector]]:
-        """The caller's selectors, read after it connected and confirmed to still be its own."""
+        """The security header, then the caller's selectors (see ``callers``)."""
         if stream.metadata.get(HEADER) != "true":
             raise InvalidArgument(f"security header missing from request ({HEADER}: true)")
-        try:
-            caller = self.callers.watcher_for(stream_transport(stream))
-        except InvalidArgument as exc:
-            raise AttestationFailed(f"cannot identify the caller: {exc}") from None
-        selectors = await self._attest_pid(caller.pid)
-        caller.check()
-        return caller, selectors
-
-    async def _attest_pid(self, pid: int) -> frozenset[Selector]:
-        results = await asyncio.gather(
-            *(a.attest(pid) for a in self._attestors), return_exceptions=True
-        )
-        selectors: set[Selector] = set()
-        for attestor, result in zip(self._attestors, results, strict=True):
-            if isinstance(result, BaseException):
-                if isinstance(result, AttestationFailed):
-                    raise result
-                log.error(
-                    "workload attestor failed attestor=%s pid=%d",
-                    attestor.name,
-                    pid,
-                    exc_info=result,
-                )
-                raise AttestationFailed(f"workload attestation failed for pid {pid}")
-            selectors.update(result)
-        return frozenset(selectors)
+        return await self.attestation.attest(stream)
 
     def _require_entries(self, selectors: frozenset[Selector]) -> list[WorkloadEntry]:
-        entries = self._cache.matching_entries(selectors)
-        if not entries:
-            raise NotAuthorized("no identity issued")
-        return entries
+        return entitled_entries(self._cache, selectors)
 
     async def _stream_state(
         self,

@@ -1,4 +1,4 @@
-"""Plastron errors → gRPC status codes, in one place for the Workload API."""
+"""Plastron errors → gRPC status codes, in one place for the services on the agent socket."""
 
 from __future__ import annotations
 
@@ -21,17 +21,16 @@ def grpc_error(exc: errors.PlastronError) -> GRPCError:
 
 
 @asynccontextmanager
-async def mapped_errors(method: str) -> AsyncIterator[None]:
+async def mapped_errors(method: str, api: str = "workload API") -> AsyncIterator[None]:
     """Turn PlastronErrors raised inside, and requests that are not valid protobuf (grpclib
-    decodes them in the handler's recv_message), into the matching gRPC status."""
+    decodes them in the handler's recv_message), into the matching gRPC status; ``api`` names
+    the service in the log line."""
     try:
         yield
     except DecodeError as exc:
-        log.info("workload API call refused method=%s status=INVALID_ARGUMENT %s", method, exc)
+        log.info("%s call refused method=%s status=INVALID_ARGUMENT %s", api, method, exc)
         raise GRPCError(Status.INVALID_ARGUMENT, f"request is not a valid message: {exc}") from None
     except errors.PlastronError as exc:
         err = grpc_error(exc)
-        log.info(
-            "workload API call refused method=%s status=%s reason=%s", method, err.status.name, exc
-        )
+        log.info("%s call refused method=%s status=%s reason=%s", api, method, err.status.name, exc)
         raise err from exc
