@@ -106,7 +106,9 @@ class SecretStream:
                     self._nonce,
                 )
                 return False
-            if request.version_info != str(self._version):
+            if request.version_info == str(self._version):
+                log.debug("SDS version acknowledged node=%r version=%s", node_id, self._version)
+            else:
                 log.warning(
                     "Envoy rejected SDS version node=%r version=%s kept=%r error=%r",
                     node_id,

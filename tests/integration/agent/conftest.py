@@ -10,6 +10,8 @@ import pytest
 from agent_workload_env import AuthorityJwtSource, TestAuthority, WorkloadApiEnv
 
 from plastron.agent.cache import WorkloadCache
+from plastron.agent.config import SdsConfig
+from plastron.agent.sds.service import SecretDiscoveryService
 from plastron.agent.workloadapi.endpoint import AgentHealth, start_endpoint
 from plastron.agent.workloadapi.service import WorkloadAPIService
 from plastron.agent.workloadattestor.unix import UnixWorkloadAttestor
@@ -36,7 +38,8 @@ async def workload_api(short_dir: Path) -> AsyncIterator[WorkloadApiEnv]:
     source = AuthorityJwtSource(ca)
     service = WorkloadAPIService(cache, [UnixWorkloadAttestor()], clock, jwt_source=source)
     socket_path = str(short_dir / "public" / "api.sock")
-    server = await start_endpoint(socket_path, [service, AgentHealth()], service.callers)
+    sds = SecretDiscoveryService(cache, service.attestation, SdsConfig())
+    server = await start_endpoint(socket_path, [service, sds, AgentHealth()], service.callers)
     try:
         yield WorkloadApiEnv(socket_path, cache, ca, source)
     finally:
