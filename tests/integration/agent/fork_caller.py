@@ -9,7 +9,9 @@ unprivileged user. The parent (the process that called connect()) then, by MODE:
 
 The parent changes only once the agent has accepted the connection. The child waits until the
 parent is in that state, fetches an SVID (METHOD ``x509``: the FetchX509SVID stream; ``jwt``:
-unary FetchJWTSVID) over the inherited connection and prints one JSON line:
+unary FetchJWTSVID; ``sds``/``sds-rootca``: Envoy SDS StreamSecrets for "default"/"ROOTCA")
+over the inherited connection and prints one JSON line (SDS ids: the certificate's SPIFFE ID,
+or the name of a validation context):
 {"connector": pid, "status": name, "ids": [...]}.
 """
 
@@ -24,11 +26,17 @@ import sys
 import time
 from typing import Any
 
+from cryptography import x509
+from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
+from envoy.service.discovery.v3 import discovery_pb2
 from grpclib.client import Channel
 from grpclib.exceptions import GRPCError
 
+from plastron.agent.sds.grpc_binding import SecretDiscoveryServiceStub
+from plastron.agent.sds.resources import SECRET_TYPE_URL
 from plastron.proto.workload import workload_pb2 as pb
 from plastron.proto.workload.workload_grpc import SpiffeWorkloadAPIStub
+from plastron.spiffe.x509svid import spiffe_id_from_certificate
 
 DEADLINE = 30.0
 METADATA = {"workload.spiffe.io": "true"}
@@ -62,11 +70,35 @@ async def _fetch_jwt(stub: SpiffeWorkloadAPIStub) -> list[str]:
     return [s.spiffe_id for s in msg.svids]
 
 
+async def _fetch_sds(channel: Channel, name: str) -> list[str]:
+    """What Envoy SDS streams first for ``name``: a TLS certificate's SPIFFE ID, or the name
+    of a validation context."""
+    stub = SecretDiscoveryServiceStub(channel)
+    request = discovery_pb2.DiscoveryRequest(resource_names=[name], type_url=SECRET_TYPE_URL)
+    async with stub.StreamSecrets.open(timeout=10) as stream:
+        await stream.send_message(request)
+        msg = await stream.recv_message()
+        await stream.cancel()
+    ids = []
+    for resource in msg.resources:
+        secret = secret_pb2.Secret()
+        resource.Unpack(secret)
+        if secret.HasField("validation_context"):
+            ids.append(secret.name)
+            continue
+        chain = secret.tls_certificate.certificate_chain.inline_bytes
+        ids.append(str(spiffe_id_from_certificate(x509.load_pem_x509_certificates(chain)[0])))
+    return ids
+
+
 async def fetch(sock: socket.socket, method: str) -> dict[str, Any]:
     channel = SocketChannel(sock)
     try:
         stub = SpiffeWorkloadAPIStub(channel)
-        ids = await (_fetch_x509(stub) if method == "x509" else _fetch_jwt(stub))
+        if method.startswith("sds"):
+            ids = await _fetch_sds(channel, "ROOTCA" if method == "sds-rootca" else "default")
+        else:
+            ids = await (_fetch_x509(stub) if method == "x509" else _fetch_jwt(stub))
         return {"status": "OK", "ids": ids}
     except GRPCError as exc:
         return {"status": exc.status.name, "ids": [], "message": exc.message}

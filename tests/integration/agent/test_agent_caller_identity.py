@@ -111,7 +111,7 @@ def env() -> Iterator[Env]:
         shutil.rmtree(base, ignore_errors=True)
 
 
-@pytest.mark.parametrize("method", ["x509", "jwt"])
+@pytest.mark.parametrize("method", ["x509", "jwt", "sds"])
 def test_child_of_a_setuid_exec_gets_no_root_svid(env: Env, method: str) -> None:
     result = _fork_caller(env, "exec", method)
     assert result["ids"] == []
@@ -128,7 +128,7 @@ def test_child_of_an_exited_connector_gets_nothing(env: Env) -> None:
     assert f"process {result['connector']} has exited" in result["message"]
 
 
-@pytest.mark.parametrize("method", ["x509", "jwt"])
+@pytest.mark.parametrize("method", ["x509", "jwt", "sds"])
 def test_forked_child_of_an_unchanged_connector_gets_its_own_svid(env: Env, method: str) -> None:
     result = _fork_caller(env, "stay", method)
     assert result == {"connector": result["connector"], "status": "OK", "ids": [NOBODY_WORKLOAD]}
