@@ -20,7 +20,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
 from plastron.agent.server_client import ServerClient, TlsIdentity
 from plastron.agent.storage import AgentState, AgentStorage
@@ -31,6 +30,7 @@ from plastron.errors import AttestationFailed, KeyManagerError, NotFound, Plastr
 from plastron.keymanager import KeyManager, KeyType, prove_possession
 from plastron.spiffe.bundle import Bundle
 from plastron.spiffe.x509svid import X509Svid, spiffe_id_from_certificate, validate_x509_svid
+from plastron.wire.keys import spki_der
 
 log = logging.getLogger("plastron.agent.identity")
 JITTER = 0.10
@@ -230,8 +230,7 @@ class AgentIdentity:
         except PlastronError:
             log.warning("stored agent SVID's key %s is gone; attesting again", state.key_id)
             return None
-        spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-        if public.public_bytes(*spki) != state.svid_chain[0].public_key().public_bytes(*spki):
+        if spki_der(public) != spki_der(state.svid_chain[0].public_key()):
             log.warning("stored agent SVID does not match key %s; attesting again", state.key_id)
             return None
         try:

@@ -19,7 +19,7 @@ from grpclib.client import Channel
 from grpclib.exceptions import ProtocolError, StreamTerminatedError
 
 from plastron.agent.cache import WorkloadEntry
-from plastron.agent.wire import bundle_from_proto, chain_from_proto, entry_from_proto
+from plastron.agent.wire import bundle_from_server, entry_from_proto
 from plastron.attestors.base import MAX_ATTESTATION_MESSAGE, AgentNodeAttestor
 from plastron.errors import AttestationFailed, InvalidSvid, Unavailable
 from plastron.keymanager import PrivateKey
@@ -37,6 +37,7 @@ from plastron.spiffe.ids import TrustDomain, server_id
 from plastron.spiffe.jwtsvid import JwtSvid, parse_jwt_svid_insecure
 from plastron.transport.client import SpiffeChannel
 from plastron.transport.tls import client_ssl_context
+from plastron.wire.svids import chain_from_proto
 
 CALL_TIMEOUT = 30.0
 #: The server could not be reached, or the connection died under a call (grpclib raises the
@@ -158,7 +159,7 @@ class ServerClient:
         msg = await BundleStub(self.channel()).GetBundle(
             bundle_pb2.GetBundleRequest(), timeout=CALL_TIMEOUT
         )
-        bundle = bundle_from_proto(msg)
+        bundle = bundle_from_server(msg)
         if bundle.trust_domain != self.trust_domain:
             raise InvalidSvid(f"server sent the bundle of {bundle.trust_domain} as ours")
         return bundle
@@ -167,7 +168,7 @@ class ServerClient:
         msg = await BundleStub(self.channel()).GetFederatedBundle(
             bundle_pb2.GetFederatedBundleRequest(trust_domain=td.name), timeout=CALL_TIMEOUT
         )
-        bundle = bundle_from_proto(msg)
+        bundle = bundle_from_server(msg)
         if bundle.trust_domain != td:
             raise InvalidSvid(f"server sent the bundle of {bundle.trust_domain} for {td}")
         return bundle

@@ -42,6 +42,7 @@ from plastron.spiffe.bundle import JwtAuthority
 from plastron.spiffe.ids import TrustDomain
 from plastron.spiffe.x509svid import make_ca_certificate
 from plastron.upstream import UpstreamAuthority, UpstreamUnsupported
+from plastron.wire.keys import spki_der
 
 BACKDATE = dt.timedelta(seconds=10)
 DEFAULT_ROOT_TTL = dt.timedelta(days=3650)
@@ -50,11 +51,7 @@ _OWN_KEYS = frozenset({"root_key_id", "root_key_label", "root_key_type", "root_t
 
 
 def _spki(key: Any) -> bytes:
-    return bytes(
-        key.public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    )
+    return spki_der(key)
 
 
 class Pkcs11UpstreamAuthority:

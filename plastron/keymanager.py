@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from plastron.errors import ConfigError, InvalidArgument, KeyManagerError, NotFound
+from plastron.wire.keys import spki_der
 
 PublicKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
@@ -191,10 +192,7 @@ def check_key_type(key_type: object) -> KeyType:
 
 def fingerprint(public_key: PublicKey) -> str:
     """sha256 hex of the SubjectPublicKeyInfo DER."""
-    der = public_key.public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return hashlib.sha256(der).hexdigest()
+    return hashlib.sha256(spki_der(public_key)).hexdigest()
 
 
 def key_type_of(key: PublicKey | PrivateKey) -> KeyType:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from cryptography.x509.verification import (
@@ -28,6 +28,7 @@ from cryptography.x509.verification import (
 
 from plastron.errors import AttestationFailed, ConfigError
 from plastron.tpm import structures as st
+from plastron.wire.keys import spki_der
 
 TCG_KP_EK_CERTIFICATE = x509.ObjectIdentifier("2.23.133.8.1")
 TPM_MANUFACTURER = x509.ObjectIdentifier("2.23.133.2.1")
@@ -79,10 +80,7 @@ EK_TEMPLATES = (
 
 def spki_sha256(key: rsa.RSAPublicKey | ec.EllipticCurvePublicKey) -> str:
     """Hex SHA-256 of the SubjectPublicKeyInfo DER (the EK identity used in IDs and allow-lists)."""
-    der = key.public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return hashlib.sha256(der).hexdigest()
+    return hashlib.sha256(spki_der(key)).hexdigest()
 
 
 def cert_sha256(cert: x509.Certificate) -> str:

@@ -29,6 +29,7 @@ from plastron.keymanager import PublicKey
 from plastron.spiffe.ids import TrustDomain
 from plastron.spiffe.jwk import KNOWN_KEY_TYPES, public_key_from_jwk, public_key_to_jwk
 from plastron.spiffe.x509svid import load_der_certificate
+from plastron.wire.keys import spki_der
 
 X509_SVID_USE = "x509-svid"
 JWT_SVID_USE = "jwt-svid"
@@ -38,11 +39,6 @@ MAX_KEY_ID_CHARS = 256
 _MAX_UINT64 = (1 << 64) - 1
 _JSON_VERSION = 1
 _DER = serialization.Encoding.DER
-_SPKI = serialization.PublicFormat.SubjectPublicKeyInfo
-
-
-def _spki(key: PublicKey) -> bytes:
-    return key.public_bytes(_DER, _SPKI)
 
 
 def x509_authority_id(cert: x509.Certificate) -> str:
@@ -140,7 +136,7 @@ class Bundle:
         for i, existing in enumerate(self.jwt_authorities):
             if existing.key_id != authority.key_id:
                 continue
-            if _spki(existing.public_key) != _spki(authority.public_key):
+            if spki_der(existing.public_key) != spki_der(authority.public_key):
                 raise InvalidBundle(
                     f"JWT key id {authority.key_id!r} is already in the bundle for "
                     f"{self.trust_domain} with a different key"
@@ -259,7 +255,7 @@ class Bundle:
             "jwt_authorities": [
                 {
                     "key_id": a.key_id,
-                    "public_key": base64.b64encode(_spki(a.public_key)).decode(),
+                    "public_key": base64.b64encode(spki_der(a.public_key)).decode(),
                     "expires_at": a.expires_at.isoformat() if a.expires_at else None,
                     "tainted": a.tainted,
                 }
@@ -322,7 +318,7 @@ def _x509_from_jwk(jwk: Mapping[str, Any], index: int, key: PublicKey) -> X509Au
     cert_key = cert.public_key()
     if not isinstance(cert_key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey):
         raise InvalidBundle(f"x509-svid entry {index} certificate key is not EC or RSA")
-    if _spki(cert_key) != _spki(key):
+    if spki_der(cert_key) != spki_der(key):
         raise InvalidBundle(f"x509-svid entry {index} key members do not match its certificate")
     return X509Authority(cert)
 

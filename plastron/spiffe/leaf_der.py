@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import (
     ExtendedKeyUsageOID,
@@ -30,6 +30,7 @@ from cryptography.x509.oid import (
 
 from plastron.errors import InvalidSvid
 from plastron.keymanager import PrivateKey, PublicKey
+from plastron.wire.keys import spki_der
 
 _SEQUENCE = 0x30
 _INTEGER = 0x02
@@ -41,7 +42,6 @@ _SAN_URI = 0x86  # GeneralName uniformResourceIdentifier [6] IMPLICIT IA5String
 _SAN_DNS = 0x82  # GeneralName dNSName [2] IMPLICIT IA5String
 _VERSION_3 = bytes.fromhex("a003020102")  # [0] EXPLICIT INTEGER 2
 _CRITICAL = bytes.fromhex("0101ff")  # BOOLEAN TRUE; FALSE is the DEFAULT, so DER omits it
-_SPKI_FORMAT = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 _ECDSA_OIDS = {
     "sha256": SignatureAlgorithmOID.ECDSA_WITH_SHA256,
@@ -164,7 +164,7 @@ class LeafTemplate:
         san_critical: bool,
     ) -> x509.Certificate:
         """One signed leaf; ``sans`` is (the SPIFFE ID, the DNS names), already checked."""
-        spki = public_key.public_bytes(*_SPKI_FORMAT)
+        spki = spki_der(public_key)
         uri, dns_names = sans
         general_names = tlv(_SAN_URI, uri.encode("ascii"))
         if dns_names:

@@ -21,6 +21,7 @@ from plastron.errors import FailedPrecondition, InvalidSpiffeId, InvalidSvid
 from plastron.keymanager import PrivateKey, PublicKey
 from plastron.spiffe.ids import SpiffeId, TrustDomain
 from plastron.spiffe.leaf_der import LeafTemplate, der_header, make_leaf_template
+from plastron.wire.keys import spki_der
 from plastron.wire.limits import MAX_DNS_NAME_CHARS, MAX_DNS_NAMES
 
 MAX_CHAIN_CERTS = 16
@@ -282,13 +283,11 @@ def _load_pkcs8(data: bytes) -> PrivateKey:
 
 
 def _same_public_key(a: object, b: object) -> bool:
-    fmt = serialization.PublicFormat.SubjectPublicKeyInfo
-    enc = serialization.Encoding.DER
     if not isinstance(a, ec.EllipticCurvePublicKey | rsa.RSAPublicKey):
         return False
     if not isinstance(b, ec.EllipticCurvePublicKey | rsa.RSAPublicKey):
         return False
-    return a.public_bytes(enc, fmt) == b.public_bytes(enc, fmt)
+    return spki_der(a) == spki_der(b)
 
 
 def _describe(cert: x509.Certificate) -> str:

@@ -23,7 +23,10 @@ from plastron.server.api.entry import _MATCH
 from plastron.server.ca.csr import csr_public_key, parse_csr
 from plastron.server.datastore.records import JoinToken, RegistrationEntry
 from plastron.spiffe.ids import SpiffeId, agent_id
+from plastron.wire.ids import spiffe_id_from_proto
 from plastron.wire.limits import check_page_size
+from plastron.wire.selectors import selectors_from_proto
+from plastron.wire.svids import x509_svid_to_proto
 
 MAX_AGENT_VERSION = 255
 MAX_JOIN_TOKEN_TTL = 10 * 365 * 24 * 3600
@@ -34,9 +37,7 @@ def agent_filters(flt: Any) -> dict[str, Any]:
     if flt.by_attestation_type:
         out["by_attestation_type"] = flt.by_attestation_type
     if flt.HasField("by_selector_match"):
-        sels = convert.selectors_from_proto(
-            flt.by_selector_match.selectors, "filter.by_selector_match"
-        )
+        sels = selectors_from_proto(flt.by_selector_match.selectors, "filter.by_selector_match")
         if not sels:
             raise InvalidArgument("filter.by_selector_match: at least one selector is required")
         out["by_selectors"] = (sels, _MATCH[flt.by_selector_match.match])
@@ -76,7 +77,7 @@ class AgentService(agent_grpc.AgentBase):
     def _agent_id(self, req: Any) -> SpiffeId:
         if not req.HasField("id"):
             raise InvalidArgument("id: missing agent ID")
-        sid = convert.spiffe_id_from_proto(req.id, "id")
+        sid = spiffe_id_from_proto(req.id, "id")
         if not sid.member_of(self.ctx.trust_domain):
             raise InvalidArgument(
                 f"id: {sid} is not a member of trust domain {self.ctx.trust_domain}"
@@ -167,7 +168,7 @@ class AgentService(agent_grpc.AgentBase):
             new_cert_not_after=int(leaf.not_valid_after_utc.timestamp()),
         )
         await stream.send_message(
-            agent_pb2.RenewAgentResponse(svid=convert.x509_svid_to_proto(chain, node.spiffe_id))
+            agent_pb2.RenewAgentResponse(svid=x509_svid_to_proto(chain, node.spiffe_id))
         )
 
     async def CreateJoinToken(self, stream: Stream[Any, Any]) -> None:
@@ -184,7 +185,7 @@ class AgentService(agent_grpc.AgentBase):
             raise InvalidArgument(f"token: {str(exc).removeprefix('join_token: ')}") from None
         alias: RegistrationEntry | None = None
         if req.HasField("agent_id"):
-            target = convert.spiffe_id_from_proto(req.agent_id, "agent_id")
+            target = spiffe_id_from_proto(req.agent_id, "agent_id")
             if not target.member_of(self.ctx.trust_domain):
                 raise InvalidArgument(
                     f"agent_id: {target} is not in trust domain {self.ctx.trust_domain}"

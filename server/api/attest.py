@@ -20,12 +20,12 @@ from grpclib.server import Stream
 from plastron.attestors.base import MAX_ATTESTATION_MESSAGE, AttestationResult
 from plastron.errors import AttestationFailed, FailedPrecondition, InvalidArgument, NotAuthorized
 from plastron.proto.spire.api.server.agent.v1 import agent_pb2
-from plastron.server.api import convert
 from plastron.server.api.authz import current_caller
 from plastron.server.api.context import ApiContext
 from plastron.server.ca.csr import csr_public_key, parse_csr
 from plastron.server.datastore.records import AttestedNode
 from plastron.spiffe.ids import server_id
+from plastron.wire.svids import x509_svid_to_proto
 
 log = logging.getLogger(__name__)
 MAX_TYPE_LENGTH = 128
@@ -88,7 +88,7 @@ async def attest_agent(ctx: ApiContext, stream: Stream[Any, Any]) -> None:
     await stream.send_message(
         agent_pb2.AttestAgentResponse(
             result=agent_pb2.AttestAgentResponse.Result(
-                svid=convert.x509_svid_to_proto(chain, result.agent_id),
+                svid=x509_svid_to_proto(chain, result.agent_id),
                 reattestable=result.can_reattest,
             )
         )

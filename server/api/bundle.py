@@ -9,12 +9,18 @@ from grpclib.server import Stream
 from plastron.errors import InvalidArgument, NotFound, PlastronError
 from plastron.proto.spire.api.server.bundle.v1 import bundle_grpc, bundle_pb2
 from plastron.server import bundles
-from plastron.server.api import convert
 from plastron.server.api.context import ApiContext
-from plastron.server.api.status import unimplemented
+from plastron.server.api.status import status_proto, unimplemented
 from plastron.server.datastore.records import DeleteMode
 from plastron.spiffe.bundle import Bundle
 from plastron.spiffe.ids import TrustDomain
+from plastron.wire.bundles import (
+    bundle_from_proto,
+    bundle_to_proto,
+    jwt_authorities_from_proto,
+    x509_authorities_from_proto,
+)
+from plastron.wire.ids import trust_domain_from_text
 from plastron.wire.limits import MAX_BATCH, check_page_size
 
 _DELETE_MODES: dict[int, DeleteMode] = {
@@ -37,7 +43,7 @@ class BundleService(bundle_grpc.BundleBase):
         return self.ctx.trust_domain
 
     def _federated_td(self, text: str, field: str) -> TrustDomain:
-        td = convert.trust_domain_from_text(text, field)
+        td = trust_domain_from_text(text, field)
         if td == self._td:
             raise InvalidArgument(
                 f"{field}: {td.name!r} is the server's own trust domain, not a federated one"
@@ -48,24 +54,24 @@ class BundleService(bundle_grpc.BundleBase):
         req = await stream.recv_message()
         assert req is not None
         bundle = await bundles.load_bundle(self.ctx.datastore, self._td)
-        await stream.send_message(convert.bundle_to_proto(bundle, _mask(req)))
+        await stream.send_message(bundle_to_proto(bundle, _mask(req)))
 
     async def AppendBundle(self, stream: Stream[Any, Any]) -> None:
         req = await stream.recv_message()
         assert req is not None
-        x509s = convert.x509_authorities_from_proto(req.x509_authorities, "x509_authorities")
-        jwts = convert.jwt_authorities_from_proto(req.jwt_authorities, "jwt_authorities")
+        x509s = x509_authorities_from_proto(req.x509_authorities, "x509_authorities")
+        jwts = jwt_authorities_from_proto(req.jwt_authorities, "jwt_authorities")
         bundle = await bundles.append_authorities(self.ctx.datastore, self._td, x509s, jwts)
-        await stream.send_message(convert.bundle_to_proto(bundle, _mask(req)))
+        await stream.send_message(bundle_to_proto(bundle, _mask(req)))
 
     async def PublishJWTAuthority(self, stream: Stream[Any, Any]) -> None:
         req = await stream.recv_message()
         assert req is not None
         if not req.HasField("jwt_authority"):
             raise InvalidArgument("jwt_authority: missing")
-        jwts = convert.jwt_authorities_from_proto([req.jwt_authority], "jwt_authority")
+        jwts = jwt_authorities_from_proto([req.jwt_authority], "jwt_authority")
         bundle = await bundles.append_authorities(self.ctx.datastore, self._td, (), jwts)
-        msg = convert.bundle_to_proto(bundle)
+        msg = bundle_to_proto(bundle)
         await stream.send_message(
             bundle_pb2.PublishJWTAuthorityResponse(jwt_authorities=msg.jwt_authorities)
         )
@@ -84,11 +90,7 @@ class BundleService(bundle_grpc.BundleBase):
         check_page_size(req.page_size)
         rows, token = await self.ctx.datastore.list_bundles(req.page_size, req.page_token)
         mask = _mask(req)
-        out = [
-            convert.bundle_to_proto(Bundle.from_json(data), mask)
-            for td, data in rows
-            if td != self._td
-        ]
+        out = [bundle_to_proto(Bundle.from_json(data), mask) for td, data in rows if td != self._td]
         await stream.send_message(
             bundle_pb2.ListFederatedBundlesResponse(bundles=out, next_page_token=token)
         )
@@ -98,7 +100,7 @@ class BundleService(bundle_grpc.BundleBase):
         assert req is not None
         td = self._federated_td(req.trust_domain, "trust_domain")
         bundle = await bundles.load_bundle(self.ctx.datastore, td)
-        await stream.send_message(convert.bundle_to_proto(bundle, _mask(req)))
+        await stream.send_message(bundle_to_proto(bundle, _mask(req)))
 
     async def BatchCreateFederatedBundle(self, stream: Stream[Any, Any]) -> None:
         await self._batch_write(stream, "create")
@@ -123,18 +125,18 @@ class BundleService(bundle_grpc.BundleBase):
         }[op]
         for i, msg in enumerate(req.bundle):
             try:
-                bundle = convert.bundle_from_proto(msg, f"bundle[{i}]")
+                bundle = bundle_from_proto(msg, f"bundle[{i}]")
                 self._federated_td(msg.trust_domain, f"bundle[{i}].trust_domain")
                 if not bundle.x509_authorities and not bundle.jwt_authorities:
                     raise InvalidArgument(f"bundle[{i}]: a bundle needs at least one authority")
                 await self._write(op, bundle)
                 results.append(
                     response_type.Result(
-                        status=convert.status(None), bundle=convert.bundle_to_proto(bundle, mask)
+                        status=status_proto(None), bundle=bundle_to_proto(bundle, mask)
                     )
                 )
             except PlastronError as exc:
-                results.append(response_type.Result(status=convert.status(exc)))
+                results.append(response_type.Result(status=status_proto(exc)))
         await self.ctx.on_change()
         await stream.send_message(response_type(results=results))
 
@@ -164,13 +166,13 @@ class BundleService(bundle_grpc.BundleBase):
                 await self.ctx.datastore.delete_bundle(td, mode)
                 results.append(
                     bundle_pb2.BatchDeleteFederatedBundleResponse.Result(
-                        status=convert.status(None), trust_domain=td.name
+                        status=status_proto(None), trust_domain=td.name
                     )
                 )
             except PlastronError as exc:
                 results.append(
                     bundle_pb2.BatchDeleteFederatedBundleResponse.Result(
-                        status=convert.status(exc), trust_domain=text
+                        status=status_proto(exc), trust_domain=text
                     )
                 )
         await self.ctx.on_change()

@@ -13,10 +13,10 @@ from grpclib.server import Stream
 
 from plastron.proto.grpc.health.v1 import health_grpc, health_pb2
 from plastron.proto.spire.api.server.debug.v1 import debug_grpc, debug_pb2
-from plastron.server.api import convert
 from plastron.server.api.context import ApiContext
 from plastron.server.health import HealthChecker
 from plastron.spiffe.x509svid import spiffe_id_from_certificate
+from plastron.wire.ids import spiffe_id_to_proto
 
 
 class DebugService(debug_grpc.DebugBase):
@@ -31,7 +31,7 @@ class DebugService(debug_grpc.DebugBase):
         for cert in self._server_chain():
             chain.append(
                 debug_pb2.GetInfoResponse.Cert(
-                    id=convert.spiffe_id_to_proto(spiffe_id_from_certificate(cert)),
+                    id=spiffe_id_to_proto(spiffe_id_from_certificate(cert)),
                     expires_at=int(cert.not_valid_after_utc.timestamp()),
                     subject=cert.subject.rfc4514_string(),
                 )

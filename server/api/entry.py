@@ -14,9 +14,12 @@ from plastron.proto.spire.api.types import federateswith_pb2, selector_pb2
 from plastron.server.api import convert
 from plastron.server.api.authz import current_caller
 from plastron.server.api.context import ApiContext
+from plastron.server.api.status import status_proto
 from plastron.server.datastore.records import RegistrationEntry
 from plastron.spiffe.ids import TrustDomain
+from plastron.wire.ids import spiffe_id_from_proto, trust_domain_from_text
 from plastron.wire.limits import MAX_BATCH, check_page_size
+from plastron.wire.selectors import selectors_from_proto
 
 SYNC_PAGE_SIZE = 500
 _MATCH = {
@@ -37,17 +40,17 @@ def entry_filters(flt: Any) -> dict[str, Any]:
     """Datastore filter kwargs from a Count/ListEntriesRequest.Filter."""
     out: dict[str, Any] = {}
     if flt.HasField("by_spiffe_id"):
-        out["by_spiffe_id"] = convert.spiffe_id_from_proto(flt.by_spiffe_id, "filter.by_spiffe_id")
+        out["by_spiffe_id"] = spiffe_id_from_proto(flt.by_spiffe_id, "filter.by_spiffe_id")
     if flt.HasField("by_parent_id"):
-        out["by_parent_id"] = convert.spiffe_id_from_proto(flt.by_parent_id, "filter.by_parent_id")
+        out["by_parent_id"] = spiffe_id_from_proto(flt.by_parent_id, "filter.by_parent_id")
     if flt.HasField("by_selectors"):
-        sels = convert.selectors_from_proto(flt.by_selectors.selectors, "filter.by_selectors")
+        sels = selectors_from_proto(flt.by_selectors.selectors, "filter.by_selectors")
         if not sels:
             raise InvalidArgument("filter.by_selectors: at least one selector is required")
         out["by_selectors"] = (sels, _MATCH[flt.by_selectors.match])
     if flt.HasField("by_federates_with"):
         tds = tuple(
-            convert.trust_domain_from_text(t, "filter.by_federates_with")
+            trust_domain_from_text(t, "filter.by_federates_with")
             for t in flt.by_federates_with.trust_domains
         )
         if not tds:
@@ -121,13 +124,13 @@ class EntryService(entry_grpc.EntryBase):
         for item in parsed:
             outcome = item if isinstance(item, PlastronError) else next(created)
             if isinstance(outcome, PlastronError):
-                result = entry_pb2.BatchCreateEntryResponse.Result(status=convert.status(outcome))
+                result = entry_pb2.BatchCreateEntryResponse.Result(status=status_proto(outcome))
                 existing = getattr(outcome, "existing", None)
                 if isinstance(existing, RegistrationEntry):
                     result.entry.CopyFrom(convert.entry_to_proto(existing, mask))
             else:
                 result = entry_pb2.BatchCreateEntryResponse.Result(
-                    status=convert.status(None), entry=convert.entry_to_proto(outcome, mask)
+                    status=status_proto(None), entry=convert.entry_to_proto(outcome, mask)
                 )
             results.append(result)
         await self.ctx.on_change()
@@ -145,14 +148,12 @@ class EntryService(entry_grpc.EntryBase):
                 updated = await self._update_one(msg, input_mask)
                 results.append(
                     entry_pb2.BatchUpdateEntryResponse.Result(
-                        status=convert.status(None),
+                        status=status_proto(None),
                         entry=convert.entry_to_proto(updated, output_mask),
                     )
                 )
             except PlastronError as exc:
-                results.append(
-                    entry_pb2.BatchUpdateEntryResponse.Result(status=convert.status(exc))
-                )
+                results.append(entry_pb2.BatchUpdateEntryResponse.Result(status=status_proto(exc)))
         await self.ctx.on_change()
         await stream.send_message(entry_pb2.BatchUpdateEntryResponse(results=results))
 
@@ -193,14 +194,12 @@ class EntryService(entry_grpc.EntryBase):
                 await self.ctx.datastore.delete_entry(entry_id)
                 results.append(
                     entry_pb2.BatchDeleteEntryResponse.Result(
-                        status=convert.status(None), id=entry_id
+                        status=status_proto(None), id=entry_id
                     )
                 )
             except PlastronError as exc:
                 results.append(
-                    entry_pb2.BatchDeleteEntryResponse.Result(
-                        status=convert.status(exc), id=entry_id
-                    )
+                    entry_pb2.BatchDeleteEntryResponse.Result(status=status_proto(exc), id=entry_id)
                 )
         await self.ctx.on_change()
         await stream.send_message(entry_pb2.BatchDeleteEntryResponse(results=results))

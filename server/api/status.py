@@ -19,11 +19,19 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from plastron import errors
+from plastron.proto.spire.api.types import status_pb2
 from plastron.transport.grpc_status import status_for, status_message
 
 log = logging.getLogger(__name__)
 
-__all__ = ["grpc_error", "item_status", "mapped_errors", "status_for", "unimplemented"]
+__all__ = [
+    "grpc_error",
+    "item_status",
+    "mapped_errors",
+    "status_for",
+    "status_proto",
+    "unimplemented",
+]
 
 
 def grpc_error(exc: BaseException) -> GRPCError:
@@ -55,6 +63,12 @@ def item_status(exc: BaseException | None) -> tuple[int, str]:
         return Status.OK.value, ""
     err = grpc_error(exc)
     return err.status.value, err.message or ""
+
+
+def status_proto(exc: BaseException | None) -> status_pb2.Status:
+    """A batch item's ``types.Status``: OK for None, else the error's code and message."""
+    code, message = item_status(exc)
+    return status_pb2.Status(code=code, message=message)
 
 
 async def unimplemented(stream: Any, name: str) -> None:

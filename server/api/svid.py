@@ -10,19 +10,17 @@ from grpclib.server import Stream
 
 from plastron.errors import InvalidArgument, NotAuthorized, PlastronError
 from plastron.proto.spire.api.server.svid.v1 import svid_grpc, svid_pb2
-from plastron.proto.spire.api.types import jwtsvid_pb2
-from plastron.server.api import convert
 from plastron.server.api.authz import current_caller
 from plastron.server.api.context import ApiContext
-from plastron.server.api.status import unimplemented
+from plastron.server.api.status import status_proto, unimplemented
 from plastron.server.bundles import load_bundle
 from plastron.server.ca.batch_signing import SignedX509Svid, WorkloadCsr
 from plastron.server.ca.csr import csr_public_key, csr_uri_and_dns, parse_csr
 from plastron.server.datastore.records import RegistrationEntry
 from plastron.spiffe.bundle import Bundle
-from plastron.spiffe.ids import SpiffeId
-from plastron.spiffe.jwtsvid import parse_jwt_svid_insecure
+from plastron.wire.ids import spiffe_id_from_proto
 from plastron.wire.limits import MAX_X509_SVID_BATCH, check_jwt_audience
+from plastron.wire.svids import jwt_svid_to_proto, x509_svid_der_to_proto, x509_svid_to_proto
 
 
 class SvidService(svid_grpc.SVIDBase):
@@ -49,7 +47,7 @@ class SvidService(svid_grpc.SVIDBase):
             subject=csr.subject if len(csr.subject) else None,
         )
         await stream.send_message(
-            svid_pb2.MintX509SVIDResponse(svid=convert.x509_svid_to_proto(chain, sid))
+            svid_pb2.MintX509SVIDResponse(svid=x509_svid_to_proto(chain, sid))
         )
 
     async def MintJWTSVID(self, stream: Stream[Any, Any]) -> None:
@@ -57,13 +55,13 @@ class SvidService(svid_grpc.SVIDBase):
         assert req is not None
         if not req.HasField("id"):
             raise InvalidArgument("id: missing SPIFFE ID")
-        sid = convert.spiffe_id_from_proto(req.id, "id")
+        sid = spiffe_id_from_proto(req.id, "id")
         if req.ttl < 0:
             raise InvalidArgument("ttl: must not be negative")
         token = await self.ctx.ca.sign_jwt_svid(
             spiffe_id=sid, audience=check_jwt_audience(list(req.audience)), ttl=req.ttl
         )
-        await stream.send_message(svid_pb2.MintJWTSVIDResponse(svid=_jwt_proto(token, sid)))
+        await stream.send_message(svid_pb2.MintJWTSVIDResponse(svid=jwt_svid_to_proto(token, sid)))
 
     async def BatchNewX509SVID(self, stream: Stream[Any, Any]) -> None:
         req = await stream.recv_message()
@@ -124,7 +122,7 @@ class SvidService(svid_grpc.SVIDBase):
             spiffe_id=entry.spiffe_id, audience=audience, ttl=entry.jwt_svid_ttl
         )
         await stream.send_message(
-            svid_pb2.NewJWTSVIDResponse(svid=_jwt_proto(token, entry.spiffe_id, entry.hint))
+            svid_pb2.NewJWTSVIDResponse(svid=jwt_svid_to_proto(token, entry.spiffe_id, entry.hint))
         )
 
     async def NewDownstreamX509CA(self, stream: Stream[Any, Any]) -> None:
@@ -163,7 +161,7 @@ def _authorize(param: Any, authorized: dict[str, RegistrationEntry], i: int) -> 
 
 
 def _failed(exc: PlastronError) -> svid_pb2.BatchNewX509SVIDResponse.Result:
-    return svid_pb2.BatchNewX509SVIDResponse.Result(status=convert.status(exc))
+    return svid_pb2.BatchNewX509SVIDResponse.Result(status=status_proto(exc))
 
 
 def _batch_result(
@@ -172,19 +170,8 @@ def _batch_result(
     if isinstance(signed, PlastronError):
         return _failed(signed)
     return svid_pb2.BatchNewX509SVIDResponse.Result(
-        status=convert.status(None),
-        svid=convert.x509_svid_der_to_proto(
+        status=status_proto(None),
+        svid=x509_svid_der_to_proto(
             list(signed.chain), entry.spiffe_id, signed.not_after, entry.hint
         ),
-    )
-
-
-def _jwt_proto(token: str, sid: SpiffeId, hint: str = "") -> jwtsvid_pb2.JWTSVID:
-    parsed = parse_jwt_svid_insecure(token)
-    return jwtsvid_pb2.JWTSVID(
-        token=token,
-        id=convert.spiffe_id_to_proto(sid),
-        expires_at=int(parsed.expires_at.timestamp()),
-        issued_at=int(parsed.issued_at.timestamp()) if parsed.issued_at else 0,
-        hint=hint,
     )

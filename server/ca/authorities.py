@@ -30,13 +30,13 @@ from plastron.server.ca.slots import (
     JwtKey,
     authority_id_of,
     other_slot,
-    spki_der,
 )
 from plastron.server.ca.store import CAStore, StoredJournal
 from plastron.spiffe.bundle import JwtAuthority
 from plastron.spiffe.jwtsvid import new_key_id
 from plastron.spiffe.x509svid import make_ca_certificate, signature_hash
 from plastron.upstream import UpstreamAuthority, UpstreamUnsupported
+from plastron.wire.keys import spki_der
 
 log = logging.getLogger(__name__)
 

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from plastron.errors import DataStoreError
 from plastron.keymanager import PublicKey
 from plastron.server.ca.journal import AuthorityStatus, JwtKeyRecord, X509CARecord
+from plastron.wire.keys import spki_der
 
 X509_KEY_IDS = {"A": "x509-CA-A", "B": "x509-CA-B"}
 JWT_KEY_IDS = {"A": "JWT-Signer-A", "B": "JWT-Signer-B"}
@@ -30,12 +31,6 @@ def other_slot(slot_id: str) -> str:
 def authority_id_of(public_key: PublicKey) -> str:
     """SPIRE's X.509 authority id: hex SHA-1 SKID of the public key."""
     return x509.SubjectKeyIdentifier.from_public_key(public_key).digest.hex()
-
-
-def spki_der(public_key: PublicKey) -> bytes:
-    return public_key.public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
 
 
 @dataclass(frozen=True)

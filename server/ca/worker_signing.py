@@ -26,7 +26,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
 from plastron import errors
 from plastron.errors import (
@@ -45,8 +44,7 @@ from plastron.keymanager import (
 )
 from plastron.server.ca.csr import CheckedKey, CsrItem, check_csrs, check_public_key
 from plastron.server.ca.leaves import LeafDer, LeafPlan, sign_leaves
-
-_SPKI = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+from plastron.wire.keys import public_key_from_der, spki_der
 
 #: (error class name, message): a PlastronError as it crosses the pipe.
 ErrorReport = tuple[str, str]
@@ -106,7 +104,7 @@ def checked_from_worker(
         if isinstance(answer, str):
             out.append(InvalidArgument(answer))
         else:
-            out.append(check_public_key(serialization.load_der_public_key(answer), field))
+            out.append(check_public_key(public_key_from_der(answer, field), field))
     return out
 
 
@@ -129,7 +127,7 @@ class WorkerTasks:
     def __call__(self, task: CheckTask | SignTask) -> list[bytes | str] | SignAnswer:
         if isinstance(task, CheckTask):
             return [
-                key.public_bytes(*_SPKI) if not isinstance(key, PlastronError) else str(key)
+                spki_der(key) if not isinstance(key, PlastronError) else str(key)
                 for key in check_csrs(task.items)
             ]
         if self._signer is None:
@@ -191,7 +189,7 @@ class WorkerSigner:
         if isinstance(manager, ForgettingKeyManager):
             manager.forget(key_id)  # a new CA certificate: the server may have regenerated it
         signer = manager.signer(key_id)
-        if signer.public_key().public_bytes(*_SPKI) != issuer.public_key().public_bytes(*_SPKI):
+        if spki_der(signer.public_key()) != spki_der(issuer.public_key()):
             raise KeyManagerError(
                 f"key {key_id!r} in the key store does not match the CA certificate "
                 f"(serial {issuer.serial_number:x}); refusing to sign with it"

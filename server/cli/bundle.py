@@ -8,9 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
-from plastron.clock import from_unix
 from plastron.errors import PlastronError
 from plastron.proto.spire.api.server.bundle.v1 import bundle_pb2 as bundlev1
 from plastron.proto.spire.api.types import bundle_pb2
@@ -30,8 +28,9 @@ from plastron.server.cli.args import (
     socket_flag,
 )
 from plastron.server.cli.render import plural, print_json
-from plastron.spiffe.bundle import Bundle, JwtAuthority, X509Authority
+from plastron.spiffe.bundle import Bundle, X509Authority
 from plastron.spiffe.ids import TrustDomain
+from plastron.wire.bundles import bundle_from_proto, bundle_to_proto
 
 _FORMATS = ("pem", "spiffe")
 _MODE = bundlev1.BatchDeleteFederatedBundleRequest
@@ -39,54 +38,19 @@ _DELETE_MODES = {"restrict": _MODE.RESTRICT, "delete": _MODE.DELETE, "dissociate
 _HEADER = (
     "****************************************\n* {}\n****************************************\n"
 )
-_DER = serialization.Encoding.DER
-_SPKI = serialization.PublicFormat.SubjectPublicKeyInfo
 
 
-def bundle_from_proto(msg: bundle_pb2.Bundle) -> Bundle:
+def _bundle_from_server(msg: bundle_pb2.Bundle) -> Bundle:
     """The typed bundle behind an API message; a malformed authority is an error, not skipped."""
     try:
-        return Bundle(
-            trust_domain=TrustDomain.parse(msg.trust_domain),
-            x509_authorities=tuple(
-                X509Authority(x509.load_der_x509_certificate(a.asn1), tainted=a.tainted)
-                for a in msg.x509_authorities
-            ),
-            jwt_authorities=tuple(
-                JwtAuthority(
-                    key_id=k.key_id,
-                    public_key=serialization.load_der_public_key(k.public_key),  # type: ignore[arg-type]
-                    expires_at=from_unix(k.expires_at) if k.expires_at > 0 else None,
-                    tainted=k.tainted,
-                )
-                for k in msg.jwt_authorities
-            ),
-            refresh_hint=msg.refresh_hint if msg.refresh_hint > 0 else None,
-            sequence_number=msg.sequence_number,
-        )
-    except (PlastronError, ValueError) as exc:
+        return bundle_from_proto(msg)
+    except PlastronError as exc:
         raise CliError(f"server sent a malformed bundle for {msg.trust_domain!r}: {exc}") from None
-
-
-def bundle_to_proto(bundle: Bundle) -> bundle_pb2.Bundle:
-    return bundle_pb2.Bundle(
-        trust_domain=bundle.trust_domain.name,
-        x509_authorities=[
-            bundle_pb2.X509Certificate(asn1=a.certificate.public_bytes(_DER))
-            for a in bundle.x509_authorities
-        ],
-        jwt_authorities=[
-            bundle_pb2.JWTKey(key_id=a.key_id, public_key=a.public_key.public_bytes(_DER, _SPKI))
-            for a in bundle.jwt_authorities
-        ],
-        refresh_hint=bundle.refresh_hint or 0,
-        sequence_number=bundle.sequence_number,
-    )
 
 
 def format_bundle(msg: bundle_pb2.Bundle, fmt: str) -> str:
     """PEM: the X.509 authorities; spiffe: the SPIFFE bundle JWKS (4-space indent as SPIRE)."""
-    bundle = bundle_from_proto(msg)
+    bundle = _bundle_from_server(msg)
     if fmt == "pem":
         return bundle.to_pem().decode("ascii")
     return bundle.to_jwks().decode("utf-8") + "\n"

@@ -17,6 +17,8 @@ from plastron.proto.spire.api.types import entry_pb2, selector_pb2, spiffeid_pb2
 from plastron.selector import Selector
 from plastron.server.cli.args import CliError, int32_value, read_input
 from plastron.spiffe.ids import SpiffeId, TrustDomain, server_id
+from plastron.wire.ids import spiffe_id_to_proto
+from plastron.wire.selectors import selector_to_proto
 
 MAX_ENTRIES_PER_FILE = 10_000
 _INT64_MAX = (1 << 63) - 1
@@ -27,7 +29,7 @@ def spiffe_id_proto(text: str, name: str) -> spiffeid_pb2.SPIFFEID:
         sid = SpiffeId.parse(text)
     except PlastronError as exc:
         raise CliError(f"-{name}: {exc}") from None
-    return spiffeid_pb2.SPIFFEID(trust_domain=sid.trust_domain.name, path=sid.path)
+    return spiffe_id_to_proto(sid)
 
 
 def selector_protos(texts: Sequence[str], name: str = "selector") -> list[selector_pb2.Selector]:
@@ -37,7 +39,7 @@ def selector_protos(texts: Sequence[str], name: str = "selector") -> list[select
             sel = Selector.parse(text)
         except PlastronError as exc:
             raise CliError(f"-{name}: {exc}") from None
-        out.append(selector_pb2.Selector(type=sel.type, value=sel.value))
+        out.append(selector_to_proto(sel))
     return out
 
 
@@ -71,8 +73,7 @@ def entry_from_flags(ns: argparse.Namespace, *, update: bool) -> entry_pb2.Entry
         raise CliError("a SPIFFE ID is required")
     spiffe_id = spiffe_id_proto(ns.spiffeID, "spiffeID")
     if node:
-        parent = server_id(TrustDomain(spiffe_id.trust_domain))
-        parent_id = spiffeid_pb2.SPIFFEID(trust_domain=spiffe_id.trust_domain, path=parent.path)
+        parent_id = spiffe_id_to_proto(server_id(TrustDomain(spiffe_id.trust_domain)))
     else:
         parent_id = spiffe_id_proto(ns.parentID, "parentID")
     if not 0 <= ns.entryExpiry <= _INT64_MAX:
@@ -125,7 +126,7 @@ def _data_selectors(raw: Any, where: str) -> list[selector_pb2.Selector]:
             sel = Selector(str(item.get("type", "")), str(item.get("value", "")))
         except PlastronError as exc:
             raise CliError(f"{where}.selectors[{i}]: {exc}") from None
-        out.append(selector_pb2.Selector(type=sel.type, value=sel.value))
+        out.append(selector_to_proto(sel))
     return out
 
 

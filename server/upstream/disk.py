@@ -30,6 +30,7 @@ from plastron.spiffe.bundle import JwtAuthority
 from plastron.spiffe.ids import TrustDomain
 from plastron.spiffe.x509svid import make_ca_certificate
 from plastron.upstream import UpstreamAuthority, UpstreamUnsupported
+from plastron.wire.keys import spki_der
 
 MAX_FILE_BYTES = 1 << 20
 BACKDATE = dt.timedelta(seconds=10)
@@ -76,9 +77,7 @@ def _pem_certs(path: Path, what: str) -> list[x509.Certificate]:
 def _spki(key: PublicKey | object) -> bytes:
     if not isinstance(key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey):
         raise ConfigError(f"disk upstream: key type {type(key).__name__} is not EC or RSA")
-    return key.public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
+    return spki_der(key)
 
 
 def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:

@@ -26,6 +26,7 @@ from plastron.attestors.x509pop.wire import (
     sign_response,
 )
 from plastron.errors import AttestationFailed, ConfigError
+from plastron.wire.keys import spki_der
 
 NodeKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 MAX_PEM_FILE_BYTES = 256 * 1024
@@ -79,9 +80,7 @@ def load_file_key(path: Path) -> NodeKey:
 
 def _public_der(key: object) -> bytes:
     assert isinstance(key, (rsa.RSAPublicKey, ec.EllipticCurvePublicKey))
-    return key.public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
+    return spki_der(key)
 
 
 def check_key_matches(key: NodeKey, leaf: x509.Certificate) -> None:

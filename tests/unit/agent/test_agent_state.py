@@ -18,8 +18,7 @@ from plastron.agent.identity import other_slot, random_jitter, rotation_due
 from plastron.agent.storage import AgentState, AgentStorage
 from plastron.agent.wire import (
     REASONS,
-    bundle_from_proto,
-    chain_from_proto,
+    bundle_from_server,
     csr_der,
     entry_from_proto,
     permission_denied_reason,
@@ -27,6 +26,7 @@ from plastron.agent.wire import (
 )
 from plastron.errors import InvalidArgument, InvalidBundle, InvalidSvid
 from plastron.proto.spire.api.types import bundle_pb2, entry_pb2, status_pb2, x509svid_pb2
+from plastron.wire.svids import chain_from_proto
 
 NOW = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
 
@@ -111,15 +111,15 @@ def test_bundle_and_entry_from_proto(ca: TestAuthority) -> None:
             der, serialization.PublicFormat.SubjectPublicKeyInfo
         ),
     )
-    bundle = bundle_from_proto(msg)
+    bundle = bundle_from_server(msg)
     assert bundle.x509_certificates() == [ca.ca] and ca.jwt_kid in bundle.jwt_keys()
     bad = bundle_pb2.Bundle(trust_domain="Example.org")
     with pytest.raises(InvalidBundle):
-        bundle_from_proto(bad)
+        bundle_from_server(bad)
     junk = bundle_pb2.Bundle(trust_domain="example.org")
     junk.x509_authorities.add(asn1=b"junk")
     with pytest.raises(InvalidBundle):
-        bundle_from_proto(junk)
+        bundle_from_server(junk)
     entry = entry_pb2.Entry(id="e1", hint="h", revision_number=4, federates_with=["other.org"])
     entry.spiffe_id.trust_domain, entry.spiffe_id.path = "example.org", "/w"
     entry.selectors.add(type="unix", value="uid:0")

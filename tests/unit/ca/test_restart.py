@@ -9,8 +9,8 @@ from ca_unit_support import TD, ObservedKeyManager, bundle_of, open_ca
 from plastron.clock import ManualClock
 from plastron.server.ca.config import CAConfig
 from plastron.server.ca.journal import AuthorityStatus, Journal
-from plastron.server.ca.slots import spki_der
 from plastron.server.ca.store import MemoryCAStore
+from plastron.wire.keys import spki_der
 
 
 async def test_restart_resumes_same_ca_and_bundle_without_new_keys(

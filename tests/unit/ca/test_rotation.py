@@ -16,10 +16,10 @@ from plastron.server.ca.config import CAConfig
 from plastron.server.ca.journal import AuthorityStatus
 from plastron.server.ca.rotator import activation_threshold, prepare_threshold
 from plastron.server.ca.server_ca import ServerCA
-from plastron.server.ca.slots import spki_der
 from plastron.server.ca.store import MemoryCAStore
 from plastron.spiffe.jwtsvid import validate_jwt_svid
 from plastron.spiffe.x509svid import validate_x509_svid
+from plastron.wire.keys import spki_der
 
 TICK = dt.timedelta(minutes=10)
 WORKLOAD = TD.spiffe_id("/workload")

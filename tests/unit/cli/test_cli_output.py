@@ -29,6 +29,7 @@ from plastron.server.cli.main import main
 from plastron.server.cli.render import agent_lines, entry_lines, proto_json
 from plastron.spiffe.bundle import Bundle, X509Authority
 from plastron.spiffe.ids import TrustDomain
+from plastron.wire.bundles import bundle_from_proto, bundle_to_proto
 
 
 def test_entry_block_matches_spire_layout() -> None:
@@ -106,8 +107,8 @@ def _ca(name: str) -> x509.Certificate:
 def test_bundle_proto_round_trip_and_formats() -> None:
     cert = _ca("a")
     original = Bundle(TrustDomain("td.test"), (X509Authority(cert),), refresh_hint=60)
-    msg = bundle_cli.bundle_to_proto(original)
-    back = bundle_cli.bundle_from_proto(msg)
+    msg = bundle_to_proto(original)
+    back = bundle_from_proto(msg)
     assert back.x509_certificates() == [cert]
     assert back.refresh_hint == 60
     assert x509.load_pem_x509_certificates(bundle_cli.format_bundle(msg, "pem").encode()) == [cert]
@@ -120,8 +121,8 @@ def test_bundle_proto_round_trip_and_formats() -> None:
 
 def test_bundle_rejects_malformed_inputs() -> None:
     bad = bundle_pb2.Bundle(trust_domain="td.test", x509_authorities=[{"asn1": b"junk"}])
-    with pytest.raises(CliError, match="malformed bundle"):
-        bundle_cli.bundle_from_proto(bad)
+    with pytest.raises(CliError, match=r"malformed bundle .*x509_authorities\[0\]"):
+        bundle_cli.format_bundle(bad, "pem")
     with pytest.raises(CliError, match="unable to parse bundle data"):
         bundle_cli.parse_bundle(b"", "pem", TrustDomain("td.test"))
     with pytest.raises(CliError, match="unable to parse to spiffe bundle"):
