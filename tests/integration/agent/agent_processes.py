@@ -104,7 +104,9 @@ plugins {{
 
     def join_token(self, node_id: str | None = None) -> str:
         extra = ["-spiffeID", node_id] if node_id else []
-        return self.cli("token", "generate", "-ttl", "600", *extra).stdout.strip().split()[-1]
+        out = self.cli("token", "generate", "-ttl", "600", *extra).stdout
+        # "Token: <value>", then (without -spiffeID) a warning line
+        return next(line.split()[-1] for line in out.splitlines() if line.startswith("Token:"))
 
     def create_entry(self, parent: str, spiffe_id: str, *selectors: str) -> str:
         args = ["entry", "create", "-parentID", parent, "-spiffeID", spiffe_id]
