@@ -14,6 +14,7 @@ from grpclib.protocol import H2Protocol
 from grpclib.server import Server
 
 from plastron.agent.workloadapi.peertracker import CallerTracker
+from plastron.agent.workloadapi.status import mapped_errors
 from plastron.proto.grpc.health.v1 import health_pb2
 from plastron.proto.grpc.health.v1.health_grpc import HealthBase
 from plastron.transport.uds import bind_unix_socket
@@ -33,18 +34,23 @@ class AgentHealth(HealthBase):
         )
         return health_pb2.HealthCheckResponse(status=status)
 
+    # Any local user can call these: a request that is not a valid message gets
+    # INVALID_ARGUMENT like every Workload API method, not grpclib's UNKNOWN and a traceback.
     async def Check(self, stream: Any) -> None:
-        await stream.recv_message()
+        async with mapped_errors("Health.Check"):
+            await stream.recv_message()
         await stream.send_message(self._status())
 
     async def List(self, stream: Any) -> None:
-        await stream.recv_message()
+        async with mapped_errors("Health.List"):
+            await stream.recv_message()
         response = health_pb2.HealthListResponse()
         response.statuses[""].CopyFrom(self._status())
         await stream.send_message(response)
 
     async def Watch(self, stream: Any) -> None:
-        await stream.recv_message()
+        async with mapped_errors("Health.Watch"):
+            await stream.recv_message()
         await stream.send_message(self._status())
 
 
