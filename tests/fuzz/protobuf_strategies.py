@@ -21,6 +21,8 @@ INTERESTING_TEXT = [
     "spiffe://example.org/spire/server", "spiffe://example.org/spire/agent/join_token/x",
     "/w", "/spire/agent/x", "unix:uid:0", "unix", "uid:0", "x509pop", "join_token", "..",
     "a/../b", "%2F", "k\u00e9y", "*", "\x00", "MATCH_EXACT", "https://127.0.0.1:1/b",
+    "default", "ROOTCA", "ALL",
+    "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret",
 ]  # fmt: skip
 _INT_RANGES = {
     _F.TYPE_INT32: (-(2**31), 2**31 - 1),

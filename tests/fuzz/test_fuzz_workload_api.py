@@ -1,7 +1,7 @@
-"""Bad input at the Workload API, through one real ``plastron-server run`` and one real
-``plastron-agent run`` (attested with a join token, one entry for this uid): every method with
-request messages generated from their descriptors and with non-protobuf bytes, with and without
-the security header; FetchJWTSVID with generated audiences and SPIFFE IDs; ValidateJWTSVID with
+"""Bad input at the Workload API (and Envoy SDS on the same socket), through one real
+``plastron-server run`` and one real ``plastron-agent run`` (attested with a join token, one
+entry for this uid): every method with request messages generated from their descriptors and
+with non-protobuf bytes, with and without the security header; FetchJWTSVID with generated audiences and SPIFFE IDs; ValidateJWTSVID with
 generated audiences and tokens (a real JWT-SVID from this agent, edited, forged or random).
 
 Every call must end OK or with a status other than INTERNAL and UNKNOWN, carrying a message; a
@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from envoy.service.secret.v3 import sds_pb2
 from grpclib.client import Channel
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
@@ -40,6 +41,7 @@ pytestmark = pytest.mark.xdist_group("fuzz-workload-api")
 METHODS = methods_of(
     [
         workload_pb2.DESCRIPTOR.services_by_name["SpiffeWorkloadAPI"],
+        sds_pb2.DESCRIPTOR.services_by_name["SecretDiscoveryService"],
         health_pb2.DESCRIPTOR.services_by_name["Health"],
     ]
 )
