@@ -1,8 +1,9 @@
 """Bad input at the Workload API (and Envoy SDS on the same socket), through one real
 ``plastron-server run`` and one real ``plastron-agent run`` (attested with a join token, one
 entry for this uid): every method with request messages generated from their descriptors and
-with non-protobuf bytes, with and without the security header; FetchJWTSVID with generated audiences and SPIFFE IDs; ValidateJWTSVID with
-generated audiences and tokens (a real JWT-SVID from this agent, edited, forged or random).
+with non-protobuf bytes, with and without the security header; FetchJWTSVID with generated
+audiences and SPIFFE IDs; ValidateJWTSVID with generated audiences and tokens (a real JWT-SVID
+from this agent, edited, forged or random).
 
 Every call must end OK or with a status other than INTERNAL and UNKNOWN, carrying a message; a
 rejected call must leave the server's datastore as it was; at the end agent and server are
