@@ -18,18 +18,18 @@ import asyncio
 import hmac
 import json
 import os
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 from cryptography import x509
 
 from plastron.attestors.base import AttestationResult, ChallengeFn
 from plastron.attestors.certificates import load_untrusted_der
 from plastron.clock import Clock, SystemClock
+from plastron.configs.block import Block
 from plastron.errors import AttestationFailed, ConfigError
+from plastron.plugins import PluginContext
 from plastron.selector import Selector
 from plastron.spiffe.ids import TrustDomain, agent_id
 from plastron.tpm import verify
@@ -97,27 +97,28 @@ class TpmServerConfig:
     pcr_policy_path: str | None = None
 
     @classmethod
-    def from_plugin_data(cls, data: Mapping[str, Any]) -> TpmServerConfig:
-        known = {"endorsement_ca_path", "ek_hash_path", "pcrs", "pcr_policy_path"}
-        for key in data:
-            if key not in known:
-                raise ConfigError(f"NodeAttestor tpm: unknown key {key!r}")
-        pcrs = data.get("pcrs", [])
+    def from_settings(cls, settings: Block, context: PluginContext) -> TpmServerConfig:
+        """Relative file paths are taken from the config file's directory."""
+        pcrs = settings.raw("pcrs", [])
         if not isinstance(pcrs, list):
-            raise ConfigError("NodeAttestor tpm: pcrs must be a list of PCR indices")
+            raise ConfigError(f"{settings.where('pcrs')} must be a list of PCR indices")
         try:
             indices = tuple(sorted({pcr_index(p, "pcrs entry") for p in pcrs}))
         except AttestationFailed as exc:
-            raise ConfigError(f"NodeAttestor tpm: {exc}") from None
-        for key in ("endorsement_ca_path", "ek_hash_path", "pcr_policy_path"):
-            if key in data and not isinstance(data[key], str):
-                raise ConfigError(f"NodeAttestor tpm: {key} must be a string")
-        return cls(
-            endorsement_ca_path=data.get("endorsement_ca_path"),
-            ek_hash_path=data.get("ek_hash_path"),
+            raise ConfigError(f"{settings.where('pcrs')}: {exc}") from None
+
+        def path(key: str) -> str | None:
+            value = settings.optional_string(key)
+            return None if value is None else str(context.resolve(value))
+
+        config = cls(
+            endorsement_ca_path=path("endorsement_ca_path"),
+            ek_hash_path=path("ek_hash_path"),
             pcrs=indices,
-            pcr_policy_path=data.get("pcr_policy_path"),
+            pcr_policy_path=path("pcr_policy_path"),
         )
+        settings.finish()
+        return config
 
 
 @dataclass(frozen=True)
@@ -237,19 +238,11 @@ class TpmAgentConfig:
     ek_type: str = "auto"
 
     @classmethod
-    def from_plugin_data(cls, data: Mapping[str, Any]) -> TpmAgentConfig:
-        for key in data:
-            if key not in ("tcti", "ek_type"):
-                raise ConfigError(f"NodeAttestor tpm: unknown key {key!r}")
-        tcti = data.get("tcti", DEFAULT_TCTI)
-        ek_type = data.get("ek_type", "auto")
-        if not isinstance(tcti, str):
-            raise ConfigError("NodeAttestor tpm: tcti must be a string")
+    def from_settings(cls, settings: Block) -> TpmAgentConfig:
+        tcti = settings.string("tcti", cls.tcti)
+        ek_type = settings.choice("ek_type", cls.ek_type, ("auto", *EK_TYPES))
+        settings.finish()
         Tcti.parse(tcti)
-        if ek_type != "auto" and ek_type not in EK_TYPES:
-            raise ConfigError(
-                f"NodeAttestor tpm: ek_type {ek_type!r} is not auto or {', '.join(EK_TYPES)}"
-            )
         return cls(tcti=tcti, ek_type=ek_type)
 
 

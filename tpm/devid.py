@@ -20,10 +20,8 @@ import asyncio
 import hashlib
 import hmac
 import os
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -35,7 +33,9 @@ from cryptography.x509.oid import NameOID
 from plastron.attestors.base import AttestationResult, ChallengeFn
 from plastron.attestors.certificates import load_untrusted_der
 from plastron.clock import Clock, SystemClock
+from plastron.configs.block import Block
 from plastron.errors import AttestationFailed, ConfigError
+from plastron.plugins import PluginContext
 from plastron.selector import Selector
 from plastron.spiffe.ids import TrustDomain, agent_id
 from plastron.tpm import verify
@@ -61,14 +61,21 @@ class TpmDevidServerConfig:
     endorsement_ca_path: str
 
     @classmethod
-    def from_plugin_data(cls, data: Mapping[str, Any]) -> TpmDevidServerConfig:
-        for key in data:
-            if key not in ("devid_ca_path", "endorsement_ca_path"):
-                raise ConfigError(f"NodeAttestor tpm_devid: unknown key {key!r}")
-        for key in ("devid_ca_path", "endorsement_ca_path"):
-            if not isinstance(data.get(key), str) or not data[key]:
-                raise ConfigError(f"NodeAttestor tpm_devid: {key} is required")
-        return cls(data["devid_ca_path"], data["endorsement_ca_path"])
+    def from_settings(cls, settings: Block, context: PluginContext) -> TpmDevidServerConfig:
+        """Relative file paths are taken from the config file's directory."""
+        config = cls(
+            devid_ca_path=_required_path(settings, "devid_ca_path", context),
+            endorsement_ca_path=_required_path(settings, "endorsement_ca_path", context),
+        )
+        settings.finish()
+        return config
+
+
+def _required_path(settings: Block, key: str, context: PluginContext) -> str:
+    value: str = settings.string(key)
+    if not value:
+        raise ConfigError(f"{settings.where(key)} must be a non-empty string")
+    return str(context.resolve(value))
 
 
 def _cert(der: bytes, what: str) -> x509.Certificate:
@@ -206,23 +213,21 @@ class TpmDevidAgentConfig:
     tcti: str = DEFAULT_TCTI
 
     @classmethod
-    def from_plugin_data(cls, data: Mapping[str, Any]) -> TpmDevidAgentConfig:
-        paths = ("devid_cert_path", "devid_priv_path", "devid_pub_path")
-        for key in data:
-            if key not in (*paths, "tpm_device_path", "tcti"):
-                raise ConfigError(f"NodeAttestor tpm_devid: unknown key {key!r}")
-        for key in paths:
-            if not isinstance(data.get(key), str) or not data[key]:
-                raise ConfigError(f"NodeAttestor tpm_devid: {key} is required")
-        if "tpm_device_path" in data and "tcti" in data:
-            raise ConfigError("NodeAttestor tpm_devid: set tpm_device_path or tcti, not both")
-        tcti = data.get("tcti", DEFAULT_TCTI)
-        if "tpm_device_path" in data:
-            tcti = f"device:{data['tpm_device_path']}"  # SPIRE's key
-        if not isinstance(tcti, str):
-            raise ConfigError("NodeAttestor tpm_devid: tcti must be a string")
-        Tcti.parse(tcti)
-        return cls(data["devid_cert_path"], data["devid_priv_path"], data["devid_pub_path"], tcti)
+    def from_settings(cls, settings: Block, context: PluginContext) -> TpmDevidAgentConfig:
+        """Relative file paths are taken from the config file's directory; SPIRE's
+        ``tpm_device_path`` is the TCTI ``device:<path>``."""
+        cert, priv, pub = (
+            _required_path(settings, key, context)
+            for key in ("devid_cert_path", "devid_priv_path", "devid_pub_path")
+        )
+        device = settings.optional_string("tpm_device_path")
+        tcti = settings.optional_string("tcti")
+        settings.finish()
+        if device is not None and tcti is not None:
+            raise ConfigError(f"{settings.path}: set tpm_device_path or tcti, not both")
+        chosen = f"device:{device}" if device is not None else tcti or DEFAULT_TCTI
+        Tcti.parse(chosen)
+        return cls(cert, priv, pub, chosen)
 
 
 class TpmDevidAgentAttestor:

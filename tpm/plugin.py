@@ -3,30 +3,14 @@ and agent halves) and KeyManager ``tpm`` (agent)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from plastron.configs.plugin_blocks import PluginConfig
 from plastron.errors import ConfigError, KeyManagerError
 from plastron.keymanager import KeyManager
-from plastron.plugins import PluginContext, Registries, check_plugin_data
+from plastron.plugins import PluginContext, Registries
 from plastron.tpm import attestor, devid, openssl_provider
 from plastron.tpm.tcti import DEFAULT_TCTI, Tcti
-
-_PATH_KEYS = frozenset(
-    {"endorsement_ca_path", "ek_hash_path", "pcr_policy_path", "devid_ca_path",
-     "devid_cert_path", "devid_priv_path", "devid_pub_path"}
-)  # fmt: skip
-
-
-def _resolved(plugin: PluginConfig, context: PluginContext) -> dict[str, Any]:
-    """plugin_data with relative file paths resolved against the config file's directory."""
-    data = dict(plugin.plugin_data)
-    for key in _PATH_KEYS & data.keys():
-        value = data[key]
-        if isinstance(value, str) and value and context.base_dir and not Path(value).is_absolute():
-            data[key] = str(context.base_dir / value)
-    return data
 
 
 def _trust_domain(plugin: PluginConfig, context: PluginContext) -> Any:
@@ -36,34 +20,33 @@ def _trust_domain(plugin: PluginConfig, context: PluginContext) -> Any:
 
 
 def _tpm_server(plugin: PluginConfig, context: PluginContext) -> attestor.TpmServerAttestor:
-    cfg = attestor.TpmServerConfig.from_plugin_data(_resolved(plugin, context))
+    cfg = attestor.TpmServerConfig.from_settings(plugin.settings(), context)
     return attestor.TpmServerAttestor(cfg, _trust_domain(plugin, context), context.clock)
 
 
 def _tpm_agent(plugin: PluginConfig, context: PluginContext) -> attestor.TpmAgentAttestor:
-    cfg = attestor.TpmAgentConfig.from_plugin_data(plugin.plugin_data)
+    cfg = attestor.TpmAgentConfig.from_settings(plugin.settings())
     return attestor.TpmAgentAttestor(cfg.tcti, cfg.ek_type)
 
 
 def _devid_server(plugin: PluginConfig, context: PluginContext) -> devid.TpmDevidServerAttestor:
-    cfg = devid.TpmDevidServerConfig.from_plugin_data(_resolved(plugin, context))
+    cfg = devid.TpmDevidServerConfig.from_settings(plugin.settings(), context)
     return devid.TpmDevidServerAttestor(cfg, _trust_domain(plugin, context), context.clock)
 
 
 def _devid_agent(plugin: PluginConfig, context: PluginContext) -> devid.TpmDevidAgentAttestor:
-    cfg = devid.TpmDevidAgentConfig.from_plugin_data(_resolved(plugin, context))
+    cfg = devid.TpmDevidAgentConfig.from_settings(plugin.settings(), context)
     return devid.TpmDevidAgentAttestor(
         cfg.devid_cert_path, cfg.devid_priv_path, cfg.devid_pub_path, tcti=cfg.tcti
     )
 
 
 def _key_manager(plugin: PluginConfig, context: PluginContext) -> KeyManager:
-    check_plugin_data(plugin, ("tcti",))
+    settings = plugin.settings()
+    tcti: str = settings.string("tcti", DEFAULT_TCTI)
+    settings.finish()
     if context.data_dir is None:
         raise ConfigError(f"{plugin.path}: the tpm KeyManager needs the agent data_dir")
-    tcti = plugin.plugin_data.get("tcti", DEFAULT_TCTI)
-    if not isinstance(tcti, str):
-        raise ConfigError(f"{plugin.path}.plugin_data.tcti must be a string")
     parsed = Tcti.parse(tcti)
     # The agent's TLS handshakes are signed by the TPM through tpm2-openssl, which holds its
     # own connection to the TPM beside the agent's: both need a resource manager.

@@ -16,7 +16,9 @@ from cryptography.x509.oid import NameOID
 from swtpm_fixtures import ManufacturerCa, SwtpmProcess, make_manufacturer_ca
 
 from plastron.attestors.base import AttestationResult
+from plastron.configs.plugin_blocks import PluginConfig
 from plastron.errors import AttestationFailed
+from plastron.plugins import PluginContext
 from plastron.tpm.device import AK_ATTRIBUTES, TpmDevice
 from plastron.tpm.devid import TpmDevidAgentAttestor, TpmDevidServerAttestor, TpmDevidServerConfig
 from plastron.tpm.structures import RESTRICTED, parse_tpm2b_public
@@ -54,12 +56,12 @@ def provision(
 
 
 def server(tmp: Path, devid_ca: ManufacturerCa, ek_ca: ManufacturerCa) -> TpmDevidServerAttestor:
-    cfg = TpmDevidServerConfig.from_plugin_data(
-        {
-            "devid_ca_path": str(devid_ca.dir / "ca-cert.pem"),
-            "endorsement_ca_path": str(ek_ca.dir / "ca-cert.pem"),
-        }
-    )
+    data = {
+        "devid_ca_path": str(devid_ca.dir / "ca-cert.pem"),
+        "endorsement_ca_path": str(ek_ca.dir / "ca-cert.pem"),
+    }
+    settings = PluginConfig("NodeAttestor", "tpm_devid", data).settings()
+    cfg = TpmDevidServerConfig.from_settings(settings, PluginContext())
     return TpmDevidServerAttestor(cfg, TD)
 
 

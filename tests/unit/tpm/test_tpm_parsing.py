@@ -6,6 +6,7 @@ import base64
 import contextlib
 import datetime as dt
 import json
+import re
 import struct
 from pathlib import Path
 
@@ -17,7 +18,10 @@ from cryptography.x509.oid import NameOID
 from hypothesis import given
 from hypothesis import strategies as st
 
+from plastron.configs.block import Block
+from plastron.configs.plugin_blocks import PluginConfig
 from plastron.errors import AttestationFailed, ConfigError, KeyManagerError
+from plastron.plugins import PluginContext
 from plastron.tpm import openssl_provider
 from plastron.tpm import structures as s
 from plastron.tpm.attestor import TpmAgentConfig, TpmServerConfig, load_ek_hashes, load_pcr_policy
@@ -180,16 +184,25 @@ def test_messages_roundtrip_and_bounds() -> None:
         Response.parse(json.dumps(bad_pcr).encode())
 
 
+def _settings(name: str, data: dict[str, object]) -> Block:
+    return PluginConfig("NodeAttestor", name, data).settings()
+
+
 def test_server_and_agent_config(tmp_path: Path) -> None:
-    cfg = TpmServerConfig.from_plugin_data({"endorsement_ca_path": "/x", "pcrs": [7, 0, 7]})
+    ctx = PluginContext(base_dir=tmp_path)
+    cfg = TpmServerConfig.from_settings(
+        _settings("tpm", {"endorsement_ca_path": "ca.pem", "pcrs": [7, 0, 7]}), ctx
+    )
     assert cfg.pcrs == (0, 7)
-    with pytest.raises(ConfigError, match="unknown key 'ca_path'"):
-        TpmServerConfig.from_plugin_data({"ca_path": "/x"})
+    assert cfg.endorsement_ca_path == str(tmp_path / "ca.pem")  # from the config's directory
+    where = "plugins.NodeAttestor.tpm.plugin_data"
+    with pytest.raises(ConfigError, match=re.escape(f'unknown key "{where}.ca_path"')):
+        TpmServerConfig.from_settings(_settings("tpm", {"ca_path": "/x"}), ctx)
     with pytest.raises(ConfigError, match="not a PCR index"):
-        TpmServerConfig.from_plugin_data({"pcrs": [24]})
-    assert TpmAgentConfig.from_plugin_data({}).tcti == "device:/dev/tpmrm0"
-    with pytest.raises(ConfigError, match="ek_type"):
-        TpmAgentConfig.from_plugin_data({"ek_type": "dsa"})
+        TpmServerConfig.from_settings(_settings("tpm", {"pcrs": [24]}), ctx)
+    assert TpmAgentConfig.from_settings(_settings("tpm", {})).tcti == "device:/dev/tpmrm0"
+    with pytest.raises(ConfigError, match=re.escape(f"{where}.ek_type must be one of")):
+        TpmAgentConfig.from_settings(_settings("tpm", {"ek_type": "dsa"}))
     hashes = tmp_path / "h"
     hashes.write_text("# c\n" + "AB" * 32 + "\n")
     assert load_ek_hashes(str(hashes)) == {"ab" * 32}
@@ -208,12 +221,16 @@ def test_devid_agent_config() -> None:
     from plastron.tpm.devid import TpmDevidAgentConfig  # noqa: PLC0415
 
     base = {"devid_cert_path": "/c", "devid_priv_path": "/k", "devid_pub_path": "/p"}
-    cfg = TpmDevidAgentConfig.from_plugin_data({**base, "tpm_device_path": "/dev/tpmrm0"})
-    assert cfg.tcti == "device:/dev/tpmrm0"
-    with pytest.raises(ConfigError, match="devid_pub_path is required"):
-        TpmDevidAgentConfig.from_plugin_data({"devid_cert_path": "/c", "devid_priv_path": "/k"})
+    ctx = PluginContext()
+
+    def config(data: dict[str, object]) -> TpmDevidAgentConfig:
+        return TpmDevidAgentConfig.from_settings(_settings("tpm_devid", data), ctx)
+
+    assert config({**base, "tpm_device_path": "/dev/tpmrm0"}).tcti == "device:/dev/tpmrm0"
+    with pytest.raises(ConfigError, match=re.escape("plugin_data.devid_pub_path is required")):
+        config({"devid_cert_path": "/c", "devid_priv_path": "/k"})
     with pytest.raises(ConfigError, match="not both"):
-        TpmDevidAgentConfig.from_plugin_data({**base, "tpm_device_path": "/d", "tcti": "device:/d"})
+        config({**base, "tpm_device_path": "/d", "tcti": "device:/d"})
 
 
 def _self_signed(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> x509.Certificate:
