@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 
 from cryptography import x509
 
+from plastron.spiffe.ids import SpiffeId
+
 
 @dataclass(frozen=True)
 class ConsumedToken:
@@ -26,6 +28,8 @@ class ConsumedToken:
 
 # Deletes the token and returns it, or None when no such token exists (atomic in the datastore).
 ConsumeTokenFn = Callable[[str], Awaitable[ConsumedToken | None]]
+# Whether a node record exists for the agent ID (attested and not evicted; banned counts).
+AgentAttestedFn = Callable[[SpiffeId], Awaitable[bool]]
 # The trust domain's current X.509 authorities, fetched per call.
 X509AuthoritiesFn = Callable[[], Awaitable[Sequence[x509.Certificate]]]
 
@@ -36,5 +40,8 @@ class HostServices:
     x509_authorities: X509AuthoritiesFn | None = None
     # Server: consume a join token, atomically (join_token).
     consume_join_token: ConsumeTokenFn | None = None
+    # Server: trust on first use (gcp_iit, azure_msi, aws_iid): refuse an instance already
+    # attested. The server also refuses it atomically when it writes the node record.
+    agent_attested: AgentAttestedFn | None = None
     # Agent: the join token from -joinToken, agent.join_token or agent.join_token_file.
     join_token: str | None = field(default=None, repr=False)

@@ -46,6 +46,7 @@ from plastron.server.plugin_loading import (
 from plastron.server.services import build_services
 from plastron.server.task_failures import FailureReporter
 from plastron.spiffe.bundle import Bundle
+from plastron.spiffe.ids import SpiffeId
 from plastron.transport.server import RunningServer, start_server
 from plastron.transport.tls import RotatingServerTls
 
@@ -99,6 +100,7 @@ class PlastronServer:
             services=HostServices(
                 x509_authorities=self._x509_authorities,
                 consume_join_token=self._consume_join_token,
+                agent_attested=self._agent_attested,
             ),
         )
         self.datastore = await open_datastore(datastore_config(cfg), clock=self.clock)
@@ -206,6 +208,10 @@ class PlastronServer:
         assert self.datastore is not None
         row = await self.datastore.consume_join_token(token)
         return None if row is None else ConsumedToken(row.token, from_unix(row.expires_at))
+
+    async def _agent_attested(self, agent_id: SpiffeId) -> bool:
+        assert self.datastore is not None
+        return await self.datastore.fetch_attested_node(agent_id) is not None
 
     def _api_context(self, attestors: dict[str, ServerNodeAttestor]) -> ApiContext:
         assert self.datastore is not None and self.ca is not None and self.cache is not None

@@ -18,7 +18,13 @@ from grpclib.exceptions import GRPCError
 from grpclib.server import Stream
 
 from plastron.attestors.base import MAX_ATTESTATION_MESSAGE, AttestationResult
-from plastron.errors import AttestationFailed, FailedPrecondition, InvalidArgument, NotAuthorized
+from plastron.errors import (
+    AlreadyExists,
+    AttestationFailed,
+    FailedPrecondition,
+    InvalidArgument,
+    NotAuthorized,
+)
 from plastron.proto.spire.api.server.agent.v1 import agent_pb2
 from plastron.server.api.authz import current_caller
 from plastron.server.api.context import ApiContext
@@ -114,6 +120,8 @@ async def _admit(
     existing = await ctx.datastore.fetch_attested_node(agent_id)
     if existing is not None and existing.cert_serial == "":
         raise NotAuthorized(f"failed to attest: agent {agent_id} is banned")
+    if existing is not None and not result.can_reattest:
+        raise _already_attested(attestation_type, agent_id)
     chain = await ctx.ca.sign_agent_x509_svid(spiffe_id=agent_id, public_key=public_key)
     leaf = chain[0]
     node = AttestedNode(
@@ -126,8 +134,29 @@ async def _admit(
         node_data=result.node_data,
         selectors=tuple(sorted(set(result.selectors))),
     )
-    await ctx.datastore.upsert_attested_node_with_selectors(node)
+    if result.can_reattest:
+        await ctx.datastore.upsert_attested_node_with_selectors(node)
+    else:
+        # trust on first use: only the first of two concurrent attestations may write the node
+        try:
+            await ctx.datastore.create_attested_node(node)
+        except AlreadyExists:
+            raise _already_attested(attestation_type, agent_id) from None
     ctx.cache.set_node_selectors(agent_id, node.selectors)
     await ctx.on_change()
     log.info("agent attested agent_id=%s type=%s", agent_id, attestation_type)
     return node, chain
+
+
+def _already_attested(attestation_type: str, agent_id: object) -> AttestationFailed:
+    # Someone else (another process on the node, a replayed document) attested this instance
+    # first, or the agent lost its SVID: either deserves an operator's look.
+    log.warning(
+        "attestation refused: agent already attested agent_id=%s type=%s",
+        agent_id,
+        attestation_type,
+    )
+    return AttestationFailed(
+        f"{attestation_type}: agent {agent_id} has already attested and its method does not "
+        "allow re-attestation; evict the agent to attest it again"
+    )
