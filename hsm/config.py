@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from plastron.configs.block import Block
 from plastron.errors import ConfigError, KeyManagerError
 from plastron.hsm.uri import parse_pkcs11_uri
 
@@ -95,37 +96,15 @@ def _read_pin_file(path: str) -> bytes:
     return data.rstrip(b"\r\n")
 
 
-def _str(data: Mapping[str, Any], key: str) -> str | None:
-    value = data.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value or len(value) > 4096:
-        raise ConfigError(f"pkcs11: plugin_data {key!r} must be a non-empty string")
-    return value
-
-
-def _slot(value: Any) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, str) and value.isdigit():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**64:
-        raise ConfigError(
-            f"pkcs11: plugin_data 'slot_id' must be a non-negative integer: {value!r}"
-        )
-    return value
-
-
-def parse_pkcs11_config(plugin_data: Mapping[str, Any]) -> Pkcs11Config:
-    """Validate ``plugin_data`` (separate keys or one ``uri``) into a Pkcs11Config."""
-    unknown = sorted(set(plugin_data) - _KEYS)
-    if unknown:
-        raise ConfigError(f"pkcs11: unknown plugin_data key {unknown[0]!r}")
-    uri_text = _str(plugin_data, "uri")
+def read_pkcs11_config(settings: Block) -> Pkcs11Config:
+    """The token settings (separate keys or one ``uri``) of a plugin's ``plugin_data``; the
+    caller has read its own keys first, so ``finish()`` here refuses any other."""
+    uri_text = settings.optional_string("uri")
     if uri_text is not None:
-        others = sorted(set(plugin_data) - {"uri"})
+        others = sorted(k for k in _KEYS - {"uri"} if settings.has(k))
         if others:
-            raise ConfigError(f"pkcs11: plugin_data 'uri' cannot be combined with {others[0]!r}")
+            raise ConfigError(f"{settings.where('uri')} cannot be combined with {others[0]!r}")
+        settings.finish()
         uri = parse_pkcs11_uri(uri_text)
         values: dict[str, Any] = {
             "module_path": uri.module_path,
@@ -137,9 +116,19 @@ def parse_pkcs11_config(plugin_data: Mapping[str, Any]) -> Pkcs11Config:
             "key_label_prefix": uri.object_label,
         }
     else:
-        values = {k: _str(plugin_data, k) for k in _KEYS - {"uri", "slot_id"}}
-        values["slot_id"] = _slot(plugin_data.get("slot_id"))
+        values = {k: settings.optional_string(k) for k in sorted(_KEYS - {"uri", "slot_id"})}
+        values["slot_id"] = (
+            settings.integer("slot_id", 0, 0, 2**64 - 1) if settings.has("slot_id") else None
+        )
+        settings.finish()
     return _build(values)
+
+
+def parse_pkcs11_config(
+    plugin_data: Mapping[str, Any], where: str = "pkcs11.plugin_data"
+) -> Pkcs11Config:
+    """:func:`read_pkcs11_config` over a plain mapping (a URI's settings, tests)."""
+    return read_pkcs11_config(Block(dict(plugin_data), where))
 
 
 def _build(values: Mapping[str, Any]) -> Pkcs11Config:

@@ -14,14 +14,15 @@ import os
 import uuid
 from pathlib import Path
 
+from plastron.configs.block import Block
 from plastron.configs.plugin_blocks import PluginConfig
 from plastron.errors import ConfigError
-from plastron.hsm.keymanager import SERVER_ID_RE, create_pkcs11_key_manager
+from plastron.hsm.config import read_pkcs11_config
+from plastron.hsm.keymanager import SERVER_ID_RE, open_pkcs11_key_manager
 from plastron.hsm.uri_key import open_uri_key
 from plastron.keymanager import KeyManager
 from plastron.plugins import PluginContext, Registries
 
-IDENTIFIER_KEYS = ("key_identifier_value", "key_identifier_file")
 DEFAULT_IDENTIFIER_FILE = "pkcs11_key_identifier"
 
 
@@ -42,29 +43,26 @@ def _identifier_from_file(path: Path, where: str) -> str:
     return text
 
 
-def server_key_identifier(plugin: PluginConfig, context: PluginContext) -> str:
+def server_key_identifier(settings: Block, context: PluginContext) -> str:
     """This server's id in key labels, from plugin_data or the identifier file."""
-    data = plugin.plugin_data
-    where = f"{plugin.path}.plugin_data"
-    if all(k in data for k in IDENTIFIER_KEYS):
-        raise ConfigError(f"{where}: give key_identifier_value or key_identifier_file, not both")
-    value = data.get("key_identifier_value")
-    if value is None:
-        file = data.get("key_identifier_file")
-        if file is None:
-            if context.data_dir is None:
-                raise ConfigError(f"{where}: key_identifier_file is required (no data_dir)")
-            path = context.data_dir / DEFAULT_IDENTIFIER_FILE
-        elif isinstance(file, str) and file:
-            path = Path(file)
-            if not path.is_absolute() and context.base_dir is not None:
-                path = context.base_dir / path
-        else:
-            raise ConfigError(f"{where}.key_identifier_file must be a non-empty string")
-        value = _identifier_from_file(path, where)
-    if not isinstance(value, str) or not SERVER_ID_RE.fullmatch(value):
+    value = settings.optional_string("key_identifier_value")
+    file = settings.optional_string("key_identifier_file")
+    if value is not None and file is not None:
         raise ConfigError(
-            f"{where}: key identifier {value!r} must be 1-64 characters of A-Z a-z 0-9 . _ : -"
+            f"{settings.path}: give key_identifier_value or key_identifier_file, not both"
+        )
+    if value is None:
+        if file is not None:
+            path = context.resolve(file)
+        elif context.data_dir is not None:
+            path = context.data_dir / DEFAULT_IDENTIFIER_FILE
+        else:
+            raise ConfigError(f"{settings.path}: key_identifier_file is required (no data_dir)")
+        value = _identifier_from_file(path, settings.path)
+    if not SERVER_ID_RE.fullmatch(value):
+        raise ConfigError(
+            f"{settings.path}: key identifier {value!r} must be 1-64 characters of"
+            " A-Z a-z 0-9 . _ : -"
         )
     return value
 
@@ -72,10 +70,10 @@ def server_key_identifier(plugin: PluginConfig, context: PluginContext) -> str:
 def _pkcs11_key_manager(plugin: PluginConfig, context: PluginContext) -> KeyManager:
     if context.trust_domain is None:
         raise ConfigError(f"{plugin.path}: the pkcs11 KeyManager needs the trust domain")
-    server_id = server_key_identifier(plugin, context)
-    token_data = {k: v for k, v in plugin.plugin_data.items() if k not in IDENTIFIER_KEYS}
-    return create_pkcs11_key_manager(
-        token_data, trust_domain=context.trust_domain, server_id=server_id
+    settings = plugin.settings()
+    server_id = server_key_identifier(settings, context)
+    return open_pkcs11_key_manager(
+        read_pkcs11_config(settings), trust_domain=context.trust_domain, server_id=server_id
     )
 
 

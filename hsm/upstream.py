@@ -30,10 +30,10 @@ from cryptography.x509.oid import NameOID
 from pkcs11 import Attribute, CertificateType, ObjectClass
 
 from plastron.clock import Clock
-from plastron.configs.duration import parse_duration
+from plastron.configs.block import Block
 from plastron.configs.plugin_blocks import PluginConfig
 from plastron.errors import ConfigError, FailedPrecondition, InvalidArgument, NotFound
-from plastron.hsm.config import parse_pkcs11_config
+from plastron.hsm.config import read_pkcs11_config
 from plastron.hsm.keymanager import Pkcs11KeyManager
 from plastron.hsm.session import open_token_session
 from plastron.keymanager import KeyType, PrivateKey, check_key_id
@@ -47,7 +47,7 @@ from plastron.wire.keys import spki_der
 BACKDATE = dt.timedelta(seconds=10)
 DEFAULT_ROOT_TTL = dt.timedelta(days=3650)
 MAX_CERT_BYTES = 64 * 1024
-_OWN_KEYS = frozenset({"root_key_id", "root_key_label", "root_key_type", "root_ttl"})
+DEFAULT_ROOT_KEY_ID = "upstream-root"
 
 
 def _spki(key: Any) -> bytes:
@@ -214,25 +214,30 @@ class Pkcs11UpstreamAuthority:
 def create_pkcs11_upstream_authority(
     plugin_data: Mapping[str, Any], *, trust_domain: TrustDomain, clock: Clock
 ) -> Pkcs11UpstreamAuthority:
+    """Build the ``pkcs11`` UpstreamAuthority from a plain mapping of its plugin_data."""
+    settings = Block(dict(plugin_data), "pkcs11 upstream plugin_data")
+    return open_pkcs11_upstream_authority(settings, trust_domain=trust_domain, clock=clock)
+
+
+def open_pkcs11_upstream_authority(
+    settings: Block, *, trust_domain: TrustDomain, clock: Clock
+) -> Pkcs11UpstreamAuthority:
     """Build the ``pkcs11`` UpstreamAuthority, logging in and loading (or making) the root."""
-    token_data = {k: v for k, v in plugin_data.items() if k not in _OWN_KEYS}
-    config = parse_pkcs11_config(token_data)
-    if "root_key_id" in plugin_data and "root_key_label" in plugin_data:
-        raise ConfigError("pkcs11 upstream: set root_key_id or root_key_label, not both")
+    root_key_id = settings.optional_string("root_key_id")
+    root_key_label = settings.optional_string("root_key_label")
+    if root_key_id is not None and root_key_label is not None:
+        raise ConfigError(f"{settings.path}: set root_key_id or root_key_label, not both")
+    key_type = settings.key_type("root_key_type", KeyType.EC_P384)
+    ttl = settings.duration("root_ttl", DEFAULT_ROOT_TTL)
+    config = read_pkcs11_config(settings)  # the token's keys; refuses any other
     try:
-        if "root_key_label" in plugin_data:
-            scope, root_id = "", check_key_id(plugin_data["root_key_label"])
+        if root_key_label is not None:
+            scope, root_id = "", check_key_id(root_key_label)
         else:
-            root_id = check_key_id(plugin_data.get("root_key_id", "upstream-root"))
+            root_id = check_key_id(root_key_id or DEFAULT_ROOT_KEY_ID)
             scope = f"{config.key_label_prefix}{trust_domain.name}/"
     except InvalidArgument as exc:
         raise ConfigError(f"pkcs11 upstream: {exc}") from None
-    key_type = KeyType.parse(str(plugin_data.get("root_key_type", KeyType.EC_P384.value)))
-    ttl = DEFAULT_ROOT_TTL
-    if "root_ttl" in plugin_data:
-        ttl = parse_duration(plugin_data["root_ttl"], "pkcs11 upstream: root_ttl")
-        if ttl <= dt.timedelta(0):
-            raise ConfigError("pkcs11 upstream: root_ttl must be positive")
     session = open_token_session(config)
     keys = Pkcs11KeyManager(session, trust_domain=trust_domain, server_id="-", label_scope=scope)
     try:
@@ -252,8 +257,8 @@ def create_pkcs11_upstream_authority(
 def _pkcs11_upstream(plugin: PluginConfig, context: PluginContext) -> UpstreamAuthority:
     if context.trust_domain is None:
         raise ConfigError(f"{plugin.path}: the pkcs11 UpstreamAuthority needs the trust domain")
-    return create_pkcs11_upstream_authority(
-        plugin.plugin_data, trust_domain=context.trust_domain, clock=context.clock
+    return open_pkcs11_upstream_authority(
+        plugin.settings(), trust_domain=context.trust_domain, clock=context.clock
     )
 
 

@@ -102,11 +102,12 @@ def _without(*keys: str, **extra: object) -> dict[str, object]:
         (_without("pin_env"), "exactly one of pin_env, pin_file"),
         (_without(pin_file="/p"), "got pin_env, pin_file"),
         (_without("pin_env", pin_file="rel"), "must be an absolute path"),
-        (_without(user_pin="1"), "unknown plugin_data key 'user_pin'"),
+        (_without(user_pin="1"), 'unknown key "pkcs11.plugin_data.user_pin"'),
         ({"uri": "pkcs11:token=a", "module_path": MOD}, "cannot be combined with 'module_path'"),
         (_without("token_label", slot_id=True), "slot_id"),
         (_without(key_label_prefix="a b"), "key_label_prefix"),
-        (_without(token_label=5), "'token_label' must be a non-empty string"),
+        (_without(token_label=5), "pkcs11.plugin_data.token_label must be a string"),
+        (_without(token_label=""), "pkcs11.plugin_data.token_label must be a non-empty string"),
     ],
 )
 def test_config_rejects(data: dict[str, object], message: str) -> None:
