@@ -28,14 +28,10 @@ from typing import Any
 
 from cryptography import x509
 
-from plastron.attestors.x509pop.template import (
-    DEFAULT_EXTERNAL_PKI,
-    DEFAULT_SPIFFE,
-    PathTemplate,
-    TemplateValues,
-)
-from plastron.errors import ConfigError, InvalidSpiffeId
-from plastron.spiffe.ids import SpiffeId, TrustDomain
+from plastron.attestors.template import PathTemplate
+from plastron.attestors.x509pop.template import DEFAULT_EXTERNAL_PKI, DEFAULT_SPIFFE
+from plastron.attestors.x509pop.template import parse as parse_template
+from plastron.errors import ConfigError
 
 SERVER_KEYS = (
     "mode", "ca_bundle_path", "ca_bundle_paths", "spiffe_prefix", "svid_prefix",
@@ -79,8 +75,8 @@ class X509PopServerConfig:
             bundle.extend(_load_ca_file(path, where))
         template = DEFAULT_SPIFFE if mode == "spiffe" else DEFAULT_EXTERNAL_PKI
         if "agent_path_template" in data:
-            template = PathTemplate.parse(data["agent_path_template"])
-        _check_template_shape(template)
+            template = parse_template(data["agent_path_template"])
+        template.check_shape()
         return cls(
             mode=mode,
             ca_bundle=tuple(bundle),
@@ -170,31 +166,3 @@ def _positive(data: Mapping[str, Any], key: str, default: int, where: str) -> in
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ConfigError(f"{where}.{key} must be an integer greater than 0, not {value!r}")
     return value
-
-
-def _check_template_shape(template: PathTemplate) -> None:
-    """Render with plain sample values so a template that can never give a valid ID is refused
-    at start rather than at every attestation."""
-    sample = TemplateValues("a", "a", "a", "a", "a", _AnyKey())
-    try:
-        agent_path(TrustDomain("example.org"), template.render(sample))
-    except InvalidSpiffeId as exc:
-        raise ConfigError(
-            f"agent_path_template {template.text!r} cannot produce a valid agent ID: {exc}"
-        ) from None
-
-
-def agent_path(td: TrustDomain, rendered: str) -> SpiffeId:
-    """``spiffe://<td>/spire/agent`` + ``rendered``, which must itself be a path (as SPIRE's
-    idutil.AgentID); nothing is normalised."""
-    if not rendered.startswith("/"):
-        raise InvalidSpiffeId(f"agent path {rendered[:200]!r} must start with '/'")
-    return SpiffeId(td, "/spire/agent" + rendered)
-
-
-class _AnyKey(dict[str, str]):
-    def __contains__(self, key: object) -> bool:
-        return True
-
-    def __missing__(self, key: str) -> str:
-        return "a"

@@ -32,7 +32,7 @@ from cryptography.x509.verification import (
 
 from plastron.attestors.base import AttestationResult, ChallengeFn
 from plastron.attestors.certificates import load_untrusted_der
-from plastron.attestors.x509pop.config import X509PopServerConfig, agent_path
+from plastron.attestors.x509pop.config import X509PopServerConfig
 from plastron.attestors.x509pop.template import TemplateValues
 from plastron.attestors.x509pop.wire import (
     NAME,
@@ -220,15 +220,7 @@ class X509PopServerAttestor:
         return sid.path.removeprefix(prefix)
 
     def _agent_id(self, values: TemplateValues) -> SpiffeId:
-        template = self._config.agent_path_template
-        rendered = template.render(values)
-        try:
-            return agent_path(self._td, rendered)
-        except InvalidSpiffeId as exc:
-            raise AttestationFailed(
-                f"x509pop: agent_path_template {template.text!r} rendered "
-                f"{rendered[:200]!r}, which is not a canonical agent ID path: {exc}"
-            ) from None
+        return self._config.agent_path_template.agent_id(self._td, values)
 
 
 def _check_leaf(leaf: x509.Certificate, now: dt.datetime) -> None:

@@ -16,7 +16,8 @@ from x509pop_pki import NOW, Issued, make_ca, make_leaf, new_key, write_files
 from plastron.attestors.x509pop.agent import X509PopAgentAttestor
 from plastron.attestors.x509pop.config import X509PopAgentConfig, X509PopServerConfig
 from plastron.attestors.x509pop.server import X509PopServerAttestor
-from plastron.attestors.x509pop.template import PathTemplate, TemplateValues
+from plastron.attestors.x509pop.template import TemplateValues
+from plastron.attestors.x509pop.template import parse as parse_template
 from plastron.attestors.x509pop.wire import Challenge, encode_challenge
 from plastron.clock import ManualClock
 from plastron.configs.plugin_blocks import PluginConfig
@@ -148,13 +149,13 @@ def test_spiffe_mode_needs_the_trust_bundle_from_the_host() -> None:
 
 
 def test_template_renders_fields_verbatim() -> None:
-    tpl = PathTemplate.parse("/{{.PluginName}}/{{ .Subject.CommonName }}-{{ .SerialNumberHex }}")
+    tpl = parse_template("/{{.PluginName}}/{{ .Subject.CommonName }}-{{ .SerialNumberHex }}")
     values = TemplateValues("fp", "example.org", "0a", common_name="Node.7")
     assert tpl.render(values) == "/x509pop/Node.7-0a"
 
 
 def test_template_unknown_san_key_is_an_attestation_error() -> None:
-    tpl = PathTemplate.parse("/{{ .URISanSelectors.rack }}")
+    tpl = parse_template("/{{ .URISanSelectors.rack }}")
     with pytest.raises(AttestationFailed, match="rack"):
         tpl.render(TemplateValues("fp", "example.org", "0a"))
 

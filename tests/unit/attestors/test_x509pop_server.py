@@ -399,7 +399,7 @@ async def test_each_challenge_carries_a_fresh_32_byte_nonce(
         ("Node 7", "not a canonical agent ID path"),
         ("node%41", "not a canonical agent ID path"),
         ("", "not a canonical agent ID path"),
-        ("a/../b", "holds '/'; a certificate value must fill exactly one path segment"),
+        ("a/../b", "holds '/'; an attested value must fill exactly one path segment"),
         ("x/", "holds '/'"),
         ("a/b", "field .Subject.CommonName is 'a/b', which holds '/'"),
     ],
