@@ -188,10 +188,3 @@ def load_plugins(modules: Iterable[str]) -> Registries:
             continue
         module.register(registries)
     return registries
-
-
-def check_plugin_data(plugin: PluginConfig, allowed: tuple[str, ...]) -> None:
-    """Reject plugin_data keys a plugin does not know, naming the dotted path."""
-    for key in sorted(plugin.plugin_data):
-        if key not in allowed:
-            raise ConfigError(f'unknown key "{plugin.path}.plugin_data.{key}"')

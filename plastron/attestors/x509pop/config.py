@@ -31,6 +31,7 @@ from cryptography import x509
 from plastron.attestors.template import PathTemplate
 from plastron.attestors.x509pop.template import DEFAULT_EXTERNAL_PKI, DEFAULT_SPIFFE
 from plastron.attestors.x509pop.template import parse as parse_template
+from plastron.configs.block import Block
 from plastron.errors import ConfigError
 
 SERVER_KEYS = (
@@ -57,6 +58,14 @@ class X509PopServerConfig:
     def from_plugin_data(
         cls, data: Mapping[str, Any], *, base_dir: Path | None = None, where: str = "x509pop"
     ) -> X509PopServerConfig:
+        return cls.from_settings(Block(dict(data), where), base_dir=base_dir)
+
+    @classmethod
+    def from_settings(cls, settings: Block, *, base_dir: Path | None = None) -> X509PopServerConfig:
+        """Relative file paths are taken from ``base_dir`` (the config file's directory)."""
+        where = settings.path
+        data = {key: settings.raw(key) for key in SERVER_KEYS if settings.has(key)}
+        settings.finish()  # any other key: unknown key "<where>.<key>"
         mode = data.get("mode", "external_pki") or "external_pki"
         if mode not in ("external_pki", "spiffe"):
             raise ConfigError(f"{where}.mode must be external_pki or spiffe, not {mode!r}")
@@ -100,6 +109,15 @@ class X509PopAgentConfig:
     def from_plugin_data(
         cls, data: Mapping[str, Any], *, base_dir: Path | None = None, where: str = "x509pop"
     ) -> X509PopAgentConfig:
+        return cls.from_settings(Block(dict(data), where), base_dir=base_dir)
+
+    @classmethod
+    def from_settings(cls, settings: Block, *, base_dir: Path | None = None) -> X509PopAgentConfig:
+        """Relative file paths are taken from ``base_dir`` (the config file's directory)."""
+        where = settings.path
+        data = {key: settings.raw(key) for key in AGENT_KEYS if settings.has(key)}
+        settings.finish()  # any other key: unknown key "<where>.<key>"
+
         def path(key: str) -> Path | None:
             value = data.get(key)
             if value is None or (key == "intermediates_path" and value == ""):

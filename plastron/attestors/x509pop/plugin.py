@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from plastron.attestors.x509pop.agent import X509PopAgentAttestor
 from plastron.attestors.x509pop.config import (
-    AGENT_KEYS,
-    SERVER_KEYS,
     X509PopAgentConfig,
     X509PopServerConfig,
 )
@@ -14,16 +12,13 @@ from plastron.attestors.x509pop.server import X509PopServerAttestor
 from plastron.attestors.x509pop.wire import NAME
 from plastron.configs.plugin_blocks import PluginConfig
 from plastron.errors import ConfigError, PlastronError
-from plastron.plugins import PluginContext, Registries, check_plugin_data
+from plastron.plugins import PluginContext, Registries
 
 
 def create_server_attestor(plugin: PluginConfig, context: PluginContext) -> X509PopServerAttestor:
-    check_plugin_data(plugin, SERVER_KEYS)
     if context.trust_domain is None:
         raise ConfigError(f"{plugin.path}: the server attestor needs the trust domain")
-    config = X509PopServerConfig.from_plugin_data(
-        plugin.plugin_data, base_dir=context.base_dir, where=f"{plugin.path}.plugin_data"
-    )
+    config = X509PopServerConfig.from_settings(plugin.settings(), base_dir=context.base_dir)
     # mode spiffe trusts the server's own X.509 authorities, which the server passes here
     bundle = context.services.x509_authorities
     if config.mode == "spiffe" and bundle is None:
@@ -40,10 +35,7 @@ def create_server_attestor(plugin: PluginConfig, context: PluginContext) -> X509
 
 
 def create_agent_attestor(plugin: PluginConfig, context: PluginContext) -> X509PopAgentAttestor:
-    check_plugin_data(plugin, AGENT_KEYS)
-    config = X509PopAgentConfig.from_plugin_data(
-        plugin.plugin_data, base_dir=context.base_dir, where=f"{plugin.path}.plugin_data"
-    )
+    config = X509PopAgentConfig.from_settings(plugin.settings(), base_dir=context.base_dir)
     key = None
     if config.private_key_uri is not None:
         # the room that owns the URI scheme (hsm, for pkcs11:) opens the key

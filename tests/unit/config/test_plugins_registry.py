@@ -12,7 +12,7 @@ from plastron.configs.plugin_blocks import PluginConfig
 from plastron.errors import ConfigError
 from plastron.keymanager import DiskKeyManager, KeyManager, KeyType, MemoryKeyManager
 from plastron.keymanager_plugins import disk_key_directory
-from plastron.plugins import PluginContext, Registries, Registry, check_plugin_data, load_plugins
+from plastron.plugins import PluginContext, Registries, Registry, load_plugins
 from plastron.server.config import parse_server_config
 
 KEY_MANAGERS = load_plugins(["plastron.keymanager_plugins"]).key_managers
@@ -110,10 +110,6 @@ def test_disk_plugin_data_errors() -> None:
         ConfigError, match=re.escape('unknown key "plugins.KeyManager.disk.plugin_data.dir"')
     ):
         disk_key_directory(disk({"dir": "/a"}), ctx)
-
-
-def test_check_plugin_data_accepts_known_keys() -> None:
-    check_plugin_data(disk({"directory": "/a"}), ("directory", "keys_path"))
 
 
 def test_each_runtime_loads_its_plugins_explicitly() -> None:
