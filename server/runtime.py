@@ -35,6 +35,7 @@ from plastron.server.ca.server_ca import ServerCA
 from plastron.server.ca.store import DataStoreCAStore
 from plastron.server.config import ServerConfig
 from plastron.server.datastore.store import DataStore, open_datastore
+from plastron.server.datastore.token_key import load_or_create_join_token_key
 from plastron.server.entrycache import AuthorizedEntryCache
 from plastron.server.health import HealthChecker
 from plastron.server.plugin_loading import (
@@ -103,7 +104,11 @@ class PlastronServer:
                 agent_attested=self._agent_attested,
             ),
         )
-        self.datastore = await open_datastore(datastore_config(cfg), clock=self.clock)
+        self.datastore = await open_datastore(
+            datastore_config(cfg),
+            clock=self.clock,
+            token_hasher=load_or_create_join_token_key(cfg.data_dir),
+        )
         try:
             await self._start_rest(registries, context)
         except BaseException:

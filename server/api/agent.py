@@ -14,15 +14,14 @@ from plastron.attestors.join_token import check_token_shape
 from plastron.errors import AttestationFailed, InvalidArgument, NotFound
 from plastron.proto.spire.api.server.agent.v1 import agent_grpc, agent_pb2
 from plastron.proto.spire.api.types import jointoken_pb2, status_pb2
-from plastron.selector import Selector
 from plastron.server.api import convert
 from plastron.server.api.attest import attest_agent
 from plastron.server.api.authz import current_caller, permission_denied
 from plastron.server.api.context import ApiContext
 from plastron.server.api.entry import _MATCH
 from plastron.server.ca.csr import csr_public_key, parse_csr
-from plastron.server.datastore.records import JoinToken, RegistrationEntry
-from plastron.spiffe.ids import SpiffeId, agent_id
+from plastron.server.datastore.records import JoinToken
+from plastron.spiffe.ids import SpiffeId
 from plastron.wire.ids import spiffe_id_from_proto
 from plastron.wire.limits import check_page_size
 from plastron.wire.selectors import selectors_from_proto
@@ -183,36 +182,25 @@ class AgentService(agent_grpc.AgentBase):
             check_token_shape(token)
         except AttestationFailed as exc:
             raise InvalidArgument(f"token: {str(exc).removeprefix('join_token: ')}") from None
-        alias: RegistrationEntry | None = None
-        if req.HasField("agent_id"):
-            target = spiffe_id_from_proto(req.agent_id, "agent_id")
-            if not target.member_of(self.ctx.trust_domain):
-                raise InvalidArgument(
-                    f"agent_id: {target} is not in trust domain {self.ctx.trust_domain}"
-                )
-            if not target.path:
-                raise InvalidArgument("agent_id: must have a path")
-            if target.is_reserved():
-                # As SPIRE: the alias entry names a workload ID, never a server or agent ID.
-                raise InvalidArgument(f"agent_id: {target} is in the reserved /spire namespace")
-            token_agent = agent_id(self.ctx.trust_domain, "join_token", token)
-            alias = RegistrationEntry(
-                entry_id="",
-                spiffe_id=target,
-                parent_id=token_agent,
-                selectors=(Selector("spiffe_id", str(token_agent)),),
-            )
+        alias = self._join_token_alias(req) if req.HasField("agent_id") else None
         expires_at = self.ctx.now_unix() + req.ttl
-        await self.ctx.datastore.create_join_token(JoinToken(token=token, expires_at=expires_at))
-        if alias is not None:
-            try:
-                await self.ctx.datastore.create_entry(alias)
-            except BaseException:
-                # Nothing half-written: a token whose alias entry failed is withdrawn.
-                await self.ctx.datastore.consume_join_token(token)
-                raise
-            await self.ctx.on_change()
+        # The alias entry is made when the token is used (datastore join_token_store.py): its
+        # parent ID contains the token, which must not sit in the entry tables meanwhile.
+        await self.ctx.datastore.create_join_token(JoinToken(token, expires_at, alias))
         await stream.send_message(jointoken_pb2.JoinToken(value=token, expires_at=expires_at))
+
+    def _join_token_alias(self, req: Any) -> SpiffeId:
+        target = spiffe_id_from_proto(req.agent_id, "agent_id")
+        if not target.member_of(self.ctx.trust_domain):
+            raise InvalidArgument(
+                f"agent_id: {target} is not in trust domain {self.ctx.trust_domain}"
+            )
+        if not target.path:
+            raise InvalidArgument("agent_id: must have a path")
+        if target.is_reserved():
+            # As SPIRE: the alias entry names a workload ID, never a server or agent ID.
+            raise InvalidArgument(f"agent_id: {target} is in the reserved /spire namespace")
+        return target
 
     async def PostStatus(self, stream: Stream[Any, Any]) -> None:
         req = await stream.recv_message()

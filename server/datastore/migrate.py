@@ -11,6 +11,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from plastron.errors import DataStoreError
 from plastron.server.datastore.engine import WRITE_OPTION
+from plastron.server.datastore.token_key import JoinTokenHasher
 
 SCRIPT_LOCATION = "plastron.server.datastore:migrations"
 # Arbitrary constant shared by every Plastron server: serialises concurrent start-ups.
@@ -18,11 +19,18 @@ _PG_LOCK_KEY = 0x706C6173
 _MYSQL_LOCK_NAME = "plastron_migrations"
 
 
-def _alembic_config(connection: Connection | None = None) -> Config:
+#: Where a migration finds the server's JoinTokenHasher (0002 hashes stored plaintext tokens).
+HASHER_ATTRIBUTE = "join_token_hasher"
+
+
+def _alembic_config(
+    connection: Connection | None = None, token_hasher: JoinTokenHasher | None = None
+) -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", SCRIPT_LOCATION)
     if connection is not None:
         cfg.attributes["connection"] = connection
+    cfg.attributes[HASHER_ATTRIBUTE] = token_hasher
     return cfg
 
 
@@ -37,8 +45,10 @@ def current_revision(conn: Connection) -> str | None:
     return MigrationContext.configure(conn).get_current_revision()
 
 
-def upgrade(engine: Engine) -> None:
-    """Bring the schema to the head revision; safe when several servers start at once."""
+def upgrade(engine: Engine, token_hasher: JoinTokenHasher | None = None) -> None:
+    """Bring the schema to the head revision; safe when several servers start at once.
+
+    ``token_hasher``: needed only when stored plaintext join tokens are to be hashed."""
     with engine.connect().execution_options(**{WRITE_OPTION: True}) as conn:
         dialect = conn.dialect.name
         if dialect in ("mysql", "mariadb"):
@@ -53,8 +63,16 @@ def upgrade(engine: Engine) -> None:
             with conn.begin():
                 if dialect == "postgresql":
                     conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY})
-                if current_revision(conn) != head_revision():
-                    command.upgrade(_alembic_config(conn), "head")
+                migrating = current_revision(conn) != head_revision()
+                if migrating:
+                    command.upgrade(_alembic_config(conn, token_hasher), "head")
+            if migrating and dialect == "sqlite":
+                # Rewritten rows (plaintext join tokens) leave the WAL for the database file,
+                # whose freed pages secure_delete has zeroed.
+                # Straight on the driver: a checkpoint cannot run inside a transaction.
+                driver = conn.connection.driver_connection
+                assert driver is not None
+                driver.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         finally:
             if dialect in ("mysql", "mariadb"):
                 conn.execute(text("SELECT RELEASE_LOCK(:n)"), {"n": _MYSQL_LOCK_NAME})

@@ -57,10 +57,12 @@ class AttestedNode:
 class JoinToken:
     token: str
     expires_at: int
+    #: The node alias (SPIFFE ID) whose entry is created when the token is used.
+    alias: SpiffeId | None = None
 
     def __repr__(self) -> str:
         # The token is a bearer secret: keep it out of logs and tracebacks.
-        return f"JoinToken(token=<redacted>, expires_at={self.expires_at})"
+        return f"JoinToken(token=<redacted>, expires_at={self.expires_at}, alias={self.alias})"
 
 
 @dataclass(frozen=True, slots=True)

@@ -208,8 +208,12 @@ join_tokens = Table(
     "join_tokens",
     metadata,
     Column("id", big_pk(), primary_key=True, autoincrement=True),
-    Column("token", ascii_str(MAX_SHORT), nullable=False, unique=True),
+    # HMAC-SHA256 of the token under the key with id key_id (server/datastore/token_key.py).
+    Column("token_hash", ascii_str(64), nullable=False, unique=True),
+    Column("key_id", ascii_str(16), nullable=False),
     Column("expiry", BigInteger(), nullable=False),
+    # The node alias entry is made when the token is used: its parent ID names the token.
+    Column("alias_spiffe_id", ascii_str(MAX_ID_LEN), nullable=True),
     Index("idx_join_tokens_expiry", "expiry"),
     **TABLE_KW,
 )

@@ -7,6 +7,7 @@ Each method is one transaction run on the datastore's own bounded thread pool (s
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any, Unpack
 
@@ -15,7 +16,13 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from plastron.clock import Clock, to_unix
-from plastron.errors import AlreadyExists, DataStoreError, InvalidArgument, NotFound, PlastronError
+from plastron.errors import (
+    AlreadyExists,
+    DataStoreError,
+    InvalidArgument,
+    NotFound,
+    PlastronError,
+)
 from plastron.selector import Selector
 from plastron.server.datastore import (
     bundles,
@@ -27,10 +34,10 @@ from plastron.server.datastore import (
     migrate,
     nodes,
 )
-from plastron.server.datastore import join_tokens as tokens
 from plastron.server.datastore.config import SqlConfig, to_driver_target
 from plastron.server.datastore.entries import EntryFilters
 from plastron.server.datastore.filters import next_token, parse_page
+from plastron.server.datastore.join_token_store import FOREIGN_KEY_LOG_SECONDS, JoinTokenMethods
 from plastron.server.datastore.nodes import NodeFilters
 from plastron.server.datastore.records import (
     AttestedNode,
@@ -38,17 +45,23 @@ from plastron.server.datastore.records import (
     DeleteMode,
     EntryAlreadyExists,
     FederationRelationship,
-    JoinToken,
     RegistrationEntry,
 )
 from plastron.server.datastore.sqlite_files import prepare_sqlite_file, sqlite_file
+from plastron.server.datastore.token_key import JoinTokenHasher
 from plastron.server.datastore.transactions import TransactionRunner, describe
 from plastron.spiffe.ids import SpiffeId, TrustDomain
 from plastron.wire.limits import MAX_PAGE_SIZE
 
 
-async def open_datastore(config: SqlConfig, *, clock: Clock) -> DataStore:
-    """Connect, migrate (unless disabled) and return a ready DataStore."""
+async def open_datastore(
+    config: SqlConfig, *, clock: Clock, token_hasher: JoinTokenHasher | None = None
+) -> DataStore:
+    """Connect, migrate (unless disabled) and return a ready DataStore.
+
+    ``token_hasher`` holds the key join tokens are stored under (the server loads it from its
+    data_dir); without it the join-token methods refuse, and a migration that must hash
+    stored plaintext tokens fails."""
     target = to_driver_target(config)
     secret = target.url.password if isinstance(target.url.password, str) else None
     if config.database_type == "sqlite3":
@@ -56,21 +69,28 @@ async def open_datastore(config: SqlConfig, *, clock: Clock) -> DataStore:
     eng = engine.build_engine(config)
     runner = TransactionRunner(eng, config.max_workers, secret)
     try:
-        step = migrate.check_current if config.disable_migration else migrate.upgrade
-        await asyncio.get_running_loop().run_in_executor(None, step, eng)
+        if config.disable_migration:
+            step = functools.partial(migrate.check_current, eng)
+        else:
+            step = functools.partial(migrate.upgrade, eng, token_hasher)
+        await asyncio.get_running_loop().run_in_executor(None, step)
     except PlastronError:
         runner.close()
         raise
     except Exception as exc:
         runner.close()
         raise DataStoreError(f"datastore: open failed: {describe(exc, secret)}") from None
-    return DataStore(runner, clock)
+    return DataStore(runner, clock, token_hasher)
 
 
-class DataStore:
-    def __init__(self, runner: TransactionRunner, clock: Clock) -> None:
+class DataStore(JoinTokenMethods):
+    def __init__(
+        self, runner: TransactionRunner, clock: Clock, token_hasher: JoinTokenHasher | None = None
+    ) -> None:
         self._tx = runner
         self._clock = clock
+        self._token_hasher = token_hasher
+        self._foreign_keys_logged_at = -FOREIGN_KEY_LOG_SECONDS
 
     def _now(self) -> int:
         return to_unix(self._clock.now())
@@ -329,27 +349,6 @@ class DataStore:
         return await self._tx.write(
             "prune_entries", lambda c: entries.prune_entries(c, expires_before, now)
         )
-
-    # ---- join tokens -------------------------------------------------------------------------
-
-    async def create_join_token(self, token: JoinToken) -> None:
-        def work(conn: Connection) -> None:
-            try:
-                with conn.begin_nested():
-                    tokens.create(conn, token)
-            except IntegrityError:
-                raise AlreadyExists("join token already exists") from None
-
-        await self._tx.write("create_join_token", work)
-
-    async def fetch_join_token(self, token: str) -> JoinToken | None:
-        return await self._tx.read("fetch_join_token", lambda c: tokens.fetch(c, token))
-
-    async def consume_join_token(self, token: str) -> JoinToken | None:
-        return await self._tx.write("consume_join_token", lambda c: tokens.consume(c, token))
-
-    async def prune_join_tokens(self, expires_before: int) -> int:
-        return await self._tx.write("prune_join_tokens", lambda c: tokens.prune(c, expires_before))
 
     # ---- CA journal --------------------------------------------------------------------------
 

@@ -83,7 +83,7 @@ def test_every_file_in_data_dir_is_private(base: Path) -> None:
             want = 0o700 if path.is_dir() else 0o600
             got = modes[str(path.relative_to(base))]
             assert got == want, f"{path} is {got:04o}, want {want:04o}; all: {modes}"
-        for must in ("datastore.sqlite3", "server.log", "keys/keys.json"):
+        for must in ("datastore.sqlite3", "server.log", "keys/keys.json", "join_token.key"):
             assert f"var/data/{must}" in modes, modes
     finally:
         server.stop()

@@ -19,6 +19,7 @@ from plastron.server.datastore.config import SqlConfig
 from plastron.server.datastore.engine import build_engine
 from plastron.server.datastore.schema import metadata
 from plastron.server.datastore.store import DataStore, open_datastore
+from plastron.server.datastore.token_key import JoinTokenHasher
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
@@ -50,7 +51,7 @@ def clock() -> ManualClock:
 @pytest.fixture
 async def ds(backend: SqlConfig, clock: ManualClock) -> AsyncIterator[DataStore]:
     empty_tables(backend)
-    store = await open_datastore(backend, clock=clock)
+    store = await open_datastore(backend, clock=clock, token_hasher=JoinTokenHasher.generate())
     yield store
     await store.close()
 

@@ -429,18 +429,29 @@ async def test_agent_that_never_answers_is_dropped_after_the_deadline(harness: H
     assert "wrong answer" in (err.value.message or "")
 
 
-async def test_join_token_with_agent_id_creates_alias_entry(harness: Harness) -> None:
+async def test_join_token_with_agent_id_creates_alias_entry_when_used(harness: Harness) -> None:
+    """SPIRE makes the alias entry at once; its parent ID contains the token, so Plastron makes
+    it when the token is used, and the live token is never in the entry tables."""
     stub = agent_grpc.AgentStub(harness.local())
     resp = await stub.CreateJoinToken(
         agent_pb2.CreateJoinTokenRequest(
             ttl=60, agent_id={"trust_domain": "example.org", "path": "/node"}
         )
     )
+    assert await count_entries(harness) == 0
+    agent = await harness.attest(resp.value)
     listed = await harness.entry_stub(harness.local()).ListEntries(entry_pb2.ListEntriesRequest())
     assert len(listed.entries) == 1
     alias = listed.entries[0]
-    assert alias.parent_id.path == f"/spire/agent/join_token/{resp.value}"
+    assert alias.parent_id.path == f"/spire/agent/join_token/{resp.value}" == agent.spiffe_id.path
     assert alias.spiffe_id.path == "/node"
+    assert [(s.type, s.value) for s in alias.selectors] == [("spiffe_id", str(agent.spiffe_id))]
+    # The agent is authorized for entries parented to its alias at once.
+    workload = await create(harness, entry("/web", "/node", "unix:uid:1"))
+    authorized = await harness.entry_stub(await harness.tls(agent)).GetAuthorizedEntries(
+        entry_pb2.GetAuthorizedEntriesRequest()
+    )
+    assert {e.id for e in authorized.entries} >= {workload[0].entry.id}
     for bad, text in [(0, "ttl"), (60, "agent_id")]:
         req = agent_pb2.CreateJoinTokenRequest(ttl=bad)
         if text == "agent_id":
@@ -450,4 +461,4 @@ async def test_join_token_with_agent_id_creates_alias_entry(harness: Harness) ->
             await stub.CreateJoinToken(req)
         assert err.value.status == Status.INVALID_ARGUMENT
         assert text in (err.value.message or "")
-    assert await count_entries(harness) == 1
+    assert await count_entries(harness) == 2
