@@ -49,8 +49,12 @@ def test_token_generate_pretty_json_and_alias_entry(plastron_server: Any) -> Non
     doc = json.loads(out)
     token = doc["value"]
     assert int(doc["expires_at"]) > 0
-    # -spiffeID makes the server add a node alias entry parented by the token's agent ID.
+    # -spiffeID makes the server add a node alias entry parented by the token's agent ID, when
+    # the token is used (its parent ID contains the token: not stored before that).
     parent = f"spiffe://example.org/spire/agent/join_token/{token}"
+    shown = _ok(plastron_server.run_cli("entry", "show", "-parentID", parent))
+    assert "Found 0 entries\n" in shown
+    plastron_server.attest_join_token(token)
     shown = _ok(plastron_server.run_cli("entry", "show", "-parentID", parent))
     assert "Found 1 entry\n" in shown
     assert "SPIFFE ID               : spiffe://example.org/host\n" in shown
