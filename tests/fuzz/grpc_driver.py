@@ -22,7 +22,7 @@ from h2.exceptions import StreamClosedError
 
 CALL_TIMEOUT = 30.0
 # A stream (Watch, FetchX509SVID...) that sent replies and then stays quiet this long is left.
-STREAM_QUIET_SECONDS = 0.5
+STREAM_QUIET_SECONDS = 0.1
 MAX_STREAM_REPLIES = 5
 
 

@@ -39,8 +39,6 @@ from tests.fuzz.grpc_driver import RawClient, RawCodec, sqlite_dump
 from tests.fuzz.protobuf_strategies import Method, messages, methods_of
 from tests.integration.agent.agent_processes import ServerProcess
 
-# One worker runs the whole module, in order: one server, and the health check comes last.
-pytestmark = pytest.mark.xdist_group("fuzz-server-api")
 SERVICES = [
     module.DESCRIPTOR.services_by_name[name]
     for module, name in (
@@ -121,22 +119,18 @@ def _call_and_check(
         assert sqlite_dump(server.db) == before, f"{boundary}: rejected call changed the datastore"
 
 
-@pytest.mark.parametrize("method", METHODS, ids=[m.path for m in METHODS])
 @fuzz_settings(14)
 @given(data=st.data())
-def test_admin_socket_requests(server: FuzzServer, method: Method, data: st.DataObject) -> None:
+def admin_socket_requests(server: FuzzServer, method: Method, data: st.DataObject) -> None:
     body = data.draw(_request(method, server.seeds), label="request")
     _call_and_check(
         server, server.admin, method, body, f"server API {method.service} (admin socket)"
     )
 
 
-@pytest.mark.parametrize("method", METHODS, ids=[m.path for m in METHODS])
 @fuzz_settings(4)
 @given(data=st.data())
-def test_unauthenticated_tls_requests(
-    server: FuzzServer, method: Method, data: st.DataObject
-) -> None:
+def unauthenticated_tls_requests(server: FuzzServer, method: Method, data: st.DataObject) -> None:
     body = data.draw(_request(method, server.seeds), label="request")
     _call_and_check(
         server, server.tls, method, body, f"server API {method.service} (TLS, no client cert)"
@@ -162,14 +156,14 @@ def _attest_params(server: FuzzServer) -> st.SearchStrategy[agent_pb2.AttestAgen
 
 @fuzz_settings(60)
 @given(data=st.data())
-def test_attest_agent_parameters(server: FuzzServer, data: st.DataObject) -> None:
+def attest_agent_parameters(server: FuzzServer, data: st.DataObject) -> None:
     request = data.draw(_attest_params(server), label="request")
     _call_and_check(server, server.tls, ATTEST_AGENT, request, "AttestAgent params")
 
 
 @fuzz_settings(60)
 @given(data=st.data())
-def test_join_token_payloads(server: FuzzServer, data: st.DataObject) -> None:
+def join_token_payloads(server: FuzzServer, data: st.DataObject) -> None:
     """join_token's payload is the token: live ones (each admitted once), edited ones, and
     random bytes, with a good CSR."""
     tokens = [t.encode() for t in server.tokens]
@@ -182,7 +176,15 @@ def test_join_token_payloads(server: FuzzServer, data: st.DataObject) -> None:
     _call_and_check(server, server.tls, ATTEST_AGENT, request, "join_token payload (AttestAgent)")
 
 
-def test_server_stays_healthy(server: FuzzServer) -> None:
+def test_server_api_bad_input(server: FuzzServer) -> None:
+    """One test, so that one server takes every input and its health is checked after all
+    of them (pytest-xdist may split a module's tests over workers, each with its own server)."""
+    for method in METHODS:
+        admin_socket_requests(server, method)
+    for method in METHODS:
+        unauthenticated_tls_requests(server, method)
+    attest_agent_parameters(server)
+    join_token_payloads(server)
     assert server.process.proc.running(), server.process.proc.log()
     assert server.process.cli("healthcheck", check=False).returncode == 0
     log = server.process.proc.log_path.read_text(errors="replace")

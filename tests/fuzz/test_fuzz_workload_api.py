@@ -38,7 +38,6 @@ from tests.fuzz.protobuf_strategies import INTERESTING_TEXT, Method, messages, m
 from tests.integration.agent.agent_processes import AgentProcess, ServerProcess
 from tests.processes import poll
 
-pytestmark = pytest.mark.xdist_group("fuzz-workload-api")
 METHODS = methods_of(
     [
         workload_pb2.DESCRIPTOR.services_by_name["SpiffeWorkloadAPI"],
@@ -122,10 +121,9 @@ def _call_and_check(
         )
 
 
-@pytest.mark.parametrize("method", METHODS, ids=[m.path for m in METHODS])
 @fuzz_settings(12)
 @given(data=st.data())
-def test_any_request(agent: FuzzAgent, method: Method, data: st.DataObject) -> None:
+def any_request(agent: FuzzAgent, method: Method, data: st.DataObject) -> None:
     body = data.draw(messages(method.request) | st.binary(max_size=200), label="request")
     _call_and_check(agent, method, body, data.draw(headers, label="metadata"))
 
@@ -141,7 +139,7 @@ audiences = st.lists(st.sampled_from(["fuzz", "", "x" * 1025]) | st.text(max_siz
     | st.text(max_size=40),
     metadata=headers,
 )
-def test_fetch_jwt_svid(
+def fetch_jwt_svid(
     agent: FuzzAgent, audience: list[str], spiffe_id: str, metadata: dict[str, str]
 ) -> None:
     request = workload_pb2.JWTSVIDRequest(audience=audience, spiffe_id=spiffe_id)
@@ -166,7 +164,7 @@ def tokens(real: str) -> st.SearchStrategy[str]:
 
 @fuzz_settings(60)
 @given(data=st.data())
-def test_validate_jwt_svid(agent: FuzzAgent, data: st.DataObject) -> None:
+def validate_jwt_svid(agent: FuzzAgent, data: st.DataObject) -> None:
     request = workload_pb2.ValidateJWTSVIDRequest(
         audience=data.draw(st.sampled_from(["fuzz", "other", ""]) | st.text(max_size=20)),
         svid=data.draw(tokens(agent.jwt), label="svid"),
@@ -174,16 +172,23 @@ def test_validate_jwt_svid(agent: FuzzAgent, data: st.DataObject) -> None:
     _call_and_check(agent, BY_NAME["ValidateJWTSVID"], request, data.draw(headers))
 
 
-@pytest.mark.parametrize("name", ["Check", "List", "Watch"])
-def test_health_refuses_a_request_that_is_no_message(agent: FuzzAgent, name: str) -> None:
+def health_refuses_a_request_that_is_no_message(agent: FuzzAgent) -> None:
     """Found by this suite: the agent's health service let grpclib answer UNKNOWN (and log a
     traceback) for bytes that are no HealthCheckRequest; any local user can send them."""
-    out = agent.client.call(BY_NAME[name].path, b"\x00", streaming=BY_NAME[name].streaming)
-    assert out.status == Status.INVALID_ARGUMENT, out
-    assert out.message.startswith("request is not a valid message"), out
+    for name in ("Check", "List", "Watch"):
+        out = agent.client.call(BY_NAME[name].path, b"\x00", streaming=BY_NAME[name].streaming)
+        assert out.status == Status.INVALID_ARGUMENT, (name, out)
+        assert out.message.startswith("request is not a valid message"), (name, out)
 
 
-def test_agent_and_server_stay_healthy(agent: FuzzAgent) -> None:
+def test_workload_api_bad_input(agent: FuzzAgent) -> None:
+    """One test, so that one agent (and server) takes every input and their health is checked
+    after all of them (pytest-xdist may split a module's tests over workers)."""
+    health_refuses_a_request_that_is_no_message(agent)
+    for method in METHODS:
+        any_request(agent, method)
+    fetch_jwt_svid(agent)
+    validate_jwt_svid(agent)
     assert agent.agent.cli("healthcheck").returncode == 0, agent.agent.log_text()
     assert agent.server.cli("healthcheck", check=False).returncode == 0
     for log in (agent.agent.log_text(), agent.server.proc.log_path.read_text(errors="replace")):
