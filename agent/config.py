@@ -22,6 +22,7 @@ from plastron.configs.sections import (
     LogSettings,
     check_plugin_counts,
     optional_path,
+    read_grpc_limits,
     read_health_checks,
     read_log_settings,
     required_path,
@@ -29,6 +30,7 @@ from plastron.configs.sections import (
 from plastron.errors import ConfigError
 from plastron.keymanager import KeyType
 from plastron.spiffe.ids import TrustDomain
+from plastron.transport.limits import ConnectionLimits
 
 AGENT_PLUGIN_TYPES = ("KeyManager", "NodeAttestor", "SVIDStore", "WorkloadAttestor")
 MAX_CACHE_SIZE = 10_000_000
@@ -70,6 +72,7 @@ class AgentConfig:
     workload_x509_svid_key_type: KeyType = KeyType.EC_P256
     x509_svid_cache_max_size: int = 1000
     jwt_svid_cache_max_size: int = 1000
+    grpc_limits: ConnectionLimits = field(default_factory=ConnectionLimits)
     experimental: AgentExperimental = AgentExperimental()
     disable_sds_api: bool = False
     sds: SdsConfig = SdsConfig()
@@ -176,6 +179,7 @@ def _agent_section(a: Block) -> dict[str, Any]:
         "experimental": _experimental(a.block("experimental")),
         "disable_sds_api": a.boolean("disable_sds_api", d.disable_sds_api),
         "sds": _sds(a.block("sds")),
+        "grpc_limits": read_grpc_limits(a.block("grpc_limits")),
     }
 
 

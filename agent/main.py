@@ -186,7 +186,12 @@ class AgentRuntime:
             handlers.append(
                 SecretDiscoveryService(self.cache, service.attestation, self.config.sds)
             )
-        server = await start_endpoint(str(self.config.socket_path), handlers, service.callers)
+        server = await start_endpoint(
+            str(self.config.socket_path),
+            handlers,
+            service.callers,
+            connections=self.config.grpc_limits,
+        )
         log.info(
             "workload API%s listening socket_path=%s",
             "" if self.config.disable_sds_api else " and Envoy SDS",
@@ -198,8 +203,7 @@ class AgentRuntime:
         finally:
             if health_http is not None:
                 await health_http.close()
-            server.close()
-            await server.wait_closed()
+            await server.close()
             self.client.close()
         return 0
 

@@ -89,8 +89,7 @@ async def serve(socket_path: str, svids: int) -> None:
     server = await start_endpoint(socket_path, [service, AgentHealth()], service.callers)
     print("ready", flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
-    server.close()
-    await server.wait_closed()
+    await server.close()
 
 
 # ---- the client side -------------------------------------------------------------------------

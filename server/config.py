@@ -23,6 +23,7 @@ from plastron.configs.sections import (
     HealthChecksConfig,
     LogSettings,
     check_plugin_counts,
+    read_grpc_limits,
     read_health_checks,
     read_log_settings,
     required_path,
@@ -31,6 +32,7 @@ from plastron.errors import ConfigError
 from plastron.keymanager import KeyType
 from plastron.server.datastore.config import DEFAULT_DATABASE_TYPE, DEFAULT_SQLITE_FILE
 from plastron.spiffe.ids import SpiffeId, TrustDomain
+from plastron.transport.limits import ConnectionLimits
 
 SERVER_PLUGIN_TYPES = (
     "BundlePublisher",
@@ -89,6 +91,7 @@ class ServerConfig:
     admin_ids: tuple[SpiffeId, ...] = ()
     audit_log_enabled: bool = False
     ratelimit: RateLimitConfig = RateLimitConfig()
+    grpc_limits: ConnectionLimits = field(default_factory=ConnectionLimits)
     experimental: ServerExperimental = ServerExperimental()
     # Kept as parsed; the federation module gives it a type when it is written.
     federation: Mapping[str, Any] = field(default_factory=dict, compare=False)
@@ -185,6 +188,7 @@ def _server_section(s: Block) -> dict[str, Any]:
         "admin_ids": s.spiffe_ids("admin_ids"),
         "audit_log_enabled": s.boolean("audit_log_enabled", d.audit_log_enabled),
         "ratelimit": _ratelimit(s.block("ratelimit")),
+        "grpc_limits": read_grpc_limits(s.block("grpc_limits")),
         "experimental": _experimental(s.block("experimental")),
         "federation": frozen_copy(s.mapping("federation")),
     }

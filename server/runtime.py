@@ -44,7 +44,7 @@ from plastron.server.plugin_loading import (
     datastore_config,
     load_server_plugins,
 )
-from plastron.server.services import build_services
+from plastron.server.services import build_services, server_grpc_limits
 from plastron.server.task_failures import FailureReporter
 from plastron.spiffe.bundle import Bundle
 from plastron.spiffe.ids import SpiffeId
@@ -152,6 +152,7 @@ class PlastronServer:
             uds_path=str(cfg.socket_path),
             ssl=self._tls.context(),
             status_details_codec=ProtoStatusDetailsCodec(),
+            limits=server_grpc_limits(cfg.grpc_limits),
         )
         await self._start_health_listener()
         self._spawn(self._loop(self._rotate_ca, 10.0), "ca-rotator")

@@ -14,6 +14,23 @@ from plastron.server.api.debug import DebugService, HealthService
 from plastron.server.api.entry import EntryService
 from plastron.server.api.svid import SvidService
 from plastron.server.health import HealthChecker
+from plastron.transport.limits import (
+    SMALL_MESSAGE_BYTES,
+    ConnectionLimits,
+    GrpcLimits,
+    MessageLimits,
+)
+
+ATTEST_AGENT = "/spire.api.server.agent.v1.Agent/AttestAgent"
+
+
+def server_grpc_limits(connections: ConnectionLimits) -> GrpcLimits:
+    """gRPC's 4 MiB per request message, except AttestAgent: anyone may call it, and its rounds
+    (payload, challenge answers) are small."""
+    return GrpcLimits(
+        connections=connections,
+        messages=MessageLimits(per_method={ATTEST_AGENT: SMALL_MESSAGE_BYTES}),
+    )
 
 
 def build_services(

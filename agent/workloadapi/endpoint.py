@@ -1,23 +1,30 @@
-"""The agent's public Unix socket: Workload API + gRPC health.
+"""The agent's public Unix socket: Workload API, Envoy SDS and gRPC health.
 
 Like SPIRE, the socket's directory is 0755 and the socket 0777 so any local user can connect;
 who the caller is comes from the kernel (SO_PEERCRED), not from file permissions, and is
 recorded when the connection is accepted (see ``peertracker``), not when a request arrives.
+Any local user can send it bytes, so every request is limited to 80 KiB (1 MiB for SDS), and
+calls per connection, connections per uid and the wait for the first message are bounded as on
+the server (plastron.transport.bounded).
 """
 
 from __future__ import annotations
 
-from asyncio import BaseTransport
 from typing import Any
 
-from grpclib.protocol import H2Protocol
-from grpclib.server import Server
-
+from plastron.agent.sds.grpc_binding import DELTA_SECRETS, FETCH_SECRETS, STREAM_SECRETS
 from plastron.agent.workloadapi.peertracker import CallerTracker
 from plastron.agent.workloadapi.status import mapped_errors
 from plastron.proto.grpc.health.v1 import health_pb2
 from plastron.proto.grpc.health.v1.health_grpc import HealthBase
-from plastron.transport.uds import bind_unix_socket
+from plastron.transport.limits import (
+    SMALL_MESSAGE_BYTES,
+    ConnectionLimits,
+    GrpcLimits,
+    MessageLimits,
+    MiB,
+)
+from plastron.transport.server import RunningServer, start_server
 
 
 class AgentHealth(HealthBase):
@@ -54,53 +61,42 @@ class AgentHealth(HealthBase):
         await stream.send_message(self._status())
 
 
-class _CallerTrackingProtocol(H2Protocol):
-    """grpclib's HTTP/2 protocol, telling ``callers`` of each connection made and lost."""
-
-    def __init__(self, protocol: H2Protocol, callers: CallerTracker) -> None:
-        super().__init__(protocol.handler, protocol.config, protocol.h2_config)
-        self._callers = callers
-        self._transport: BaseTransport | None = None
-
-    def connection_made(self, transport: BaseTransport) -> None:
-        self._transport = transport
-        self._callers.connection_made(transport)
-        super().connection_made(transport)
-
-    def connection_lost(self, exc: BaseException | None) -> None:
-        try:
-            super().connection_lost(exc)
-        finally:
-            if self._transport is not None:
-                self._callers.connection_lost(self._transport)
+# Envoy's SDS requests carry its Node description (build, metadata and every extension it was
+# built with: tens of KiB) on each stream's first message.
+SDS_MESSAGE_BYTES = 1 * MiB
 
 
-class _CallerTrackingServer(Server):
-    """A grpclib Server whose connections are registered with a CallerTracker at accept.
+def workload_api_limits(connections: ConnectionLimits | None = None) -> GrpcLimits:
+    """Any local user can send requests here: Workload API ones are small, SDS ones bounded."""
+    sds = dict.fromkeys((DELTA_SECRETS, STREAM_SECRETS, FETCH_SECRETS), SDS_MESSAGE_BYTES)
+    return GrpcLimits(
+        connections=connections or ConnectionLimits(),
+        messages=MessageLimits(default=SMALL_MESSAGE_BYTES, per_method=sds),
+    )
 
-    grpclib (0.4) makes each connection's protocol in ``Server._protocol_factory``, its one
-    per-accept hook; if a grpclib upgrade bypasses it, no connection is tracked and every
-    Workload API call is refused (fails closed), which the endpoint tests catch.
+
+async def start_endpoint(
+    path: str,
+    handlers: list[Any],
+    callers: CallerTracker,
+    *,
+    connections: ConnectionLimits | None = None,
+) -> RunningServer:
+    """Serve ``handlers`` on the Unix socket at ``path``, each connection's caller recorded in
+    ``callers`` when accepted; stop with ``await running.close()``.
+
+    The socket is 0777 (callers are identified by SO_PEERCRED, not by mode bits); its directory
+    is created 0755 if missing, never changed if not, and refused if another user could swap
+    the socket (plastron.transport.uds). The connection record is made by the bounded server's
+    per-connection protocol (plastron.transport.bounded); if a grpclib upgrade bypassed it, no
+    connection would be tracked and every Workload API call would be refused (fails closed),
+    which the endpoint tests catch.
     """
-
-    def __init__(self, handlers: list[Any], callers: CallerTracker) -> None:
-        super().__init__(handlers)
-        self._callers = callers
-
-    def _protocol_factory(self) -> H2Protocol:
-        return _CallerTrackingProtocol(super()._protocol_factory(), self._callers)
-
-
-async def start_endpoint(path: str, handlers: list[Any], callers: CallerTracker) -> Server:
-    """Serve ``handlers`` on the Unix socket at ``path``, each connection's caller recorded
-    in ``callers`` when accepted; close with server.close()."""
-    # 0777: callers are identified by SO_PEERCRED, not by mode bits. The directory is created
-    # 0755 if missing, never changed if not, and refused if another user could swap the socket.
-    sock = bind_unix_socket(path, mode=0o777, dir_mode=0o755)
-    server = _CallerTrackingServer(handlers, callers)
-    try:
-        await server.start(sock=sock)
-    except BaseException:
-        sock.close()
-        raise
-    return server
+    return await start_server(
+        handlers,
+        uds_path=path,
+        uds_mode=0o777,
+        uds_dir_mode=0o755,
+        limits=workload_api_limits(connections),
+        uds_observer=callers,
+    )

@@ -1,6 +1,6 @@
 """What the server's and the agent's config files share: ``health_checks {}``, the log
-settings, path values and the plugin-count rules. Defaults are stated once, on the dataclasses;
-the readers take them from there."""
+settings, ``grpc_limits {}``, path values and the plugin-count rules. Defaults are stated once,
+on the dataclasses; the readers take them from there."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Any
 from plastron.configs.block import Block
 from plastron.configs.plugin_blocks import PluginSet
 from plastron.errors import ConfigError
+from plastron.transport.limits import ConnectionLimits
 
 LOG_LEVELS = ("trace", "debug", "info", "warn", "warning", "error", "fatal", "panic")
 PORT_RANGE = (0, 65535)
@@ -56,6 +57,22 @@ def read_health_checks(block: Block) -> HealthChecksConfig:
         if not value.startswith("/"):
             raise ConfigError(f"{block.where(key)} must start with '/' ({value!r})")
     return hc
+
+
+def read_grpc_limits(block: Block) -> ConnectionLimits:
+    """``grpc_limits {}`` (server and agent): what one peer may open on a listener."""
+    d = ConnectionLimits
+    limits = ConnectionLimits(
+        max_concurrent_streams=block.integer(
+            "max_concurrent_streams", d.max_concurrent_streams, 1, 2**31 - 1
+        ),
+        max_connections_per_peer=block.integer(
+            "max_connections_per_peer", d.max_connections_per_peer, 1, 10_000_000
+        ),
+        first_message_timeout=block.duration("first_message_timeout", d.first_message_timeout),
+    )
+    block.finish()
+    return limits
 
 
 def required_path(block: Block, key: str) -> Path:

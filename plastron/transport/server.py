@@ -1,7 +1,9 @@
-"""Start grpclib servers on a TCP port (TLS) and/or a Unix socket, and stop them cleanly.
+"""Start bounded gRPC servers on a TCP port (TLS) and/or a Unix socket, and stop them cleanly.
 
-The Unix socket is bound by :func:`~plastron.transport.uds.bind_unix_socket` (directory checks,
-mode set before the first connect).
+Both listeners are :class:`~plastron.transport.bounded.BoundedServer` (message sizes, streams,
+connections per peer, time to the first message); the Unix socket is bound by
+:func:`~plastron.transport.uds.bind_unix_socket` (directory checks, mode set before the first
+connect).
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from typing import Any
 from grpclib.server import Server
 
 from plastron.errors import InvalidArgument
+from plastron.transport.bounded import BoundedServer, ConnectionObserver
+from plastron.transport.limits import GrpcLimits
 from plastron.transport.uds import bind_unix_socket
 
 
@@ -61,12 +65,16 @@ async def start_server(
     uds_mode: int = 0o600,
     uds_dir_mode: int = 0o700,
     status_details_codec: Any = None,
+    limits: GrpcLimits | None = None,
+    uds_observer: ConnectionObserver | None = None,
 ) -> RunningServer:
     """Serve `handlers` (grpclib service implementations) on TCP+TLS and/or a Unix socket.
 
     `ssl` applies to the TCP listener only; the Unix socket is plain (callers are
     identified by SO_PEERCRED). The agent's public Workload API socket wants
-    ``uds_mode=0o777, uds_dir_mode=0o755``; the admin sockets keep the defaults.
+    ``uds_mode=0o777, uds_dir_mode=0o755``; the admin sockets keep the defaults. Each
+    listener counts connections per peer on its own; ``uds_observer`` is told of each
+    connection the Unix socket admits.
     """
     if tcp is None and uds_path is None:
         raise InvalidArgument("server: give a TCP address, a Unix socket path, or both")
@@ -75,14 +83,21 @@ async def start_server(
     running = RunningServer()
     try:
         if tcp is not None:
-            server = Server(list(handlers), status_details_codec=status_details_codec)
+            server = BoundedServer(
+                handlers, limits=limits, status_details_codec=status_details_codec
+            )
             await server.start(tcp[0], tcp[1], ssl=ssl, reuse_address=True)
             running.servers.append(server)
             bound = server._server.sockets[0].getsockname()  # type: ignore[union-attr]
             running.tcp_address = (str(bound[0]), int(bound[1]))
         if uds_path is not None:
             sock = bind_unix_socket(uds_path, mode=uds_mode, dir_mode=uds_dir_mode)
-            server = Server(list(handlers), status_details_codec=status_details_codec)
+            server = BoundedServer(
+                handlers,
+                limits=limits,
+                status_details_codec=status_details_codec,
+                observer=uds_observer,
+            )
             try:
                 await server.start(sock=sock)
             except BaseException:

@@ -43,5 +43,4 @@ async def workload_api(short_dir: Path) -> AsyncIterator[WorkloadApiEnv]:
     try:
         yield WorkloadApiEnv(socket_path, cache, ca, source)
     finally:
-        server.close()
-        await server.wait_closed()
+        await server.close()

@@ -68,8 +68,7 @@ async def workload_api() -> AsyncIterator[WorkloadApi]:
     try:
         yield WorkloadApi(socket_path, authority)
     finally:
-        server.close()
-        await server.wait_closed()
+        await server.close()
         shutil.rmtree(base, ignore_errors=True)
 
 

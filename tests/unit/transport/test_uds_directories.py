@@ -121,5 +121,4 @@ async def test_agent_socket_follows_the_same_rules(tmp_path: Path, shared_dir: P
             else:
                 assert _mode(shared_dir) == 0o1777
         finally:
-            server.close()
-            await server.wait_closed()
+            await server.close()

@@ -1,0 +1,374 @@
+"""A grpclib server that bounds what one peer can make it hold.
+
+grpclib 0.4 reads a request message as ``recv_data(5)`` (the gRPC length prefix) and then
+``recv_data(length)``, re-opening the HTTP/2 flow-control window as the body comes in: whatever
+length a client declares is buffered, up to 4 GiB per stream. Each class here is a subclass of
+the grpclib or h2 piece it replaces, used only by :class:`BoundedServer` (nothing is patched
+globally):
+
+- :class:`_BoundedStream` (one HTTP/2 stream): refuses a declared length above the method's limit
+  before reading the body (RESOURCE_EXHAUSTED); bounds the time to the first complete request
+  message (DEADLINE_EXCEEDED); answers a compressed or truncated message with a status instead
+  of grpclib's traceback.
+- :class:`_BoundedProcessor` / :class:`_BoundedProtocol` (one connection): at most
+  SETTINGS_MAX_CONCURRENT_STREAMS calls at once from the first frame on (more are refused with
+  REFUSED_STREAM), bounded receive windows, and a cap on open connections per peer (over it:
+  GOAWAY ENHANCE_YOUR_CALM, then close).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections import Counter
+from collections.abc import Collection, Coroutine
+from typing import Any, Protocol
+
+import grpclib
+from grpclib.config import Configuration
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
+from grpclib.protocol import AbstractHandler, Connection, EventsProcessor, H2Protocol, Stream
+from grpclib.server import Handler, Server
+from h2.config import H2Configuration
+from h2.connection import H2Connection
+from h2.errors import ErrorCodes
+from h2.events import RequestReceived
+from h2.exceptions import ProtocolError
+from h2.settings import SettingCodes, Settings
+
+from plastron.transport.limits import (
+    CONNECTION_WINDOW_BYTES,
+    STREAM_WINDOW_BYTES,
+    ConnectionLimits,
+    GrpcLimits,
+    MessageLimits,
+)
+from plastron.transport.peer import socket_peer_credentials
+
+if not grpclib.__version__.startswith("0.4."):  # pragma: no cover - caught at import in CI
+    raise ImportError(
+        f"plastron.transport.bounded subclasses grpclib 0.4 internals (protocol.Stream.recv_data,"
+        f" EventsProcessor, H2Protocol); grpclib {grpclib.__version__} is installed"
+    )
+
+log = logging.getLogger(__name__)
+
+_HTTP2_INITIAL_WINDOW = 65_535
+
+
+class _BoundedStream(Stream):
+    """One request stream: each declared message length is checked before its body is read."""
+
+    def __init__(
+        self,
+        connection: Connection,
+        h2_connection: H2Connection,
+        transport: asyncio.Transport,
+        *,
+        stream_id: int,
+        method: str,
+        max_message_bytes: int,
+        first_message_timeout: float,
+    ) -> None:
+        super().__init__(connection, h2_connection, transport, stream_id=stream_id)
+        self._method = method
+        self._max_message_bytes = max_message_bytes
+        self._first_message_timeout = first_message_timeout
+        self._first_message_deadline: float | None = None
+        self._first_message_done = False
+        # grpclib asks for the 5-byte prefix, then for exactly the length it declares.
+        self._expect_prefix = True
+
+    async def recv_data(self, size: int) -> bytes:
+        if self._expect_prefix:
+            return await self._recv_prefix(size)
+        return await self._recv_body(size)
+
+    async def _recv_prefix(self, size: int) -> bytes:
+        try:
+            data = await self._first_message_bounded(super().recv_data(size))
+        except AssertionError:  # grpclib's Buffer: the stream ended short of `size`
+            raise self._truncated(size) from None
+        if not data:  # the client ended its side: no first message to wait for
+            self._first_message_done = True
+            return data
+        self._expect_prefix = False
+        if data[0]:
+            raise GRPCError(
+                Status.UNIMPLEMENTED, f"compressed messages are not supported ({self._method})"
+            )
+        return data
+
+    async def _recv_body(self, size: int) -> bytes:
+        if size > self._max_message_bytes:
+            raise GRPCError(
+                Status.RESOURCE_EXHAUSTED,
+                f"received message larger than max ({size} vs. {self._max_message_bytes} bytes)"
+                f" for {self._method}",
+            )
+        try:
+            data = await self._first_message_bounded(super().recv_data(size))
+        except AssertionError:
+            raise self._truncated(size) from None
+        if len(data) != size:
+            raise self._truncated(size)
+        self._expect_prefix = True
+        self._first_message_done = True
+        return data
+
+    def _truncated(self, size: int) -> GRPCError:
+        part = "a message prefix" if self._expect_prefix else f"a {size}-byte message"
+        return GRPCError(
+            Status.INVALID_ARGUMENT, f"the request stream ended inside {part} ({self._method})"
+        )
+
+    async def _first_message_bounded(self, read: Coroutine[Any, Any, bytes]) -> bytes:
+        if self._first_message_done:
+            return await read
+        loop = asyncio.get_running_loop()
+        if self._first_message_deadline is None:  # the clock starts when the handler asks
+            self._first_message_deadline = loop.time() + self._first_message_timeout
+        try:
+            async with asyncio.timeout_at(self._first_message_deadline):
+                return await read
+        except TimeoutError:
+            raise GRPCError(
+                Status.DEADLINE_EXCEEDED,
+                f"no complete request message within {self._first_message_timeout:g}s"
+                f" ({self._method})",
+            ) from None
+
+
+def _header_text(value: str | bytes) -> str:
+    return value.decode("ascii", "replace") if isinstance(value, bytes) else value
+
+
+class _BoundedProcessor(EventsProcessor):
+    """grpclib's HTTP/2 event dispatch, creating :class:`_BoundedStream` for each request."""
+
+    def __init__(
+        self,
+        handler: AbstractHandler,
+        connection: Connection,
+        *,
+        h2_connection: H2Connection,
+        transport: asyncio.Transport,
+        limits: GrpcLimits,
+    ) -> None:
+        super().__init__(handler, connection)
+        self._h2_connection = h2_connection
+        self._transport = transport
+        self._messages = limits.messages
+        self._max_streams = limits.connections.max_concurrent_streams
+        self._first_message_timeout = limits.connections.first_message_timeout.total_seconds()
+
+    def process_request_received(self, event: RequestReceived) -> None:
+        assert event.stream_id is not None
+        if len(self.streams) >= self._max_streams:
+            # RFC 9113 section 5.1.2: a stream over the advertised limit is refused on its
+            # own; REFUSED_STREAM tells the client nothing was processed, so it may retry.
+            self._h2_connection.reset_stream(event.stream_id, ErrorCodes.REFUSED_STREAM)
+            return
+        headers = [(_header_text(k), _header_text(v)) for k, v in event.headers or ()]
+        method = next((v for k, v in headers if k == ":path"), "")
+        stream = _BoundedStream(
+            self.connection,
+            self._h2_connection,
+            self._transport,
+            stream_id=event.stream_id,
+            method=method,
+            max_message_bytes=self._messages.for_method(method),
+            first_message_timeout=self._first_message_timeout,
+        )
+        release_stream = self.register(stream)
+        self.handler.accept(stream, headers, release_stream)
+
+
+class ConnectionObserver(Protocol):
+    """Told of every admitted connection when it is made and when it is lost (e.g. the agent's
+    record of who connected, made at accept)."""
+
+    def connection_made(self, transport: Any) -> None: ...
+
+    def connection_lost(self, transport: Any) -> None: ...
+
+
+def peer_key(transport: asyncio.BaseTransport) -> str:
+    """Whom a connection counts against: the remote IP address, or the uid on a Unix socket."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None and sock.family == socket.AF_UNIX:
+        return f"uid {socket_peer_credentials(sock).uid}"
+    peername = transport.get_extra_info("peername")
+    return str(peername[0]) if peername else "unknown"
+
+
+class PeerConnections:
+    """Open connections per peer, refusing any over ``cap``."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self._open: Counter[str] = Counter()
+        self._warned: set[str] = set()
+
+    def open_count(self, peer: str) -> int:
+        return self._open[peer]
+
+    def admit(self, peer: str) -> bool:
+        if self._open[peer] >= self.cap:
+            if peer not in self._warned:  # once per episode: a flood must not flood the log
+                self._warned.add(peer)
+                log.warning(
+                    "refusing connections from %s: %d open (grpc_limits.max_connections_per_peer)",
+                    peer,
+                    self.cap,
+                )
+            return False
+        self._open[peer] += 1
+        return True
+
+    def release(self, peer: str) -> None:
+        self._open[peer] -= 1
+        if self._open[peer] <= 0:
+            del self._open[peer]
+        self._warned.discard(peer)
+
+
+class _BoundedProtocol(H2Protocol):
+    """One HTTP/2 connection with the limits in force from its first frame."""
+
+    def __init__(
+        self,
+        handler: AbstractHandler,
+        config: Configuration,
+        h2_config: H2Configuration,
+        *,
+        limits: GrpcLimits,
+        peers: PeerConnections,
+        observer: ConnectionObserver | None,
+    ) -> None:
+        super().__init__(handler, config, h2_config)
+        self._limits = limits
+        self._peers = peers
+        self._observer = observer
+        self._transport: asyncio.BaseTransport | None = None
+        self._peer = ""
+        self._admitted = False
+
+    def _new_h2_connection(self) -> H2Connection:
+        h2_conn = H2Connection(config=self.h2_config)
+        h2_conn.local_settings = Settings(
+            client=False,
+            initial_values={
+                SettingCodes.MAX_HEADER_LIST_SIZE: H2Connection.DEFAULT_MAX_HEADER_LIST_SIZE,
+                SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW_BYTES,
+            },
+        )
+        h2_conn.initiate_connection()
+        # Advertised in a second SETTINGS frame of the first flight; h2 enforces it only once
+        # the peer acknowledges it (then a stream over it is a connection error). Until then a
+        # client may not know it yet: _BoundedProcessor refuses the extra streams one by one.
+        h2_conn.update_settings(
+            {SettingCodes.MAX_CONCURRENT_STREAMS: self._limits.connections.max_concurrent_streams}
+        )
+        h2_conn.increment_flow_control_window(CONNECTION_WINDOW_BYTES - _HTTP2_INITIAL_WINDOW)
+        return h2_conn
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        h2_conn = self._new_h2_connection()
+        self.connection = Connection(h2_conn, transport, config=self.config)
+        self.processor = _BoundedProcessor(
+            self.handler,
+            self.connection,
+            h2_connection=h2_conn,
+            transport=transport,
+            limits=self._limits,
+        )
+        self._peer = peer_key(transport)
+        if not self._peers.admit(self._peer):
+            h2_conn.close_connection(
+                error_code=ErrorCodes.ENHANCE_YOUR_CALM,
+                additional_data=b"too many connections from this peer",
+            )
+            self.connection.flush()
+            transport.close()
+            return
+        self._admitted = True
+        if self._observer is not None:
+            self._transport = transport
+            self._observer.connection_made(transport)
+        self.connection.flush()
+        self.connection.initialize()
+
+    def data_received(self, data: bytes) -> None:
+        if not self._admitted:
+            return
+        try:
+            events = self.connection.feed(data)
+        except ProtocolError as exc:
+            # h2 has queued a GOAWAY naming the error (e.g. a stream over the advertised
+            # SETTINGS_MAX_CONCURRENT_STREAMS): send it before closing.
+            log.debug("HTTP/2 protocol error from %s: %s", self._peer, exc)
+            self.connection.flush()
+            self.processor.close("Protocol error")
+            return
+        self.connection.flush()
+        for event in events:
+            self.processor.process(event)
+        self.connection.flush()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        try:
+            super().connection_lost(exc)
+        finally:
+            if self._admitted:
+                self._admitted = False
+                self._peers.release(self._peer)
+                if self._observer is not None and self._transport is not None:
+                    self._observer.connection_lost(self._transport)
+
+
+class BoundedServer(Server):
+    """grpclib's Server with :class:`GrpcLimits` enforced on every connection and stream."""
+
+    def __init__(
+        self,
+        handlers: Collection[Any],
+        *,
+        limits: GrpcLimits | None = None,
+        status_details_codec: Any = None,
+        observer: ConnectionObserver | None = None,
+    ) -> None:
+        # The receive windows are set per connection by _BoundedProtocol, not by Configuration.
+        super().__init__(handlers, status_details_codec=status_details_codec)
+        self.limits = limits or GrpcLimits()
+        self.peers = PeerConnections(self.limits.connections.max_connections_per_peer)
+        self.observer = observer
+
+    def _protocol_factory(self) -> H2Protocol:
+        self.__gc_step__()
+        handler = Handler(self._mapping, self._codec, self._status_details_codec, self.__dispatch__)
+        self._handlers.add(handler)
+        return _BoundedProtocol(
+            handler,
+            self._config,
+            self._h2_config,
+            limits=self.limits,
+            peers=self.peers,
+            observer=self.observer,
+        )
+
+
+__all__ = [
+    "BoundedServer",
+    "ConnectionLimits",
+    "ConnectionObserver",
+    "GrpcLimits",
+    "MessageLimits",
+    "PeerConnections",
+]

@@ -1,0 +1,70 @@
+"""How much a gRPC peer may make a server hold: message sizes, streams, connections, time.
+
+A gRPC message arrives as a 5-byte prefix (compressed flag, 32-bit length) and a body. A server
+that reads whatever length is declared can be made to buffer up to 4 GiB per stream by anyone
+who can connect; so every length is checked against the method's limit before the body is read,
+and everything else a peer can open is capped (docs/architecture.md, "Bounded gRPC").
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+KiB = 1024
+MiB = 1024 * KiB
+
+DEFAULT_MAX_MESSAGE_BYTES = 4 * MiB
+"""gRPC's own default receive limit; applies to every method without a smaller one."""
+
+SMALL_PAYLOAD_BYTES = 64 * KiB
+"""The largest single field a small request carries: an attestation payload or challenge
+answer, a JWT-SVID to validate, a JWT-SVID request's audiences."""
+
+SMALL_MESSAGE_BYTES = SMALL_PAYLOAD_BYTES + 16 * KiB
+"""Limit for AttestAgent rounds and Workload API requests: a 64 KiB payload and the rest of its
+message (an AttestAgent request also carries a CSR), so an oversize payload is refused by the
+method with its own message rather than here."""
+
+STREAM_WINDOW_BYTES = 65_535
+"""HTTP/2 per-stream receive window (the protocol's initial value): the most a peer can send on
+one stream before the handler reads it, below every message limit."""
+
+CONNECTION_WINDOW_BYTES = 1 * MiB
+"""HTTP/2 per-connection receive window: the most a peer can have in flight, unread, over all
+the streams of one connection."""
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    """The operator-tunable part: the ``grpc_limits`` block of the server and agent config."""
+
+    max_concurrent_streams: int = 100
+    """HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS: calls at once per connection."""
+    max_connections_per_peer: int = 1000
+    """Open connections per remote IP address (TCP) or per uid (Unix socket); 10,000 agents
+    with one connection each fit as long as they come from ten addresses or more."""
+    first_message_timeout: dt.timedelta = dt.timedelta(seconds=10)
+    """From when the handler asks for a call's first request message until all of it has
+    arrived."""
+
+
+@dataclass(frozen=True)
+class MessageLimits:
+    """Largest request message per method ("/package.Service/Method"), with a default."""
+
+    default: int = DEFAULT_MAX_MESSAGE_BYTES
+    per_method: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+
+    def for_method(self, method: str) -> int:
+        return self.per_method.get(method, self.default)
+
+
+@dataclass(frozen=True)
+class GrpcLimits:
+    """Everything a bounded server enforces."""
+
+    connections: ConnectionLimits = ConnectionLimits()
+    messages: MessageLimits = MessageLimits()
