@@ -8,6 +8,7 @@ from typing import TextIO
 
 from plastron.agent.config import load_agent_config
 from plastron.agent.main import run_agent
+from plastron.files import restrict_umask
 
 
 async def validate(args: argparse.Namespace, out: TextIO) -> int:
@@ -17,5 +18,8 @@ async def validate(args: argparse.Namespace, out: TextIO) -> int:
 
 
 async def run(args: argparse.Namespace, out: TextIO) -> int:
+    # Files and directories are the agent's alone; the Workload API socket and its directory
+    # are opened to workloads explicitly (plastron/transport/uds.py sets their exact modes).
+    restrict_umask()
     config = load_agent_config(Path(args.config), expand_env=args.expandEnv)
     return await run_agent(config, join_token=args.joinToken)
