@@ -34,11 +34,7 @@ from plastron.attestors.x509pop.template import parse as parse_template
 from plastron.configs.block import Block
 from plastron.errors import ConfigError
 
-SERVER_KEYS = (
-    "mode", "ca_bundle_path", "ca_bundle_paths", "spiffe_prefix", "svid_prefix",
-    "agent_path_template", "max_intermediates", "max_rsa_key_size", "verify_client_ip",
-)  # fmt: skip
-AGENT_KEYS = ("certificate_path", "intermediates_path", "private_key_path", "private_key_uri")
+MODES = ("external_pki", "spiffe")
 DEFAULT_MAX_INTERMEDIATES = 4
 DEFAULT_MAX_RSA_KEY_SIZE = 8192
 DEFAULT_SPIFFE_PREFIX = "/spire-exchange/"
@@ -63,38 +59,34 @@ class X509PopServerConfig:
     @classmethod
     def from_settings(cls, settings: Block, *, base_dir: Path | None = None) -> X509PopServerConfig:
         """Relative file paths are taken from ``base_dir`` (the config file's directory)."""
-        where = settings.path
-        data = {key: settings.raw(key) for key in SERVER_KEYS if settings.has(key)}
+        mode = _mode(settings)
+        verify_client_ip = settings.boolean("verify_client_ip", False)
+        paths = _bundle_paths(settings)
+        template_text: str | None = settings.string("agent_path_template", None)
+        spiffe_prefix = _spiffe_prefix(settings)
+        max_intermediates = settings.integer("max_intermediates", cls.max_intermediates, 1)
+        max_rsa_key_size = settings.integer("max_rsa_key_size", cls.max_rsa_key_size, 1)
         settings.finish()  # any other key: unknown key "<where>.<key>"
-        mode = data.get("mode", "external_pki") or "external_pki"
-        if mode not in ("external_pki", "spiffe"):
-            raise ConfigError(f"{where}.mode must be external_pki or spiffe, not {mode!r}")
-        if data.get("verify_client_ip", False) is not False:
-            raise ConfigError(f"{where}.verify_client_ip is not supported by Plastron's x509pop")
-        paths = _bundle_paths(data, where)
+        if verify_client_ip:
+            raise ConfigError(
+                f"{settings.where('verify_client_ip')} is not supported by Plastron's x509pop"
+            )
         if mode == "spiffe" and paths:
-            raise ConfigError(f"{where}: ca_bundle_path(s) cannot be used in spiffe mode")
+            raise ConfigError(f"{settings.path}: ca_bundle_path(s) cannot be used in spiffe mode")
         if mode == "external_pki" and not paths:
-            raise ConfigError(f"{where}: one of ca_bundle_path or ca_bundle_paths is required")
-        bundle: list[x509.Certificate] = []
-        for p in paths:
-            path = Path(p)
-            if not path.is_absolute() and base_dir is not None:
-                path = base_dir / path
-            bundle.extend(_load_ca_file(path, where))
-        template = DEFAULT_SPIFFE if mode == "spiffe" else DEFAULT_EXTERNAL_PKI
-        if "agent_path_template" in data:
-            template = parse_template(data["agent_path_template"])
-        template.check_shape()
+            raise ConfigError(
+                f"{settings.path}: one of ca_bundle_path or ca_bundle_paths is required"
+            )
+        default = DEFAULT_SPIFFE if mode == "spiffe" else DEFAULT_EXTERNAL_PKI
         return cls(
             mode=mode,
-            ca_bundle=tuple(bundle),
-            agent_path_template=template,
-            spiffe_prefix=_spiffe_prefix(data, where),
-            max_intermediates=_positive(
-                data, "max_intermediates", DEFAULT_MAX_INTERMEDIATES, where
+            ca_bundle=tuple(
+                cert for p in paths for cert in _load_ca_file(_resolve(p, base_dir), settings.path)
             ),
-            max_rsa_key_size=_positive(data, "max_rsa_key_size", DEFAULT_MAX_RSA_KEY_SIZE, where),
+            agent_path_template=_template(template_text, default, settings.path),
+            spiffe_prefix=spiffe_prefix,
+            max_intermediates=max_intermediates,
+            max_rsa_key_size=max_rsa_key_size,
         )
 
 
@@ -114,41 +106,58 @@ class X509PopAgentConfig:
     @classmethod
     def from_settings(cls, settings: Block, *, base_dir: Path | None = None) -> X509PopAgentConfig:
         """Relative file paths are taken from ``base_dir`` (the config file's directory)."""
-        where = settings.path
-        data = {key: settings.raw(key) for key in AGENT_KEYS if settings.has(key)}
+        cert = settings.optional_string("certificate_path")
+        key_path = settings.optional_string("private_key_path")
+        uri = settings.optional_string("private_key_uri")
+        # SPIRE's agent takes an empty intermediates_path as "none"
+        intermediates = settings.string("intermediates_path", "")
         settings.finish()  # any other key: unknown key "<where>.<key>"
-
-        def path(key: str) -> Path | None:
-            value = data.get(key)
-            if value is None or (key == "intermediates_path" and value == ""):
-                return None
-            if not isinstance(value, str) or not value.strip():
-                raise ConfigError(f"{where}.{key} must be a non-empty string")
-            p = Path(value)
-            return base_dir / p if base_dir is not None and not p.is_absolute() else p
-
-        cert = path("certificate_path")
         if cert is None:
-            raise ConfigError(f"{where}.certificate_path is required")
-        key_path, uri = path("private_key_path"), data.get("private_key_uri")
+            raise ConfigError(f"{settings.where('certificate_path')} is required")
         if (key_path is None) == (uri is None):
-            raise ConfigError(f"{where}: give exactly one of private_key_path, private_key_uri")
-        if uri is not None and (not isinstance(uri, str) or not uri.startswith("pkcs11:")):
-            raise ConfigError(f"{where}.private_key_uri must be a pkcs11: URI")
-        return cls(cert, key_path, uri, path("intermediates_path"))
+            raise ConfigError(
+                f"{settings.path}: give exactly one of private_key_path, private_key_uri"
+            )
+        if uri is not None and not uri.startswith("pkcs11:"):
+            raise ConfigError(f"{settings.where('private_key_uri')} must be a pkcs11: URI")
+        return cls(
+            certificate_path=_resolve(cert, base_dir),
+            private_key_path=None if key_path is None else _resolve(key_path, base_dir),
+            private_key_uri=uri,
+            intermediates_path=_resolve(intermediates, base_dir) if intermediates else None,
+        )
 
 
-def _bundle_paths(data: Mapping[str, Any], where: str) -> list[str]:
-    single, many = data.get("ca_bundle_path"), data.get("ca_bundle_paths")
+def _resolve(path: str, base_dir: Path | None) -> Path:
+    p = Path(path)
+    return base_dir / p if base_dir is not None and not p.is_absolute() else p
+
+
+def _mode(settings: Block) -> str:
+    # SPIRE takes an empty mode as external_pki
+    if settings.has("mode") and settings.raw("mode") == "":
+        return "external_pki"
+    return settings.choice("mode", "external_pki", MODES)
+
+
+def _template(text: str | None, default: PathTemplate, where: str) -> PathTemplate:
+    try:
+        template = default if text is None else parse_template(text)
+        template.check_shape()
+    except ConfigError as exc:
+        # the template engine's messages begin with the key's name: prefix its block's path
+        raise ConfigError(f"{where}.{exc}") from None
+    return template
+
+
+def _bundle_paths(settings: Block) -> list[str]:
+    single: str = settings.string("ca_bundle_path", "")
+    many = settings.string_list("ca_bundle_paths")
     if single and many:
-        raise ConfigError(f"{where}: give ca_bundle_path or ca_bundle_paths, not both")
-    if single is not None and (not isinstance(single, str)):
-        raise ConfigError(f"{where}.ca_bundle_path must be a string")
-    if many is not None and (
-        not isinstance(many, list) or not all(isinstance(p, str) and p for p in many)
-    ):
-        raise ConfigError(f"{where}.ca_bundle_paths must be a list of non-empty strings")
-    return [single] if single else list(many or [])
+        raise ConfigError(f"{settings.path}: give ca_bundle_path or ca_bundle_paths, not both")
+    if not all(many):
+        raise ConfigError(f"{settings.where('ca_bundle_paths')} has an empty path")
+    return [single] if single else list(many)
 
 
 def _load_ca_file(path: Path, where: str) -> list[x509.Certificate]:
@@ -169,18 +178,10 @@ def _load_ca_file(path: Path, where: str) -> list[x509.Certificate]:
         raise ConfigError(f"{where}: trust bundle {str(path)!r} holds no PEM certificate") from None
 
 
-def _spiffe_prefix(data: Mapping[str, Any], where: str) -> str:
+def _spiffe_prefix(settings: Block) -> str:
     # SPIRE's code reads "spiffe_prefix", its docs say "svid_prefix": accept either, not both.
-    if "spiffe_prefix" in data and "svid_prefix" in data:
-        raise ConfigError(f"{where}: give spiffe_prefix or svid_prefix, not both")
-    prefix = data.get("spiffe_prefix", data.get("svid_prefix", DEFAULT_SPIFFE_PREFIX))
-    if not isinstance(prefix, str):
-        raise ConfigError(f"{where}.spiffe_prefix must be a string")
+    if settings.has("spiffe_prefix") and settings.has("svid_prefix"):
+        raise ConfigError(f"{settings.path}: give spiffe_prefix or svid_prefix, not both")
+    key = "svid_prefix" if settings.has("svid_prefix") else "spiffe_prefix"
+    prefix: str = settings.string(key, DEFAULT_SPIFFE_PREFIX)
     return prefix if prefix.endswith("/") else prefix + "/"
-
-
-def _positive(data: Mapping[str, Any], key: str, default: int, where: str) -> int:
-    value = data.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConfigError(f"{where}.{key} must be an integer greater than 0, not {value!r}")
-    return value

@@ -73,18 +73,39 @@ def test_ca_bundle_paths_and_relative_paths(bundle: Path, tmp_path: Path) -> Non
     ("data", "message"),
     [
         ({}, "one of ca_bundle_path or ca_bundle_paths is required"),
-        ({"mode": "pki"}, "mode must be external_pki or spiffe"),
+        ({"mode": "pki"}, r"x509pop\.mode must be one of external_pki, spiffe \('pki'\)"),
+        ({"mode": 3}, r"x509pop\.mode must be a string"),
         ({"ca_bundle_path": "B", "ca_bundle_paths": ["B"]}, "not both"),
-        ({"ca_bundle_paths": "B"}, "must be a list of non-empty strings"),
+        ({"ca_bundle_paths": "B"}, r"x509pop\.ca_bundle_paths must be a list of strings"),
+        ({"ca_bundle_paths": ["B", ""]}, r"x509pop\.ca_bundle_paths has an empty path"),
+        ({"ca_bundle_path": 5}, r"x509pop\.ca_bundle_path must be a string"),
         ({"ca_bundle_path": "/nonexistent/ca.pem"}, "cannot read trust bundle"),
         (
             {"ca_bundle_path": "B", "max_intermediates": 0},
-            "max_intermediates must be an integer greater than 0",
+            r"x509pop\.max_intermediates must be between 1 and 2147483647 \(0\)",
         ),
-        ({"ca_bundle_path": "B", "max_rsa_key_size": "big"}, "max_rsa_key_size must be an integer"),
+        (
+            {"ca_bundle_path": "B", "max_rsa_key_size": "big"},
+            r"x509pop\.max_rsa_key_size must be an integer",
+        ),
+        (
+            {"ca_bundle_path": "B", "verify_client_ip": "no"},
+            r"x509pop\.verify_client_ip must be true or false",
+        ),
         ({"ca_bundle_path": "B", "verify_client_ip": True}, "verify_client_ip is not supported"),
         ({"mode": "spiffe", "ca_bundle_path": "B"}, "cannot be used in spiffe mode"),
-        ({"ca_bundle_path": "B", "agent_path_template": "/{{ .Nope }}"}, "unknown field '.Nope'"),
+        (
+            {"ca_bundle_path": "B", "agent_path_template": "/{{ .Nope }}"},
+            r"x509pop\.agent_path_template: unknown field '\.Nope'",
+        ),
+        (
+            {"ca_bundle_path": "B", "agent_path_template": 7},
+            r"x509pop\.agent_path_template must be a string",
+        ),
+        (
+            {"ca_bundle_path": "B", "spiffe_prefix": ["/a"]},
+            r"x509pop\.spiffe_prefix must be a string",
+        ),
         (
             {"ca_bundle_path": "B", "agent_path_template": "/{{ .Fingerprint | upper }}"},
             "only {{ .Field }}",
@@ -131,6 +152,26 @@ def test_unknown_plugin_data_key_is_refused(bundle: Path) -> None:
         SERVER_NODE_ATTESTORS.create(
             plugin({"ca_path": str(bundle)}), PluginContext(trust_domain=TD)
         )
+
+
+def test_bad_values_name_their_plugin_data_key(bundle: Path, node_files: dict[str, str]) -> None:
+    """The one plugin error format: plugins.<Type>.<name>.plugin_data.<key> and the rule."""
+    where = "plugins.NodeAttestor.x509pop.plugin_data"
+    with pytest.raises(ConfigError, match=rf"^{where}\.max_intermediates must be between 1 and"):
+        SERVER_NODE_ATTESTORS.create(
+            plugin({"ca_bundle_path": str(bundle), "max_intermediates": -1}),
+            PluginContext(trust_domain=TD),
+        )
+    unbalanced = rf"^{where}\.agent_path_template '/{{{{ \.Fingerprint': unbalanced"
+    with pytest.raises(ConfigError, match=unbalanced):
+        SERVER_NODE_ATTESTORS.create(
+            plugin({"ca_bundle_path": str(bundle), "agent_path_template": "/{{ .Fingerprint"}),
+            PluginContext(trust_domain=TD),
+        )
+    with pytest.raises(ConfigError, match=rf"^{where}\.private_key_path must be a string"):
+        AGENT_NODE_ATTESTORS.create(plugin(node_files | {"private_key_path": 1}), PluginContext())
+    with pytest.raises(ConfigError, match=rf'^unknown key "{where}\.private_key"'):
+        AGENT_NODE_ATTESTORS.create(plugin(node_files | {"private_key": "k"}), PluginContext())
 
 
 def test_registry_builds_the_server_half(bundle: Path) -> None:
@@ -261,7 +302,9 @@ def node_files(root: Issued, tmp_path: Path) -> dict[str, str]:
         ("private_key_path", {}, "exactly one of private_key_path, private_key_uri"),
         (None, {"private_key_uri": "pkcs11:token=x"}, "exactly one of"),
         ("private_key_path", {"private_key_uri": "file:/key"}, "must be a pkcs11: URI"),
-        (None, {"certificate_path": 7}, "certificate_path must be a non-empty string"),
+        (None, {"certificate_path": 7}, r"x509pop\.certificate_path must be a string"),
+        (None, {"certificate_path": ""}, r"x509pop\.certificate_path must be a non-empty string"),
+        (None, {"intermediates_path": 1}, r"x509pop\.intermediates_path must be a string"),
     ],
 )
 def test_agent_config_errors(
