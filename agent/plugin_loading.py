@@ -29,6 +29,7 @@ AGENT_PLUGIN_MODULES = (
     "plastron.keymanager_plugins",
     "plastron.attestors.join_token",
     "plastron.attestors.x509pop.plugin",
+    "plastron.attestors.gcp_iit.plugin",
     "plastron.tpm.plugin",
     "plastron.hsm.plugin",
     "plastron.agent.workloadattestor.unix",

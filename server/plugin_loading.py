@@ -22,6 +22,7 @@ SERVER_PLUGIN_MODULES = (
     "plastron.keymanager_plugins",
     "plastron.attestors.join_token",
     "plastron.attestors.x509pop.plugin",
+    "plastron.attestors.gcp_iit.plugin",
     "plastron.tpm.plugin",
     "plastron.hsm.plugin",
     "plastron.hsm.upstream",

@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import json
 import math
 import string
 from collections.abc import Collection, Mapping
@@ -33,7 +34,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from plastron.attestors.certificates import load_untrusted_der
-from plastron.errors import AttestationFailed, InvalidBundle
+from plastron.errors import AttestationFailed, InvalidArgument, InvalidBundle
 from plastron.spiffe.jwk import public_key_from_jwk
 from plastron.strict_json import load_untrusted_object
 
@@ -155,6 +156,30 @@ def _json_part(part: str, what: str, method: str) -> dict[str, Any]:
         what=f"{method}: token {what}",
         error=JwtRefused,
     )
+
+
+def token_from_payload(payload: bytes, *, method: str) -> str:
+    """The token an attestation payload carries as raw ASCII (bounded; InvalidArgument)."""
+    if len(payload) > MAX_TOKEN_BYTES:
+        raise InvalidArgument(f"{method}: payload is longer than {MAX_TOKEN_BYTES} bytes")
+    try:
+        return payload.decode("ascii").strip()
+    except UnicodeDecodeError:
+        raise InvalidArgument(f"{method}: payload is not an ASCII token") from None
+
+
+def header_kid(token: str) -> str | None:
+    """The header's ``kid``, unverified, to pick or refresh the key set; None if unreadable
+    (the verification that follows names the problem)."""
+    head = token.partition(".")[0]
+    if len(head) > MAX_TOKEN_BYTES or any(ch not in _B64URL for ch in head):
+        return None
+    try:
+        header = json.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))
+    except (ValueError, RecursionError, binascii.Error):
+        return None
+    kid = header.get("kid") if isinstance(header, dict) else None
+    return kid if isinstance(kid, str) and len(kid) <= MAX_KID_CHARS else None
 
 
 def peek_claims(token: str, *, method: str) -> dict[str, Any]:

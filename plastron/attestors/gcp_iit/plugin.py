@@ -1,0 +1,46 @@
+"""Both gcp_iit halves' factories and ``register``."""
+
+from __future__ import annotations
+
+from plastron.attestors.gcp_iit.agent import GcpIitAgentAttestor
+from plastron.attestors.gcp_iit.compute import ComputeClient, ServiceAccount
+from plastron.attestors.gcp_iit.config import GcpIitAgentConfig, GcpIitServerConfig
+from plastron.attestors.gcp_iit.server import GcpIitServerAttestor
+from plastron.attestors.gcp_iit.token import NAME
+from plastron.attestors.jwks_source import FileKeySource, KeySource, UrlKeySource
+from plastron.configs.plugin_blocks import PluginConfig
+from plastron.errors import ConfigError
+from plastron.plugins import PluginContext, Registries
+
+
+def create_server_attestor(plugin: PluginConfig, context: PluginContext) -> GcpIitServerAttestor:
+    settings = plugin.settings()
+    config = GcpIitServerConfig.from_settings(settings, base_dir=context.base_dir)
+    attested = context.services.agent_attested
+    if context.trust_domain is None or attested is None:
+        raise ConfigError(f"{plugin.path}: the server attestor needs the trust domain and nodes")
+    keys: KeySource
+    if config.jwks_file is not None:
+        keys = FileKeySource(config.jwks_file, method=NAME, where=settings.where("jwks_file"))
+    else:
+        assert config.jwks_url is not None
+        keys = UrlKeySource(config.jwks_url, method=NAME, clock=context.clock)
+    compute = None
+    if config.use_instance_metadata:
+        assert config.service_account_file is not None
+        account = ServiceAccount.load(
+            config.service_account_file, settings.where("service_account_file")
+        )
+        compute = ComputeClient(config.compute_endpoint, account, context.clock)
+    return GcpIitServerAttestor(
+        config, context.trust_domain, context.clock, keys=keys, attested=attested, compute=compute
+    )
+
+
+def create_agent_attestor(plugin: PluginConfig, context: PluginContext) -> GcpIitAgentAttestor:
+    return GcpIitAgentAttestor(GcpIitAgentConfig.from_settings(plugin.settings()))
+
+
+def register(registries: Registries) -> None:
+    registries.server_node_attestors.register(NAME, create_server_attestor)
+    registries.agent_node_attestors.register(NAME, create_agent_attestor)
