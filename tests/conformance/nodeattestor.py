@@ -67,6 +67,11 @@ class NodeAttestorAdapter:
     ``hostile_agent_path``."""
 
     kind: ClassVar[str] = ""
+    # The method refuses a replay by trust on first use: an instance whose node record exists
+    # may not attest again (cloud instance identity documents, which any process on the VM can
+    # obtain anew). The first attempt of a replay is then admitted through AttestAgent, which
+    # writes that record, rather than through the attestor alone.
+    first_use_only: ClassVar[bool] = False
     # A refusal's message starts with one of these (the method names itself).
     message_prefixes: ClassVar[tuple[str, ...]] = ()
     not_applicable: ClassVar[dict[str, str]] = {}
@@ -145,8 +150,9 @@ async def expect_refused(
 
 
 async def replayed_transcript(adapter: NodeAttestorAdapter, env: AttestEnv) -> Attempt:
-    """A good attempt that the server admitted (through the attestor), sent again as it was:
-    the same payload and the same answers, now to fresh challenges."""
+    """A good attempt that the server admitted (through the attestor, or through AttestAgent
+    for a first-use-only method), sent again as it was: the same payload and the same answers,
+    now to fresh challenges."""
     good = await adapter.good(env)
     answers: list[bytes] = []
 
@@ -154,8 +160,12 @@ async def replayed_transcript(adapter: NodeAttestorAdapter, env: AttestEnv) -> A
         answers.append(await good.answer(challenge))
         return answers[-1]
 
-    first = await env.attest_direct(adapter.kind, Attempt(good.payload, recording))
-    assert isinstance(first, AttestationResult), f"{adapter.kind}: good attempt refused: {first}"
+    if adapter.first_use_only:
+        admitted = await env.attest_api(adapter.kind, Attempt(good.payload, recording))
+        assert admitted.status is None, f"{adapter.kind}: good attempt refused: {admitted}"
+    else:
+        first = await env.attest_direct(adapter.kind, Attempt(good.payload, recording))
+        assert isinstance(first, AttestationResult), f"{adapter.kind}: refused: {first}"
     replies = iter(answers)
 
     async def replaying(challenge: bytes) -> bytes:
