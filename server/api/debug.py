@@ -14,6 +14,7 @@ from grpclib.server import Stream
 from plastron.proto.grpc.health.v1 import health_grpc, health_pb2
 from plastron.proto.spire.api.server.debug.v1 import debug_grpc, debug_pb2
 from plastron.server.api.context import ApiContext
+from plastron.server.api.status import mapped_errors
 from plastron.server.health import HealthChecker
 from plastron.spiffe.x509svid import spiffe_id_from_certificate
 from plastron.wire.ids import spiffe_id_to_proto
@@ -69,15 +70,24 @@ class HealthService(health_grpc.HealthBase):
             else health_pb2.HealthCheckResponse.NOT_SERVING
         )
 
+    # Any network peer can call these: a request that is not a valid message (or none at all)
+    # is the caller's error, INVALID_ARGUMENT, never grpclib's UNKNOWN with a traceback.
+    @staticmethod
+    async def _request(stream: Stream[Any, Any]) -> Any:
+        async with mapped_errors():
+            req = await stream.recv_message()
+        if req is None:
+            raise GRPCError(Status.INVALID_ARGUMENT, "health: the call carried no request message")
+        return req
+
     async def Check(self, stream: Stream[Any, Any]) -> None:
-        req = await stream.recv_message()
-        assert req is not None
+        req = await self._request(stream)
         await stream.send_message(
             health_pb2.HealthCheckResponse(status=await self._status_of(req.service))
         )
 
     async def List(self, stream: Stream[Any, Any]) -> None:
-        await stream.recv_message()
+        await self._request(stream)
         resp = health_pb2.HealthListResponse()
         for s in await self._checker.statuses():
             resp.statuses[s.name].status = (
@@ -88,8 +98,7 @@ class HealthService(health_grpc.HealthBase):
         await stream.send_message(resp)
 
     async def Watch(self, stream: Stream[Any, Any]) -> None:
-        req = await stream.recv_message()
-        assert req is not None
+        req = await self._request(stream)
         await stream.send_message(
             health_pb2.HealthCheckResponse(status=await self._status_of(req.service))
         )

@@ -23,10 +23,12 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from grpclib.const import Status
+from grpclib.client import Channel
+from grpclib.const import Cardinality, Status
 from grpclib.exceptions import GRPCError
 
 from plastron.attestors.x509pop.wire import encode_payload
+from plastron.proto.grpc.health.v1 import health_pb2
 from plastron.proto.spire.api.server.agent.v1 import agent_grpc, agent_pb2
 from plastron.proto.spire.api.types import bundle_pb2
 from plastron.spiffe.ids import TrustDomain, server_id
@@ -325,5 +327,49 @@ def test_request_that_is_not_protobuf_is_invalid_argument(setup: Setup) -> None:
         assert err is not None, method
         assert err.status == Status.INVALID_ARGUMENT, (method, err)
         assert (err.message or "").startswith("request is not a valid message: "), err
+    log = setup.server.log_path.read_text(errors="replace")
+    assert "Traceback" not in log and "internal error" not in log, log[-4000:]
+
+
+def test_health_request_that_is_not_protobuf_is_invalid_argument(setup: Setup) -> None:
+    """The admin socket's health service (also polled by ``plastron-server healthcheck``)
+    answers undecodable bytes with INVALID_ARGUMENT, not grpclib's UNKNOWN and a traceback."""
+    methods = {
+        "/grpc.health.v1.Health/Check": health_pb2.HealthCheckResponse,
+        "/grpc.health.v1.Health/List": health_pb2.HealthListResponse,
+        "/grpc.health.v1.Health/Watch": health_pb2.HealthCheckResponse,
+    }
+
+    async def run() -> dict[str, GRPCError | None]:
+        channel = Channel(path=setup.server.socket_path)
+        try:
+            return {
+                method: await call_with_raw_bytes(channel, method, b"\xff\xff\xff\xff", reply)
+                for method, reply in methods.items()
+            }
+        finally:
+            channel.close()
+
+    async def without_request(method: str) -> GRPCError | None:
+        channel = Channel(path=setup.server.socket_path)
+        try:
+            async with channel.request(
+                method, Cardinality.STREAM_STREAM, health_pb2.HealthCheckRequest, reply_type
+            ) as stream:
+                await stream.send_request(end=True)  # headers and end of stream, no message
+                await stream.recv_message()
+        except GRPCError as exc:
+            return exc
+        finally:
+            channel.close()
+        return None
+
+    reply_type = health_pb2.HealthCheckResponse
+    results = asyncio.run(run())
+    check = "/grpc.health.v1.Health/Check"
+    results[f"{check} without a request"] = asyncio.run(without_request(check))
+    for method, err in results.items():
+        assert err is not None, method
+        assert err.status == Status.INVALID_ARGUMENT, (method, err)
     log = setup.server.log_path.read_text(errors="replace")
     assert "Traceback" not in log and "internal error" not in log, log[-4000:]
