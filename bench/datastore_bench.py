@@ -21,10 +21,10 @@ from pathlib import Path
 from sqlalchemy import create_engine, select, text
 
 from plastron.clock import SystemClock
+from plastron.records import RegistrationEntry
 from plastron.selector import Selector
 from plastron.server.datastore.config import SqlConfig
 from plastron.server.datastore.engine import build_engine
-from plastron.server.datastore.records import RegistrationEntry
 from plastron.server.datastore.schema import dns_names, registered_entries, selectors
 from plastron.server.datastore.store import DataStore, open_datastore
 from plastron.spiffe.ids import SpiffeId, TrustDomain

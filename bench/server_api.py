@@ -25,15 +25,15 @@ from grpclib.client import Channel
 from plastron.proto.spire.api.server.entry.v1 import entry_grpc, entry_pb2
 from plastron.proto.spire.api.server.svid.v1 import svid_grpc, svid_pb2
 from plastron.proto.spire.api.types import entry_pb2 as types_entry
-from plastron.server.api.convert import entry_from_proto
+from plastron.records import AttestedNode
 from plastron.server.config import parse_server_config
-from plastron.server.datastore.records import AttestedNode
 from plastron.server.runtime import PlastronServer
 from plastron.spiffe.bundle import Bundle
 from plastron.spiffe.ids import SpiffeId, TrustDomain, server_id
 from plastron.spiffe.x509svid import make_x509_svid
 from plastron.transport.client import open_channel
 from plastron.transport.tls import client_ssl_context
+from plastron.wire.entries import entry_from_proto
 
 TD = TrustDomain("example.org")
 

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from plastron.clock import Clock
+from plastron.records import RegistrationEntry
 from plastron.selector import Selector
-from plastron.server.datastore.records import RegistrationEntry
 from plastron.spiffe.ids import SpiffeId, TrustDomain, server_id
 
 log = logging.getLogger(__name__)

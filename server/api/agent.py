@@ -14,14 +14,14 @@ from plastron.attestors.join_token import check_token_shape
 from plastron.errors import AttestationFailed, InvalidArgument, NotFound
 from plastron.proto.spire.api.server.agent.v1 import agent_grpc, agent_pb2
 from plastron.proto.spire.api.types import jointoken_pb2, status_pb2
-from plastron.server.api import convert
+from plastron.records import JoinToken
 from plastron.server.api.attest import attest_agent
 from plastron.server.api.authz import current_caller, permission_denied
 from plastron.server.api.context import ApiContext
 from plastron.server.api.entry import _MATCH
 from plastron.server.ca.csr import csr_public_key, parse_csr
-from plastron.server.datastore.records import JoinToken
 from plastron.spiffe.ids import SpiffeId
+from plastron.wire.entries import agent_to_proto
 from plastron.wire.ids import spiffe_id_from_proto
 from plastron.wire.limits import check_page_size
 from plastron.wire.selectors import selectors_from_proto
@@ -103,7 +103,7 @@ class AgentService(agent_grpc.AgentBase):
         mask = req.output_mask if req.HasField("output_mask") else None
         await stream.send_message(
             agent_pb2.ListAgentsResponse(
-                agents=[convert.agent_to_proto(n, mask) for n in nodes], next_page_token=token
+                agents=[agent_to_proto(n, mask) for n in nodes], next_page_token=token
             )
         )
 
@@ -115,7 +115,7 @@ class AgentService(agent_grpc.AgentBase):
         if node is None:
             raise NotFound(f"agent {sid} not found")
         mask = req.output_mask if req.HasField("output_mask") else None
-        await stream.send_message(convert.agent_to_proto(node, mask))
+        await stream.send_message(agent_to_proto(node, mask))
 
     async def DeleteAgent(self, stream: Stream[Any, Any]) -> None:
         """Evict: the node record goes; the agent may attest again if its method allows."""

@@ -26,10 +26,10 @@ from plastron.errors import (
     NotAuthorized,
 )
 from plastron.proto.spire.api.server.agent.v1 import agent_pb2
+from plastron.records import AttestedNode
 from plastron.server.api.authz import current_caller
 from plastron.server.api.context import ApiContext
 from plastron.server.ca.csr import csr_public_key, parse_csr
-from plastron.server.datastore.records import AttestedNode
 from plastron.spiffe.ids import server_id
 from plastron.wire.svids import x509_svid_to_proto
 

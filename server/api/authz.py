@@ -31,8 +31,8 @@ from grpclib.exceptions import GRPCError
 from grpclib.server import Stream
 
 from plastron.proto.spire.api.types import status_pb2
+from plastron.records import AttestedNode
 from plastron.server.api.status import mapped_errors
-from plastron.server.datastore.records import AttestedNode
 from plastron.server.entrycache import AuthorizedEntryCache
 from plastron.spiffe.ids import SpiffeId
 from plastron.transport.peer import PeerInfo, peer_info

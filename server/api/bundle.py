@@ -8,10 +8,10 @@ from grpclib.server import Stream
 
 from plastron.errors import InvalidArgument, NotFound, PlastronError
 from plastron.proto.spire.api.server.bundle.v1 import bundle_grpc, bundle_pb2
+from plastron.records import DeleteMode
 from plastron.server import bundles
 from plastron.server.api.context import ApiContext
 from plastron.server.api.status import status_proto, unimplemented
-from plastron.server.datastore.records import DeleteMode
 from plastron.spiffe.bundle import Bundle
 from plastron.spiffe.ids import TrustDomain
 from plastron.wire.bundles import (

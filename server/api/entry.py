@@ -11,12 +11,12 @@ from plastron.errors import InvalidArgument, NotFound, PlastronError
 from plastron.proto.spire.api.server.entry.v1 import entry_grpc, entry_pb2
 from plastron.proto.spire.api.types import entry_pb2 as types_entry
 from plastron.proto.spire.api.types import federateswith_pb2, selector_pb2
-from plastron.server.api import convert
+from plastron.records import RegistrationEntry
 from plastron.server.api.authz import current_caller
 from plastron.server.api.context import ApiContext
 from plastron.server.api.status import status_proto
-from plastron.server.datastore.records import RegistrationEntry
 from plastron.spiffe.ids import TrustDomain
+from plastron.wire.entries import ENTRY_MASK_FIELDS, entry_from_proto, entry_to_proto, mask_fields
 from plastron.wire.ids import spiffe_id_from_proto, trust_domain_from_text
 from plastron.wire.limits import MAX_BATCH, check_page_size
 from plastron.wire.selectors import selectors_from_proto
@@ -93,7 +93,7 @@ class EntryService(entry_grpc.EntryBase):
         mask = _mask(req)
         await stream.send_message(
             entry_pb2.ListEntriesResponse(
-                entries=[convert.entry_to_proto(e, mask) for e in entries], next_page_token=token
+                entries=[entry_to_proto(e, mask) for e in entries], next_page_token=token
             )
         )
 
@@ -105,7 +105,7 @@ class EntryService(entry_grpc.EntryBase):
         entry = await self.ctx.datastore.fetch_entry(req.id)
         if entry is None:
             raise NotFound(f"entry {req.id!r} not found")
-        await stream.send_message(convert.entry_to_proto(entry, _mask(req)))
+        await stream.send_message(entry_to_proto(entry, _mask(req)))
 
     async def BatchCreateEntry(self, stream: Stream[Any, Any]) -> None:
         req = await stream.recv_message()
@@ -115,7 +115,7 @@ class EntryService(entry_grpc.EntryBase):
         parsed: list[RegistrationEntry | PlastronError] = []
         for msg in req.entries:
             try:
-                parsed.append(convert.entry_from_proto(msg, self._td))
+                parsed.append(entry_from_proto(msg, self._td))
             except PlastronError as exc:
                 parsed.append(exc)
         valid = [p for p in parsed if isinstance(p, RegistrationEntry)]
@@ -127,10 +127,10 @@ class EntryService(entry_grpc.EntryBase):
                 result = entry_pb2.BatchCreateEntryResponse.Result(status=status_proto(outcome))
                 existing = getattr(outcome, "existing", None)
                 if isinstance(existing, RegistrationEntry):
-                    result.entry.CopyFrom(convert.entry_to_proto(existing, mask))
+                    result.entry.CopyFrom(entry_to_proto(existing, mask))
             else:
                 result = entry_pb2.BatchCreateEntryResponse.Result(
-                    status=status_proto(None), entry=convert.entry_to_proto(outcome, mask)
+                    status=status_proto(None), entry=entry_to_proto(outcome, mask)
                 )
             results.append(result)
         await self.ctx.on_change()
@@ -140,7 +140,7 @@ class EntryService(entry_grpc.EntryBase):
         req = await stream.recv_message()
         assert req is not None
         _check_batch(len(req.entries))
-        input_mask = convert.mask_fields(_mask(req, "input_mask"))
+        input_mask = mask_fields(_mask(req, "input_mask"))
         output_mask = _mask(req)
         results = []
         for msg in req.entries:
@@ -149,7 +149,7 @@ class EntryService(entry_grpc.EntryBase):
                 results.append(
                     entry_pb2.BatchUpdateEntryResponse.Result(
                         status=status_proto(None),
-                        entry=convert.entry_to_proto(updated, output_mask),
+                        entry=entry_to_proto(updated, output_mask),
                     )
                 )
             except PlastronError as exc:
@@ -167,8 +167,8 @@ class EntryService(entry_grpc.EntryBase):
             raise NotFound(f"entry {msg.id!r} not found")
         # Fill unmasked fields from the stored entry, then validate the whole result.
         merged = types_entry.Entry()
-        merged.CopyFrom(convert.entry_to_proto(current))
-        for name in input_mask if input_mask is not None else convert.ENTRY_MASK_FIELDS:
+        merged.CopyFrom(entry_to_proto(current))
+        for name in input_mask if input_mask is not None else ENTRY_MASK_FIELDS:
             field = merged.DESCRIPTOR.fields_by_name[name]
             if field.is_repeated:
                 merged.ClearField(name)
@@ -179,7 +179,7 @@ class EntryService(entry_grpc.EntryBase):
                     getattr(merged, name).CopyFrom(getattr(msg, name))
             else:
                 setattr(merged, name, getattr(msg, name))
-        entry = convert.entry_from_proto(merged, self._td)
+        entry = entry_from_proto(merged, self._td)
         return await self.ctx.datastore.update_entry(entry, input_mask)
 
     async def BatchDeleteEntry(self, stream: Stream[Any, Any]) -> None:
@@ -211,7 +211,7 @@ class EntryService(entry_grpc.EntryBase):
         mask = _mask(req)
         await stream.send_message(
             entry_pb2.GetAuthorizedEntriesResponse(
-                entries=[convert.entry_to_proto(e, mask) for e in entries]
+                entries=[entry_to_proto(e, mask) for e in entries]
             )
         )
 
@@ -226,7 +226,7 @@ class EntryService(entry_grpc.EntryBase):
         if len(entries) <= SYNC_PAGE_SIZE:
             await stream.send_message(
                 entry_pb2.SyncAuthorizedEntriesResponse(
-                    entries=[convert.entry_to_proto(e, mask) for e in entries]
+                    entries=[entry_to_proto(e, mask) for e in entries]
                 )
             )
             return
@@ -255,7 +255,7 @@ class EntryService(entry_grpc.EntryBase):
                 page = wanted[start : start + SYNC_PAGE_SIZE]
                 await stream.send_message(
                     entry_pb2.SyncAuthorizedEntriesResponse(
-                        entries=[convert.entry_to_proto(e, mask) for e in page],
+                        entries=[entry_to_proto(e, mask) for e in page],
                         more=start + SYNC_PAGE_SIZE < len(wanted),
                     )
                 )

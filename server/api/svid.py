@@ -10,13 +10,13 @@ from grpclib.server import Stream
 
 from plastron.errors import InvalidArgument, NotAuthorized, PlastronError
 from plastron.proto.spire.api.server.svid.v1 import svid_grpc, svid_pb2
+from plastron.records import RegistrationEntry
 from plastron.server.api.authz import current_caller
 from plastron.server.api.context import ApiContext
 from plastron.server.api.status import status_proto, unimplemented
 from plastron.server.bundles import load_bundle
 from plastron.server.ca.batch_signing import SignedX509Svid, WorkloadCsr
 from plastron.server.ca.csr import csr_public_key, csr_uri_and_dns, parse_csr
-from plastron.server.datastore.records import RegistrationEntry
 from plastron.spiffe.bundle import Bundle
 from plastron.wire.ids import spiffe_id_from_proto
 from plastron.wire.limits import MAX_X509_SVID_BATCH, check_jwt_audience

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from plastron.server.datastore.records import CAJournal
+from plastron.records import CAJournal
 from plastron.server.datastore.store import DataStore
 from plastron.spiffe.ids import TrustDomain
 

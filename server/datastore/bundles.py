@@ -9,8 +9,8 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Connection
 
 from plastron.errors import FailedPrecondition, InvalidArgument, NotFound
+from plastron.records import DeleteMode
 from plastron.server.datastore import entries, events
-from plastron.server.datastore.records import DeleteMode
 from plastron.server.datastore.schema import (
     bundles,
     federated_registration_entries,

@@ -14,10 +14,10 @@ from sqlalchemy import Select, delete, func, insert, select, update
 from sqlalchemy.engine import Connection
 
 from plastron.errors import DataStoreError, InvalidArgument, NotFound
+from plastron.records import MatchMode, RegistrationEntry
 from plastron.selector import Selector
 from plastron.server.datastore import events
 from plastron.server.datastore.filters import check_match, selector_predicate, set_match
-from plastron.server.datastore.records import MatchMode, RegistrationEntry
 from plastron.server.datastore.schema import (
     MAX_DNS_NAME,
     MAX_ENTRY_ID,

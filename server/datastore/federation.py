@@ -8,7 +8,7 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.engine import Connection
 
 from plastron.errors import InvalidArgument, NotFound
-from plastron.server.datastore.records import FederationRelationship
+from plastron.records import FederationRelationship
 from plastron.server.datastore.schema import MAX_ID_LEN, federated_trust_domains
 from plastron.spiffe.ids import SpiffeId, TrustDomain
 

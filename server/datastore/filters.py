@@ -8,8 +8,8 @@ from typing import Any
 from sqlalchemy import ColumnElement, FromClause, Select, and_, case, func, or_, select
 
 from plastron.errors import InvalidArgument
+from plastron.records import MatchMode
 from plastron.selector import Selector
-from plastron.server.datastore.records import MatchMode
 from plastron.wire.limits import MAX_PAGE_SIZE
 
 MAX_FILTER_ITEMS = 1_000

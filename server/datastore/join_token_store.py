@@ -16,9 +16,9 @@ from sqlalchemy.exc import IntegrityError
 
 from plastron.clock import Clock, to_unix
 from plastron.errors import AlreadyExists, FailedPrecondition
+from plastron.records import JoinToken
 from plastron.server.datastore import entries
 from plastron.server.datastore import join_tokens as tokens
-from plastron.server.datastore.records import JoinToken
 from plastron.server.datastore.token_key import KEY_FILE_NAME, JoinTokenHasher
 from plastron.server.datastore.transactions import TransactionRunner
 

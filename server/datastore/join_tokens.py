@@ -10,8 +10,8 @@ from sqlalchemy import delete, func, insert, select
 from sqlalchemy.engine import Connection
 
 from plastron.errors import InvalidArgument
+from plastron.records import JoinToken, RegistrationEntry
 from plastron.selector import Selector
-from plastron.server.datastore.records import JoinToken, RegistrationEntry
 from plastron.server.datastore.schema import MAX_SHORT, join_tokens
 from plastron.server.datastore.token_key import JoinTokenHasher
 from plastron.spiffe.ids import SpiffeId, agent_id

@@ -8,7 +8,7 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.engine import Connection
 
 from plastron.errors import DataStoreError, InvalidArgument, NotFound
-from plastron.server.datastore.records import CAJournal
+from plastron.records import CAJournal
 from plastron.server.datastore.schema import MAX_SHORT, ca_journals
 
 J = ca_journals

@@ -11,10 +11,10 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import Connection
 
 from plastron.errors import InvalidArgument, NotFound
+from plastron.records import AttestedNode, MatchMode
 from plastron.selector import Selector
 from plastron.server.datastore import events
 from plastron.server.datastore.filters import check_match, selector_predicate, set_match
-from plastron.server.datastore.records import AttestedNode, MatchMode
 from plastron.server.datastore.schema import (
     MAX_SHORT,
     attested_node_entries,

@@ -23,6 +23,14 @@ from plastron.errors import (
     NotFound,
     PlastronError,
 )
+from plastron.records import (
+    AttestedNode,
+    CAJournal,
+    DeleteMode,
+    EntryAlreadyExists,
+    FederationRelationship,
+    RegistrationEntry,
+)
 from plastron.selector import Selector
 from plastron.server.datastore import (
     bundles,
@@ -39,14 +47,6 @@ from plastron.server.datastore.entries import EntryFilters
 from plastron.server.datastore.filters import next_token, parse_page
 from plastron.server.datastore.join_token_store import FOREIGN_KEY_LOG_SECONDS, JoinTokenMethods
 from plastron.server.datastore.nodes import NodeFilters
-from plastron.server.datastore.records import (
-    AttestedNode,
-    CAJournal,
-    DeleteMode,
-    EntryAlreadyExists,
-    FederationRelationship,
-    RegistrationEntry,
-)
 from plastron.server.datastore.sqlite_files import prepare_sqlite_file, sqlite_file
 from plastron.server.datastore.token_key import JoinTokenHasher
 from plastron.server.datastore.transactions import TransactionRunner, describe

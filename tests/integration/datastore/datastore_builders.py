@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from plastron.records import AttestedNode, RegistrationEntry
 from plastron.selector import Selector
-from plastron.server.datastore.records import AttestedNode, RegistrationEntry
 from plastron.spiffe.ids import SpiffeId, TrustDomain
 
 TD = TrustDomain("example.org")

@@ -10,7 +10,7 @@ from datastore_builders import entry, sel, sid
 
 from plastron.clock import ManualClock, to_unix
 from plastron.errors import AlreadyExists, InvalidArgument, NotFound
-from plastron.server.datastore.records import EntryAlreadyExists, RegistrationEntry
+from plastron.records import EntryAlreadyExists, RegistrationEntry
 from plastron.server.datastore.store import DataStore
 from plastron.spiffe.ids import TrustDomain
 

@@ -16,11 +16,11 @@ from sqlalchemy import inspect, select, text
 
 from plastron.clock import ManualClock
 from plastron.errors import DataStoreError
+from plastron.records import JoinToken
 from plastron.selector import Selector
 from plastron.server.datastore import migrate
 from plastron.server.datastore.config import SqlConfig, to_driver_target
 from plastron.server.datastore.engine import WRITE_OPTION, build_engine
-from plastron.server.datastore.records import JoinToken
 from plastron.server.datastore.schema import join_tokens
 from plastron.server.datastore.sqlite_files import sqlite_file
 from plastron.server.datastore.store import DataStore, open_datastore

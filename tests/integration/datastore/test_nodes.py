@@ -8,7 +8,7 @@ import pytest
 from datastore_builders import node, sel, sid
 
 from plastron.errors import AlreadyExists, InvalidArgument, NotFound
-from plastron.server.datastore.records import AttestedNode
+from plastron.records import AttestedNode
 from plastron.server.datastore.store import DataStore
 
 

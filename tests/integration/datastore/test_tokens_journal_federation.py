@@ -10,7 +10,7 @@ from datastore_builders import entry, sid
 
 from plastron.clock import ManualClock
 from plastron.errors import AlreadyExists, InvalidArgument, NotFound
-from plastron.server.datastore.records import CAJournal, FederationRelationship, JoinToken
+from plastron.records import CAJournal, FederationRelationship, JoinToken
 from plastron.server.datastore.store import DataStore
 from plastron.spiffe.ids import TrustDomain
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from plastron.clock import ManualClock
+from plastron.records import AttestedNode, RegistrationEntry
 from plastron.selector import Selector
 from plastron.server.datastore.config import SqlConfig
-from plastron.server.datastore.records import AttestedNode, RegistrationEntry
 from plastron.server.datastore.store import open_datastore
 from plastron.server.entrycache import AuthorizedEntryCache
 from plastron.spiffe.ids import SpiffeId, TrustDomain

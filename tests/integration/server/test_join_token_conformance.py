@@ -14,7 +14,7 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from plastron.errors import AlreadyExists, InvalidArgument
-from plastron.server.datastore.records import JoinToken
+from plastron.records import JoinToken
 from tests.conformance.nodeattestor import (
     HOSTILE_PATH_VALUES,
     NodeAttestorAdapter,

@@ -16,7 +16,7 @@ from plastron.proto.spire.api.server.agent.v1 import agent_grpc, agent_pb2
 from plastron.proto.spire.api.server.entry.v1 import entry_pb2
 from plastron.proto.spire.api.server.svid.v1 import svid_pb2
 from plastron.proto.spire.api.types import entry_pb2 as types_entry
-from plastron.server.datastore.records import RegistrationEntry, Selector
+from plastron.records import RegistrationEntry, Selector
 
 from .server_harness import TD, Harness, make_csr, running_server
 

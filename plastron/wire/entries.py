@@ -1,18 +1,15 @@
-"""Conversions between SPIRE API messages (spire.api.types) and Plastron's typed records.
+"""Registration entries and attested agents on the wire (spire.api.types.Entry, Agent).
 
-Parsing happens here, once, at the edge: every field is checked and a bad one raises
-InvalidArgument naming the field (``entry.spiffe_id: …``), so handlers only see typed values.
+An entry is validated here as SPIRE does (pkg/server/api/entry.go ProtoToRegistrationEntry):
+every field checked, a bad one refused with InvalidArgument naming it (``entry.spiffe_id: …``).
 """
 
 from __future__ import annotations
 
 from plastron.errors import InvalidArgument
-from plastron.proto.spire.api.types import (
-    agent_pb2,
-    entry_pb2,
-)
-from plastron.server.datastore.records import AttestedNode, RegistrationEntry
-from plastron.spiffe.ids import TrustDomain
+from plastron.proto.spire.api.types import agent_pb2, entry_pb2
+from plastron.records import AttestedNode, RegistrationEntry
+from plastron.spiffe.ids import SpiffeId, TrustDomain
 from plastron.wire.ids import spiffe_id_from_proto, spiffe_id_to_proto, trust_domain_from_text
 from plastron.wire.limits import (
     MAX_DNS_NAME_CHARS,
@@ -24,11 +21,61 @@ from plastron.wire.limits import (
 )
 from plastron.wire.selectors import selector_to_proto, selectors_from_proto
 
-# ---- entries --------------------------------------------------------------------------------
+#: The Entry fields an EntryMask can select, in the message's order.
+ENTRY_MASK_FIELDS = (
+    "spiffe_id",
+    "parent_id",
+    "selectors",
+    "x509_svid_ttl",
+    "federates_with",
+    "admin",
+    "downstream",
+    "expires_at",
+    "dns_names",
+    "store_svid",
+    "jwt_svid_ttl",
+    "hint",
+)
 
 
 def entry_from_proto(msg: entry_pb2.Entry, td: TrustDomain) -> RegistrationEntry:
-    """Validate an entry as SPIRE does (pkg/server/api/entry.go ProtoToRegistrationEntry)."""
+    """The entry a create or update request carries, for trust domain ``td``."""
+    spiffe_id, parent_id = _entry_ids(msg, td)
+    if not msg.selectors:
+        raise InvalidArgument("entry.selectors: at least one selector is required")
+    selectors = selectors_from_proto(msg.selectors, "entry.selectors")
+    check_ttl(msg.x509_svid_ttl, "entry.x509_svid_ttl")
+    check_ttl(msg.jwt_svid_ttl, "entry.jwt_svid_ttl")
+    if msg.expires_at < 0:
+        raise InvalidArgument("entry.expires_at: must not be negative")
+    if len(msg.hint) > MAX_HINT_CHARS:
+        raise InvalidArgument(f"entry.hint: longer than {MAX_HINT_CHARS} characters")
+    if len(msg.dns_names) > MAX_DNS_NAMES:
+        raise InvalidArgument(f"entry.dns_names: more than {MAX_DNS_NAMES} names")
+    for name in msg.dns_names:
+        _check_dns_name(name)
+    federates = _federates_with(msg, td)
+    if len(msg.id) > MAX_ENTRY_ID_CHARS:
+        raise InvalidArgument(f"entry.id: longer than {MAX_ENTRY_ID_CHARS} characters")
+    return RegistrationEntry(
+        entry_id=msg.id,
+        spiffe_id=spiffe_id,
+        parent_id=parent_id,
+        selectors=tuple(sorted(set(selectors))),
+        x509_svid_ttl=msg.x509_svid_ttl,
+        jwt_svid_ttl=msg.jwt_svid_ttl,
+        federates_with=tuple(sorted(set(federates))),
+        admin=msg.admin,
+        downstream=msg.downstream,
+        expires_at=msg.expires_at,
+        dns_names=tuple(msg.dns_names),
+        store_svid=msg.store_svid,
+        hint=msg.hint,
+    )
+
+
+def _entry_ids(msg: entry_pb2.Entry, td: TrustDomain) -> tuple[SpiffeId, SpiffeId]:
+    """The entry's SPIFFE ID (a workload ID of ``td``) and parent ID (any ID of ``td``)."""
     if not msg.HasField("spiffe_id"):
         raise InvalidArgument("entry.spiffe_id: missing")
     if not msg.HasField("parent_id"):
@@ -49,19 +96,10 @@ def entry_from_proto(msg: entry_pb2.Entry, td: TrustDomain) -> RegistrationEntry
         )
     if not parent_id.path:
         raise InvalidArgument(f"entry.parent_id: {parent_id} has no path")
-    if not msg.selectors:
-        raise InvalidArgument("entry.selectors: at least one selector is required")
-    selectors = selectors_from_proto(msg.selectors, "entry.selectors")
-    check_ttl(msg.x509_svid_ttl, "entry.x509_svid_ttl")
-    check_ttl(msg.jwt_svid_ttl, "entry.jwt_svid_ttl")
-    if msg.expires_at < 0:
-        raise InvalidArgument("entry.expires_at: must not be negative")
-    if len(msg.hint) > MAX_HINT_CHARS:
-        raise InvalidArgument(f"entry.hint: longer than {MAX_HINT_CHARS} characters")
-    if len(msg.dns_names) > MAX_DNS_NAMES:
-        raise InvalidArgument(f"entry.dns_names: more than {MAX_DNS_NAMES} names")
-    for name in msg.dns_names:
-        _check_dns_name(name)
+    return spiffe_id, parent_id
+
+
+def _federates_with(msg: entry_pb2.Entry, td: TrustDomain) -> tuple[TrustDomain, ...]:
     if len(msg.federates_with) > MAX_FEDERATES_WITH:
         raise InvalidArgument(f"entry.federates_with: more than {MAX_FEDERATES_WITH} entries")
     federates = tuple(trust_domain_from_text(t, "entry.federates_with") for t in msg.federates_with)
@@ -69,23 +107,7 @@ def entry_from_proto(msg: entry_pb2.Entry, td: TrustDomain) -> RegistrationEntry
         raise InvalidArgument(
             f"entry.federates_with: cannot federate with the server's own trust domain {td.name!r}"
         )
-    if len(msg.id) > MAX_ENTRY_ID_CHARS:
-        raise InvalidArgument(f"entry.id: longer than {MAX_ENTRY_ID_CHARS} characters")
-    return RegistrationEntry(
-        entry_id=msg.id,
-        spiffe_id=spiffe_id,
-        parent_id=parent_id,
-        selectors=tuple(sorted(set(selectors))),
-        x509_svid_ttl=msg.x509_svid_ttl,
-        jwt_svid_ttl=msg.jwt_svid_ttl,
-        federates_with=tuple(sorted(set(federates))),
-        admin=msg.admin,
-        downstream=msg.downstream,
-        expires_at=msg.expires_at,
-        dns_names=tuple(msg.dns_names),
-        store_svid=msg.store_svid,
-        hint=msg.hint,
-    )
+    return federates
 
 
 def _check_dns_name(name: str) -> None:
@@ -104,6 +126,8 @@ def _check_dns_name(name: str) -> None:
 def entry_to_proto(
     entry: RegistrationEntry, mask: entry_pb2.EntryMask | None = None
 ) -> entry_pb2.Entry:
+    """``entry`` as a message; with ``mask``, only the fields it selects (the ID always)."""
+
     def want(name: str) -> bool:
         return mask is None or bool(getattr(mask, name))
 
@@ -114,44 +138,27 @@ def entry_to_proto(
         msg.parent_id.CopyFrom(spiffe_id_to_proto(entry.parent_id))
     if want("selectors"):
         msg.selectors.extend(selector_to_proto(s) for s in entry.selectors)
-    if want("x509_svid_ttl"):
-        msg.x509_svid_ttl = entry.x509_svid_ttl
-    if want("jwt_svid_ttl"):
-        msg.jwt_svid_ttl = entry.jwt_svid_ttl
     if want("federates_with"):
         msg.federates_with.extend(td.name for td in entry.federates_with)
-    if want("admin"):
-        msg.admin = entry.admin
-    if want("downstream"):
-        msg.downstream = entry.downstream
-    if want("expires_at"):
-        msg.expires_at = entry.expires_at
     if want("dns_names"):
         msg.dns_names.extend(entry.dns_names)
-    if want("revision_number"):
-        msg.revision_number = entry.revision_number
-    if want("store_svid"):
-        msg.store_svid = entry.store_svid
-    if want("hint"):
-        msg.hint = entry.hint
-    if want("created_at"):
-        msg.created_at = entry.created_at
+    for name in _SCALAR_FIELDS:
+        if want(name):
+            setattr(msg, name, getattr(entry, name))
     return msg
 
 
-ENTRY_MASK_FIELDS = (
-    "spiffe_id",
-    "parent_id",
-    "selectors",
+#: Entry fields that are copied as they are (the record names them the same).
+_SCALAR_FIELDS = (
     "x509_svid_ttl",
-    "federates_with",
+    "jwt_svid_ttl",
     "admin",
     "downstream",
     "expires_at",
-    "dns_names",
+    "revision_number",
     "store_svid",
-    "jwt_svid_ttl",
     "hint",
+    "created_at",
 )
 
 
@@ -162,10 +169,9 @@ def mask_fields(mask: entry_pb2.EntryMask | None) -> set[str] | None:
     return {name for name in ENTRY_MASK_FIELDS if getattr(mask, name, False)}
 
 
-# ---- agents ---------------------------------------------------------------------------------
-
-
 def agent_to_proto(node: AttestedNode, mask: agent_pb2.AgentMask | None = None) -> agent_pb2.Agent:
+    """An attested agent as a message; with ``mask``, only the fields it selects."""
+
     def want(name: str) -> bool:
         return mask is None or bool(getattr(mask, name))
 

@@ -1,4 +1,6 @@
-"""Datastore domain records: frozen values that cross the datastore boundary."""
+"""The records the server's datastore keeps and its API carries (registration entries,
+attested nodes, join tokens, federation relationships): frozen values in core, so the wire
+conversions (plastron/wire) and any DataStore implementation share them."""
 
 from __future__ import annotations
 
