@@ -14,6 +14,8 @@ from plastron.wire.ids import trust_domain_from_text
 from plastron.wire.keys import public_key_from_der, spki_der
 from plastron.wire.svids import ca_der
 
+MAX_INT64 = (1 << 63) - 1
+
 
 def bundle_to_proto(bundle: Bundle, mask: bundle_pb2.BundleMask | None = None) -> bundle_pb2.Bundle:
     """``bundle`` as a message; with ``mask``, only the fields it selects (the trust domain
@@ -35,7 +37,9 @@ def bundle_to_proto(bundle: Bundle, mask: bundle_pb2.BundleMask | None = None) -
                 tainted=j.tainted,
             )
     if want("refresh_hint"):
-        msg.refresh_hint = bundle.refresh_hint or 0
+        # The message's field is int64; a bundle document may carry up to 2^64-1 seconds,
+        # which means "never" either way.
+        msg.refresh_hint = min(bundle.refresh_hint or 0, MAX_INT64)
     if want("sequence_number"):
         msg.sequence_number = bundle.sequence_number
     return msg
