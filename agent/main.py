@@ -27,6 +27,7 @@ from plastron.agent.plugin_loading import (
     build_key_manager,
     build_node_attestor,
     build_workload_attestors,
+    check_agent_plugins,
     load_bootstrap_bundle,
 )
 from plastron.agent.sds.service import SecretDiscoveryService
@@ -245,8 +246,9 @@ async def run_agent(config: AgentConfig, *, join_token: str | None = None) -> in
     )
     for noisy in ("hpack", "h2", "grpclib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    ensure_private_dir(config.data_dir, "data_dir")  # the agent's key and SVID live there
     try:
+        check_agent_plugins(config)  # a missing extra fails here, before data_dir is made
+        ensure_private_dir(config.data_dir, "data_dir")  # the agent's key and SVID live there
         return await AgentRuntime(config, join_token).run()
     except AgentExit as exc:
         log.error("agent stopping: %s", exc)

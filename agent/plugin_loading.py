@@ -7,6 +7,7 @@ import ssl
 import urllib.parse
 import urllib.request
 from functools import cache
+from typing import Any
 
 from cryptography import x509
 
@@ -15,7 +16,7 @@ from plastron.attestors.base import AgentNodeAttestor
 from plastron.errors import ConfigError, Unavailable
 from plastron.host_services import HostServices
 from plastron.keymanager import KeyManager
-from plastron.plugins import PluginContext, Registries, load_plugins
+from plastron.plugins import PluginContext, Registries, Registry, load_plugins
 from plastron.spiffe.bundle import Bundle
 from plastron.spiffe.x509svid import load_pem_certificates
 from plastron.workloadattestor import WorkloadAttestor
@@ -23,8 +24,9 @@ from plastron.workloadattestor import WorkloadAttestor
 log = logging.getLogger("plastron.agent")
 MAX_TRUST_BUNDLE_BYTES = 4 * 1024 * 1024
 
-# The modules whose register(registries) the agent calls at start. A missing optional
-# dependency (libtss2, a PKCS#11 module) disables that plugin with a log line, not the agent.
+# The modules whose register(registries) the agent calls at start. None imports an optional
+# dependency: a plugin that needs one names its extra (plastron.extras), checked when it is
+# configured.
 AGENT_PLUGIN_MODULES = (
     "plastron.keymanager_plugins",
     "plastron.attestors.join_token",
@@ -40,6 +42,22 @@ AGENT_PLUGIN_MODULES = (
 def agent_plugins() -> Registries:
     """The agent's registries, loaded once per process."""
     return load_plugins(AGENT_PLUGIN_MODULES)
+
+
+def check_agent_plugins(config: AgentConfig) -> None:
+    """Every enabled plugin of ``config`` is one this build has, with its extra installed.
+    Nothing is built or opened: this is what ``validate`` checks and what ``run`` checks
+    before touching data_dir."""
+    registries = agent_plugins()
+    by_type: dict[str, Registry[Any]] = {
+        "KeyManager": registries.key_managers,
+        "NodeAttestor": registries.agent_node_attestors,
+        "WorkloadAttestor": registries.workload_attestors,
+    }
+    for plugin in config.plugins:
+        registry = by_type.get(plugin.type)
+        if registry is not None and plugin.enabled:
+            registry.check(plugin)
 
 
 def _join_token(config: AgentConfig, flag: str | None) -> str | None:

@@ -1,5 +1,9 @@
 """KeyManager ``pkcs11`` and the opener of ``pkcs11:`` key URIs (x509pop's ``private_key_uri``):
-their ``register``.
+their ``register`` (the UpstreamAuthority's is in :mod:`plastron.hsm.upstream_plugin`).
+
+Both need the ``[hsm]`` extra (python-pkcs11). This module does not import it: the factories
+import the modules that do, after the registry has checked the extra, so a configuration
+without a PKCS#11 plugin never loads it (see :mod:`plastron.extras`).
 
 Besides the token keys (see :mod:`plastron.hsm.config`), plugin_data names this server so
 that its labels differ from those of other servers on the same token, as SPIRE's KMS key
@@ -17,12 +21,12 @@ from pathlib import Path
 from plastron.configs.block import Block
 from plastron.configs.plugin_blocks import PluginConfig
 from plastron.errors import ConfigError
+from plastron.extras import require_extra
 from plastron.hsm.config import read_pkcs11_config
-from plastron.hsm.keymanager import SERVER_ID_RE, open_pkcs11_key_manager
-from plastron.hsm.uri_key import open_uri_key
 from plastron.keymanager import KeyManager
 from plastron.plugins import PluginContext, Registries
 
+EXTRA = "hsm"
 DEFAULT_IDENTIFIER_FILE = "pkcs11_key_identifier"
 
 
@@ -45,6 +49,8 @@ def _identifier_from_file(path: Path, where: str) -> str:
 
 def server_key_identifier(settings: Block, context: PluginContext) -> str:
     """This server's id in key labels, from plugin_data or the identifier file."""
+    from plastron.hsm.keymanager import SERVER_ID_RE  # noqa: PLC0415  # [hsm] extra
+
     value = settings.optional_string("key_identifier_value")
     file = settings.optional_string("key_identifier_file")
     if value is not None and file is not None:
@@ -70,6 +76,8 @@ def server_key_identifier(settings: Block, context: PluginContext) -> str:
 def _pkcs11_key_manager(plugin: PluginConfig, context: PluginContext) -> KeyManager:
     if context.trust_domain is None:
         raise ConfigError(f"{plugin.path}: the pkcs11 KeyManager needs the trust domain")
+    from plastron.hsm.keymanager import open_pkcs11_key_manager  # noqa: PLC0415  # [hsm] extra
+
     settings = plugin.settings()
     server_id = server_key_identifier(settings, context)
     return open_pkcs11_key_manager(
@@ -77,6 +85,14 @@ def _pkcs11_key_manager(plugin: PluginConfig, context: PluginContext) -> KeyMana
     )
 
 
+def open_pkcs11_uri(uri: str) -> tuple[KeyManager, str]:
+    """The KeyUriOpener of ``pkcs11:`` URIs; needs the [hsm] extra."""
+    require_extra(EXTRA, 'a "pkcs11:" key URI')
+    from plastron.hsm.uri_key import open_uri_key  # noqa: PLC0415  # [hsm] extra
+
+    return open_uri_key(uri)
+
+
 def register(registries: Registries) -> None:
-    registries.key_managers.register("pkcs11", _pkcs11_key_manager)
-    registries.key_uri_openers["pkcs11"] = open_uri_key
+    registries.key_managers.register("pkcs11", _pkcs11_key_manager, extra=EXTRA)
+    registries.key_uri_openers["pkcs11"] = open_pkcs11_uri

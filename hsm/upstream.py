@@ -31,17 +31,15 @@ from pkcs11 import Attribute, CertificateType, ObjectClass
 
 from plastron.clock import Clock
 from plastron.configs.block import Block
-from plastron.configs.plugin_blocks import PluginConfig
 from plastron.errors import ConfigError, FailedPrecondition, InvalidArgument, NotFound
 from plastron.hsm.config import read_pkcs11_config
 from plastron.hsm.keymanager import Pkcs11KeyManager
 from plastron.hsm.session import open_token_session
 from plastron.keymanager import KeyType, PrivateKey, check_key_id
-from plastron.plugins import PluginContext, Registries
 from plastron.spiffe.bundle import JwtAuthority
 from plastron.spiffe.ids import TrustDomain
 from plastron.spiffe.x509svid import make_ca_certificate
-from plastron.upstream import UpstreamAuthority, UpstreamUnsupported
+from plastron.upstream import UpstreamUnsupported
 from plastron.wire.keys import spki_der
 
 BACKDATE = dt.timedelta(seconds=10)
@@ -252,15 +250,3 @@ def open_pkcs11_upstream_authority(
     except BaseException:
         keys.close()
         raise
-
-
-def _pkcs11_upstream(plugin: PluginConfig, context: PluginContext) -> UpstreamAuthority:
-    if context.trust_domain is None:
-        raise ConfigError(f"{plugin.path}: the pkcs11 UpstreamAuthority needs the trust domain")
-    return open_pkcs11_upstream_authority(
-        plugin.settings(), trust_domain=context.trust_domain, clock=context.clock
-    )
-
-
-def register(registries: Registries) -> None:
-    registries.upstream_authorities.register("pkcs11", _pkcs11_upstream)

@@ -10,6 +10,10 @@ Every plugin type is wired the same way:
 - a plugin module, in whichever room holds its code, defines ``register(registries)``, which
   adds its factories by name to :class:`Registries`. A runtime lists its modules and calls
   :func:`load_plugins` once; nothing registers by being imported;
+- a plugin that needs an optional dependency registers with ``extra="hsm"`` (see
+  :mod:`plastron.extras`) and its module imports that dependency only inside the factory: the
+  registry checks the extra first, so a configuration naming the plugin on an install without
+  it fails with one line naming the extra, and no other configuration imports it;
 - a factory ``(PluginConfig, PluginContext) -> plugin`` reads its ``plugin_data`` and raises
   ConfigError naming the key (``plugins.KeyManager.disk.plugin_data.directory ...``);
 - the runtime builds one :class:`PluginContext` (:meth:`Registries.context`): the trust domain,
@@ -37,6 +41,7 @@ from plastron.attestors.base import AgentNodeAttestor, ServerNodeAttestor
 from plastron.clock import Clock, SystemClock
 from plastron.configs.plugin_blocks import PluginConfig
 from plastron.errors import ConfigError
+from plastron.extras import require_extra
 from plastron.host_services import HostServices
 from plastron.keymanager import KeyManager, PrivateKey
 from plastron.spiffe.ids import TrustDomain
@@ -90,16 +95,24 @@ class Registry(Generic[T]):
     def __init__(self, plugin_type: str) -> None:
         self.plugin_type = plugin_type
         self._factories: dict[str, Factory[T]] = {}
+        self._extras: dict[str, str] = {}
 
     def __repr__(self) -> str:
         return f"Registry({self.plugin_type!r}, names={self.names()})"
 
-    def register(self, name: str, factory: Factory[T]) -> None:
+    def register(self, name: str, factory: Factory[T], *, extra: str | None = None) -> None:
+        """Add ``factory`` under ``name``; ``extra`` names the pip extra it needs."""
         if not name:
             raise ValueError(f"{self.plugin_type}: plugin name must not be empty")
         if name in self._factories:
             raise ValueError(f'{self.plugin_type} "{name}" is already registered')
         self._factories[name] = factory
+        if extra is not None:
+            self._extras[name] = extra
+
+    def extra(self, name: str) -> str | None:
+        """The pip extra the plugin ``name`` needs, if any."""
+        return self._extras.get(name)
 
     def names(self) -> tuple[str, ...]:
         return tuple(sorted(self._factories))
@@ -107,8 +120,9 @@ class Registry(Generic[T]):
     def __contains__(self, name: object) -> bool:
         return name in self._factories
 
-    def create(self, plugin_config: PluginConfig, context: PluginContext) -> T:
-        """Build the plugin ``plugin_config`` names; ConfigError if the name is unknown."""
+    def check(self, plugin_config: PluginConfig) -> Factory[T]:
+        """The factory for ``plugin_config``, after checking that this build has the plugin and
+        that its extra is installed; ConfigError (MissingExtra) naming what is missing."""
         if plugin_config.type != self.plugin_type:
             raise ConfigError(
                 f"{plugin_config.path}: a {plugin_config.type} cannot be built by the"
@@ -118,7 +132,14 @@ class Registry(Generic[T]):
         if factory is None:
             known = ", ".join(self.names()) or "none"
             raise ConfigError(f'unknown {self.plugin_type} "{plugin_config.name}"; known: {known}')
-        return factory(plugin_config, context)
+        extra = self._extras.get(plugin_config.name)
+        if extra is not None:
+            require_extra(extra, f'{self.plugin_type} "{plugin_config.name}"')
+        return factory
+
+    def create(self, plugin_config: PluginConfig, context: PluginContext) -> T:
+        """Build the plugin ``plugin_config`` names (see :meth:`check` for the errors)."""
+        return self.check(plugin_config)(plugin_config, context)
 
 
 @dataclass

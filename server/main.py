@@ -12,6 +12,7 @@ from plastron.files import ensure_private_dir, restrict_umask
 from plastron.server.cli.args import FlagParser, flag
 from plastron.server.config import ServerConfig, load_server_config
 from plastron.server.logsetup import configure_logging
+from plastron.server.plugin_loading import check_server_plugins, load_server_plugins
 from plastron.server.runtime import PlastronServer
 
 DEFAULT_CONFIG = "conf/server/server.conf"
@@ -46,6 +47,7 @@ def run_command(argv: list[str]) -> int:
     restrict_umask()  # the datastore, its -wal/-shm, keys, logs: the server's user's alone
     try:
         config = load("plastron-server run", argv)
+        check_server_plugins(config, load_server_plugins())  # a missing extra: before any file
         ensure_private_dir(config.data_dir, "data_dir")  # before anything (a log) is put there
         configure_logging(config.log_level, config.log_format, config.log_file)
         asyncio.run(serve(config))
@@ -59,7 +61,8 @@ def run_command(argv: list[str]) -> int:
 
 def validate_command(argv: list[str]) -> int:
     try:
-        load("plastron-server validate", argv)
+        config = load("plastron-server validate", argv)
+        check_server_plugins(config, load_server_plugins())
     except PlastronError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 1

@@ -11,13 +11,15 @@ from plastron.attestors.base import ServerNodeAttestor
 from plastron.attestors.join_token import NAME as JOIN_TOKEN
 from plastron.configs.plugin_blocks import PluginConfig
 from plastron.errors import ConfigError
-from plastron.plugins import PluginContext, Registries, load_plugins
+from plastron.extras import require_extra
+from plastron.plugins import PluginContext, Registries, Registry, load_plugins
 from plastron.server.config import DEFAULT_DATASTORE, ServerConfig
 from plastron.server.datastore.config import DEFAULT_DATABASE_TYPE, DatabaseType, SqlConfig
 from plastron.upstream import UpstreamAuthority
 
-# The modules whose register(registries) the server calls at start. A missing optional
-# dependency (e.g. libtss2 for the TPM attestor) disables that plugin with a log line.
+# The modules whose register(registries) the server calls at start. None imports an optional
+# dependency: a plugin that needs one names its extra (plastron.extras), checked when it is
+# configured.
 SERVER_PLUGIN_MODULES = (
     "plastron.keymanager_plugins",
     "plastron.attestors.join_token",
@@ -25,9 +27,12 @@ SERVER_PLUGIN_MODULES = (
     "plastron.attestors.gcp_iit.plugin",
     "plastron.tpm.plugin",
     "plastron.hsm.plugin",
-    "plastron.hsm.upstream",
+    "plastron.hsm.upstream_plugin",
     "plastron.server.upstream.disk",
 )
+
+# The pip extra holding each database's driver (SQLite's is in the standard library).
+DATABASE_EXTRAS: dict[str, str] = {"postgres": "postgres", "mysql": "mysql"}
 
 # SPIRE's read-only replica string: accepted so SPIRE configs load, not used (one pool).
 _UNUSED_SQL_KEYS = ("ro_connection_string",)
@@ -35,6 +40,22 @@ _UNUSED_SQL_KEYS = ("ro_connection_string",)
 
 def load_server_plugins() -> Registries:
     return load_plugins(SERVER_PLUGIN_MODULES)
+
+
+def check_server_plugins(cfg: ServerConfig, registries: Registries) -> None:
+    """Every enabled plugin of ``cfg`` that Plastron builds is one this build has, with its
+    extra installed, and the datastore settings are valid. Nothing is built, opened or created:
+    this is what ``validate`` checks and what ``run`` checks before opening anything."""
+    datastore_config(cfg)
+    by_type: dict[str, Registry[Any]] = {
+        "KeyManager": registries.key_managers,
+        "NodeAttestor": registries.server_node_attestors,
+        "UpstreamAuthority": registries.upstream_authorities,
+    }
+    for plugin in cfg.plugins:
+        registry = by_type.get(plugin.type)
+        if registry is not None and plugin.enabled:
+            registry.check(plugin)
 
 
 def _file_path(cfg: ServerConfig, value: Any) -> str:
@@ -52,13 +73,15 @@ def datastore_config(cfg: ServerConfig) -> SqlConfig:
         raise ConfigError(f'unknown DataStore "{plugin.name}"; known: sql')
     settings = plugin.settings()
     defaults = SqlConfig
+    database_type = cast(
+        DatabaseType,
+        settings.choice("database_type", DEFAULT_DATABASE_TYPE, ("sqlite3", "postgres", "mysql")),
+    )
+    extra = DATABASE_EXTRAS.get(database_type)
+    if extra is not None:
+        require_extra(extra, f'DataStore "sql" with database_type "{database_type}"')
     config = SqlConfig(
-        database_type=cast(
-            DatabaseType,
-            settings.choice(
-                "database_type", DEFAULT_DATABASE_TYPE, ("sqlite3", "postgres", "mysql")
-            ),
-        ),
+        database_type=database_type,
         connection_string=settings.string("connection_string", ""),
         data_dir=str(cfg.data_dir),
         max_open_conns=settings.integer("max_open_conns", defaults.max_open_conns, 1),

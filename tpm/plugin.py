@@ -66,8 +66,10 @@ def _key_manager(plugin: PluginConfig, context: PluginContext) -> KeyManager:
 
 
 def register(registries: Registries) -> None:
+    # The server halves verify in pure Python; the agent halves and the KeyManager talk to a
+    # TPM through tpm2-pytss, the [tpm] extra, imported only when one of them is built.
     registries.server_node_attestors.register(attestor.NAME, _tpm_server)
-    registries.agent_node_attestors.register(attestor.NAME, _tpm_agent)
+    registries.agent_node_attestors.register(attestor.NAME, _tpm_agent, extra="tpm")
     registries.server_node_attestors.register(devid.NAME, _devid_server)
-    registries.agent_node_attestors.register(devid.NAME, _devid_agent)
-    registries.key_managers.register("tpm", _key_manager)
+    registries.agent_node_attestors.register(devid.NAME, _devid_agent, extra="tpm")
+    registries.key_managers.register("tpm", _key_manager, extra="tpm")

@@ -8,11 +8,13 @@ from typing import TextIO
 
 from plastron.agent.config import load_agent_config
 from plastron.agent.main import run_agent
+from plastron.agent.plugin_loading import check_agent_plugins
 from plastron.files import restrict_umask
 
 
 async def validate(args: argparse.Namespace, out: TextIO) -> int:
-    load_agent_config(Path(args.config), expand_env=args.expandEnv)
+    config = load_agent_config(Path(args.config), expand_env=args.expandEnv)
+    check_agent_plugins(config)
     out.write("Agent configuration file is valid.\n")
     return 0
 

@@ -17,6 +17,7 @@ from grpclib.exceptions import GRPCError
 
 from plastron.agent.cli import agent_commands, api
 from plastron.errors import PlastronError
+from plastron.version import VERSION_FLAGS, package_version
 
 DEFAULT_CONFIG = "conf/agent/agent.conf"
 Command = Callable[[argparse.Namespace, TextIO], Coroutine[Any, Any, int]]
@@ -87,8 +88,12 @@ class OneLineErrorParser(argparse.ArgumentParser):
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
-    args = build_parser().parse_args(argv)
     stream = out or sys.stdout
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in VERSION_FLAGS:
+        stream.write(f"{package_version()}\n")
+        return 0
+    args = build_parser().parse_args(argv)
     command: Command = args.run
     try:
         return asyncio.run(command(args, stream))

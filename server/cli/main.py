@@ -13,6 +13,7 @@ from collections.abc import Callable
 from plastron.errors import PlastronError
 from plastron.server.cli import agent, bundle, entry, healthcheck, join_token, mint
 from plastron.server.cli.args import CliError
+from plastron.version import VERSION_FLAGS, package_version
 
 Command = Callable[[list[str]], int]
 
@@ -70,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] in ("-h", "--help", "help"):
         sys.stdout.write(usage())
+        return 0
+    if args and args[0] in VERSION_FLAGS:
+        print(package_version())
         return 0
     try:
         command, rest = resolve(args)

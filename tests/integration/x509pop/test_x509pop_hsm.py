@@ -21,7 +21,6 @@ from plastron.errors import ConfigError, KeyManagerError
 from plastron.hsm.config import parse_pkcs11_config
 from plastron.hsm.keymanager import Pkcs11KeyManager
 from plastron.hsm.session import open_token_session
-from plastron.hsm.uri_key import open_uri_key
 from plastron.keymanager import KeyType
 from plastron.spiffe.ids import SpiffeId, TrustDomain
 
@@ -80,7 +79,6 @@ async def test_hsm_node_key_attests(
 
 def test_hsm_node_key_cannot_be_exported(softhsm_token: SoftHsmToken) -> None:
     km = node_key_in_token(softhsm_token, KeyType.EC_P256)
-    assert CONTEXT.key_uri_openers["pkcs11"] is open_uri_key
     key = CONTEXT.open_key_uri(uri_for(softhsm_token))
     assert key.public_key() == km.get_public_key("x509pop-node")
     with pytest.raises(KeyManagerError, match="cannot be exported"):
