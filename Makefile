@@ -8,6 +8,8 @@ SYSTEM_PACKAGES := softhsm2 swtpm swtpm-tools libtss2-dev tpm2-tools opensc pkg-
 	tpm2-openssl tpm2-abrmd libtss2-tcti-tabrmd0 dbus-daemon
 STAMP_SYS := .build/system-packages.stamp
 STAMP_VENV := $(VENV)/.plastron-installed
+# Every extra, so `make test` covers the HSM, TPM and database plugins (pyproject.toml).
+EXTRAS := dev,hsm,tpm,cloud,k8s,postgres,mysql
 
 .PHONY: all system-deps venv demo test test-fast lint typecheck proto bench clean
 
@@ -28,7 +30,7 @@ system-deps: $(STAMP_SYS)
 $(STAMP_VENV): $(STAMP_SYS) pyproject.toml setup.py
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip setuptools wheel
-	$(PIP) install -q -e '.[dev]'
+	$(PIP) install -q -e '.[$(EXTRAS)]'
 	@touch $@
 
 venv: $(STAMP_VENV)
