@@ -28,7 +28,7 @@ EXTRA_MODULES: Mapping[str, tuple[str, ...]] = MappingProxyType(
         "tpm": ("tpm2_pytss",),  # tpm2-pytss (needs the libtss2 libraries)
         "postgres": ("psycopg",),
         "mysql": ("pymysql",),
-        "cloud": (),
+        "cloud": ("asn1crypto", "boto3"),  # aws_iid's CMS parsing, the AWS API client
         "k8s": (),
     }
 )

@@ -30,7 +30,7 @@ BUILD_TIMEOUT = 300
 INSTALL_TIMEOUT = 600
 CLI_TIMEOUT = 60
 ROLE_EXTRAS = {"hsm", "tpm", "cloud", "k8s", "postgres", "mysql"}
-NOT_IN_BASE = {"python-pkcs11", "tpm2-pytss", "psycopg", "pymysql", "grpcio"}
+NOT_IN_BASE = {"python-pkcs11", "tpm2-pytss", "psycopg", "pymysql", "grpcio", "boto3", "asn1crypto"}
 OFFLINE_SIGNS = ("NewConnectionError", "Temporary failure in name resolution", "unreachable")
 
 pytestmark = pytest.mark.xdist_group("wheel")
@@ -162,7 +162,7 @@ def test_clean_install_reports_its_version_and_has_no_extra(clean_venv: CleanVen
         clean_venv.bin("python"),
         "-c",
         "import importlib.util as u, json; print(json.dumps([m for m in "
-        "('pkcs11', 'tpm2_pytss', 'psycopg', 'pymysql') if u.find_spec(m)]))",
+        "('pkcs11', 'tpm2_pytss', 'psycopg', 'pymysql', 'boto3') if u.find_spec(m)]))",
     )
     assert probe.stdout.strip() == "[]", probe
 

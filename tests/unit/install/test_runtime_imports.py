@@ -14,10 +14,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+from plastron.extras import EXTRA_MODULES
+
 ROOT = Path(__file__).resolve().parents[3]
 SOURCE_ROOTS = ("plastron", "server", "agent", "hsm", "tpm")
 NEVER_AT_RUN_TIME = ("grpc",)
-EXTRAS_MODULES = ("pkcs11", "tpm2_pytss", "psycopg", "pymysql")
+# every extra's modules (pkcs11, tpm2_pytss, psycopg, pymysql, asn1crypto, boto3...)
+EXTRAS_MODULES = tuple(sorted({m for modules in EXTRA_MODULES.values() for m in modules}))
 
 PROBE = """
 import json, sys
