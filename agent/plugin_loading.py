@@ -32,6 +32,7 @@ AGENT_PLUGIN_MODULES = (
     "plastron.attestors.join_token",
     "plastron.attestors.x509pop.plugin",
     "plastron.attestors.gcp_iit.plugin",
+    "plastron.attestors.aws_iid.plugin",
     "plastron.tpm.plugin",
     "plastron.hsm.plugin",
     "plastron.agent.workloadattestor.unix",

@@ -25,6 +25,7 @@ SERVER_PLUGIN_MODULES = (
     "plastron.attestors.join_token",
     "plastron.attestors.x509pop.plugin",
     "plastron.attestors.gcp_iit.plugin",
+    "plastron.attestors.aws_iid.plugin",
     "plastron.tpm.plugin",
     "plastron.hsm.plugin",
     "plastron.hsm.upstream_plugin",

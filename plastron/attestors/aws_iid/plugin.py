@@ -1,0 +1,30 @@
+"""Both aws_iid halves' factories and ``register``."""
+
+from __future__ import annotations
+
+from plastron.attestors.aws_iid.agent import AwsIidAgentAttestor
+from plastron.attestors.aws_iid.config import read_agent_config, read_server_config
+from plastron.attestors.aws_iid.document import NAME
+from plastron.attestors.aws_iid.server import AwsIidServerAttestor
+from plastron.configs.plugin_blocks import PluginConfig
+from plastron.errors import ConfigError
+from plastron.plugins import PluginContext, Registries
+
+
+def create_server_attestor(plugin: PluginConfig, context: PluginContext) -> AwsIidServerAttestor:
+    config = read_server_config(plugin.settings(), context.base_dir)
+    attested = context.services.agent_attested
+    if context.trust_domain is None or attested is None:
+        raise ConfigError(
+            f"{plugin.path}: the server attestor needs the trust domain and the agent store"
+        )
+    return AwsIidServerAttestor(config, context.trust_domain, context.clock, attested)
+
+
+def create_agent_attestor(plugin: PluginConfig, context: PluginContext) -> AwsIidAgentAttestor:
+    return AwsIidAgentAttestor(read_agent_config(plugin.settings()))
+
+
+def register(registries: Registries) -> None:
+    registries.server_node_attestors.register(NAME, create_server_attestor)
+    registries.agent_node_attestors.register(NAME, create_agent_attestor)
