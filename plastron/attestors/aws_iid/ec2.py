@@ -23,6 +23,7 @@ from typing import Any
 
 import boto3
 import botocore.exceptions
+from botocore.config import Config
 
 from plastron.attestors.aws_iid.config import AwsApiConfig
 from plastron.attestors.aws_iid.document import NAME, IdentityDocument
