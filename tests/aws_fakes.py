@@ -114,12 +114,9 @@ class FakeSigner:
         options.setdefault("digest", "sha1")
         return _wrap(sign_cms(document, self.dsa_key, self.dsa_cert, **options))
 
-    def payload(self, document: bytes) -> dict[str, str]:
-        return {
-            "document": document.decode(),
-            "signature": self.signature(document),
-            "rsa2048": self.rsa2048(document),
-        }
+    def signatures(self, document: bytes) -> dict[str, str]:
+        """What SPIRE's agent sends beside the document: ``signature`` and ``rsa2048``."""
+        return {"signature": self.signature(document), "rsa2048": self.rsa2048(document)}
 
 
 def _wrap(data: bytes) -> str:

@@ -33,6 +33,7 @@ from plastron.errors import AttestationFailed, Unavailable
 MAX_ATTACH_DISPARITY = dt.timedelta(seconds=60)
 CREDENTIAL_MARGIN = dt.timedelta(minutes=5)
 SESSION_NAME = "plastron-aws-iid"
+MAX_CLIENTS = 256
 _PROFILE_ARN = re.compile(
     r"arn:[a-z-]+:iam::[0-9]{12}:instance-profile/(?:.*/)?([\w+=,.@-]{1,128})"
 )
@@ -66,6 +67,8 @@ class Ec2Api:
         self._clock = clock
         self._lock = threading.Lock()
         self._assumed: dict[str, tuple[dict[str, str], dt.datetime]] = {}
+        # building a boto3 client loads its service model: keep them (thread-safe once built)
+        self._clients: dict[tuple[str, str, str], Any] = {}
 
     def describe(self, doc: IdentityDocument, *, roles: bool, block_device: bool) -> InstanceFacts:
         """The instance's facts; AttestationFailed if it is not found or fails the block-device
@@ -107,17 +110,31 @@ class Ec2Api:
     # ---- clients and credentials ------------------------------------------------------------
 
     def _client(self, service: str, doc: IdentityDocument) -> Any:
+        return self._client_with(service, doc, self._credentials(doc))
+
+    def _client_with(self, service: str, doc: IdentityDocument, credentials: dict[str, str]) -> Any:
+        key = (service, doc.region, credentials.get("aws_access_key_id", ""))
+        with self._lock:
+            client = self._clients.get(key)
+        if client is not None:
+            return client
         endpoint = {
             "ec2": self._config.ec2_endpoint,
             "iam": self._config.iam_endpoint,
+            "sts": self._config.sts_endpoint,
         }[service]
-        return boto3.session.Session().client(
+        client = boto3.session.Session().client(
             service,
             region_name=doc.region,
             endpoint_url=endpoint,
             config=_CLIENT_CONFIG,
-            **self._credentials(doc),
+            **credentials,
         )
+        with self._lock:
+            if len(self._clients) >= MAX_CLIENTS:
+                self._clients.clear()  # expired assumed-role keys pile up otherwise
+            self._clients[key] = client
+        return client
 
     def _static(self) -> dict[str, str]:
         if self._config.access_key_id is None or self._config.secret_access_key is None:
@@ -143,13 +160,7 @@ class Ec2Api:
         return creds
 
     def _assume(self, arn: str, doc: IdentityDocument) -> tuple[dict[str, str], dt.datetime]:
-        sts = boto3.session.Session().client(
-            "sts",
-            region_name=doc.region,
-            endpoint_url=self._config.sts_endpoint,
-            config=_CLIENT_CONFIG,
-            **self._static(),
-        )
+        sts = self._client_with("sts", doc, self._static())
         got = sts.assume_role(RoleArn=arn, RoleSessionName=SESSION_NAME)["Credentials"]
         creds = {
             "aws_access_key_id": got["AccessKeyId"],
