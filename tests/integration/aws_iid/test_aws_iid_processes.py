@@ -137,44 +137,47 @@ def test_agent_attests_with_aws_iid_and_a_second_one_is_refused(base: Path) -> N
     api = FakeAwsApi()
     api.add(FakeInstance(INSTANCE, tags={"role": "web"}, profile="web", roles=["web-role"]))
     imds = FakeImds(signer=signer, document=make_document(instance_id=INSTANCE))
-    with api.run() as api_url, imds.run() as imds_url:
-        with process_env(server_plugins(base, api_url, signer)) as env:
-            for parent, sid, selector in (
-                (f"spiffe://{TD}/spire/server", NODE_ALIAS, "aws_iid:tag:role:web"),
-                (NODE_ALIAS, WORKLOAD, f"unix:uid:{os.geteuid()}"),
-            ):
-                made = cli(env, "entry", "create", "-parentID", parent, "-spiffeID", sid,
-                           "-selector", selector)  # fmt: skip
-                assert made.returncode == 0, made.stderr
-            (base / "bootstrap.pem").write_text(cli(env, "bundle", "show").stdout)
+    with (
+        api.run() as api_url,
+        imds.run() as imds_url,
+        process_env(server_plugins(base, api_url, signer)) as env,
+    ):
+        for parent, sid, selector in (
+            (f"spiffe://{TD}/spire/server", NODE_ALIAS, "aws_iid:tag:role:web"),
+            (NODE_ALIAS, WORKLOAD, f"unix:uid:{os.geteuid()}"),
+        ):
+            made = cli(env, "entry", "create", "-parentID", parent, "-spiffeID", sid,
+                       "-selector", selector)  # fmt: skip
+            assert made.returncode == 0, made.stderr
+        (base / "bootstrap.pem").write_text(cli(env, "bundle", "show").stdout)
 
-            first = start_agent(base, agent_config(base, env, imds_url, "first"), "first")
-            try:
-                wait_for_workload_svid(base, first)
-            finally:
-                stop(first)
-            assert any(AGENT_ID in row for row in node_ids(env)), node_ids(env)
-            assert ("DescribeInstances", KEY_ID) in api.calls
-            assert all(ok for _, _, ok in imds.requests)  # IMDSv2 only
-            listed = cli(env, "agent", "show", "-spiffeID", AGENT_ID).stdout
-            assert "aws_iid:iamrole:arn:aws:iam::123456789012:role/web-role" in listed, listed
-            before = env.node_rows()
+        first = start_agent(base, agent_config(base, env, imds_url, "first"), "first")
+        try:
+            wait_for_workload_svid(base, first)
+        finally:
+            stop(first)
+        assert any(AGENT_ID in row for row in node_ids(env)), node_ids(env)
+        assert ("DescribeInstances", KEY_ID) in api.calls
+        assert all(ok for _, _, ok in imds.requests)  # IMDSv2 only
+        listed = cli(env, "agent", "show", "-spiffeID", AGENT_ID).stdout
+        assert "aws_iid:iamrole:arn:aws:iam::123456789012:role/web-role" in listed, listed
+        before = env.node_rows()
 
-            # the same instance again (another process on it, or a copied document): refused
-            second = start_agent(base, agent_config(base, env, imds_url, "second"), "second")
-            log = wait_for_exit(second, base / "second.log")
-            assert "has already attested" in log and "evict" in log, log[-3000:]
-            assert "Traceback" not in log, log[-3000:]
-            assert env.node_rows() == before
+        # the same instance again (another process on it, or a copied document): refused
+        second = start_agent(base, agent_config(base, env, imds_url, "second"), "second")
+        log = wait_for_exit(second, base / "second.log")
+        assert "has already attested" in log and "evict" in log, log[-3000:]
+        assert "Traceback" not in log, log[-3000:]
+        assert env.node_rows() == before
 
-            # a metadata service serving a tampered document: refused, nothing written
-            imds.document = imds.document.replace(b"t3.micro", b"t3.large")
-            third = start_agent(base, agent_config(base, env, imds_url, "third"), "third")
-            log = wait_for_exit(third, base / "third.log")
-            assert "signed content is not the presented document" in log, log[-3000:]
-            assert env.node_rows() == before
-            server_log = (env.log_path or Path("/dev/null")).read_text(errors="replace")
-            assert "Traceback" not in server_log
+        # a metadata service serving a tampered document: refused, nothing written
+        imds.document = imds.document.replace(b"t3.micro", b"t3.large")
+        third = start_agent(base, agent_config(base, env, imds_url, "third"), "third")
+        log = wait_for_exit(third, base / "third.log")
+        assert "signed content is not the presented document" in log, log[-3000:]
+        assert env.node_rows() == before
+        server_log = (env.log_path or Path("/dev/null")).read_text(errors="replace")
+        assert "Traceback" not in server_log
 
 
 def test_agent_says_one_line_when_imds_is_unreachable(base: Path) -> None:
@@ -185,5 +188,3 @@ def test_agent_says_one_line_when_imds_is_unreachable(base: Path) -> None:
         log = wait_for_exit(agent, base / "lonely.log")
     assert "aws_iid: the EC2 metadata service at http://127.0.0.1:9 is unreachable" in log, log
     assert "Traceback" not in log, log[-3000:]
-
-
