@@ -33,6 +33,7 @@ AGENT_PLUGIN_MODULES = (
     "plastron.attestors.x509pop.plugin",
     "plastron.attestors.gcp_iit.plugin",
     "plastron.attestors.aws_iid.plugin",
+    "plastron.attestors.azure_msi.plugin",
     "plastron.tpm.plugin",
     "plastron.hsm.plugin",
     "plastron.agent.workloadattestor.unix",

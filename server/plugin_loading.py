@@ -26,6 +26,7 @@ SERVER_PLUGIN_MODULES = (
     "plastron.attestors.x509pop.plugin",
     "plastron.attestors.gcp_iit.plugin",
     "plastron.attestors.aws_iid.plugin",
+    "plastron.attestors.azure_msi.plugin",
     "plastron.tpm.plugin",
     "plastron.hsm.plugin",
     "plastron.hsm.upstream_plugin",

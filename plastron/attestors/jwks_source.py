@@ -19,9 +19,10 @@ import logging
 import re
 from pathlib import Path
 
-from plastron.attestors.cloud_http import request
+from plastron.attestors.cloud_http import check_secure_url, request
 from plastron.attestors.jwks import MAX_JWKS_BYTES, KeySet, parse_key_set
 from plastron.clock import Clock
+from plastron.configs.block import Block
 from plastron.errors import AttestationFailed, ConfigError, Unavailable
 
 log = logging.getLogger(__name__)
@@ -141,3 +142,26 @@ class FileKeySource(KeySource):
 
     async def get(self, kid: str | None = None) -> KeySet:
         return await asyncio.to_thread(self._reload)
+
+
+def key_source_setting(
+    s: Block, base_dir: Path | None, default_url: str
+) -> tuple[str | None, Path | None]:
+    """The ``jwks_url`` or ``jwks_file`` key of a server config, not both; ``default_url``
+    (the provider's) when neither is given. Relative files resolve from ``base_dir``."""
+    if s.has("jwks_url") and s.has("jwks_file"):
+        raise ConfigError(f"{s.path}: give jwks_url or jwks_file, not both")
+    value = s.optional_string("jwks_file")
+    if value is not None:
+        path = Path(value)
+        return None, base_dir / path if base_dir is not None and not path.is_absolute() else path
+    return check_secure_url(s.string("jwks_url", default_url), s.where("jwks_url")), None
+
+
+def open_key_source(
+    url: str | None, file: Path | None, *, method: str, clock: Clock, where: str
+) -> KeySource:
+    if file is not None:
+        return FileKeySource(file, method=method, where=where)
+    assert url is not None
+    return UrlKeySource(url, method=method, clock=clock)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from plastron.attestors.cloud_http import check_secure_url
 from plastron.attestors.gcp_iit.token import DEFAULT_AUDIENCE, NAME, IdentityToken
+from plastron.attestors.jwks_source import key_source_setting
 from plastron.attestors.template import MappingValues, PathTemplate, TemplateSchema
 from plastron.configs.block import Block
 from plastron.errors import ConfigError
@@ -78,7 +79,7 @@ class GcpIitServerConfig:
         if s.has("agent_path_template"):
             template = PathTemplate.parse(s.string("agent_path_template"), SCHEMA)
         template.check_shape()
-        jwks_url, jwks_file = _key_source(s, base_dir)
+        jwks_url, jwks_file = key_source_setting(s, base_dir, GOOGLE_JWKS_URL)
         use_metadata = s.boolean("use_instance_metadata", False)
         account_file = _path(s.optional_string("service_account_file"), base_dir)
         if account_file is None and os.environ.get("GOOGLE_APPLICATION_CREDENTIALS"):
@@ -147,13 +148,3 @@ def _path(value: str | None, base_dir: Path | None) -> Path | None:
 def _endpoint(s: Block, key: str, default: str) -> str:
     url = check_secure_url(s.string(key, default), s.where(key))
     return url if url.endswith("/") else url + "/"
-
-
-def _key_source(s: Block, base_dir: Path | None) -> tuple[str | None, Path | None]:
-    """``jwks_url`` or ``jwks_file``, not both; Google's URL when neither is given."""
-    if s.has("jwks_url") and s.has("jwks_file"):
-        raise ConfigError(f"{s.path}: give jwks_url or jwks_file, not both")
-    jwks_file = _path(s.optional_string("jwks_file"), base_dir)
-    if jwks_file is not None:
-        return None, jwks_file
-    return check_secure_url(s.string("jwks_url", GOOGLE_JWKS_URL), s.where("jwks_url")), None

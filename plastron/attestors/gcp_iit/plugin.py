@@ -7,7 +7,7 @@ from plastron.attestors.gcp_iit.compute import ComputeClient, ServiceAccount
 from plastron.attestors.gcp_iit.config import GcpIitAgentConfig, GcpIitServerConfig
 from plastron.attestors.gcp_iit.server import GcpIitServerAttestor
 from plastron.attestors.gcp_iit.token import NAME
-from plastron.attestors.jwks_source import FileKeySource, KeySource, UrlKeySource
+from plastron.attestors.jwks_source import open_key_source
 from plastron.configs.plugin_blocks import PluginConfig
 from plastron.errors import ConfigError
 from plastron.plugins import PluginContext, Registries
@@ -19,12 +19,10 @@ def create_server_attestor(plugin: PluginConfig, context: PluginContext) -> GcpI
     attested = context.services.agent_attested
     if context.trust_domain is None or attested is None:
         raise ConfigError(f"{plugin.path}: the server attestor needs the trust domain and nodes")
-    keys: KeySource
-    if config.jwks_file is not None:
-        keys = FileKeySource(config.jwks_file, method=NAME, where=settings.where("jwks_file"))
-    else:
-        assert config.jwks_url is not None
-        keys = UrlKeySource(config.jwks_url, method=NAME, clock=context.clock)
+    keys = open_key_source(
+        config.jwks_url, config.jwks_file, method=NAME, clock=context.clock,
+        where=settings.where("jwks_file"),
+    )  # fmt: skip
     compute = None
     if config.use_instance_metadata:
         assert config.service_account_file is not None

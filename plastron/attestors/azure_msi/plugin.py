@@ -1,0 +1,47 @@
+"""Both azure_msi halves' factories and ``register``."""
+
+from __future__ import annotations
+
+from plastron.attestors.azure_msi.agent import AzureMsiAgentAttestor
+from plastron.attestors.azure_msi.arm import ArmClient
+from plastron.attestors.azure_msi.config import AzureMsiAgentConfig, AzureMsiServerConfig
+from plastron.attestors.azure_msi.server import AzureMsiServerAttestor
+from plastron.attestors.azure_msi.token import NAME
+from plastron.attestors.jwks_source import open_key_source
+from plastron.configs.plugin_blocks import PluginConfig
+from plastron.errors import ConfigError
+from plastron.plugins import PluginContext, Registries
+
+
+def create_server_attestor(plugin: PluginConfig, context: PluginContext) -> AzureMsiServerAttestor:
+    settings = plugin.settings()
+    config = AzureMsiServerConfig.from_settings(settings, base_dir=context.base_dir)
+    attested = context.services.agent_attested
+    if context.trust_domain is None or attested is None:
+        raise ConfigError(f"{plugin.path}: the server attestor needs the trust domain and nodes")
+    keys = open_key_source(
+        config.jwks_url, config.jwks_file, method=NAME, clock=context.clock,
+        where=settings.where("jwks_file"),
+    )  # fmt: skip
+    clients = {
+        key: ArmClient(
+            tenant,
+            endpoint=config.resource_manager_endpoint,
+            authority=config.authority_endpoint,
+            metadata=config.metadata_endpoint,
+            clock=context.clock,
+        )
+        for key, tenant in config.tenants.items()
+    }
+    return AzureMsiServerAttestor(
+        config, context.trust_domain, context.clock, keys=keys, attested=attested, clients=clients
+    )
+
+
+def create_agent_attestor(plugin: PluginConfig, context: PluginContext) -> AzureMsiAgentAttestor:
+    return AzureMsiAgentAttestor(AzureMsiAgentConfig.from_settings(plugin.settings()))
+
+
+def register(registries: Registries) -> None:
+    registries.server_node_attestors.register(NAME, create_server_attestor)
+    registries.agent_node_attestors.register(NAME, create_agent_attestor)
