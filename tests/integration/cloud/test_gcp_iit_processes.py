@@ -95,7 +95,11 @@ def test_agent_with_unreachable_metadata_server_exits_with_one_line(tmp_path: Pa
     with FakeGoogle() as google:
         host = google.host  # closed when the block ends: nothing listens there any more
     agent_block = f'NodeAttestor "gcp_iit" {{ plugin_data {{ identity_token_host = "{host}" }} }}'
-    block = 'NodeAttestor "gcp_iit" { plugin_data { projectid_allow_list = ["proj-a"] } }'
+    # every endpoint on loopback: nothing here may reach for the real Google
+    block = f"""NodeAttestor "gcp_iit" {{ plugin_data {{
+        projectid_allow_list = ["proj-a"]
+        jwks_url = "http://{host}{JWKS_PATH}"
+    }} }}"""
     with process_env(block) as env:
         config = agent_config(env.base / "agent", env, agent_block)
         with agent_process(config) as proc:
