@@ -27,12 +27,18 @@ from plastron.configs.sections import (
     read_log_settings,
     required_path,
 )
+from plastron.configs.unsupported import (
+    AGENT_EXPERIMENTAL_UNSUPPORTED,
+    AGENT_PLUGIN_TYPES_UNSUPPORTED,
+    AGENT_UNSUPPORTED,
+    refuse_unsupported,
+)
 from plastron.errors import ConfigError
 from plastron.keymanager import KeyType
 from plastron.spiffe.ids import TrustDomain
 from plastron.transport.limits import ConnectionLimits
 
-AGENT_PLUGIN_TYPES = ("KeyManager", "NodeAttestor", "SVIDStore", "WorkloadAttestor")
+AGENT_PLUGIN_TYPES = ("KeyManager", "NodeAttestor", "WorkloadAttestor")
 MAX_CACHE_SIZE = 10_000_000
 
 
@@ -59,7 +65,6 @@ class AgentConfig:
     plugins: PluginSet
     server_port: int = 8081
     socket_path: Path = Path("/tmp/plastron-agent/public/api.sock")  # noqa: S108
-    admin_socket_path: Path | None = None
     trust_bundle_path: Path | None = None
     trust_bundle_url: str | None = None
     trust_bundle_format: str = "pem"
@@ -113,6 +118,7 @@ def _trust_bundle_source(a: Block) -> dict[str, Any]:
 
 
 def _experimental(block: Block) -> AgentExperimental:
+    refuse_unsupported(block, AGENT_EXPERIMENTAL_UNSUPPORTED)
     experimental = AgentExperimental(
         sync_interval=block.duration("sync_interval", AgentExperimental.sync_interval)
     )
@@ -162,7 +168,6 @@ def _agent_section(a: Block) -> dict[str, Any]:
         "server_port": a.integer("server_port", d.server_port, 1, 65535),
         "data_dir": required_path(a, "data_dir"),
         "socket_path": Path(a.string("socket_path", str(d.socket_path))),
-        "admin_socket_path": optional_path(a, "admin_socket_path"),
         **_trust_bundle_source(a),
         "join_token": join_token or None,
         "join_token_file": join_token_file,
@@ -191,11 +196,14 @@ def parse_agent_config(
     if not root.has("agent"):
         raise ConfigError('the "agent" block is required')
     section = root.block("agent")
+    refuse_unsupported(section, AGENT_UNSUPPORTED)
     values = _agent_section(section)
     section.finish()
     if not values["server_address"]:
         raise ConfigError("agent.server_address must not be empty")
-    plugins = parse_plugins(root.raw("plugins", {}), "plugins", AGENT_PLUGIN_TYPES)
+    plugins = parse_plugins(
+        root.raw("plugins", {}), "plugins", AGENT_PLUGIN_TYPES, AGENT_PLUGIN_TYPES_UNSUPPORTED
+    )
     check_plugin_counts(plugins, at_most_one=("KeyManager",))
     health = read_health_checks(root.block("health_checks"))
     telemetry = frozen_copy(root.mapping("telemetry"))

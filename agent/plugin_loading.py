@@ -62,7 +62,7 @@ def check_agent_plugins(config: AgentConfig) -> None:
             registry.check(plugin)
 
 
-def _join_token(config: AgentConfig, flag: str | None) -> str | None:
+def resolve_join_token(config: AgentConfig, flag: str | None) -> str | None:
     if flag:
         return flag
     if config.join_token:
@@ -86,7 +86,7 @@ def build_node_attestor(config: AgentConfig, join_token: str | None) -> AgentNod
     plugin = config.plugins.single("NodeAttestor")
     if plugin is None:
         raise ConfigError('plugins: a NodeAttestor is required (e.g. NodeAttestor "join_token")')
-    token = _join_token(config, join_token) if plugin.name == "join_token" else None
+    token = resolve_join_token(config, join_token) if plugin.name == "join_token" else None
     return agent_plugins().agent_node_attestors.create(plugin, plugin_context(config, token))
 
 

@@ -28,21 +28,19 @@ from plastron.configs.sections import (
     read_log_settings,
     required_path,
 )
+from plastron.configs.unsupported import (
+    SERVER_EXPERIMENTAL_UNSUPPORTED,
+    SERVER_PLUGIN_TYPES_UNSUPPORTED,
+    SERVER_UNSUPPORTED,
+    refuse_unsupported,
+)
 from plastron.errors import ConfigError
 from plastron.keymanager import KeyType
 from plastron.server.datastore.config import DEFAULT_DATABASE_TYPE, DEFAULT_SQLITE_FILE
 from plastron.spiffe.ids import SpiffeId, TrustDomain
 from plastron.transport.limits import ConnectionLimits
 
-SERVER_PLUGIN_TYPES = (
-    "BundlePublisher",
-    "CredentialComposer",
-    "DataStore",
-    "KeyManager",
-    "NodeAttestor",
-    "Notifier",
-    "UpstreamAuthority",
-)
+SERVER_PLUGIN_TYPES = ("DataStore", "KeyManager", "NodeAttestor", "UpstreamAuthority")
 # Without a DataStore block the server uses this one, with SQLite in data_dir (SPIRE's default).
 DEFAULT_DATASTORE = "sql"
 
@@ -62,8 +60,6 @@ class RateLimitConfig:
 
 @dataclass(frozen=True)
 class ServerExperimental:
-    cache_reload_interval: dt.timedelta = dt.timedelta(seconds=5)
-    events_based_cache: bool = False
     # Deadline for each AttestAgent challenge round: an agent that never answers is dropped.
     challenge_timeout: dt.timedelta = dt.timedelta(seconds=30)
 
@@ -93,8 +89,6 @@ class ServerConfig:
     ratelimit: RateLimitConfig = RateLimitConfig()
     grpc_limits: ConnectionLimits = field(default_factory=ConnectionLimits)
     experimental: ServerExperimental = ServerExperimental()
-    # Kept as parsed; the federation module gives it a type when it is written.
-    federation: Mapping[str, Any] = field(default_factory=dict, compare=False)
     health_checks: HealthChecksConfig = field(default_factory=HealthChecksConfig)
     telemetry: Mapping[str, Any] = field(default_factory=dict, compare=False)
     # The directory of the config file it was read from (None for text parsed directly):
@@ -156,10 +150,9 @@ def _ratelimit(block: Block) -> RateLimitConfig:
 
 
 def _experimental(block: Block) -> ServerExperimental:
+    refuse_unsupported(block, SERVER_EXPERIMENTAL_UNSUPPORTED)
     d = ServerExperimental
     experimental = ServerExperimental(
-        cache_reload_interval=block.duration("cache_reload_interval", d.cache_reload_interval),
-        events_based_cache=block.boolean("events_based_cache", d.events_based_cache),
         challenge_timeout=block.duration("challenge_timeout", d.challenge_timeout),
     )
     block.finish()
@@ -190,7 +183,6 @@ def _server_section(s: Block) -> dict[str, Any]:
         "ratelimit": _ratelimit(s.block("ratelimit")),
         "grpc_limits": read_grpc_limits(s.block("grpc_limits")),
         "experimental": _experimental(s.block("experimental")),
-        "federation": frozen_copy(s.mapping("federation")),
     }
 
 
@@ -202,9 +194,12 @@ def parse_server_config(
     if not root.has("server"):
         raise ConfigError('the "server" block is required')
     section = root.block("server")
+    refuse_unsupported(section, SERVER_UNSUPPORTED)
     values = _server_section(section)
     section.finish()
-    plugins = parse_plugins(root.raw("plugins", {}), "plugins", SERVER_PLUGIN_TYPES)
+    plugins = parse_plugins(
+        root.raw("plugins", {}), "plugins", SERVER_PLUGIN_TYPES, SERVER_PLUGIN_TYPES_UNSUPPORTED
+    )
     check_plugin_counts(plugins, at_most_one=("DataStore", "KeyManager", "UpstreamAuthority"))
     plugins = _with_datastore_defaults(plugins, values["data_dir"])
     health = read_health_checks(root.block("health_checks"))

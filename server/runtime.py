@@ -122,7 +122,7 @@ class PlastronServer:
         km_plugin = cfg.key_manager or PluginConfig("KeyManager", "disk")
         self.key_manager = registries.key_managers.create(km_plugin, context)
         self.ca = await ServerCA.open(
-            config=_ca_config(cfg, self._ca_worker_processes),
+            config=ca_config(cfg, self._ca_worker_processes),
             key_manager=self.key_manager,
             store=DataStoreCAStore(self.datastore),
             clock=self.clock,
@@ -323,7 +323,8 @@ class PlastronServer:
         self._tasks.append(asyncio.create_task(coro, name=name))
 
 
-def _ca_config(cfg: ServerConfig, worker_processes: int | None = None) -> CAConfig:
+def ca_config(cfg: ServerConfig, worker_processes: int | None = None) -> CAConfig:
+    """The CA's settings from the server config; pure, so ``validate`` builds it too."""
     subject = None
     s = cfg.ca_subject
     if s.country or s.organization or s.common_name:

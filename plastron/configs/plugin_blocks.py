@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from plastron.configs.block import Block, as_mapping, frozen_copy, join_path
+from plastron.configs.unsupported import not_supported
 from plastron.errors import ConfigError
 
 MAX_PLUGINS = 64
@@ -83,13 +84,21 @@ def _plugin(plugin_type: str, name: str, body: object, where: str) -> PluginConf
     return PluginConfig(plugin_type, name, frozen_copy(data), enabled)
 
 
-def parse_plugins(value: object, path: str, known_types: tuple[str, ...]) -> PluginSet:
-    """Flatten the ``plugins`` block; unknown types and duplicate (type, name) are errors."""
+def parse_plugins(
+    value: object,
+    path: str,
+    known_types: tuple[str, ...],
+    unsupported_types: tuple[str, ...] = (),
+) -> PluginSet:
+    """Flatten the ``plugins`` block; unknown types and duplicate (type, name) are errors, and
+    a SPIRE plugin type Plastron does not implement is refused by name, enabled or not."""
     section = as_mapping(value, path)
     plugins: list[PluginConfig] = []
     seen: set[tuple[str, str]] = set()
     for plugin_type, entries in section.items():
         where = join_path(path, plugin_type)
+        if plugin_type in unsupported_types:
+            raise not_supported(where)
         if plugin_type not in known_types:
             raise ConfigError(
                 f'unknown plugin type "{where}"; known: {", ".join(sorted(known_types))}'

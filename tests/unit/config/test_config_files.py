@@ -34,10 +34,7 @@ def test_server_conf() -> None:
     assert c.admin_ids == (SpiffeId.parse("spiffe://example.org/admin/alice"),)
     assert c.ca_subject.country == ("US",)
     assert c.ratelimit.attestation is False and c.ratelimit.signing is True
-    assert c.experimental.events_based_cache is True
     assert c.experimental.challenge_timeout == dt.timedelta(seconds=10)
-    assert c.experimental.cache_reload_interval == dt.timedelta(seconds=5)
-    assert "domain1.test" in c.federation["federates_with"]
     assert c.health_checks.listener_enabled and c.health_checks.bind_port == 8080
     assert c.telemetry["Prometheus"] == {"port": 9988}
     assert [p.name for p in c.plugins.of_type("NodeAttestor")] == ["join_token", "x509pop"]
@@ -56,7 +53,6 @@ def test_agent_conf() -> None:
     assert c.trust_bundle_url is None and not c.insecure_bootstrap
     assert c.trust_bundle_format == "pem"
     assert c.socket_path == Path("/tmp/plastron-agent/public/api.sock")
-    assert c.admin_socket_path is None
     assert c.workload_x509_svid_key_type is KeyType.RSA_2048
     assert c.experimental.sync_interval == dt.timedelta(seconds=10)
     assert c.x509_svid_cache_max_size == 1000
