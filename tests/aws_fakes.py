@@ -166,8 +166,10 @@ def sign_cms(
     attributes: list[asn1_cms.CMSAttribute] | None = None,
     detached: bool = False,
     ber: bool = True,
+    named: x509.Certificate | None = None,
 ) -> bytes:
-    """A SignedData over ``content`` (``signed_content`` goes inside instead, when given)."""
+    """A SignedData over ``content`` (``signed_content`` goes inside instead, when given),
+    its signer named as ``named`` (default: ``cert``)."""
     hash_algorithm = {"sha256": hashes.SHA256(), "sha1": hashes.SHA1()}[digest]
     inside = content if signed_content is None else signed_content
     h = hashes.Hash(hash_algorithm)
@@ -191,7 +193,7 @@ def sign_cms(
     else:
         signature = key.sign(to_sign, hash_algorithm)
         sig_alg = f"{digest}_dsa"
-    asn1_cert = asn1_x509.Certificate.load(cert.public_bytes(serialization.Encoding.DER))
+    asn1_cert = asn1_x509.Certificate.load((named or cert).public_bytes(serialization.Encoding.DER))
     signer = asn1_cms.SignerInfo(
         {
             "version": "v1",

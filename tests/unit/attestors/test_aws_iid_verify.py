@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import dsa, rsa
 
 from plastron.attestors.aws_iid import MAX_LEEWAY, AwsCertificates, verify
 from plastron.errors import AttestationFailed
-from tests.aws_fakes import ACCOUNT, OTHER_REGION, REGION, FakeSigner, make_document
+from tests.aws_fakes import ACCOUNT, OTHER_REGION, REGION, FakeSigner, make_document, sign_cms
 
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
 SIGNER = FakeSigner()
@@ -111,6 +111,13 @@ def test_signature_from_another_regions_key_is_refused() -> None:
     assert "trusted for this region" in message
     refused(doc, "does not verify with any of the 1 rsa", signature=OTHER.signature(doc))
     refused(doc, "not one of the 1 certificate", pkcs7=OTHER.pkcs7(doc))
+
+
+def test_cms_naming_the_regions_certificate_but_signed_by_another_key_is_refused() -> None:
+    doc = make_document()
+    forged = sign_cms(doc, OTHER.rsa2048_key, OTHER.rsa2048_cert, named=SIGNER.rsa2048_cert)
+    encoded = base64.b64encode(forged).decode()
+    refused(doc, "does not verify with the certificate it names", rsa2048=encoded)
 
 
 def test_every_given_signature_must_verify() -> None:
