@@ -90,7 +90,7 @@ class UrlKeySource(KeySource):
             keys, interval = await self._fetch()
         except (Unavailable, AttestationFailed) as exc:
             if self._keys is None:
-                raise AttestationFailed(f"{self._method}: cannot get the key set: {exc}") from None
+                raise AttestationFailed(str(exc)) from None  # it names the method and URL
             log.warning(
                 "key set refresh failed; using the cached set url=%s error=%s", self.url, exc
             )

@@ -289,7 +289,7 @@ async def test_url_source_without_a_set_names_the_failure() -> None:
         server.route("GET", "/jwks", Reply(404, "not here"))
         source = UrlKeySource(server.url("/jwks"), method=M, clock=ManualClock(NOW))
         with pytest.raises(
-            AttestationFailed, match=r"cannot get the key set: .*HTTP 404: not here"
+            AttestationFailed, match=r"^test_method: key set: .*answered HTTP 404: not here$"
         ):
             await source.get()
         server.route("GET", "/jwks", Reply(200, '{"keys": 5}'))
