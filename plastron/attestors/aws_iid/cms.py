@@ -23,16 +23,18 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from asn1crypto import cms as asn1_cms
-from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, padding, rsa
 
 from plastron.errors import AttestationFailed
+
+if TYPE_CHECKING:
+    from asn1crypto import cms as asn1_cms
+    from asn1crypto import x509 as asn1_x509
 
 CmsKind = Literal["rsa2048", "dsa"]
 ID_SIGNED_DATA = "1.2.840.113549.1.7.2"
@@ -124,6 +126,10 @@ def verify_signed_data(
 
 
 def _parse(blob: bytes, what: str) -> _SignedData:
+    # asn1crypto is the [cloud] extra: imported when a document is verified, not when the
+    # aws_iid package is (plastron/extras.py)
+    from asn1crypto import cms as asn1_cms  # noqa: PLC0415
+
     try:
         info = asn1_cms.ContentInfo.load(blob, strict=True)
         if info["content_type"].dotted != ID_SIGNED_DATA:
@@ -146,6 +152,8 @@ def _parse(blob: bytes, what: str) -> _SignedData:
 
 
 def _parse_signer(info: asn1_cms.SignerInfo) -> _SignerInfo:
+    from asn1crypto import cms as asn1_cms  # noqa: PLC0415  # [cloud] extra
+
     sid = info["sid"]
     issuer = serial = None
     if sid.name == "issuer_and_serial_number":
@@ -184,6 +192,8 @@ def _signer_certificate(
 ) -> x509.Certificate:
     if signer.sid_issuer is None or signer.sid_serial is None:
         raise AttestationFailed(f"{what}: the signer is not identified by issuer and serial number")
+    from asn1crypto import x509 as asn1_x509  # noqa: PLC0415  # [cloud] extra
+
     for cert in certificates:
         tbs = asn1_x509.Certificate.load(cert.public_bytes(serialization.Encoding.DER))
         tbs_cert = tbs["tbs_certificate"]

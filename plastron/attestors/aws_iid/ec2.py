@@ -21,10 +21,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import boto3
-import botocore.exceptions
-from botocore.config import Config
-
 from plastron.attestors.aws_iid.config import AwsApiConfig
 from plastron.attestors.aws_iid.document import NAME, IdentityDocument
 from plastron.clock import Clock
@@ -37,7 +33,13 @@ MAX_CLIENTS = 256
 _PROFILE_ARN = re.compile(
     r"arn:[a-z-]+:iam::[0-9]{12}:instance-profile/(?:.*/)?([\w+=,.@-]{1,128})"
 )
-_CLIENT_CONFIG = Config(connect_timeout=5, read_timeout=10, retries={"max_attempts": 2})
+# boto3/botocore are the [cloud] extra: imported when the API is used, not when the aws_iid
+# package is (plastron/extras.py)
+_CLIENT_SETTINGS: dict[str, Any] = {
+    "connect_timeout": 5,
+    "read_timeout": 10,
+    "retries": {"max_attempts": 2},
+}
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,8 @@ class InstanceFacts:
 
 
 def _api_error(call: str, doc: IdentityDocument, exc: Exception) -> Exception:
+    import botocore.exceptions  # noqa: PLC0415  # [cloud] extra
+
     if isinstance(exc, botocore.exceptions.ClientError):
         err = exc.response.get("Error", {})
         return AttestationFailed(
@@ -73,6 +77,8 @@ class Ec2Api:
     def describe(self, doc: IdentityDocument, *, roles: bool, block_device: bool) -> InstanceFacts:
         """The instance's facts; AttestationFailed if it is not found or fails the block-device
         check, Unavailable if the API cannot be reached."""
+        import botocore.exceptions  # noqa: PLC0415  # [cloud] extra
+
         try:
             instance = self._instance(doc)
             if block_device:
@@ -123,11 +129,14 @@ class Ec2Api:
             "iam": self._config.iam_endpoint,
             "sts": self._config.sts_endpoint,
         }[service]
+        import boto3  # noqa: PLC0415  # [cloud] extra
+        from botocore.config import Config  # noqa: PLC0415
+
         client = boto3.session.Session().client(
             service,
             region_name=doc.region,
             endpoint_url=endpoint,
-            config=_CLIENT_CONFIG,
+            config=Config(**_CLIENT_SETTINGS),
             **credentials,
         )
         with self._lock:

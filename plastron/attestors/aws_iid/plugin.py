@@ -26,5 +26,6 @@ def create_agent_attestor(plugin: PluginConfig, context: PluginContext) -> AwsIi
 
 
 def register(registries: Registries) -> None:
-    registries.server_node_attestors.register(NAME, create_server_attestor)
+    # the server half needs asn1crypto and boto3 (the [cloud] extra); the agent half only HTTP
+    registries.server_node_attestors.register(NAME, create_server_attestor, extra="cloud")
     registries.agent_node_attestors.register(NAME, create_agent_attestor)

@@ -104,6 +104,12 @@ CASES = [
         " pip install 'plastron[mysql]'",
     ),
     (
+        "boto3",
+        "server",
+        'NodeAttestor "aws_iid" { plugin_data {} }',
+        'NodeAttestor "aws_iid" needs the [cloud] extra: pip install \'plastron[cloud]\'',
+    ),
+    (
         "tpm2_pytss",
         "agent",
         'NodeAttestor "tpm" { plugin_data {} }\n  KeyManager "disk" { plugin_data {} }',
