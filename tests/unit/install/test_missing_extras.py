@@ -107,7 +107,7 @@ CASES = [
         "boto3",
         "server",
         'NodeAttestor "aws_iid" { plugin_data {} }',
-        'NodeAttestor "aws_iid" needs the [cloud] extra: pip install \'plastron[cloud]\'',
+        "NodeAttestor \"aws_iid\" needs the [cloud] extra: pip install 'plastron[cloud]'",
     ),
     (
         "tpm2_pytss",
