@@ -10,12 +10,12 @@ the KeyManager protocol.
 
 from __future__ import annotations
 
-from plastron.errors import ConfigError, NotFound
+from plastron.errors import AlreadyExists, ConfigError, NotFound
 from plastron.hsm.config import parse_pkcs11_config
 from plastron.hsm.keymanager import Pkcs11KeyManager
 from plastron.hsm.session import open_token_session
 from plastron.hsm.uri import parse_pkcs11_uri
-from plastron.keymanager import KeyManager
+from plastron.keymanager import KeyManager, KeyType, PublicKey
 from plastron.spiffe.ids import TrustDomain
 
 # Labels are given whole by the URI, so the manager's trust-domain scoping is not used.
@@ -28,8 +28,8 @@ def split_label(label: str) -> tuple[str, str]:
     return (scope + "/" if scope else ""), key_id
 
 
-def open_uri_key(uri: str) -> tuple[KeyManager, str]:
-    """A KeyManager on the URI's token and the id, in it, of the key the URI names."""
+def _manager_for(uri: str) -> tuple[Pkcs11KeyManager, str, str]:
+    """A KeyManager on the URI's token, the key id the URI names in it, and the token's name."""
     parsed = parse_pkcs11_uri(uri)
     if not parsed.object_label:
         raise ConfigError("the pkcs11 URI must name the key with object=<label>")
@@ -38,11 +38,42 @@ def open_uri_key(uri: str) -> tuple[KeyManager, str]:
     manager = Pkcs11KeyManager(
         open_token_session(config), trust_domain=_UNSCOPED, server_id="x509pop", label_scope=scope
     )
+    return manager, key_id, config.describe_token()
+
+
+def generate_uri_key(
+    uri: str, key_type: KeyType, *, replace: bool = False
+) -> tuple[Pkcs11KeyManager, str, PublicKey]:
+    """Generate the key the URI names, in its token, with the attributes the pkcs11 KeyManager
+    requires (sensitive, never extractable, sign-only): the KeyManager, the key id, the public
+    key. AlreadyExists when the token holds a key under that label and ``replace`` is False."""
+    manager, key_id, token = _manager_for(uri)
+    try:
+        if not replace:
+            try:
+                manager.get_public_key(key_id)
+            except NotFound:
+                pass
+            else:
+                raise AlreadyExists(
+                    f"token {token} already holds a key labelled "
+                    f"{manager.label_for(key_id)!r}; pass -replace to generate a new one"
+                )
+        public = manager.generate_key(key_id, key_type)
+    except BaseException:
+        manager.close()
+        raise
+    return manager, key_id, public
+
+
+def open_uri_key(uri: str) -> tuple[KeyManager, str]:
+    """A KeyManager on the URI's token and the id, in it, of the key the URI names."""
+    manager, key_id, token = _manager_for(uri)
     try:
         manager.get_public_key(key_id)
     except NotFound:
         manager.close()
         raise ConfigError(
-            f"no private key labelled {parsed.object_label!r} in token {config.describe_token()}"
+            f"no private key labelled {manager.label_for(key_id)!r} in token {token}"
         ) from None
     return manager, key_id

@@ -1,4 +1,5 @@
-"""``plastron-agent``: run, validate, healthcheck, api fetch x509|jwt, api validate jwt, api watch.
+"""``plastron-agent``: run, validate, healthcheck, api fetch x509|jwt, api validate jwt, api watch,
+x509pop keygen.
 
 Flags are SPIRE's (single dash, camelCase): ``-socketPath``, ``-config``, ``-audience``...
 Exit codes: 0 success, 1 failure (the message says why).
@@ -15,7 +16,7 @@ from typing import Any, NoReturn, TextIO
 
 from grpclib.exceptions import GRPCError
 
-from plastron.agent.cli import agent_commands, api
+from plastron.agent.cli import agent_commands, api, node_credentials
 from plastron.errors import PlastronError
 from plastron.version import VERSION_FLAGS, package_version
 
@@ -76,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _agent_parsers(sub)
     _api_parser(sub)
+    node_credentials.add_parsers(sub)
     return parser
 
 
