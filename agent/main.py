@@ -41,6 +41,8 @@ from plastron.clock import Clock, SystemClock
 from plastron.errors import AttestationFailed, PlastronError
 from plastron.files import ensure_private_dir
 from plastron.health_http import HealthHttpConfig, HealthHttpServer
+from plastron.logs import configure_logging, fields
+from plastron.version import package_version
 
 log = logging.getLogger("plastron.agent")
 MIN_BACKOFF = 0.5
@@ -158,7 +160,7 @@ class AgentRuntime:
                 expected = isinstance(exc, _SYNC_ERRORS)  # else a bug: log where it came from
                 log.log(
                     logging.WARNING if expected else logging.ERROR,
-                    "sync failed; serving from cache error=%r",
+                    "sync failed; serving from cache error=%s",
                     exc,
                     exc_info=not expected,
                 )
@@ -177,7 +179,17 @@ class AgentRuntime:
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.stop.set)
+            loop.add_signal_handler(sig, self._on_signal, sig)
+        log.info(
+            "agent starting",
+            extra=fields(
+                version=package_version(),
+                trust_domain=self.config.trust_domain,
+                server=f"{self.config.server_address}:{self.config.server_port}",
+                plugins=[f"{p.type}:{p.name}" for p in self.config.plugins if p.enabled],
+                data_dir=self.config.data_dir,
+            ),
+        )
         await self._establish()
         service = WorkloadAPIService(
             self.cache, self.workload_attestors, self.clock, jwt_source=self.sync
@@ -206,6 +218,7 @@ class AgentRuntime:
                 await health_http.close()
             await server.close()
             self.client.close()
+        log.info("agent stopped")
         return 0
 
     async def _health_statuses(self) -> dict[str, tuple[bool, str]]:
@@ -226,6 +239,10 @@ class AgentRuntime:
             "last_sync_success": (True, sync_detail),
         }
 
+    def _on_signal(self, sig: signal.Signals) -> None:
+        log.info("agent stopping", extra=fields(signal=sig.name))
+        self.stop.set()
+
     async def _start_health_listener(self) -> HealthHttpServer | None:
         hc = self.config.health_checks
         if not hc.listener_enabled:
@@ -239,13 +256,7 @@ class AgentRuntime:
 
 
 async def run_agent(config: AgentConfig, *, join_token: str | None = None) -> int:
-    logging.basicConfig(
-        level=getattr(logging, config.log_level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
-    for noisy in ("hpack", "h2", "grpclib"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    configure_logging(config.log_level, config.log_format, config.log_file)
     try:
         check_agent_plugins(config)  # a missing extra fails here, before data_dir is made
         ensure_private_dir(config.data_dir, "data_dir")  # the agent's key and SVID live there

@@ -9,9 +9,9 @@ from pathlib import Path
 
 from plastron.errors import PlastronError
 from plastron.files import ensure_private_dir, restrict_umask
+from plastron.logs import configure_logging
 from plastron.server.cli.args import FlagParser, flag
 from plastron.server.config import ServerConfig, load_server_config
-from plastron.server.logsetup import configure_logging
 from plastron.server.plugin_loading import check_server_plugins, load_server_plugins
 from plastron.server.runtime import PlastronServer
 
@@ -36,7 +36,7 @@ async def serve(config: ServerConfig) -> None:
     await server.start()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, server.request_stop)
+        loop.add_signal_handler(sig, server.request_stop, sig)
     try:
         await server.wait_stopped()
     finally:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -25,6 +26,7 @@ from plastron.files import ensure_private_dir
 from plastron.health_http import HealthHttpConfig, HealthHttpServer
 from plastron.host_services import ConsumedToken, HostServices
 from plastron.keymanager import KeyManager, close_if_closeable
+from plastron.logs import fields
 from plastron.plugins import PluginContext, Registries
 from plastron.server.api.authz import AuthorizedService, Authorizer, authorized_mapping
 from plastron.server.api.context import ApiContext
@@ -50,6 +52,7 @@ from plastron.spiffe.bundle import Bundle
 from plastron.spiffe.ids import SpiffeId
 from plastron.transport.server import RunningServer, start_server
 from plastron.transport.tls import RotatingServerTls
+from plastron.version import package_version
 
 log = logging.getLogger(__name__)
 
@@ -161,10 +164,15 @@ class PlastronServer:
         self._spawn(self._loop(self._maybe_renew_server_svid, 5.0), "server-svid")
         self._spawn(self._loop(self._prune, PRUNE_SECONDS), "prune")
         log.info(
-            "server started trust_domain=%s tcp=%s socket=%s",
-            cfg.trust_domain,
-            self.listeners.tcp_address,
-            cfg.socket_path,
+            "server started",
+            extra=fields(
+                version=package_version(),
+                trust_domain=cfg.trust_domain,
+                plugins=[f"{p.type}:{p.name}" for p in cfg.plugins if p.enabled],
+                tcp=":".join(map(str, self.listeners.tcp_address or ())),
+                socket=cfg.socket_path,
+                audit_log=cfg.audit_log_enabled,
+            ),
         )
 
     async def _start_health_listener(self) -> None:
@@ -201,11 +209,14 @@ class PlastronServer:
             await self.datastore.close()
             self.datastore = None
         close_if_closeable(self.key_manager)
+        log.info("server stopped")
 
     async def wait_stopped(self) -> None:
         await self._stop.wait()
 
-    def request_stop(self) -> None:
+    def request_stop(self, sig: signal.Signals | None = None) -> None:
+        if sig is not None:
+            log.info("server stopping", extra=fields(signal=sig.name))
         self._stop.set()
 
     # ---- parts ----------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import secrets
 import uuid
 from typing import Any
@@ -26,6 +27,8 @@ from plastron.wire.ids import spiffe_id_from_proto
 from plastron.wire.limits import check_page_size
 from plastron.wire.selectors import selectors_from_proto
 from plastron.wire.svids import x509_svid_to_proto
+
+log = logging.getLogger(__name__)
 
 MAX_AGENT_VERSION = 255
 MAX_JOIN_TOKEN_TTL = 10 * 365 * 24 * 3600
@@ -124,6 +127,7 @@ class AgentService(agent_grpc.AgentBase):
         sid = self._agent_id(req)
         await self.ctx.datastore.delete_attested_node(sid)
         await self.ctx.on_change()
+        log.info("agent evicted agent_id=%s", sid)
         await stream.send_message(empty_pb2.Empty())
 
     async def BanAgent(self, stream: Stream[Any, Any]) -> None:
@@ -137,6 +141,7 @@ class AgentService(agent_grpc.AgentBase):
             sid, cert_serial="", new_cert_serial="", new_cert_not_after=0
         )
         await self.ctx.on_change()
+        log.info("agent banned agent_id=%s", sid)
         await stream.send_message(empty_pb2.Empty())
 
     async def AttestAgent(self, stream: Stream[Any, Any]) -> None:

@@ -129,6 +129,7 @@ class AgentProcess:
         sync_interval: str = "1s",
         extra_top: str = "",
         server_port: int | None = None,
+        agent_extra: str = "",
     ) -> None:
         """``server_port``: where the agent dials its server (a relay), if not the server's."""
         self.base = base
@@ -147,6 +148,7 @@ agent {{
   trust_bundle_path = "{base}/bootstrap.pem"
   log_level = "INFO"
   experimental {{ sync_interval = "{sync_interval}" }}
+  {agent_extra}
 }}
 plugins {{
   NodeAttestor "join_token" {{ plugin_data {{}} }}
