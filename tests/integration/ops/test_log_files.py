@@ -84,7 +84,8 @@ def test_server_json_and_agent_logfmt_files(base: Path) -> None:
     assert agent_log.read_text().startswith('msg="an earlier run"\n')
     alines = _logfmt_lines(agent_log)[1:]
     astart = _find(alines, "agent starting")
-    assert astart["trust_domain"] == "example.org" and "NodeAttestor:join_token" in astart["plugins"]
+    assert astart["trust_domain"] == "example.org"
+    assert "NodeAttestor:join_token" in astart["plugins"]
     assert _find(alines, "node attestation succeeded")["spiffe_id"] == sid
     assert _find(alines, "agent stopping")["signal"] == "SIGTERM"
     assert _find(alines, "agent stopped")
@@ -98,6 +99,7 @@ def test_log_file_that_cannot_be_opened_is_one_line(base: Path) -> None:
     server.proc.start()
     assert server.proc.wait() == 1
     out = server.proc.log().strip().splitlines()
-    assert out == [f"Error: cannot open log_file {base}/missing/dir/server.log: "
-                   "No such file or directory"], out
+    assert out == [
+        f"Error: cannot open log_file {base}/missing/dir/server.log: No such file or directory"
+    ], out
     assert os.path.exists(base / "server-data")  # data_dir made first; no log file anywhere
