@@ -100,17 +100,17 @@ class SecretStream:
         if self._nonce:
             if request.response_nonce != self._nonce:
                 log.debug(
-                    "SDS request with a stale nonce ignored node=%r nonce=%r expected=%r",
+                    "SDS request with a stale nonce ignored node=%s nonce=%s expected=%s",
                     node_id,
                     request.response_nonce,
                     self._nonce,
                 )
                 return False
             if request.version_info == str(self._version):
-                log.debug("SDS version acknowledged node=%r version=%s", node_id, self._version)
+                log.debug("SDS version acknowledged node=%s version=%s", node_id, self._version)
             else:
                 log.warning(
-                    "Envoy rejected SDS version node=%r version=%s kept=%r error=%r",
+                    "Envoy rejected SDS version node=%s version=%s kept=%s error=%s",
                     node_id,
                     self._version,
                     request.version_info,
@@ -118,7 +118,7 @@ class SecretStream:
                 )
         elif request.HasField("error_detail"):
             log.warning(
-                "Envoy reported an SDS error node=%r error=%r",
+                "Envoy reported an SDS error node=%s error=%s",
                 node_id,
                 request.error_detail.message,
             )
@@ -157,7 +157,7 @@ class SecretStream:
         self._version += 1
         self._nonce, self._sent = nonce, content
         log.debug(
-            "SDS response sent node=%r version=%s resources=%d",
+            "SDS response sent node=%s version=%s resources=%d",
             getattr(self._node, "id", ""),
             self._version,
             len(resources),

@@ -119,7 +119,8 @@ def test_child_of_a_setuid_exec_gets_no_root_svid(env: Env, method: str) -> None
     connector = result["connector"]
     assert f"is not the caller that connected: effective uid 0, was {NOBODY}" in result["message"]
     log = env.agent.log_text()
-    assert f"WARNING plastron.agent.workloadapi workload API caller refused pid={connector}" in log
+    refused = 'level=warning msg="workload API caller refused" logger=plastron.agent.workloadapi'
+    assert any(refused in line and f" pid={connector} " in line for line in log.splitlines()), log
 
 
 def test_child_of_an_exited_connector_gets_nothing(env: Env) -> None:
