@@ -39,7 +39,7 @@ LEVELS = {
     "PANIC": logging.CRITICAL,
 }
 # The fixed keys of every line; a field with one of these names is written as "fields.<name>".
-RESERVED = ("time", "level", "msg", "logger", "error")
+RESERVED = ("time", "level", "msg", "logger", "exception")
 _FIELDS_ATTR = "plastron_fields"
 # grpclib and the SQL stack are chatty at DEBUG; they stay at WARNING.
 _NOISY = ("grpclib", "hpack", "h2", "sqlalchemy", "alembic", "asyncio", "botocore", "urllib3")
@@ -129,7 +129,7 @@ class JsonFormatter(logging.Formatter):
             **extra,
         }
         if record.exc_info:
-            doc["error"] = self.formatException(record.exc_info)
+            doc["exception"] = self.formatException(record.exc_info)
         return json.dumps(doc, default=str)
 
 
@@ -159,7 +159,7 @@ class LogfmtFormatter(logging.Formatter):
             *extra.items(),
         ]
         if record.exc_info:
-            pairs.append(("error", self.formatException(record.exc_info)))
+            pairs.append(("exception", self.formatException(record.exc_info)))
         return " ".join(f"{key}={logfmt_value(value)}" for key, value in pairs)
 
 

@@ -135,6 +135,8 @@ class PlastronServer:
         await self.cache.rebuild()
         await self._refresh_trust()
         await self._renew_server_svid()
+        if cfg.audit_log_enabled:  # audit lines are INFO: kept whatever log_level says
+            logging.getLogger("plastron.audit").setLevel(logging.INFO)
         attestors = build_node_attestors(cfg, registries, context)
         ctx = self.api = self._api_context(attestors)
         self._register_health()
@@ -145,7 +147,9 @@ class PlastronServer:
             clock_now=lambda: self.clock.now().timestamp(),
         )
         handlers = [
-            AuthorizedService(authorized_mapping(service, POLICIES, authorizer))
+            AuthorizedService(
+                authorized_mapping(service, POLICIES, authorizer, audit=cfg.audit_log_enabled)
+            )
             for service in build_services(ctx, self.health, lambda: self._server_chain)
         ]
         assert self._tls is not None

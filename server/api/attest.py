@@ -27,6 +27,7 @@ from plastron.errors import (
 )
 from plastron.proto.spire.api.server.agent.v1 import agent_pb2
 from plastron.records import AttestedNode
+from plastron.server.api.audit import add_audit_fields
 from plastron.server.api.authz import current_caller
 from plastron.server.api.context import ApiContext
 from plastron.server.ca.csr import csr_public_key, parse_csr
@@ -145,6 +146,7 @@ async def _admit(
     ctx.cache.set_node_selectors(agent_id, node.selectors)
     await ctx.on_change()
     log.info("agent attested agent_id=%s type=%s", agent_id, attestation_type)
+    add_audit_fields(agent_id=agent_id, attestation_type=attestation_type)
     return node, chain
 
 

@@ -32,6 +32,7 @@ from grpclib.server import Stream
 
 from plastron.proto.spire.api.types import status_pb2
 from plastron.records import AttestedNode
+from plastron.server.api.audit import audited
 from plastron.server.api.status import mapped_errors
 from plastron.server.entrycache import AuthorizedEntryCache
 from plastron.spiffe.ids import SpiffeId
@@ -165,14 +166,16 @@ HandlerFn = Callable[[Stream[Any, Any]], Awaitable[None]]
 
 
 def authorized_mapping(
-    service: Any, policies: Mapping[str, Policy], authorizer: Authorizer
+    service: Any, policies: Mapping[str, Policy], authorizer: Authorizer, *, audit: bool = False
 ) -> dict[str, Handler]:
-    """The service's grpclib mapping with every handler behind its policy."""
+    """The service's grpclib mapping with every handler behind its policy; with ``audit``,
+    every call (refused ones too) leaves an audit line."""
     wrapped: dict[str, Handler] = {}
     for path, handler in service.__mapping__().items():
         policy = policies.get(path, Policy.NONE)
+        guarded = _guard(handler.func, path, policy, authorizer)
         wrapped[path] = Handler(
-            _guard(handler.func, path, policy, authorizer),
+            audited(guarded, path) if audit else guarded,
             handler.cardinality,
             handler.request_type,
             handler.reply_type,
