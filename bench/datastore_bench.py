@@ -26,7 +26,7 @@ from plastron.selector import Selector
 from plastron.server.datastore.config import SqlConfig
 from plastron.server.datastore.engine import build_engine
 from plastron.server.datastore.schema import dns_names, registered_entries, selectors
-from plastron.server.datastore.store import DataStore, open_datastore
+from plastron.server.datastore.store import SqlDataStore, open_datastore
 from plastron.spiffe.ids import SpiffeId, TrustDomain
 
 TD = TrustDomain("bench.example")
@@ -74,7 +74,7 @@ async def timed(fn: Callable[[], Awaitable[object]]) -> float:
     return time.perf_counter() - start
 
 
-async def round_trips_per_s(ds: DataStore, n: int = 500) -> float:
+async def round_trips_per_s(ds: SqlDataStore, n: int = 500) -> float:
     async def loop() -> None:
         for _ in range(n):
             await ds.health_check()
@@ -120,12 +120,12 @@ async def bench_backend(kind: str, n: int, runs: int, tmp: Path) -> list[tuple[s
     return rows
 
 
-async def _create_one_by_one(ds: DataStore, start: int, stop: int) -> None:
+async def _create_one_by_one(ds: SqlDataStore, start: int, stop: int) -> None:
     for i in range(start, stop):
         await ds.create_entry(make_entry(i))
 
 
-async def _create_batched(ds: DataStore, start: int, stop: int) -> None:
+async def _create_batched(ds: SqlDataStore, start: int, stop: int) -> None:
     for lo in range(start, stop, 500):
         results = await ds.create_entries([make_entry(i) for i in range(lo, min(lo + 500, stop))])
         assert all(isinstance(r, RegistrationEntry) for r in results)

@@ -4,9 +4,9 @@ Every plugin type is wired the same way:
 
 - its protocol lives in core: KeyManager (:mod:`plastron.keymanager`), NodeAttestor halves
   (:mod:`plastron.attestors.base`), UpstreamAuthority (:mod:`plastron.upstream`),
-  WorkloadAttestor (:mod:`plastron.workloadattestor`); optional capabilities are
-  runtime-checkable protocols next to it (``Closeable``, ``BlockingKeyManager``...), tested with
-  ``isinstance``;
+  WorkloadAttestor (:mod:`plastron.workloadattestor`), DataStore (:mod:`plastron.datastore`);
+  optional capabilities are runtime-checkable protocols next to it (``Closeable``,
+  ``BlockingKeyManager``...), tested with ``isinstance``;
 - a plugin module, in whichever room holds its code, defines ``register(registries)``, which
   adds its factories by name to :class:`Registries`. A runtime lists its modules and calls
   :func:`load_plugins` once; nothing registers by being imported;
@@ -15,7 +15,8 @@ Every plugin type is wired the same way:
   registry checks the extra first, so a configuration naming the plugin on an install without
   it fails with one line naming the extra, and no other configuration imports it;
 - a factory ``(PluginConfig, PluginContext) -> plugin`` reads its ``plugin_data`` and raises
-  ConfigError naming the key (``plugins.KeyManager.disk.plugin_data.directory ...``);
+  ConfigError naming the key (``plugins.KeyManager.disk.plugin_data.directory ...``); a
+  DataStore's factory returns an opener (opening a store connects and migrates: async);
 - the runtime builds one :class:`PluginContext` (:meth:`Registries.context`): the trust domain,
   ``data_dir``, the clock, ``base_dir`` (the config file's directory, for relative paths) and
   the host services (:mod:`plastron.host_services`).
@@ -40,6 +41,7 @@ from typing import Generic, Protocol, TypeVar
 from plastron.attestors.base import AgentNodeAttestor, ServerNodeAttestor
 from plastron.clock import Clock, SystemClock
 from plastron.configs.plugin_blocks import PluginConfig
+from plastron.datastore import DataStoreOpener
 from plastron.errors import ConfigError
 from plastron.extras import require_extra
 from plastron.host_services import HostServices
@@ -159,6 +161,8 @@ class Registries:
     workload_attestors: Registry[WorkloadAttestor] = field(
         default_factory=lambda: Registry("WorkloadAttestor")
     )
+    # create() checks a store's settings; awaiting the opener it returns opens the store
+    datastores: Registry[DataStoreOpener] = field(default_factory=lambda: Registry("DataStore"))
     key_uri_openers: dict[str, KeyUriOpener] = field(default_factory=dict)
 
     def context(

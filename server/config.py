@@ -36,12 +36,12 @@ from plastron.configs.unsupported import (
 )
 from plastron.errors import ConfigError
 from plastron.keymanager import KeyType
-from plastron.server.datastore.config import DEFAULT_DATABASE_TYPE, DEFAULT_SQLITE_FILE
 from plastron.spiffe.ids import SpiffeId, TrustDomain
 from plastron.transport.limits import ConnectionLimits
 
 SERVER_PLUGIN_TYPES = ("DataStore", "KeyManager", "NodeAttestor", "UpstreamAuthority")
-# Without a DataStore block the server uses this one, with SQLite in data_dir (SPIRE's default).
+# Without a DataStore block the server uses this one: the sql store's defaults make it SQLite
+# at <data_dir>/datastore.sqlite3 (SPIRE's default).
 DEFAULT_DATASTORE = "sql"
 
 
@@ -106,24 +106,12 @@ class ServerConfig:
         return self.plugins.single("KeyManager")
 
 
-def _with_datastore_defaults(plugins: PluginSet, data_dir: Path) -> PluginSet:
-    """No DataStore means SQLite in data_dir; a ``sql`` one gets SPIRE's defaults filled in."""
-    default_db = str(data_dir / DEFAULT_SQLITE_FILE)
-    if not plugins.of_type("DataStore"):
-        data = {"database_type": DEFAULT_DATABASE_TYPE, "connection_string": default_db}
-        ds = PluginConfig("DataStore", DEFAULT_DATASTORE, frozen_copy(data))
-        return PluginSet((*plugins.plugins, ds))
-    out = []
-    for plugin in plugins:
-        if plugin.type == "DataStore" and plugin.name == DEFAULT_DATASTORE and plugin.enabled:
-            data = dict(plugin.plugin_data)
-            data.setdefault("database_type", DEFAULT_DATABASE_TYPE)
-            if data["database_type"] == "sqlite3":
-                data.setdefault("connection_string", default_db)
-            out.append(replace(plugin, plugin_data=frozen_copy(data)))
-        else:
-            out.append(plugin)
-    return PluginSet(tuple(out))
+def _with_default_datastore(plugins: PluginSet) -> PluginSet:
+    """No enabled DataStore block means ``DataStore "sql" {}``, whose own defaults make it
+    SQLite in data_dir (SPIRE's default)."""
+    if plugins.of_type("DataStore"):
+        return plugins
+    return PluginSet((*plugins.plugins, PluginConfig("DataStore", DEFAULT_DATASTORE)))
 
 
 def _ca_subject(block: Block) -> CaSubject:
@@ -201,7 +189,7 @@ def parse_server_config(
         root.raw("plugins", {}), "plugins", SERVER_PLUGIN_TYPES, SERVER_PLUGIN_TYPES_UNSUPPORTED
     )
     check_plugin_counts(plugins, at_most_one=("DataStore", "KeyManager", "UpstreamAuthority"))
-    plugins = _with_datastore_defaults(plugins, values["data_dir"])
+    plugins = _with_default_datastore(plugins)
     health = read_health_checks(root.block("health_checks"))
     telemetry = frozen_copy(root.mapping("telemetry"))
     root.finish()

@@ -22,6 +22,7 @@ from grpclib.encoding.proto import ProtoStatusDetailsCodec
 from plastron.attestors.base import ServerNodeAttestor
 from plastron.clock import Clock, SystemClock, from_unix
 from plastron.configs.plugin_blocks import PluginConfig
+from plastron.datastore import DataStore
 from plastron.files import ensure_private_dir
 from plastron.health_http import HealthHttpConfig, HealthHttpServer
 from plastron.host_services import ConsumedToken, HostServices
@@ -36,15 +37,14 @@ from plastron.server.ca.config import CAConfig
 from plastron.server.ca.server_ca import ServerCA
 from plastron.server.ca.store import DataStoreCAStore
 from plastron.server.config import ServerConfig
-from plastron.server.datastore.store import DataStore, open_datastore
-from plastron.server.datastore.token_key import load_or_create_join_token_key
 from plastron.server.entrycache import AuthorizedEntryCache
 from plastron.server.health import HealthChecker
 from plastron.server.plugin_loading import (
+    build_datastore,
     build_node_attestors,
     build_upstream,
-    datastore_config,
     load_server_plugins,
+    plugin_context,
 )
 from plastron.server.services import build_services, server_grpc_limits
 from plastron.server.task_failures import FailureReporter
@@ -69,11 +69,14 @@ class PlastronServer:
         *,
         clock: Clock | None = None,
         ca_worker_processes: int | None = None,
+        registries: Registries | None = None,
     ) -> None:
-        """``ca_worker_processes``: the CA's batch workers; None: by the machine's cores."""
+        """``ca_worker_processes``: the CA's batch workers; None: by the machine's cores.
+        ``registries``: the plugins to build from (None: the server's own modules)."""
         self.config = config
         self.clock = clock or SystemClock()
         self._ca_worker_processes = ca_worker_processes
+        self._registries = registries
         self.datastore: DataStore | None = None
         self.key_manager: KeyManager | None = None
         self.ca: ServerCA | None = None
@@ -93,25 +96,19 @@ class PlastronServer:
 
     async def start(self) -> None:
         cfg = self.config
-        registries = load_server_plugins()
+        registries = load_server_plugins() if self._registries is None else self._registries
         ensure_private_dir(cfg.data_dir, "data_dir")
-        # the one context every server plugin is built with
-        context = registries.context(
-            trust_domain=cfg.trust_domain,
-            data_dir=cfg.data_dir,
+        context = plugin_context(
+            cfg,
+            registries,
             clock=self.clock,
-            base_dir=cfg.config_dir,
             services=HostServices(
                 x509_authorities=self._x509_authorities,
                 consume_join_token=self._consume_join_token,
                 agent_attested=self._agent_attested,
             ),
         )
-        self.datastore = await open_datastore(
-            datastore_config(cfg),
-            clock=self.clock,
-            token_hasher=load_or_create_join_token_key(cfg.data_dir),
-        )
+        self.datastore = await build_datastore(cfg, registries, context)
         try:
             await self._start_rest(registries, context)
         except BaseException:

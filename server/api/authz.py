@@ -23,13 +23,14 @@ import enum
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, Unpack
 
 from cryptography import x509
 from grpclib.const import Handler, Status
 from grpclib.exceptions import GRPCError
 from grpclib.server import Stream
 
+from plastron.datastore import NodeUpdate
 from plastron.proto.spire.api.types import status_pb2
 from plastron.records import AttestedNode
 from plastron.server.api.audit import audited
@@ -77,7 +78,9 @@ def current_caller() -> Caller:
 class NodeLookup(Protocol):
     async def fetch_attested_node(self, spiffe_id: SpiffeId) -> AttestedNode | None: ...
 
-    async def update_attested_node(self, spiffe_id: SpiffeId, **fields: Any) -> AttestedNode: ...
+    async def update_attested_node(
+        self, spiffe_id: SpiffeId, **fields: Unpack[NodeUpdate]
+    ) -> AttestedNode: ...
 
 
 def permission_denied(message: str, reason: Any = None) -> GRPCError:

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 
 from plastron.attestors.base import ServerNodeAttestor
 from plastron.clock import Clock
+from plastron.datastore import DataStore
 from plastron.server.api.ratelimit import ATTEST_PER_SECOND, SIGN_PER_SECOND, RateLimiter
 from plastron.server.ca.server_ca import ServerCA
-from plastron.server.datastore.store import DataStore
 from plastron.server.entrycache import AuthorizedEntryCache
 from plastron.spiffe.ids import TrustDomain
 

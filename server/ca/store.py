@@ -1,8 +1,8 @@
 """The narrow slice of the datastore the CA needs: its bundle and its journal.
 
 ``CAStore`` is what the CA codes against. ``MemoryCAStore`` keeps both in memory (unit tests,
-single-shot tools); ``DataStoreCAStore`` adapts the SQL ``DataStore`` from
-``plastron.server.datastore``.
+single-shot tools); ``DataStoreCAStore`` adapts the server's ``DataStore``
+(:mod:`plastron.datastore`).
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Protocol
 
+from plastron.datastore import DataStore
 from plastron.records import CAJournal
-from plastron.server.datastore.store import DataStore
 from plastron.spiffe.ids import TrustDomain
 
 
@@ -76,7 +76,7 @@ class MemoryCAStore:
 
 
 class DataStoreCAStore:
-    """Adapts the SQL DataStore (``plastron.server.datastore``) to CAStore."""
+    """Adapts the server's DataStore to CAStore."""
 
     def __init__(self, datastore: DataStore) -> None:
         self._ds = datastore

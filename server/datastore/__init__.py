@@ -1,5 +1,8 @@
-"""The server's SQL datastore (SPIRE's DataStore "sql"): SQLite, PostgreSQL, MySQL/MariaDB.
+"""The ``sql`` DataStore (:class:`plastron.datastore.DataStore`; SPIRE's DataStore "sql"):
+SQLite, PostgreSQL, MySQL/MariaDB.
 
-:mod:`.store` holds the DataStore and ``open_datastore``, :mod:`.records` the rows it returns,
-:mod:`.config` the ``sql`` plugin's settings; import each name from its module.
+:mod:`.plugin` reads its ``plugin_data`` and registers it, :mod:`.store` holds
+:class:`~.store.SqlDataStore` and ``open_datastore``, :mod:`.config` its settings and connection
+strings; the records it returns are core's (:mod:`plastron.records`). Import each name from its
+module.
 """

@@ -8,13 +8,14 @@ import json
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from typing import Any, TypedDict, Unpack
+from typing import Any, Unpack
 
 from sqlalchemy import Select, delete, func, insert, select, update
 from sqlalchemy.engine import Connection
 
+from plastron.datastore import EntryFilters
 from plastron.errors import DataStoreError, InvalidArgument, NotFound
-from plastron.records import MatchMode, RegistrationEntry
+from plastron.records import RegistrationEntry
 from plastron.selector import Selector
 from plastron.server.datastore import events
 from plastron.server.datastore.filters import check_match, selector_predicate, set_match
@@ -355,17 +356,6 @@ def prune_entries(conn: Connection, expires_before: int, now: int) -> int:
 
 
 # ---- listing -----------------------------------------------------------------------------------
-
-
-class EntryFilters(TypedDict, total=False):
-    """The ``by_*`` filters of ListEntries/CountEntries; an absent or None one does not filter."""
-
-    by_spiffe_id: SpiffeId | None
-    by_parent_id: SpiffeId | None
-    by_selectors: tuple[Sequence[Selector], MatchMode] | None
-    by_federates_with: tuple[Sequence[TrustDomain], MatchMode] | None
-    by_hint: str | None
-    by_downstream: bool | None
 
 
 def entry_filter(**filters: Unpack[EntryFilters]) -> list[Any]:

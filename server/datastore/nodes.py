@@ -5,13 +5,14 @@ from __future__ import annotations
 import dataclasses
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import Any, TypedDict, Unpack
+from typing import Any, Unpack
 
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import Connection
 
+from plastron.datastore import NodeFilters, NodeUpdate
 from plastron.errors import InvalidArgument, NotFound
-from plastron.records import AttestedNode, MatchMode
+from plastron.records import AttestedNode
 from plastron.selector import Selector
 from plastron.server.datastore import events
 from plastron.server.datastore.filters import check_match, selector_predicate, set_match
@@ -124,7 +125,7 @@ def fetch(conn: Connection, spiffe_id: SpiffeId, *, lock: bool = False) -> Attes
 
 
 def update_fields(
-    conn: Connection, spiffe_id: SpiffeId, fields: dict[str, Any], now: int
+    conn: Connection, spiffe_id: SpiffeId, fields: NodeUpdate, now: int
 ) -> AttestedNode:
     unknown = set(fields) - UPDATABLE
     if unknown:
@@ -173,16 +174,6 @@ def set_selectors(
     sid = str(spiffe_id)
     replace_selectors(conn, sid, sels)
     events.record_node_event(conn, sid, now)
-
-
-class NodeFilters(TypedDict, total=False):
-    """The ``by_*`` filters of ListAgents/CountAgents; an absent or None one does not filter."""
-
-    by_attestation_type: str | None
-    by_selectors: tuple[Sequence[Selector], MatchMode] | None
-    by_banned: bool | None
-    by_can_reattest: bool | None
-    by_expires_before: int | None
 
 
 def node_filter(**filters: Unpack[NodeFilters]) -> list[Any]:

@@ -1,4 +1,5 @@
-"""The SQL DataStore: async API over SQLite, PostgreSQL and MySQL/MariaDB.
+"""The ``sql`` DataStore (:class:`plastron.datastore.DataStore`) over SQLite, PostgreSQL and
+MySQL/MariaDB.
 
 Each method is one transaction run on the datastore's own bounded thread pool (see
 ``transactions.py``). Entry and node writes record change events in the same transaction.
@@ -9,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Callable, Sequence
-from typing import Any, Unpack
+from typing import Unpack
 
 from sqlalchemy import text
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from plastron.clock import Clock, to_unix
+from plastron.datastore import EntryFilters, NodeFilters, NodeUpdate
 from plastron.errors import (
     AlreadyExists,
     DataStoreError,
@@ -43,10 +45,8 @@ from plastron.server.datastore import (
     nodes,
 )
 from plastron.server.datastore.config import SqlConfig, to_driver_target
-from plastron.server.datastore.entries import EntryFilters
 from plastron.server.datastore.filters import next_token, parse_page
 from plastron.server.datastore.join_token_store import FOREIGN_KEY_LOG_SECONDS, JoinTokenMethods
-from plastron.server.datastore.nodes import NodeFilters
 from plastron.server.datastore.sqlite_files import prepare_sqlite_file, sqlite_file
 from plastron.server.datastore.token_key import JoinTokenHasher
 from plastron.server.datastore.transactions import TransactionRunner, describe
@@ -56,8 +56,8 @@ from plastron.wire.limits import MAX_PAGE_SIZE
 
 async def open_datastore(
     config: SqlConfig, *, clock: Clock, token_hasher: JoinTokenHasher | None = None
-) -> DataStore:
-    """Connect, migrate (unless disabled) and return a ready DataStore.
+) -> SqlDataStore:
+    """Connect, migrate (unless disabled) and return a ready store.
 
     ``token_hasher`` holds the key join tokens are stored under (the server loads it from its
     data_dir); without it the join-token methods refuse, and a migration that must hash
@@ -80,10 +80,12 @@ async def open_datastore(
     except Exception as exc:
         runner.close()
         raise DataStoreError(f"datastore: open failed: {describe(exc, secret)}") from None
-    return DataStore(runner, clock, token_hasher)
+    return SqlDataStore(runner, clock, token_hasher)
 
 
-class DataStore(JoinTokenMethods):
+class SqlDataStore(JoinTokenMethods):
+    """The sql store; built by :func:`open_datastore`."""
+
     def __init__(
         self, runner: TransactionRunner, clock: Clock, token_hasher: JoinTokenHasher | None = None
     ) -> None:
@@ -91,6 +93,12 @@ class DataStore(JoinTokenMethods):
         self._clock = clock
         self._token_hasher = token_hasher
         self._foreign_keys_logged_at = -FOREIGN_KEY_LOG_SECONDS
+
+    @property
+    def engine(self) -> Engine:
+        """The SQLAlchemy engine, for tools that watch its statements (tests inject driver
+        faults through its events)."""
+        return self._tx.engine
 
     def _now(self) -> int:
         return to_unix(self._clock.now())
@@ -164,7 +172,9 @@ class DataStore(JoinTokenMethods):
     async def fetch_attested_node(self, spiffe_id: SpiffeId) -> AttestedNode | None:
         return await self._tx.read("fetch_attested_node", lambda c: nodes.fetch(c, spiffe_id))
 
-    async def update_attested_node(self, spiffe_id: SpiffeId, **fields: Any) -> AttestedNode:
+    async def update_attested_node(
+        self, spiffe_id: SpiffeId, **fields: Unpack[NodeUpdate]
+    ) -> AttestedNode:
         now = self._now()
         return await self._tx.write(
             "update_attested_node", lambda c: nodes.update_fields(c, spiffe_id, fields, now)

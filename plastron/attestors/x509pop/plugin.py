@@ -1,4 +1,4 @@
-"""Both x509pop halves' factories and ``register``. Each factory checks its ``plugin_data`` keys
+"""Both x509pop halves' factories and ``register``. Each factory reads its ``plugin_data``
 and builds the half."""
 
 from __future__ import annotations

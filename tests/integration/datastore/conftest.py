@@ -18,7 +18,7 @@ from plastron.server.datastore import migrate
 from plastron.server.datastore.config import SqlConfig
 from plastron.server.datastore.engine import build_engine
 from plastron.server.datastore.schema import metadata
-from plastron.server.datastore.store import DataStore, open_datastore
+from plastron.server.datastore.store import SqlDataStore, open_datastore
 from plastron.server.datastore.token_key import JoinTokenHasher
 
 
@@ -49,7 +49,7 @@ def clock() -> ManualClock:
 
 
 @pytest.fixture
-async def ds(backend: SqlConfig, clock: ManualClock) -> AsyncIterator[DataStore]:
+async def ds(backend: SqlConfig, clock: ManualClock) -> AsyncIterator[SqlDataStore]:
     empty_tables(backend)
     store = await open_datastore(backend, clock=clock, token_hasher=JoinTokenHasher.generate())
     yield store

@@ -8,13 +8,13 @@ import pytest
 from datastore_builders import entry
 
 from plastron.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from plastron.server.datastore.store import DataStore
+from plastron.server.datastore.store import SqlDataStore
 from plastron.spiffe.ids import TrustDomain
 
 A, B, C = TrustDomain("a.org"), TrustDomain("b.org"), TrustDomain("c.org")
 
 
-async def test_create_fetch_set_list_count(ds: DataStore) -> None:
+async def test_create_fetch_set_list_count(ds: SqlDataStore) -> None:
     await ds.create_bundle(A, b"\x00a")
     with pytest.raises(AlreadyExists, match=r"a\.org"):
         await ds.create_bundle(A, b"again")
@@ -32,7 +32,7 @@ async def test_create_fetch_set_list_count(ds: DataStore) -> None:
     assert (await ds.list_bundles())[0] == page + rest
 
 
-async def test_large_bundle_round_trips_and_oversize_is_rejected(ds: DataStore) -> None:
+async def test_large_bundle_round_trips_and_oversize_is_rejected(ds: SqlDataStore) -> None:
     big = bytes(range(256)) * 4096  # 1 MiB: beyond MySQL's plain BLOB
     await ds.set_bundle(A, big)
     assert await ds.fetch_bundle(A) == big
@@ -40,7 +40,7 @@ async def test_large_bundle_round_trips_and_oversize_is_rejected(ds: DataStore) 
         await ds.set_bundle(A, b"x" * ((8 << 20) + 1))
 
 
-async def test_update_bundle_concurrent_appends_all_land(ds: DataStore) -> None:
+async def test_update_bundle_concurrent_appends_all_land(ds: SqlDataStore) -> None:
     def append(tag: bytes):  # type: ignore[no-untyped-def]
         def fn(current: bytes | None) -> bytes:
             return (current or b"") + tag + b";"
@@ -54,7 +54,7 @@ async def test_update_bundle_concurrent_appends_all_land(ds: DataStore) -> None:
     assert sorted(stored.split(b";")[:-1]) == sorted(tags)
 
 
-async def test_update_bundle_failure_writes_nothing(ds: DataStore) -> None:
+async def test_update_bundle_failure_writes_nothing(ds: SqlDataStore) -> None:
     await ds.set_bundle(A, b"orig")
 
     def boom(current: bytes | None) -> bytes:
@@ -65,7 +65,7 @@ async def test_update_bundle_failure_writes_nothing(ds: DataStore) -> None:
     assert await ds.fetch_bundle(A) == b"orig"
 
 
-async def test_delete_modes(ds: DataStore) -> None:
+async def test_delete_modes(ds: SqlDataStore) -> None:
     for td in (A, B):
         await ds.create_bundle(td, b"x")
     fed = await ds.create_entry(entry("/fed", "t:1", federates_with=(A, B)))

@@ -11,12 +11,12 @@ from datastore_builders import entry, sel, sid
 from plastron.clock import ManualClock, to_unix
 from plastron.errors import AlreadyExists, InvalidArgument, NotFound
 from plastron.records import EntryAlreadyExists, RegistrationEntry
-from plastron.server.datastore.store import DataStore
+from plastron.server.datastore.store import SqlDataStore
 from plastron.spiffe.ids import TrustDomain
 
 
 async def test_create_generates_id_sets_created_at_and_round_trips(
-    ds: DataStore, clock: ManualClock
+    ds: SqlDataStore, clock: ManualClock
 ) -> None:
     await ds.create_bundle(TrustDomain("fed.org"), b"b")
     made = await ds.create_entry(
@@ -43,7 +43,7 @@ async def test_create_generates_id_sets_created_at_and_round_trips(
     assert await ds.list_all_entries() == [made]
 
 
-async def test_create_keeps_given_id_and_rejects_bad_ids(ds: DataStore) -> None:
+async def test_create_keeps_given_id_and_rejects_bad_ids(ds: SqlDataStore) -> None:
     made = await ds.create_entry(entry("/a", "unix:uid:1", entry_id="my-id"))
     assert made.entry_id == "my-id"
     with pytest.raises(InvalidArgument, match="entry_id"):
@@ -54,7 +54,7 @@ async def test_create_keeps_given_id_and_rejects_bad_ids(ds: DataStore) -> None:
         await ds.create_entry(entry("/other", "unix:uid:2", entry_id="my-id"))
 
 
-async def test_create_rejects_bad_fields(ds: DataStore) -> None:
+async def test_create_rejects_bad_fields(ds: SqlDataStore) -> None:
     with pytest.raises(InvalidArgument, match="no selectors"):
         await ds.create_entry(entry("/a"))
     with pytest.raises(InvalidArgument, match="hint"):
@@ -73,7 +73,7 @@ async def test_create_rejects_bad_fields(ds: DataStore) -> None:
     assert await ds.list_entry_events(0, 100) == []
 
 
-async def test_similar_entry_is_rejected_with_the_existing_one(ds: DataStore) -> None:
+async def test_similar_entry_is_rejected_with_the_existing_one(ds: SqlDataStore) -> None:
     first = await ds.create_entry(entry("/a", "unix:uid:1", "unix:gid:2"))
     with pytest.raises(EntryAlreadyExists) as caught:
         await ds.create_entry(entry("/a", "unix:gid:2", "unix:uid:1", "unix:uid:1"))
@@ -84,7 +84,7 @@ async def test_similar_entry_is_rejected_with_the_existing_one(ds: DataStore) ->
     assert await ds.count_entries() == 3
 
 
-async def test_concurrent_identical_creates_one_wins(ds: DataStore) -> None:
+async def test_concurrent_identical_creates_one_wins(ds: SqlDataStore) -> None:
     results = await asyncio.gather(
         *(ds.create_entry(entry("/race", "unix:uid:7")) for _ in range(2)),
         return_exceptions=True,
@@ -97,7 +97,7 @@ async def test_concurrent_identical_creates_one_wins(ds: DataStore) -> None:
     assert len(await ds.list_entry_events(0, 100)) == 1
 
 
-async def test_create_entries_gives_per_item_results(ds: DataStore) -> None:
+async def test_create_entries_gives_per_item_results(ds: SqlDataStore) -> None:
     results = await ds.create_entries(
         [
             entry("/1", "unix:uid:1"),
@@ -120,7 +120,7 @@ async def test_create_entries_gives_per_item_results(ds: DataStore) -> None:
     ]
 
 
-async def test_fetch_entries(ds: DataStore) -> None:
+async def test_fetch_entries(ds: SqlDataStore) -> None:
     a = await ds.create_entry(entry("/a", "unix:uid:1"))
     b = await ds.create_entry(entry("/b", "unix:uid:2"))
     assert await ds.fetch_entries([a.entry_id, "nope", b.entry_id]) == {
@@ -130,7 +130,7 @@ async def test_fetch_entries(ds: DataStore) -> None:
     assert await ds.fetch_entry("nope") is None
 
 
-async def test_update_with_mask_bumps_revision(ds: DataStore) -> None:
+async def test_update_with_mask_bumps_revision(ds: SqlDataStore) -> None:
     await ds.create_bundle(TrustDomain("fed.org"), b"b")
     made = await ds.create_entry(entry("/a", "unix:uid:1", hint="old", x509_svid_ttl=10))
     change = dataclasses.replace(
@@ -157,7 +157,7 @@ async def test_update_with_mask_bumps_revision(ds: DataStore) -> None:
         await ds.update_entry(dataclasses.replace(change, entry_id="missing"))
 
 
-async def test_update_into_a_similar_entry_is_rejected_atomically(ds: DataStore) -> None:
+async def test_update_into_a_similar_entry_is_rejected_atomically(ds: SqlDataStore) -> None:
     a = await ds.create_entry(entry("/a", "unix:uid:1"))
     b = await ds.create_entry(entry("/b", "unix:uid:1"))
     events_before = await ds.latest_event_ids()
@@ -170,7 +170,7 @@ async def test_update_into_a_similar_entry_is_rejected_atomically(ds: DataStore)
     assert await ds.latest_event_ids() == events_before  # and no event for the failed write
 
 
-async def test_delete_entry_and_entries(ds: DataStore) -> None:
+async def test_delete_entry_and_entries(ds: SqlDataStore) -> None:
     await ds.create_bundle(TrustDomain("fed.org"), b"b")
     a = await ds.create_entry(
         entry("/a", "unix:uid:1", dns_names=("a",), federates_with=(TrustDomain("fed.org"),))
@@ -189,7 +189,7 @@ async def test_delete_entry_and_entries(ds: DataStore) -> None:
     await ds.delete_bundle(TrustDomain("fed.org"), "restrict")
 
 
-async def test_prune_entries(ds: DataStore) -> None:
+async def test_prune_entries(ds: SqlDataStore) -> None:
     keep = await ds.create_entry(entry("/keep", "unix:uid:1"))  # expires_at 0 = never
     later = await ds.create_entry(entry("/later", "unix:uid:2", expires_at=200))
     await ds.create_entry(entry("/old", "unix:uid:3", expires_at=100))
@@ -201,7 +201,7 @@ async def test_prune_entries(ds: DataStore) -> None:
 
 
 @pytest.fixture
-async def selector_entries(ds: DataStore) -> dict[str, RegistrationEntry]:
+async def selector_entries(ds: SqlDataStore) -> dict[str, RegistrationEntry]:
     made = {}
     for name, sels in {
         "ab": ("t:a", "t:b"),
@@ -224,7 +224,7 @@ async def selector_entries(ds: DataStore) -> dict[str, RegistrationEntry]:
     ],
 )
 async def test_list_by_selectors(
-    ds: DataStore, selector_entries: dict[str, RegistrationEntry], match: str, expected: set[str]
+    ds: SqlDataStore, selector_entries: dict[str, RegistrationEntry], match: str, expected: set[str]
 ) -> None:
     found, token = await ds.list_entries(by_selectors=((sel("t:a"), sel("t:b")), match))  # type: ignore[arg-type]
     assert {e.spiffe_id.path[1:] for e in found} == expected
@@ -232,14 +232,14 @@ async def test_list_by_selectors(
     assert await ds.count_entries(by_selectors=((sel("t:a"), sel("t:b")), match)) == len(expected)  # type: ignore[arg-type]
 
 
-async def test_list_by_selectors_rejects_bad_filters(ds: DataStore) -> None:
+async def test_list_by_selectors_rejects_bad_filters(ds: SqlDataStore) -> None:
     with pytest.raises(InvalidArgument, match="match"):
         await ds.list_entries(by_selectors=((sel("t:a"),), "most"))  # type: ignore[arg-type]
     with pytest.raises(InvalidArgument, match="at least one"):
         await ds.list_entries(by_selectors=((), "any"))
 
 
-async def test_list_by_ids_hint_downstream(ds: DataStore) -> None:
+async def test_list_by_ids_hint_downstream(ds: SqlDataStore) -> None:
     a = await ds.create_entry(entry("/a", "t:1", parent="/spire/agent/x/1", hint="web"))
     b = await ds.create_entry(entry("/b", "t:1", parent="/spire/agent/x/2", downstream=True))
     c = await ds.create_entry(entry("/a", "t:2", parent="/spire/agent/x/2"))
@@ -257,7 +257,7 @@ async def test_list_by_ids_hint_downstream(ds: DataStore) -> None:
     ("match", "expected"),
     [("exact", {"1"}), ("subset", {"1", "2"}), ("superset", {"1", "3"}), ("any", {"1", "2", "3"})],
 )
-async def test_list_by_federates_with(ds: DataStore, match: str, expected: set[str]) -> None:
+async def test_list_by_federates_with(ds: SqlDataStore, match: str, expected: set[str]) -> None:
     x, y, z = TrustDomain("x.org"), TrustDomain("y.org"), TrustDomain("z.org")
     for td in (x, y, z):
         await ds.create_bundle(td, b"b")
@@ -269,7 +269,7 @@ async def test_list_by_federates_with(ds: DataStore, match: str, expected: set[s
     assert {e.spiffe_id.path[1:] for e in found} == expected
 
 
-async def test_paging(ds: DataStore) -> None:
+async def test_paging(ds: SqlDataStore) -> None:
     made = [await ds.create_entry(entry(f"/p{i}", "t:x", hint="h")) for i in range(7)]
     seen: list[RegistrationEntry] = []
     token = ""
@@ -287,7 +287,7 @@ async def test_paging(ds: DataStore) -> None:
         await ds.list_entries(page_size=3, page_token="abc")
 
 
-async def test_events_follow_every_entry_write(ds: DataStore, clock: ManualClock) -> None:
+async def test_events_follow_every_entry_write(ds: SqlDataStore, clock: ManualClock) -> None:
     a = await ds.create_entry(entry("/a", "t:1"))
     await ds.update_entry(dataclasses.replace(a, hint="x"), {"hint"})
     await ds.delete_entry(a.entry_id)

@@ -13,10 +13,10 @@ from plastron.clock import ManualClock
 from plastron.server.datastore import migrate
 from plastron.server.datastore.config import SqlConfig
 from plastron.server.datastore.engine import build_engine
-from plastron.server.datastore.store import DataStore, open_datastore
+from plastron.server.datastore.store import SqlDataStore, open_datastore
 
 
-async def test_ids_differing_only_in_case_are_distinct(ds: DataStore) -> None:
+async def test_ids_differing_only_in_case_are_distinct(ds: SqlDataStore) -> None:
     upper = await ds.create_entry(entry("/Web", "unix:user:Alice"))
     lower = await ds.create_entry(entry("/web", "unix:user:alice"))
     found, _ = await ds.list_entries(by_spiffe_id=sid("/web"))
@@ -28,7 +28,7 @@ async def test_ids_differing_only_in_case_are_distinct(ds: DataStore) -> None:
     assert await ds.fetch_attested_node(sid("/spire/agent/join_token/Node-A")) is not None
 
 
-async def test_selectors_differing_only_in_case_are_distinct(ds: DataStore) -> None:
+async def test_selectors_differing_only_in_case_are_distinct(ds: SqlDataStore) -> None:
     upper = await ds.create_entry(entry("/w", "unix:user:Alice"))
     lower = await ds.create_entry(entry("/w", "unix:user:alice"))  # not a "similar entry"
     for value, want in (("unix:user:alice", lower), ("unix:user:Alice", upper)):
@@ -41,7 +41,7 @@ async def test_selectors_differing_only_in_case_are_distinct(ds: DataStore) -> N
     assert await ds.count_attested_nodes(by_selectors=((sel("tpm:Rack:1"),), "any")) == 1
 
 
-async def test_selectors_differing_only_in_trailing_space_are_distinct(ds: DataStore) -> None:
+async def test_selectors_differing_only_in_trailing_space_are_distinct(ds: SqlDataStore) -> None:
     bare = await ds.create_entry(entry("/w", "docker:label:env:prod"))
     spaced = await ds.create_entry(entry("/w", "docker:label:env:prod "))
     found, _ = await ds.list_entries(by_selectors=((sel("docker:label:env:prod"),), "exact"))

@@ -23,7 +23,7 @@ from plastron.server.datastore.config import SqlConfig, to_driver_target
 from plastron.server.datastore.engine import WRITE_OPTION, build_engine
 from plastron.server.datastore.schema import join_tokens
 from plastron.server.datastore.sqlite_files import sqlite_file
-from plastron.server.datastore.store import DataStore, open_datastore
+from plastron.server.datastore.store import SqlDataStore, open_datastore
 from plastron.server.datastore.token_key import JoinTokenHasher
 from plastron.spiffe.ids import SpiffeId, TrustDomain
 
@@ -40,7 +40,7 @@ def _table_dump(config: SqlConfig) -> list[tuple[object, ...]]:
         eng.dispose()
 
 
-async def test_rows_hold_keyed_digests_only(ds: DataStore, backend: SqlConfig) -> None:
+async def test_rows_hold_keyed_digests_only(ds: SqlDataStore, backend: SqlConfig) -> None:
     hasher = ds._token_hasher  # the key this datastore was opened with
     assert hasher is not None
     for token in TOKENS:
@@ -57,7 +57,7 @@ async def test_rows_hold_keyed_digests_only(ds: DataStore, backend: SqlConfig) -
 
 
 async def test_another_key_finds_nothing_and_says_why(
-    ds: DataStore, backend: SqlConfig, caplog: pytest.LogCaptureFixture
+    ds: SqlDataStore, backend: SqlConfig, caplog: pytest.LogCaptureFixture
 ) -> None:
     await ds.create_join_token(JoinToken("node-1", 100))
     other = await open_datastore(
@@ -140,7 +140,7 @@ def _table_dump_0001(config: SqlConfig) -> list[tuple[object, ...]]:
         eng.dispose()
 
 
-async def test_alias_entry_is_made_in_the_consuming_transaction(ds: DataStore) -> None:
+async def test_alias_entry_is_made_in_the_consuming_transaction(ds: SqlDataStore) -> None:
     alias = TrustDomain("example.org").spiffe_id("/node")
     await ds.create_join_token(JoinToken("node-1", 100, alias))
     assert await ds.list_all_entries() == []  # the token's agent ID is not stored meanwhile

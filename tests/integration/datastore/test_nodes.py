@@ -9,10 +9,10 @@ from datastore_builders import node, sel, sid
 
 from plastron.errors import AlreadyExists, InvalidArgument, NotFound
 from plastron.records import AttestedNode
-from plastron.server.datastore.store import DataStore
+from plastron.server.datastore.store import SqlDataStore
 
 
-async def test_create_fetch_update_delete(ds: DataStore) -> None:
+async def test_create_fetch_update_delete(ds: SqlDataStore) -> None:
     n = node("a", "k:1", "k:2", node_data=b"\x00data", agent_version="1.2", can_reattest=True)
     assert await ds.create_attested_node(n) == n
     assert await ds.fetch_attested_node(n.spiffe_id) == n
@@ -35,14 +35,14 @@ async def test_create_fetch_update_delete(ds: DataStore) -> None:
         await ds.delete_attested_node(n.spiffe_id)
 
 
-async def test_ban_is_empty_serial(ds: DataStore) -> None:
+async def test_ban_is_empty_serial(ds: SqlDataStore) -> None:
     n = await ds.create_attested_node(node("a"))
     banned = await ds.update_attested_node(n.spiffe_id, cert_serial="", new_cert_serial="")
     assert banned.banned
     assert (await ds.fetch_attested_node(n.spiffe_id)).banned  # type: ignore[union-attr]
 
 
-async def test_rejects_oversize_inputs(ds: DataStore) -> None:
+async def test_rejects_oversize_inputs(ds: SqlDataStore) -> None:
     with pytest.raises(InvalidArgument, match="node_data"):
         await ds.create_attested_node(node("a", node_data=b"x" * ((1 << 20) + 1)))
     with pytest.raises(InvalidArgument, match="cert_serial"):
@@ -52,7 +52,7 @@ async def test_rejects_oversize_inputs(ds: DataStore) -> None:
     assert await ds.count_attested_nodes() == 0
 
 
-async def test_node_selectors(ds: DataStore) -> None:
+async def test_node_selectors(ds: SqlDataStore) -> None:
     a, b = sid("/spire/agent/x/a"), sid("/spire/agent/x/b")
     await ds.set_node_selectors(a, [sel("k:1"), sel("k:2"), sel("k:1")])
     await ds.set_node_selectors(b, [sel("k:3")])
@@ -63,7 +63,7 @@ async def test_node_selectors(ds: DataStore) -> None:
     assert await ds.list_node_selectors() == {a: (sel("k:9"),)}
 
 
-async def test_upsert_with_selectors(ds: DataStore) -> None:
+async def test_upsert_with_selectors(ds: SqlDataStore) -> None:
     n = node("a", "k:1", node_data=b"first")
     assert await ds.upsert_attested_node_with_selectors(n) == n
     again = node("a", "k:2", cert_serial="new", node_data=b"second")
@@ -72,7 +72,7 @@ async def test_upsert_with_selectors(ds: DataStore) -> None:
     assert await ds.count_attested_nodes() == 1
 
 
-async def test_concurrent_first_upserts_both_succeed(ds: DataStore) -> None:
+async def test_concurrent_first_upserts_both_succeed(ds: SqlDataStore) -> None:
     results = await asyncio.gather(
         ds.upsert_attested_node_with_selectors(node("r", "k:1", cert_serial="one")),
         ds.upsert_attested_node_with_selectors(node("r", "k:2", cert_serial="two")),
@@ -82,7 +82,7 @@ async def test_concurrent_first_upserts_both_succeed(ds: DataStore) -> None:
     assert await ds.count_attested_nodes() == 1
 
 
-async def test_list_filters_and_paging(ds: DataStore) -> None:
+async def test_list_filters_and_paging(ds: SqlDataStore) -> None:
     a = await ds.create_attested_node(node("a", "k:1", "k:2", cert_not_after=100))
     b = await ds.create_attested_node(node("b", "k:1", attestation_type="tpm", can_reattest=True))
     c = await ds.create_attested_node(node("c", "k:3", cert_serial=""))
@@ -108,7 +108,7 @@ async def test_list_filters_and_paging(ds: DataStore) -> None:
     assert page == [c] and token == ""
 
 
-async def test_every_node_write_records_an_event(ds: DataStore) -> None:
+async def test_every_node_write_records_an_event(ds: SqlDataStore) -> None:
     n = await ds.create_attested_node(node("a", "k:1"))
     await ds.update_attested_node(n.spiffe_id, agent_version="2")
     await ds.set_node_selectors(n.spiffe_id, [sel("k:2")])

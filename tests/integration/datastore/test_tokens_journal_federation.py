@@ -11,11 +11,11 @@ from datastore_builders import entry, sid
 from plastron.clock import ManualClock
 from plastron.errors import AlreadyExists, InvalidArgument, NotFound
 from plastron.records import CAJournal, FederationRelationship, JoinToken
-from plastron.server.datastore.store import DataStore
+from plastron.server.datastore.store import SqlDataStore
 from plastron.spiffe.ids import TrustDomain
 
 
-async def test_join_token_lifecycle(ds: DataStore) -> None:
+async def test_join_token_lifecycle(ds: SqlDataStore) -> None:
     await ds.create_join_token(JoinToken("tok-1", 100))
     with pytest.raises(AlreadyExists) as caught:
         await ds.create_join_token(JoinToken("tok-1", 200))
@@ -28,7 +28,7 @@ async def test_join_token_lifecycle(ds: DataStore) -> None:
     assert "tok-1" not in repr(JoinToken("tok-1", 1))
 
 
-async def test_join_token_rejects_bad_shapes(ds: DataStore) -> None:
+async def test_join_token_rejects_bad_shapes(ds: SqlDataStore) -> None:
     with pytest.raises(InvalidArgument, match=r"1\.\.255"):
         await ds.create_join_token(JoinToken("t" * 256, 1))
     with pytest.raises(InvalidArgument, match="ASCII"):
@@ -37,14 +37,14 @@ async def test_join_token_rejects_bad_shapes(ds: DataStore) -> None:
         await ds.fetch_join_token("")
 
 
-async def test_concurrent_consume_exactly_one_wins(ds: DataStore) -> None:
+async def test_concurrent_consume_exactly_one_wins(ds: SqlDataStore) -> None:
     for round_ in range(5):
         await ds.create_join_token(JoinToken(f"race-{round_}", 100))
         results = await asyncio.gather(*(ds.consume_join_token(f"race-{round_}") for _ in range(2)))
         assert sorted(r is None for r in results) == [False, True]
 
 
-async def test_prune_join_tokens(ds: DataStore) -> None:
+async def test_prune_join_tokens(ds: SqlDataStore) -> None:
     await ds.create_join_token(JoinToken("old", 10))
     await ds.create_join_token(JoinToken("new", 30))
     assert await ds.prune_join_tokens(20) == 1
@@ -52,7 +52,7 @@ async def test_prune_join_tokens(ds: DataStore) -> None:
     assert await ds.fetch_join_token("new") is not None
 
 
-async def test_ca_journal(ds: DataStore) -> None:
+async def test_ca_journal(ds: SqlDataStore) -> None:
     first = await ds.set_ca_journal(CAJournal(0, b"j1", "auth-a"))
     assert first.id > 0
     second = await ds.set_ca_journal(CAJournal(0, b"j2", "auth-b"))
@@ -67,7 +67,7 @@ async def test_ca_journal(ds: DataStore) -> None:
     assert await ds.list_ca_journals() == [updated]
 
 
-async def test_federation_relationships(ds: DataStore) -> None:
+async def test_federation_relationships(ds: SqlDataStore) -> None:
     web = FederationRelationship(TrustDomain("web.org"), "https://web.org/bundle", "https_web")
     spiffe = FederationRelationship(
         TrustDomain("sp.org"), "https://sp.org/b", "https_spiffe", sid("/spire/server")
@@ -97,7 +97,7 @@ async def test_federation_relationships(ds: DataStore) -> None:
         )
 
 
-async def test_prune_events(ds: DataStore, clock: ManualClock) -> None:
+async def test_prune_events(ds: SqlDataStore, clock: ManualClock) -> None:
     await ds.create_entry(entry("/a", "t:1"))
     await ds.set_node_selectors(sid("/spire/agent/x/1"), [])
     clock.advance(dt.timedelta(hours=1))
@@ -112,5 +112,5 @@ async def test_prune_events(ds: DataStore, clock: ManualClock) -> None:
     assert len(await ds.list_entry_events(latest_entry, 10)) == 1
 
 
-async def test_health_check(ds: DataStore) -> None:
+async def test_health_check(ds: SqlDataStore) -> None:
     await ds.health_check()

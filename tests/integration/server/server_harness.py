@@ -16,6 +16,7 @@ from cryptography.x509.oid import NameOID
 from grpclib.client import Channel
 
 from plastron.clock import Clock
+from plastron.plugins import Registries
 from plastron.proto.spire.api.server.agent.v1 import agent_grpc, agent_pb2
 from plastron.proto.spire.api.server.bundle.v1 import bundle_grpc, bundle_pb2
 from plastron.proto.spire.api.server.entry.v1 import entry_grpc
@@ -41,6 +42,7 @@ def server_conf(
     extra_plugins: str = "",
     extra_top: str = "",
     key_manager: str = MEMORY_KEY_MANAGER,
+    datastore: str = "sql",
 ) -> str:
     return f"""
 server {{
@@ -54,7 +56,7 @@ server {{
   {extra_server}
 }}
 plugins {{
-  DataStore "sql" {{
+  DataStore "{datastore}" {{
     plugin_data {{
       database_type = "sqlite3"
       connection_string = "{tmp}/data/datastore.sqlite3"
@@ -168,12 +170,16 @@ async def running_server(
     extra_top: str = "",
     key_manager: str = MEMORY_KEY_MANAGER,
     clock: Clock | None = None,
+    registries: Registries | None = None,
+    datastore: str = "sql",
 ) -> AsyncIterator[Harness]:
+    """``registries`` and ``datastore``: plugins besides the server's own, and the name of the
+    DataStore to use (its plugin_data is the sql store's)."""
     port = free_port()
     config = parse_server_config(
-        server_conf(tmp, port, extra_server, extra_plugins, extra_top, key_manager)
+        server_conf(tmp, port, extra_server, extra_plugins, extra_top, key_manager, datastore)
     )
-    server = PlastronServer(config, clock=clock)
+    server = PlastronServer(config, clock=clock, registries=registries)
     await server.start()
     harness = Harness(server, tmp, port)
     try:

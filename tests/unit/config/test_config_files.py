@@ -12,7 +12,10 @@ import pytest
 from plastron.agent.config import AgentConfig, load_agent_config, parse_agent_config
 from plastron.errors import ConfigError
 from plastron.keymanager import KeyType
+from plastron.plugins import PluginContext
 from plastron.server.config import ServerConfig, load_server_config, parse_server_config
+from plastron.server.datastore.config import to_driver_target
+from plastron.server.datastore.plugin import sql_config
 from plastron.spiffe.ids import SpiffeId
 
 DATA = Path(__file__).parent / "data"
@@ -95,12 +98,17 @@ def test_minimal_server_gets_defaults() -> None:
     assert c.experimental.challenge_timeout == dt.timedelta(seconds=30)
     assert c.ratelimit.attestation and c.ratelimit.signing
     assert c.health_checks.live_path == "/live"
-    assert c.datastore.name == "sql"
-    assert dict(c.datastore.plugin_data) == {
-        "database_type": "sqlite3",
-        "connection_string": "/var/lib/p/datastore.sqlite3",
-    }
+    # no DataStore block: the sql store with none of its settings given
+    assert (c.datastore.name, dict(c.datastore.plugin_data)) == ("sql", {})
+    assert _sqlite_file(c) == "/var/lib/p/datastore.sqlite3"
     assert c.key_manager is None
+
+
+def _sqlite_file(c: ServerConfig) -> str | None:
+    """The database file the configured sql store opens."""
+    sql = sql_config(c.datastore, PluginContext(data_dir=c.data_dir, base_dir=c.config_dir))
+    assert sql.database_type == "sqlite3"
+    return to_driver_target(sql).url.database
 
 
 def test_sql_datastore_without_connection_string_gets_sqlite_default() -> None:
@@ -108,7 +116,17 @@ def test_sql_datastore_without_connection_string_gets_sqlite_default() -> None:
         'server { trust_domain = "td.test"  data_dir = "/d" }\n'
         'plugins { DataStore "sql" { plugin_data { } }\n NodeAttestor "join_token" {} }'
     )
-    assert c.datastore.plugin_data["connection_string"] == "/d/datastore.sqlite3"
+    assert _sqlite_file(c) == "/d/datastore.sqlite3"
+
+
+def test_a_disabled_datastore_block_gives_the_default() -> None:
+    c = parse_server_config(
+        'server { trust_domain = "td.test"  data_dir = "/d" }\n'
+        'plugins { DataStore "sql" { plugin_data { database_type = "postgres" }\n'
+        "  enabled = false }\n"
+        ' NodeAttestor "join_token" {} }'
+    )
+    assert _sqlite_file(c) == "/d/datastore.sqlite3"
 
 
 def test_config_file_errors(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from plastron.agent.config import load_agent_config
 from plastron.agent.plugin_loading import build_key_manager
 from plastron.plugins import PluginContext
 from plastron.server.config import load_server_config, parse_server_config
-from plastron.server.plugin_loading import datastore_config
+from plastron.server.datastore.plugin import sql_config
 
 DATA = Path(__file__).parent / "data"
 SERVER = """
@@ -62,7 +62,8 @@ def test_plugin_context_resolves_relative_paths_only() -> None:
 def test_datastore_tls_files_resolve_from_the_config_directory(tmp_path: Path) -> None:
     conf = tmp_path / "server.conf"
     conf.write_text(SERVER)
-    sql = datastore_config(load_server_config(conf, expand_env=False))
+    cfg = load_server_config(conf, expand_env=False)
+    sql = sql_config(cfg.datastore, PluginContext(base_dir=cfg.config_dir))
     assert sql.root_ca_path == str(tmp_path / "tls" / "root.pem")
     assert sql.client_cert_path == "/abs/client.pem"
     assert sql.connection_string == "dbname=spire"  # a connection string, not a file path

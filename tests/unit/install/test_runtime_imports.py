@@ -34,14 +34,14 @@ from plastron.agent.config import load_agent_config
 from plastron.agent.plugin_loading import (
     build_key_manager, build_node_attestor, build_workload_attestors,
 )
-from plastron.server.plugin_loading import datastore_config, load_server_plugins
+from plastron.server.plugin_loading import load_server_plugins, plugin_context
 from plastron.server.config import load_server_config
 agent = load_agent_config(base / "agent.conf", expand_env=False)
 build_key_manager(agent), build_node_attestor(agent, "token"), build_workload_attestors(agent)
 server = load_server_config(base / "server.conf", expand_env=False)
 registries = load_server_plugins()
-datastore_config(server)
-context = registries.context(trust_domain=server.trust_domain, data_dir=server.data_dir)
+context = plugin_context(server, registries)
+registries.datastores.create(server.datastore, context)
 registries.key_managers.create(server.key_manager, context)
 import plastron.server.main, plastron.agent.main  # the run paths too
 print(json.dumps(sorted({name.split(".")[0] for name in sys.modules})))

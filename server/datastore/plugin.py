@@ -1,0 +1,88 @@
+"""The ``sql`` DataStore plugin: its ``plugin_data`` (SPIRE's keys) and ``register``.
+
+With no ``DataStore`` block the server configures ``DataStore "sql" {}``, which is SQLite at
+``<data_dir>/datastore.sqlite3``: the defaults below and in :class:`SqlConfig` are the only
+place that is said.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Awaitable, Callable
+from typing import cast
+
+from plastron.configs.plugin_blocks import PluginConfig
+from plastron.errors import ConfigError
+from plastron.extras import require_extra
+from plastron.plugins import PluginContext, Registries
+from plastron.server.datastore.config import DEFAULT_DATABASE_TYPE, DatabaseType, SqlConfig
+from plastron.server.datastore.store import SqlDataStore, open_datastore
+from plastron.server.datastore.token_key import load_or_create_join_token_key
+
+NAME = "sql"
+DATABASE_TYPES = ("sqlite3", "postgres", "mysql")
+# The pip extra holding each database's driver (SQLite's is in the standard library).
+DATABASE_EXTRAS: dict[str, str] = {"postgres": "postgres", "mysql": "mysql"}
+# SPIRE's read-only replica string: accepted so SPIRE configs load, not used (one pool).
+_UNUSED_KEYS = ("ro_connection_string",)
+
+
+def sql_config(plugin: PluginConfig, context: PluginContext) -> SqlConfig:
+    """The store's settings. The TLS file paths resolve from the config file's directory, as
+    every plugin's; ``connection_string`` is passed on as written (a relative SQLite path is
+    taken from the working directory, as SPIRE does)."""
+    settings = plugin.settings()
+    defaults = SqlConfig
+
+    def file_path(key: str) -> str:
+        text: str = settings.string(key, "")
+        return str(context.resolve(text)) if text else ""
+
+    database_type = settings.choice("database_type", DEFAULT_DATABASE_TYPE, DATABASE_TYPES)
+    extra = DATABASE_EXTRAS.get(database_type)
+    if extra is not None:
+        require_extra(extra, f'DataStore "sql" with database_type "{database_type}"')
+    config = SqlConfig(
+        database_type=cast(DatabaseType, database_type),
+        connection_string=settings.string("connection_string", ""),
+        data_dir=str(context.data_dir or ""),
+        max_open_conns=settings.integer("max_open_conns", defaults.max_open_conns, 1),
+        max_idle_conns=settings.integer("max_idle_conns", defaults.max_idle_conns),
+        conn_max_lifetime=int(
+            settings.duration(
+                "conn_max_lifetime",
+                dt.timedelta(seconds=defaults.conn_max_lifetime),
+                positive=False,
+            ).total_seconds()
+        ),
+        disable_migration=settings.boolean("disable_migration", defaults.disable_migration),
+        root_ca_path=file_path("root_ca_path"),
+        client_cert_path=file_path("client_cert_path"),
+        client_key_path=file_path("client_key_path"),
+    )
+    for key in _UNUSED_KEYS:
+        settings.raw(key)
+    settings.finish()
+    config.validate()
+    return config
+
+
+def create_sql_datastore(
+    plugin: PluginConfig, context: PluginContext
+) -> Callable[[], Awaitable[SqlDataStore]]:
+    """Check the settings now; the opener connects and migrates, and stores join tokens under
+    the key in ``<data_dir>`` (made at the first start)."""
+    config = sql_config(plugin, context)
+    data_dir, clock = context.data_dir, context.clock
+    if data_dir is None:
+        raise ConfigError(f"{plugin.path}: the server's data_dir is needed (join-token key)")
+
+    async def open_store() -> SqlDataStore:
+        hasher = load_or_create_join_token_key(data_dir)
+        return await open_datastore(config, clock=clock, token_hasher=hasher)
+
+    return open_store
+
+
+def register(registries: Registries) -> None:
+    registries.datastores.register(NAME, create_sql_datastore)
