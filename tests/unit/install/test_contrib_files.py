@@ -123,7 +123,7 @@ def test_there_is_an_example_for_each_keymanager_and_attestor() -> None:
     text = "".join(p.read_text() for p in SERVER_CONFIGS + AGENT_CONFIGS)
     for name in ("memory", "disk", "pkcs11", "tpm"):
         assert f'KeyManager "{name}"' in text
-    for name in ("join_token", "x509pop", "tpm", "tpm_devid"):
+    for name in ("join_token", "x509pop", "tpm", "tpm_devid", "aws_iid", "gcp_iit", "azure_msi"):
         assert f'NodeAttestor "{name}"' in text
 
 
