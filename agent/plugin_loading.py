@@ -37,6 +37,8 @@ AGENT_PLUGIN_MODULES = (
     "plastron.tpm.plugin",
     "plastron.hsm.plugin",
     "plastron.agent.workloadattestor.unix",
+    "plastron.agent.workloadattestor.docker",
+    "plastron.agent.workloadattestor.k8s",
 )
 
 
