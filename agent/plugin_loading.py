@@ -38,6 +38,7 @@ AGENT_PLUGIN_MODULES = (
     "plastron.hsm.plugin",
     "plastron.agent.workloadattestor.unix",
     "plastron.agent.workloadattestor.docker",
+    "plastron.agent.workloadattestor.k8s",
 )
 
 
