@@ -22,6 +22,7 @@ from plastron.selector import Selector
 from plastron.spiffe.bundle import Bundle
 from plastron.spiffe.ids import SpiffeId, TrustDomain
 from plastron.spiffe.jwtsvid import JwtSvid
+from plastron.spiffe.taint import chained_to_tainted, jwt_key_id, tainted_authorities
 from plastron.spiffe.x509svid import X509Svid
 
 DEFAULT_MAX_X509_SVIDS = 1000
@@ -202,11 +203,13 @@ class WorkloadCache:
         return ids
 
     def entries_needing_svid(self) -> list[WorkloadEntry]:
-        """Entries with no X509-SVID or one past half-life, within the cache bound.
+        """Entries with no X509-SVID, one past half-life or one chained to an authority the
+        bundle flags tainted, within the cache bound.
 
         Past the bound only entries some subscriber matches get a new SVID (SPIRE's LRU cache).
         """
         now = self._clock.now()
+        tainted = tainted_authorities(self._bundle)
         stale: list[WorkloadEntry] = []
         missing: list[WorkloadEntry] = []
         for entry in self._entries.values():
@@ -215,6 +218,8 @@ class WorkloadCache:
                 missing.append(entry)
             elif now >= half_life(svid.leaf.not_valid_before_utc, svid.expires_at):
                 stale.append(entry)
+            elif tainted and chained_to_tainted(svid.chain, tainted):
+                stale.append(entry)  # re-issued now, before the authority is revoked
         room = self._max_x509 - len(self._svids)
         if len(missing) > room:
             wanted = self._subscribed_entry_ids()
@@ -269,6 +274,7 @@ class WorkloadCache:
             raise ValueError(f"bundle is for {bundle.trust_domain}, not {self.trust_domain}")
         if self._bundle != bundle:
             self._bundle = bundle
+            self._drop_tainted_jwts(bundle)
             self._bump(self.trust_domain)
             self._notify()
 
@@ -308,6 +314,13 @@ class WorkloadCache:
         self._jwts.move_to_end(key)
         while len(self._jwts) > self._max_jwt:
             self._jwts.popitem(last=False)
+
+    def _drop_tainted_jwts(self, bundle: Bundle) -> None:
+        """Forget cached JWT-SVIDs signed by a key the bundle now flags tainted."""
+        tainted = {a.key_id for a in bundle.jwt_authorities if a.tainted}
+        if tainted:
+            for key in [k for k, svid in self._jwts.items() if jwt_key_id(svid.token) in tainted]:
+                del self._jwts[key]
 
     def _drop_jwts(self, entry_id: str) -> None:
         for key in [k for k in self._jwts if k[0] == entry_id]:

@@ -29,6 +29,7 @@ from plastron.clock import Clock
 from plastron.errors import AttestationFailed, KeyManagerError, NotFound, PlastronError
 from plastron.keymanager import KeyManager, KeyType, prove_possession
 from plastron.spiffe.bundle import Bundle
+from plastron.spiffe.taint import chained_to_tainted, tainted_authorities
 from plastron.spiffe.x509svid import X509Svid, spiffe_id_from_certificate, validate_x509_svid
 from plastron.wire.keys import spki_der
 
@@ -130,11 +131,20 @@ class AgentIdentity:
         await self._attest(trust)
 
     async def rotate_if_due(self) -> bool:
+        """Renew (or re-attest) at half-life, or at once when the bundle flags an authority
+        of our chain tainted."""
         state = self._state
-        if state is None or not rotation_due(self.svid(), self._clock.now(), self._jitter):
+        if state is None:
+            return False
+        svid = self.svid()
+        if rotation_due(svid, self._clock.now(), self._jitter):
+            why = "at half-life"
+        elif chained_to_tainted(svid.chain, tainted_authorities(state.bundle)):
+            why = "chained to a tainted authority"
+        else:
             return False
         if state.reattestable:
-            log.info("agent SVID at half-life: re-attesting (node is reattestable)")
+            log.info("agent SVID %s: re-attesting (node is reattestable)", why)
             await self.reattest()
         else:
             await self._renew(state)

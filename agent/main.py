@@ -3,7 +3,9 @@
 Start-up: a stored agent SVID that is still valid (and whose key the KeyManager still holds) is
 resumed without attesting; otherwise the node attests over TLS verified against the bootstrap
 bundle. Then every ``sync_interval`` (woken early when a workload waits for an SVID): rotate the
-agent SVID if due, then sync entries, bundles and SVIDs. Errors back off; the cache keeps
+agent SVID if due, then sync entries, bundles and SVIDs (re-issuing the workload SVIDs chained
+to an authority the bundle flags tainted), then rotate the agent SVID again if that bundle
+tainted its authority. Errors back off; the cache keeps
 serving what is still valid. AGENT_BANNED: the SVID is deleted and the agent exits. Other
 agent-authorization failures (evicted, must re-attest, expired): re-attest, else exit.
 """
@@ -139,6 +141,8 @@ class AgentRuntime:
         try:
             await self.identity.rotate_if_due()
             await self.sync.sync_once()
+            # A bundle that just flagged our authority tainted: move off it in this round.
+            await self.identity.rotate_if_due()
         except GRPCError as exc:
             if exc.status == Status.PERMISSION_DENIED:
                 await self._on_denied(exc)

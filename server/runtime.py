@@ -50,6 +50,7 @@ from plastron.server.services import build_services, server_grpc_limits
 from plastron.server.task_failures import FailureReporter
 from plastron.spiffe.bundle import Bundle
 from plastron.spiffe.ids import SpiffeId
+from plastron.spiffe.taint import chained_to_tainted, tainted_authorities
 from plastron.transport.server import RunningServer, start_server
 from plastron.transport.tls import RotatingServerTls
 from plastron.version import package_version
@@ -87,6 +88,7 @@ class PlastronServer:
         self.listeners: RunningServer | None = None
         self._tls: RotatingServerTls | None = None
         self._trust: tuple[x509.Certificate, ...] = ()
+        self._tainted: tuple[x509.Certificate, ...] = ()  # authorities of _trust to move off
         self._server_chain: list[x509.Certificate] = []
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -266,7 +268,9 @@ class PlastronServer:
         assert self.datastore is not None
         data = await self.datastore.fetch_bundle(self.config.trust_domain)
         if data is not None:
-            self._trust = tuple(Bundle.from_json(data).x509_certificates())
+            bundle = Bundle.from_json(data)
+            self._trust = tuple(bundle.x509_certificates())
+            self._tainted = tainted_authorities(bundle)
 
     async def _renew_server_svid(self) -> None:
         assert self.ca is not None
@@ -282,6 +286,9 @@ class PlastronServer:
         leaf = self._server_chain[0]
         lifetime = leaf.not_valid_after_utc - leaf.not_valid_before_utc
         if self.clock.now() >= leaf.not_valid_before_utc + lifetime / 2:
+            await self._renew_server_svid()
+        elif chained_to_tainted(self._server_chain, self._tainted):
+            log.info("server SVID chains to a tainted authority; renewing")
             await self._renew_server_svid()
 
     async def _prune(self) -> None:

@@ -12,6 +12,7 @@ from plastron.server.api.bundle import BundleService
 from plastron.server.api.context import ApiContext
 from plastron.server.api.debug import DebugService, HealthService
 from plastron.server.api.entry import EntryService
+from plastron.server.api.localauthority import LocalAuthorityService
 from plastron.server.api.svid import SvidService
 from plastron.server.health import HealthChecker
 from plastron.transport.limits import (
@@ -42,6 +43,7 @@ def build_services(
         AgentService(ctx),
         BundleService(ctx),
         EntryService(ctx),
+        LocalAuthorityService(ctx),
         SvidService(ctx),
         DebugService(ctx, server_chain),
         HealthService(health),

@@ -17,6 +17,7 @@ _ENTRY = "/spire.api.server.entry.v1.Entry/"
 _SVID = "/spire.api.server.svid.v1.SVID/"
 _DEBUG = "/spire.api.server.debug.v1.Debug/"
 _TD = "/spire.api.server.trustdomain.v1.TrustDomain/"
+_LA = "/spire.api.server.localauthority.v1.LocalAuthority/"
 _HEALTH = "/grpc.health.v1.Health/"
 
 POLICIES: dict[str, Policy] = {
@@ -62,6 +63,16 @@ POLICIES: dict[str, Policy] = {
     _TD + "BatchUpdateFederationRelationship": A | L,
     _TD + "BatchDeleteFederationRelationship": A | L,
     _TD + "RefreshBundle": A | L,
+    **{
+        _LA + verb + kind: A | L
+        for kind in ("JWTAuthority", "X509Authority", "WITAuthority")
+        for verb in ("Prepare", "Activate", "Taint", "Revoke")
+    },
+    _LA + "GetJWTAuthorityState": A | L,
+    _LA + "GetX509AuthorityState": A | L,
+    _LA + "GetWITAuthorityState": A | L,
+    _LA + "TaintX509UpstreamAuthority": A | L,
+    _LA + "RevokeX509UpstreamAuthority": A | L,
     _HEALTH + "Check": L,
     _HEALTH + "Watch": L,
     _HEALTH + "List": L,

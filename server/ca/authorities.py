@@ -17,7 +17,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from plastron.clock import Clock
-from plastron.errors import FailedPrecondition, KeyManagerError
+from plastron.errors import FailedPrecondition, KeyManagerError, Unavailable
 from plastron.keymanager import PrivateKey, PublicKey
 from plastron.server.ca import bundle_updates
 from plastron.server.ca.config import CAConfig
@@ -93,6 +93,10 @@ class AuthorityManager:
     @property
     def next_jwt(self) -> JwtKey | None:
         return self._jwt[other_slot(self._jwt_current)]
+
+    @property
+    def has_upstream(self) -> bool:
+        return self._upstream is not None
 
     @property
     def journal(self) -> Journal:
@@ -312,6 +316,55 @@ class AuthorityManager:
         await self._save_journal(journal.with_jwt_key(active.to_record()))
         log.info("jwt key activated slot=%s kid=%s", active.slot_id, active.kid)
         return active
+
+    # -- taint and revoke (operator actions; which authority may be named is the API's check) --
+
+    async def taint_x509(self, authority_id: str) -> None:
+        """Flag an X.509 authority of the bundle tainted: agents re-issue what chains to it."""
+        await self._store.update_bundle(
+            self._td, lambda d: bundle_updates.taint_x509(d, self._td, authority_id)
+        )
+        log.warning("x509 authority tainted authority_id=%s", authority_id)
+
+    async def revoke_x509(self, authority_id: str, retired: X509CA | None) -> None:
+        """Remove a tainted X.509 authority from the bundle, then forget ``retired`` (the CA
+        it is, or the CA it signed) and destroy its key: nothing it signed verifies again."""
+        await self._store.update_bundle(
+            self._td, lambda d: bundle_updates.revoke_x509(d, self._td, authority_id)
+        )
+        log.warning("x509 authority revoked authority_id=%s", authority_id)
+        if retired is not None and self._x509[retired.slot_id] == retired:
+            self._x509[retired.slot_id] = None
+            await self._save_journal(self._journal.without_authority(retired.authority_id))
+            await self._destroy_revoked(retired.key_id, authority_id)
+
+    async def taint_jwt(self, kid: str) -> None:
+        await self._store.update_bundle(
+            self._td, lambda d: bundle_updates.taint_jwt(d, self._td, kid)
+        )
+        log.warning("jwt authority tainted kid=%s", kid)
+
+    async def revoke_jwt(self, kid: str, retired: JwtKey | None) -> None:
+        await self._store.update_bundle(
+            self._td, lambda d: bundle_updates.revoke_jwt(d, self._td, kid)
+        )
+        log.warning("jwt authority revoked kid=%s", kid)
+        if retired is not None and self._jwt[retired.slot_id] == retired:
+            self._jwt[retired.slot_id] = None
+            await self._save_journal(self._journal.without_authority(retired.kid))
+            await self._destroy_revoked(retired.key_id, kid)
+
+    async def _destroy_revoked(self, key_id: str, authority_id: str) -> None:
+        try:
+            await self._keys.run(self._keys.key_manager.destroy_key, key_id)
+        except (KeyManagerError, Unavailable) as exc:
+            raise type(exc)(
+                f"authority {authority_id} left the bundle but its key {key_id} could not be "
+                f"destroyed: {exc}"
+            ) from exc
+        log.warning(
+            "revoked authority key destroyed key_id=%s authority_id=%s", key_id, authority_id
+        )
 
     # -- clean-up --------------------------------------------------------------------------
 

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 
 from cryptography import x509
 
-from plastron.errors import FailedPrecondition, InvalidBundle
-from plastron.spiffe.bundle import Bundle, JwtAuthority
+from plastron.errors import FailedPrecondition, InvalidArgument, InvalidBundle, NotFound
+from plastron.spiffe.bundle import Bundle, JwtAuthority, X509Authority
 from plastron.spiffe.ids import TrustDomain
 
 log = logging.getLogger(__name__)
@@ -64,3 +64,59 @@ def has_x509(data: bytes | None, td: TrustDomain, cert: x509.Certificate) -> boo
 
 def has_jwt(data: bytes | None, td: TrustDomain, kid: str) -> bool:
     return data is not None and kid in load(data, td).jwt_keys()
+
+
+# -- taint and revoke (the LocalAuthority API), with SPIRE's datastore messages ---------------
+
+
+def taint_x509(data: bytes | None, td: TrustDomain, authority_id: str) -> bytes:
+    """Mark the X.509 authority whose SKID is ``authority_id`` tainted."""
+    bundle = load(data, td)
+    found = [a for a in bundle.x509_authorities if a.authority_id == authority_id]
+    if not found:
+        raise NotFound(f"no ca found with provided subject key ID {authority_id!r}")
+    if all(a.tainted for a in found):
+        raise InvalidArgument(f"root CA {authority_id!r} is already tainted")
+    return bundle.taint_x509_authority(authority_id).to_json()
+
+
+def revoke_x509(data: bytes | None, td: TrustDomain, authority_id: str) -> bytes:
+    """Remove the tainted X.509 authority ``authority_id`` from the bundle."""
+    bundle = load(data, td)
+    found = [a for a in bundle.x509_authorities if a.authority_id == authority_id]
+    if not found:
+        raise NotFound(f"no root CA found with provided subject key ID {authority_id!r}")
+    if not all(a.tainted for a in found):
+        raise FailedPrecondition(
+            f"it is not possible to revoke an untainted root CA ({authority_id}); taint it first"
+        )
+    return bundle.without_x509_authority(authority_id).to_json()
+
+
+def taint_jwt(data: bytes | None, td: TrustDomain, key_id: str) -> bytes:
+    bundle = load(data, td)
+    found = [a for a in bundle.jwt_authorities if a.key_id == key_id]
+    if not found:
+        raise NotFound(f"no JWT Key found with provided key ID {key_id!r}")
+    if found[0].tainted:
+        raise InvalidArgument(f"key {key_id!r} is already tainted")
+    return bundle.taint_jwt_authority(key_id).to_json()
+
+
+def revoke_jwt(data: bytes | None, td: TrustDomain, key_id: str) -> bytes:
+    bundle = load(data, td)
+    found = [a for a in bundle.jwt_authorities if a.key_id == key_id]
+    if not found:
+        raise NotFound(f"no JWT Key found with provided key ID {key_id!r}")
+    if not found[0].tainted:
+        raise FailedPrecondition(
+            f"it is not possible to revoke an untainted key ({key_id}); taint it first"
+        )
+    return bundle.without_jwt_authority(key_id).to_json()
+
+
+def x509_authority(data: bytes | None, td: TrustDomain, authority_id: str) -> X509Authority | None:
+    for authority in load(data, td).x509_authorities:
+        if authority.authority_id == authority_id:
+            return authority
+    return None

@@ -69,6 +69,14 @@ class Journal:
         rest = [r for r in self.jwt_keys if r.authority_id != record.authority_id]
         return replace(self, jwt_keys=tuple([*rest, record][-MAX_RECORDS:]))
 
+    def without_authority(self, authority_id: str) -> Journal:
+        """Drop the records of a revoked authority (its key is destroyed: nothing to resume)."""
+        return replace(
+            self,
+            x509_cas=tuple(r for r in self.x509_cas if r.authority_id != authority_id),
+            jwt_keys=tuple(r for r in self.jwt_keys if r.authority_id != authority_id),
+        )
+
     def active_x509_authority_id(self) -> str:
         """The authority id the journal is filed under ("" before the first activation)."""
         for record in reversed(self.x509_cas):

@@ -1,0 +1,361 @@
+"""spire.api.server.localauthority.v1.LocalAuthority: the operator's CA authority controls.
+
+Which authority each call may name follows SPIRE's service: only the *next* slot's authority
+can be activated (when PREPARED), tainted or revoked (when OLD), never the active one; revoke
+needs a tainted authority. The status codes are SPIRE's, except where SPIRE answers INTERNAL
+for a request that names an authority in the wrong state: that is FAILED_PRECONDITION here (the
+caller's request is refused, the server is fine). Every change runs under the CA lock, so it
+never interleaves with a rotation tick.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
+from grpclib.server import Stream
+
+from plastron.errors import FailedPrecondition, InvalidArgument, PlastronError, Unavailable
+from plastron.proto.spire.api.server.localauthority.v1 import (
+    localauthority_grpc,
+)
+from plastron.proto.spire.api.server.localauthority.v1 import localauthority_pb2 as la
+from plastron.server import bundles
+from plastron.server.api.context import ApiContext
+from plastron.server.ca.authorities import AuthorityManager
+from plastron.server.ca.journal import AuthorityStatus
+from plastron.server.ca.slots import X509CA, JwtKey
+
+WIT_UNIMPLEMENTED = "WIT-SVID functionality is not yet implemented"
+
+
+def x509_state(ca: X509CA) -> la.AuthorityState:
+    return la.AuthorityState(
+        authority_id=ca.authority_id,
+        expires_at=int(ca.not_after.timestamp()),
+        upstream_authority_subject_key_id=ca.upstream_authority_id,
+    )
+
+
+def jwt_state(key: JwtKey) -> la.AuthorityState:
+    return la.AuthorityState(authority_id=key.kid, expires_at=int(key.not_after.timestamp()))
+
+
+def _prefixed(what: str, exc: PlastronError) -> PlastronError:
+    """``exc`` with SPIRE's "failed to …" prefix, keeping its kind (and so its code)."""
+    return type(exc)(f"{what}: {exc}")
+
+
+def _check_next(
+    authority_id: str,
+    current_id: str,
+    nxt: X509CA | JwtKey | None,
+    *,
+    verb: str,
+    wanted: AuthorityStatus,
+) -> X509CA | JwtKey:
+    """The next slot's authority when it is ``authority_id`` in status ``wanted``."""
+    if not authority_id:
+        raise InvalidArgument("no authority ID provided")
+    if authority_id == current_id and verb != "activate":
+        raise InvalidArgument(f"unable to {verb} current local authority {authority_id}")
+    next_id = _authority_id(nxt)
+    if nxt is None or authority_id != next_id:
+        held = f"the next authority is {next_id}" if next_id else "there is no next authority"
+        raise InvalidArgument(f"unexpected authority ID {authority_id!r}: {held}")
+    if nxt.status is not wanted:
+        # SPIRE: INVALID_ARGUMENT for taint/revoke, INTERNAL for activate (a refusal here).
+        kind = FailedPrecondition if wanted is AuthorityStatus.PREPARED else InvalidArgument
+        raise kind(
+            f"only {wanted.value.capitalize()} local authorities can be {verb}d; "
+            f"{authority_id} is {nxt.status.value}"
+        )
+    return nxt
+
+
+def _authority_id(held: X509CA | JwtKey | None) -> str:
+    if held is None:
+        return ""
+    return held.authority_id if isinstance(held, X509CA) else held.kid
+
+
+class LocalAuthorityService(localauthority_grpc.LocalAuthorityBase):
+    def __init__(self, ctx: ApiContext) -> None:
+        self.ctx = ctx
+
+    @property
+    def _manager(self) -> AuthorityManager:
+        return self.ctx.ca.manager
+
+    @staticmethod
+    async def _request(stream: Stream[Any, Any]) -> Any:
+        req = await stream.recv_message()
+        assert req is not None
+        return req
+
+    def _current_x509(self) -> X509CA:
+        current = self._manager.current_x509
+        if current is None:
+            raise Unavailable("server is initializing: no active X.509 authority yet")
+        return current
+
+    def _current_jwt(self) -> JwtKey:
+        current = self._manager.current_jwt
+        if current is None:
+            raise Unavailable("server is initializing: no active JWT authority yet")
+        return current
+
+    # -- X.509 ---------------------------------------------------------------------------
+
+    async def GetX509AuthorityState(self, stream: Stream[Any, Any]) -> None:
+        await self._request(stream)
+        resp = la.GetX509AuthorityStateResponse(active=x509_state(self._current_x509()))
+        nxt = self._manager.next_x509
+        if nxt is not None and nxt.status is AuthorityStatus.PREPARED:
+            resp.prepared.CopyFrom(x509_state(nxt))
+        elif nxt is not None and nxt.status is AuthorityStatus.OLD:
+            resp.old.CopyFrom(x509_state(nxt))
+        await stream.send_message(resp)
+
+    async def PrepareX509Authority(self, stream: Stream[Any, Any]) -> None:
+        await self._request(stream)
+        async with self._manager.lock:
+            self._current_x509()
+            try:
+                prepared = await self._manager.prepare_x509()
+            except PlastronError as exc:
+                raise _prefixed("failed to prepare X.509 authority", exc) from exc
+        await stream.send_message(
+            la.PrepareX509AuthorityResponse(prepared_authority=x509_state(prepared))
+        )
+
+    async def ActivateX509Authority(self, stream: Stream[Any, Any]) -> None:
+        req = await self._request(stream)
+        async with self._manager.lock:
+            m = self._manager
+            _check_next(
+                req.authority_id,
+                _authority_id(m.current_x509),
+                m.next_x509,
+                verb="activate",
+                wanted=AuthorityStatus.PREPARED,
+            )
+            active = await m.activate_x509()
+        await stream.send_message(
+            la.ActivateX509AuthorityResponse(activated_authority=x509_state(active))
+        )
+
+    def _old_local_x509(self, authority_id: str, verb: str) -> X509CA:
+        m = self._manager
+        if m.has_upstream:
+            raise FailedPrecondition(
+                f"local authority can't be {verb}d if there is an upstream authority "
+                f"(use {verb.capitalize()}X509UpstreamAuthority)"
+            )
+        held = _check_next(
+            authority_id,
+            _authority_id(m.current_x509),
+            m.next_x509,
+            verb=verb,
+            wanted=AuthorityStatus.OLD,
+        )
+        assert isinstance(held, X509CA)
+        return held
+
+    async def TaintX509Authority(self, stream: Stream[Any, Any]) -> None:
+        req = await self._request(stream)
+        async with self._manager.lock:
+            old = self._old_local_x509(req.authority_id, "taint")
+            try:
+                await self._manager.taint_x509(old.authority_id)
+            except PlastronError as exc:
+                raise _prefixed("failed to taint X.509 authority", exc) from exc
+        await stream.send_message(la.TaintX509AuthorityResponse(tainted_authority=x509_state(old)))
+
+    async def RevokeX509Authority(self, stream: Stream[Any, Any]) -> None:
+        req = await self._request(stream)
+        async with self._manager.lock:
+            try:
+                old = self._old_local_x509(req.authority_id, "revoke")
+            except InvalidArgument as exc:
+                raise _prefixed("invalid authority ID", exc) from exc
+            try:
+                await self._manager.revoke_x509(old.authority_id, old)
+            except PlastronError as exc:
+                raise _prefixed("failed to revoke X.509 authority", exc) from exc
+        await stream.send_message(
+            la.RevokeX509AuthorityResponse(
+                revoked_authority=la.AuthorityState(authority_id=old.authority_id)
+            )
+        )
+
+    def _old_upstream(self, subject_key_id: str) -> tuple[str, X509CA]:
+        """The normalised SKID and the OLD local CA that upstream authority signed."""
+        m = self._manager
+        if not m.has_upstream:
+            raise FailedPrecondition("upstream authority is not configured")
+        skid = subject_key_id.lower()
+        if not skid:
+            raise InvalidArgument("no subject key ID provided")
+        current = m.current_x509
+        if current is not None and skid == current.upstream_authority_id:
+            raise InvalidArgument(
+                f"unable to use upstream authority {skid} signing the current authority"
+            )
+        nxt = m.next_x509
+        if nxt is None or skid != nxt.upstream_authority_id:
+            raise InvalidArgument(f"upstream authority {skid} didn't sign the old local authority")
+        if nxt.status is not AuthorityStatus.OLD:
+            raise InvalidArgument(
+                f"only upstream authorities signing an old authority can be used; "
+                f"{nxt.authority_id} is {nxt.status.value}"
+            )
+        return skid, nxt
+
+    async def TaintX509UpstreamAuthority(self, stream: Stream[Any, Any]) -> None:
+        req = await self._request(stream)
+        async with self._manager.lock:
+            try:
+                skid, _ = self._old_upstream(req.subject_key_id)
+            except InvalidArgument as exc:
+                raise _prefixed("provided subject key id is not valid", exc) from exc
+            try:
+                await self._manager.taint_x509(skid)
+            except PlastronError as exc:
+                raise _prefixed("failed to taint upstream authority", exc) from exc
+        await stream.send_message(
+            la.TaintX509UpstreamAuthorityResponse(upstream_authority_subject_key_id=skid)
+        )
+
+    async def RevokeX509UpstreamAuthority(self, stream: Stream[Any, Any]) -> None:
+        req = await self._request(stream)
+        async with self._manager.lock:
+            try:
+                skid, old = self._old_upstream(req.subject_key_id)
+            except InvalidArgument as exc:
+                raise _prefixed("invalid subject key ID", exc) from exc
+            try:
+                await self._manager.revoke_x509(skid, old)
+            except PlastronError as exc:
+                raise _prefixed("failed to revoke X.509 upstream authority", exc) from exc
+        await stream.send_message(
+            la.RevokeX509UpstreamAuthorityResponse(upstream_authority_subject_key_id=skid)
+        )
+
+    # -- JWT -----------------------------------------------------------------------------
+
+    async def GetJWTAuthorityState(self, stream: Stream[Any, Any]) -> None:
+        await self._request(stream)
+        resp = la.GetJWTAuthorityStateResponse(active=jwt_state(self._current_jwt()))
+        nxt = self._manager.next_jwt
+        if nxt is not None and nxt.status is AuthorityStatus.PREPARED:
+            resp.prepared.CopyFrom(jwt_state(nxt))
+        elif nxt is not None and nxt.status is AuthorityStatus.OLD:
+            resp.old.CopyFrom(jwt_state(nxt))
+        await stream.send_message(resp)
+
+    async def PrepareJWTAuthority(self, stream: Stream[Any, Any]) -> None:
+        await self._request(stream)
+        async with self._manager.lock:
+            self._current_jwt()
+            try:
+                prepared = await self._manager.prepare_jwt()
+            except PlastronError as exc:
+                raise _prefixed("failed to prepare JWT authority", exc) from exc
+        await stream.send_message(
+            la.PrepareJWTAuthorityResponse(prepared_authority=jwt_state(prepared))
+        )
+
+    async def ActivateJWTAuthority(self, stream: Stream[Any, Any]) -> None:
+        req = await self._request(stream)
+        async with self._manager.lock:
+            m = self._manager
+            _check_next(
+                req.authority_id,
+                _authority_id(m.current_jwt),
+                m.next_jwt,
+                verb="activate",
+                wanted=AuthorityStatus.PREPARED,
+            )
+            active = await m.activate_jwt()
+        await stream.send_message(
+            la.ActivateJWTAuthorityResponse(activated_authority=jwt_state(active))
+        )
+
+    async def TaintJWTAuthority(self, stream: Stream[Any, Any]) -> None:
+        req = await self._request(stream)
+        async with self._manager.lock:
+            m = self._manager
+            _check_next(
+                req.authority_id,
+                _authority_id(m.current_jwt),
+                m.next_jwt,
+                verb="taint",
+                wanted=AuthorityStatus.OLD,
+            )
+            try:
+                await m.taint_jwt(req.authority_id)
+            except PlastronError as exc:
+                raise _prefixed("failed to taint JWT authority", exc) from exc
+        await stream.send_message(
+            la.TaintJWTAuthorityResponse(
+                tainted_authority=la.AuthorityState(authority_id=req.authority_id)
+            )
+        )
+
+    async def RevokeJWTAuthority(self, stream: Stream[Any, Any]) -> None:
+        req = await self._request(stream)
+        async with self._manager.lock:
+            try:
+                retired = await self._revocable_jwt(req.authority_id)
+            except InvalidArgument as exc:
+                raise _prefixed("invalid authority ID", exc) from exc
+            try:
+                await self._manager.revoke_jwt(req.authority_id, retired)
+            except PlastronError as exc:
+                raise _prefixed("failed to revoke JWT authority", exc) from exc
+        await stream.send_message(
+            la.RevokeJWTAuthorityResponse(
+                revoked_authority=la.AuthorityState(authority_id=req.authority_id)
+            )
+        )
+
+    async def _revocable_jwt(self, kid: str) -> JwtKey | None:
+        """The slot key to destroy with ``kid``: the OLD next key, or None for a key of the
+        bundle no slot holds any more (SPIRE lets either be revoked)."""
+        m = self._manager
+        if not kid:
+            raise InvalidArgument("no authority ID provided")
+        nxt = m.next_jwt
+        if nxt is not None and kid == nxt.kid:
+            if nxt.status is AuthorityStatus.PREPARED:
+                raise InvalidArgument(f"unable to use a prepared key ({kid})")
+            return nxt
+        if kid == _authority_id(m.current_jwt):
+            raise InvalidArgument(f"unable to use current authority {kid}")
+        bundle = await bundles.load_bundle(self.ctx.datastore, self.ctx.trust_domain)
+        if kid not in bundle.jwt_keys():
+            raise InvalidArgument(f"no JWT authority found with provided authority ID {kid!r}")
+        return None
+
+    # -- WIT-SVIDs (not offered, as in SPIRE) ----------------------------------------------
+
+    async def _wit(self, stream: Stream[Any, Any]) -> None:
+        await self._request(stream)
+        raise GRPCError(Status.UNIMPLEMENTED, WIT_UNIMPLEMENTED)
+
+    async def GetWITAuthorityState(self, stream: Stream[Any, Any]) -> None:
+        await self._wit(stream)
+
+    async def PrepareWITAuthority(self, stream: Stream[Any, Any]) -> None:
+        await self._wit(stream)
+
+    async def ActivateWITAuthority(self, stream: Stream[Any, Any]) -> None:
+        await self._wit(stream)
+
+    async def TaintWITAuthority(self, stream: Stream[Any, Any]) -> None:
+        await self._wit(stream)
+
+    async def RevokeWITAuthority(self, stream: Stream[Any, Any]) -> None:
+        await self._wit(stream)
