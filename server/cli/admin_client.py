@@ -19,6 +19,7 @@ from plastron.proto.grpc.health.v1 import health_grpc
 from plastron.proto.spire.api.server.agent.v1 import agent_grpc
 from plastron.proto.spire.api.server.bundle.v1 import bundle_grpc
 from plastron.proto.spire.api.server.entry.v1 import entry_grpc
+from plastron.proto.spire.api.server.localauthority.v1 import localauthority_grpc
 from plastron.proto.spire.api.server.svid.v1 import svid_grpc
 from plastron.server.cli.args import CliError
 
@@ -67,6 +68,7 @@ class AdminClient:
         self.agent = agent_grpc.AgentStub(self.channel)
         self.bundle = bundle_grpc.BundleStub(self.channel)
         self.svid = svid_grpc.SVIDStub(self.channel)
+        self.localauthority = localauthority_grpc.LocalAuthorityStub(self.channel)
         self.health = health_grpc.HealthStub(self.channel)
 
     async def call(self, method: Any, request: Any, *, context: str = "") -> Any:

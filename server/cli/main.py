@@ -11,7 +11,15 @@ import sys
 from collections.abc import Callable
 
 from plastron.errors import PlastronError
-from plastron.server.cli import agent, bundle, entry, healthcheck, join_token, mint
+from plastron.server.cli import (
+    agent,
+    authority,
+    bundle,
+    entry,
+    healthcheck,
+    join_token,
+    mint,
+)
 from plastron.server.cli.args import CliError
 from plastron.version import VERSION_FLAGS, package_version
 
@@ -43,6 +51,7 @@ COMMANDS: dict[tuple[str, ...], Command] = {
     **bundle.COMMANDS,
     **agent.COMMANDS,
     **mint.COMMANDS,
+    **authority.COMMANDS,
 }
 
 
@@ -53,7 +62,7 @@ def usage() -> str:
 
 def resolve(argv: list[str]) -> tuple[Command, list[str]]:
     """The command for the longest verb path that prefixes ``argv``, and its own flags."""
-    for length in (2, 1):
+    for length in (3, 2, 1):
         path = tuple(argv[:length])
         if len(path) == length and path in COMMANDS:
             return COMMANDS[path], argv[length:]
