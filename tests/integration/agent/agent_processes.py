@@ -130,8 +130,10 @@ class AgentProcess:
         extra_top: str = "",
         server_port: int | None = None,
         agent_extra: str = "",
+        plugins_extra: str = "",
     ) -> None:
-        """``server_port``: where the agent dials its server (a relay), if not the server's."""
+        """``server_port``: where the agent dials its server (a relay), if not the server's;
+        ``plugins_extra``: more plugin blocks (e.g. another WorkloadAttestor)."""
         self.base = base
         self.socket_path = str(base / "agent" / "public" / "api.sock")
         self.data_dir = base / "agent-data"
@@ -154,6 +156,7 @@ plugins {{
   NodeAttestor "join_token" {{ plugin_data {{}} }}
   KeyManager "disk" {{ plugin_data {{ directory = "{self.data_dir}" }} }}
   WorkloadAttestor "unix" {{ plugin_data {{}} }}
+  {plugins_extra}
 }}
 {extra_top}
 """
