@@ -32,6 +32,7 @@ from plastron.records import (
     AttestedNode,
     CAJournal,
     DeleteMode,
+    FederationRelationship,
     JoinToken,
     MatchMode,
     RegistrationEntry,
@@ -221,6 +222,32 @@ class DataStore(Protocol):
 
     async def latest_event_ids(self) -> tuple[int, int]:
         """The highest (entry event ID, node event ID), 0 when there is none."""
+        ...
+
+    # ---- federation relationships ------------------------------------------------------------
+
+    async def create_federation_relationship(
+        self, rel: FederationRelationship
+    ) -> FederationRelationship:
+        """AlreadyExists when one with the trust domain exists."""
+        ...
+
+    async def fetch_federation_relationship(
+        self, td: TrustDomain
+    ) -> FederationRelationship | None: ...
+
+    async def list_federation_relationships(
+        self, page_size: int = 0, page_token: str = ""
+    ) -> tuple[list[FederationRelationship], str]: ...
+
+    async def update_federation_relationship(
+        self, rel: FederationRelationship
+    ) -> FederationRelationship:
+        """NotFound when there is none with the trust domain."""
+        ...
+
+    async def delete_federation_relationship(self, td: TrustDomain) -> None:
+        """NotFound when there is none with the trust domain."""
         ...
 
 

@@ -36,6 +36,7 @@ from plastron.configs.unsupported import (
 )
 from plastron.errors import ConfigError
 from plastron.keymanager import KeyType
+from plastron.server.federation.config import FederationConfig, read_federation
 from plastron.spiffe.ids import SpiffeId, TrustDomain
 from plastron.transport.limits import ConnectionLimits
 
@@ -89,6 +90,7 @@ class ServerConfig:
     ratelimit: RateLimitConfig = RateLimitConfig()
     grpc_limits: ConnectionLimits = field(default_factory=ConnectionLimits)
     experimental: ServerExperimental = ServerExperimental()
+    federation: FederationConfig = field(default_factory=FederationConfig)
     health_checks: HealthChecksConfig = field(default_factory=HealthChecksConfig)
     telemetry: Mapping[str, Any] = field(default_factory=dict, compare=False)
     # The directory of the config file it was read from (None for text parsed directly):
@@ -151,8 +153,11 @@ def _server_section(s: Block) -> dict[str, Any]:
     d = ServerConfig
     ca_key_type = s.key_type("ca_key_type", d.ca_key_type)
     x509_ttl = s.duration("default_x509_svid_ttl", d.default_x509_svid_ttl)
+    td = s.trust_domain("trust_domain")
+    federation = read_federation(s.block("federation"), td) if s.has("federation") else None
     return {
-        "trust_domain": s.trust_domain("trust_domain"),
+        "trust_domain": td,
+        "federation": federation or FederationConfig(),
         "data_dir": required_path(s, "data_dir"),
         "bind_address": s.string("bind_address", d.bind_address),
         "bind_port": s.integer("bind_port", d.bind_port, *PORT_RANGE),

@@ -26,7 +26,7 @@ from plastron.datastore import DataStore
 from plastron.files import ensure_private_dir
 from plastron.health_http import HealthHttpConfig, HealthHttpServer
 from plastron.host_services import ConsumedToken, HostServices
-from plastron.keymanager import KeyManager, close_if_closeable
+from plastron.keymanager import KeyManager, PrivateKey, close_if_closeable
 from plastron.logs import fields
 from plastron.plugins import PluginContext, Registries
 from plastron.server.api.authz import AuthorizedService, Authorizer, authorized_mapping
@@ -38,6 +38,8 @@ from plastron.server.ca.server_ca import ServerCA
 from plastron.server.ca.store import DataStoreCAStore
 from plastron.server.config import ServerConfig
 from plastron.server.entrycache import AuthorizedEntryCache
+from plastron.server.federation.endpoint import BundleEndpointServer
+from plastron.server.federation.manager import FederationManager
 from plastron.server.health import HealthChecker
 from plastron.server.plugin_loading import (
     build_datastore,
@@ -90,6 +92,10 @@ class PlastronServer:
         self._trust: tuple[x509.Certificate, ...] = ()
         self._tainted: tuple[x509.Certificate, ...] = ()  # authorities of _trust to move off
         self._server_chain: list[x509.Certificate] = []
+        self._server_key: PrivateKey | None = None
+        self._own_bundle: Bundle | None = None
+        self.bundle_endpoint: BundleEndpointServer | None = None
+        self.federation: FederationManager | None = None
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._cache_dirty = asyncio.Event()
@@ -137,6 +143,12 @@ class PlastronServer:
         if cfg.audit_log_enabled:  # audit lines are INFO: kept whatever log_level says
             logging.getLogger("plastron.audit").setLevel(logging.INFO)
         attestors = build_node_attestors(cfg, registries, context)
+        self.federation = FederationManager(
+            cfg.trust_domain,
+            self.datastore,
+            cfg.federation.federates_with,
+            own_trust=lambda: self._trust,
+        )
         ctx = self.api = self._api_context(attestors)
         self._register_health()
         authorizer = Authorizer(
@@ -161,6 +173,8 @@ class PlastronServer:
             limits=server_grpc_limits(cfg.grpc_limits),
         )
         await self._start_health_listener()
+        await self._start_bundle_endpoint()
+        self._spawn(self.federation.run(), "federation")
         self._spawn(self._loop(self._rotate_ca, 10.0), "ca-rotator")
         self._spawn(self._cache_loop(), "entry-cache")
         self._spawn(self._loop(self._refresh_trust, BUNDLE_POLL_SECONDS), "bundle-poll")
@@ -191,8 +205,24 @@ class PlastronServer:
         )
         await self.health_http.start()
 
+    async def _start_bundle_endpoint(self) -> None:
+        cfg = self.config.federation.bundle_endpoint
+        if cfg is None:
+            return
+        self.bundle_endpoint = BundleEndpointServer(
+            cfg, lambda: self._own_bundle, self._server_svid, self.config.config_dir
+        )
+        await self.bundle_endpoint.start()
+
+    def _server_svid(self) -> tuple[list[x509.Certificate], PrivateKey]:
+        assert self._server_key is not None
+        return self._server_chain, self._server_key
+
     async def stop(self) -> None:
         self._stop.set()
+        if self.bundle_endpoint is not None:
+            await self.bundle_endpoint.close()
+            self.bundle_endpoint = None
         if self.health_http is not None:
             await self.health_http.close()
             self.health_http = None
@@ -248,6 +278,7 @@ class PlastronServer:
             sign_limiter=RateLimiter(SIGN_PER_SECOND, enabled=rl.signing),
             started_at=time.monotonic(),
             on_change=self._apply_local_change,
+            federation=self.federation,
         )
 
     def _register_health(self) -> None:
@@ -269,6 +300,7 @@ class PlastronServer:
         data = await self.datastore.fetch_bundle(self.config.trust_domain)
         if data is not None:
             bundle = Bundle.from_json(data)
+            self._own_bundle = bundle
             self._trust = tuple(bundle.x509_certificates())
             self._tainted = tainted_authorities(bundle)
 
@@ -276,7 +308,7 @@ class PlastronServer:
         assert self.ca is not None
         key = ec.generate_private_key(ec.SECP256R1())
         chain = await self.ca.sign_server_x509_svid(public_key=key.public_key())
-        self._server_chain = chain
+        self._server_chain, self._server_key = chain, key
         if self._tls is None:
             self._tls = RotatingServerTls(chain, key, lambda: self._trust)
         else:

@@ -28,7 +28,14 @@ from plastron.configs.plugin_blocks import PluginConfig
 from plastron.datastore import DataStore, EntryFilters, NodeFilters, NodeUpdate
 from plastron.errors import PlastronError
 from plastron.plugins import PluginContext, Registries
-from plastron.records import AttestedNode, CAJournal, DeleteMode, JoinToken, RegistrationEntry
+from plastron.records import (
+    AttestedNode,
+    CAJournal,
+    DeleteMode,
+    FederationRelationship,
+    JoinToken,
+    RegistrationEntry,
+)
 from plastron.selector import Selector
 from plastron.server.datastore.plugin import create_sql_datastore
 from plastron.server.datastore.store import SqlDataStore
@@ -251,6 +258,32 @@ class FaultInjectingDataStore:
     async def latest_event_ids(self) -> tuple[int, int]:
         self._enter("latest_event_ids")
         return await self.store.latest_event_ids()
+
+    async def create_federation_relationship(
+        self, rel: FederationRelationship
+    ) -> FederationRelationship:
+        self._enter("create_federation_relationship")
+        return await self.store.create_federation_relationship(rel)
+
+    async def fetch_federation_relationship(self, td: TrustDomain) -> FederationRelationship | None:
+        self._enter("fetch_federation_relationship")
+        return await self.store.fetch_federation_relationship(td)
+
+    async def list_federation_relationships(
+        self, page_size: int = 0, page_token: str = ""
+    ) -> tuple[list[FederationRelationship], str]:
+        self._enter("list_federation_relationships")
+        return await self.store.list_federation_relationships(page_size, page_token)
+
+    async def update_federation_relationship(
+        self, rel: FederationRelationship
+    ) -> FederationRelationship:
+        self._enter("update_federation_relationship")
+        return await self.store.update_federation_relationship(rel)
+
+    async def delete_federation_relationship(self, td: TrustDomain) -> None:
+        self._enter("delete_federation_relationship")
+        await self.store.delete_federation_relationship(td)
 
 
 def create_fault_injecting(

@@ -2,8 +2,8 @@
 
 A SPIRE operator's config file is read as SPIRE would read it, with one difference: a setting
 that SPIRE honours and Plastron does not is an error, never accepted and then ignored. An
-ignored ``federation {}`` or ``Notifier`` would let an operator believe something runs that
-does not. The error is one line naming the key: ``not supported by Plastron: server.federation``.
+ignored ``Notifier`` would let an operator believe something runs that does not. The error is
+one line naming the key: ``not supported by Plastron: server.profiling_enabled``.
 
 Keys SPIRE does not know either stay "unknown key" errors (a typo is not an unsupported
 feature).
@@ -21,7 +21,6 @@ NOT_SUPPORTED = "not supported by Plastron"
 # SPIRE server keys (``server {}``) Plastron does not implement.
 SERVER_UNSUPPORTED = (
     "disable_jwt_svids",
-    "federation",
     "log_source_location",
     "max_attested_node_info_staleness",
     "profiling_enabled",

@@ -278,3 +278,44 @@ def verify_peer_spiffe_id(
         want = str(expected) if isinstance(expected, SpiffeId) else "the caller's rule"
         raise PeerIdentityError(f"tls: peer SPIFFE ID {actual} does not match {want}")
     return actual
+
+
+HTTP_ALPN = ["http/1.1"]
+
+
+def https_server_context(chain: Sequence[x509.Certificate], key: PrivateKey) -> ssl.SSLContext:
+    """A TLS server context for HTTPS (the SPIFFE bundle endpoint): serves ``chain``, asks
+    nothing of the client (the bundle is public), no resumption."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.options |= ssl.OP_NO_TICKET | ssl.OP_NO_COMPRESSION
+    ctx.set_alpn_protocols(HTTP_ALPN)
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.num_tickets = 0
+    _load_identity(ctx, chain, key)
+    return ctx
+
+
+def https_spiffe_client_context(trust_bundle: Sequence[x509.Certificate]) -> ssl.SSLContext:
+    """A client context for an https_spiffe peer: its chain must end at one of the bundle's
+    authorities (trust anchors, root or not, hence partial chains), no host-name check; the
+    caller then holds the peer to its SPIFFE ID with :func:`verify_peer_spiffe_id`."""
+    if not trust_bundle:
+        raise InvalidArgument("tls: client trust bundle is empty; nothing could be verified")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.options |= ssl.OP_NO_TICKET | ssl.OP_NO_COMPRESSION
+    ctx.set_alpn_protocols(HTTP_ALPN)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+    _load_trust(ctx, trust_bundle)
+    return ctx
+
+
+def https_web_client_context() -> ssl.SSLContext:
+    """A client context for an https_web peer: the system's web roots and host-name check."""
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.set_alpn_protocols(HTTP_ALPN)
+    return ctx

@@ -11,6 +11,7 @@ from plastron.datastore import DataStore
 from plastron.server.api.ratelimit import ATTEST_PER_SECOND, SIGN_PER_SECOND, RateLimiter
 from plastron.server.ca.server_ca import ServerCA
 from plastron.server.entrycache import AuthorizedEntryCache
+from plastron.server.federation.manager import FederationManager
 from plastron.spiffe.ids import TrustDomain
 
 
@@ -33,6 +34,8 @@ class ApiContext:
     # Awaited after a write: the local entry cache applies it before the call returns, so a
     # caller sees its own writes (other servers catch up within one poll).
     on_change: Callable[[], Awaitable[None]] = _nothing
+    # Keeps foreign bundles fresh; the TrustDomain API's RefreshBundle asks it to fetch now.
+    federation: FederationManager | None = None
 
     def now_unix(self) -> int:
         return int(self.clock.now().timestamp())

@@ -48,15 +48,16 @@ class Proc:
 
 
 class ServerProcess:
-    def __init__(self, base: Path, server_extra: str = "") -> None:
+    def __init__(self, base: Path, server_extra: str = "", td: str = TD) -> None:
         self.base = base
+        self.td = td
         self.port = free_port()
         self.socket_path = str(base / "server.sock")
         self.config = base / "server.conf"
         self.config.write_text(
             f"""
 server {{
-  trust_domain = "{TD}"
+  trust_domain = "{td}"
   bind_address = "127.0.0.1"
   bind_port = {self.port}
   socket_path = "{self.socket_path}"
@@ -131,6 +132,7 @@ class AgentProcess:
         server_port: int | None = None,
         agent_extra: str = "",
         plugins_extra: str = "",
+        td: str = TD,
     ) -> None:
         """``server_port``: where the agent dials its server (a relay), if not the server's;
         ``plugins_extra``: more plugin blocks (e.g. another WorkloadAttestor)."""
@@ -142,7 +144,7 @@ class AgentProcess:
         self.config.write_text(
             f"""
 agent {{
-  trust_domain = "{TD}"
+  trust_domain = "{td}"
   server_address = "127.0.0.1"
   server_port = {server_port or server.port}
   data_dir = "{self.data_dir}"

@@ -48,7 +48,8 @@ SERVER_KEYS: dict[str, str] = {
     "default_jwt_svid_ttl": "tests/unit/config/test_spire_keys.py::test_ca_settings_reach_the_ca",
     "disable_jwt_svids": REFUSED,
     "experimental": "tests/integration/x509pop/test_x509pop_server_process.py",
-    "federation": REFUSED,
+    "federation": "tests/integration/federation/test_bundle_endpoint.py"
+    "::test_endpoint_serves_the_bundle_authenticated_by_the_server_svid",
     "jwt_issuer": "tests/unit/ca/test_server_ca.py::test_jwt_svid_claims_and_exp_cap",
     "jwt_key_type": "tests/unit/config/test_spire_keys.py::test_ca_settings_reach_the_ca",
     "log_file": WIRED_BY_TELEMETRY,
@@ -179,6 +180,7 @@ SAMPLES = {
     "default_x509_svid_ttl": '"1h"',
     "default_jwt_svid_ttl": '"5m"',
     "experimental": "{}",
+    "federation": "{ bundle_endpoint { port = 8443 } }",
     "jwt_issuer": '"https://oidc.example.org"',
     "jwt_key_type": '"rsa-2048"',
     "log_file": '"/tmp/plastron.log"',

@@ -1,0 +1,1 @@
+"""Federation: the SPIFFE bundle endpoint (server and client) and federation relationships."""
