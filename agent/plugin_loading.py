@@ -39,6 +39,7 @@ AGENT_PLUGIN_MODULES = (
     "plastron.agent.workloadattestor.unix",
     "plastron.agent.workloadattestor.docker",
     "plastron.agent.workloadattestor.k8s",
+    "plastron.agent.workloadattestor.systemd",
 )
 
 

@@ -123,7 +123,7 @@ def test_each_runtime_loads_its_plugins_explicitly() -> None:
     assert set(server.key_managers.names()) >= {"memory", "disk"}
     assert "disk" in server.upstream_authorities
     agent = load_plugins(AGENT_PLUGIN_MODULES)
-    assert set(agent.workload_attestors.names()) >= {"unix", "docker", "k8s"}
+    assert set(agent.workload_attestors.names()) >= {"unix", "docker", "k8s", "systemd"}
     assert set(agent.agent_node_attestors.names()) >= {"join_token", "x509pop"}
     assert agent.upstream_authorities.names() == ()
     assert load_server_plugins().key_managers is not server.key_managers
