@@ -31,8 +31,9 @@ from cryptography.x509.oid import NameOID
 
 @dataclass
 class Seen:
-    path: str
+    path: str  # percent-decoded, as the daemons route
     headers: dict[str, str]
+    raw_path: str  # as sent
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -49,7 +50,8 @@ class _Handler(BaseHTTPRequestHandler):
         fake = self.fake
         path = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path)
         with fake.lock:
-            fake.seen.append(Seen(path, {k.lower(): v for k, v in self.headers.items()}))
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            fake.seen.append(Seen(path, headers, urllib.parse.urlsplit(self.path).path))
         status, document = fake.answer(path, self.headers)
         body = json.dumps(document).encode()
         self.send_response(status)
@@ -71,6 +73,10 @@ class _FakeBase:
     def paths(self) -> list[str]:
         with self.lock:
             return [s.path for s in self.seen]
+
+    def raw_paths(self) -> list[str]:
+        with self.lock:
+            return [s.raw_path for s in self.seen]
 
     def answer(self, path: str, headers: Any) -> tuple[int, object]:
         raise NotImplementedError

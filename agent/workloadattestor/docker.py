@@ -114,7 +114,11 @@ class DockerWorkloadAttestor:
     async def _image_config_digest(self, image: str) -> str | None:
         """The image's config digest, or None when the daemon cannot say (as SPIRE: the
         selector is then left out, attestation goes on)."""
-        path = f"{self._prefix}/images/{urllib.parse.quote(image, safe='/:@')}/json"
+        if ".." in image:
+            # not an image reference Docker accepts; never let it steer the request path
+            log.warning("%s: image %r not inspected: not an image reference", NAME, image)
+            return None
+        path = f"{self._prefix}/images/{urllib.parse.quote(image, safe=':@')}/json"
         try:
             body = await asyncio.to_thread(get_json, self._endpoint, path, MAX_INSPECT_BYTES)
         except HttpGetError as exc:

@@ -117,6 +117,21 @@ async def test_image_the_daemon_cannot_inspect_leaves_out_only_its_digest(
     assert sorted(got) == [s for s in EXPECTED if not s.value.startswith("image_config_digest")]
 
 
+async def test_image_name_cannot_steer_the_image_request(
+    engine: FakeDockerEngine, process_in_cgroup: CgroupProcess
+) -> None:
+    # The container's creator chooses Config.Image: "/" is sent encoded, ".." not at all.
+    hostile = f"../../containers/{CID}"
+    engine.containers[CID]["Config"]["Image"] = hostile
+    pid, root = process_in_cgroup(IN_CONTAINER)
+    got = await attestor(engine, root).attest(pid)
+    assert not any(s.value.startswith("image_config_digest") for s in got)
+    assert engine.paths() == [f"/containers/{CID}/json"]
+    engine.containers[CID]["Config"]["Image"] = IMAGE
+    await attestor(engine, root).attest(pid)
+    assert engine.raw_paths()[-1] == f"/images/{IMAGE.replace('/', '%2F')}/json"
+
+
 async def test_overlong_value_is_left_out(
     engine: FakeDockerEngine, process_in_cgroup: CgroupProcess
 ) -> None:
