@@ -34,6 +34,7 @@ AGENT_PLUGIN_MODULES = (
     "plastron.attestors.gcp_iit.plugin",
     "plastron.attestors.aws_iid.plugin",
     "plastron.attestors.azure_msi.plugin",
+    "plastron.attestors.k8s_psat.plugin",
     "plastron.tpm.plugin",
     "plastron.hsm.plugin",
     "plastron.agent.workloadattestor.unix",

@@ -29,7 +29,7 @@ EXTRA_MODULES: Mapping[str, tuple[str, ...]] = MappingProxyType(
         "postgres": ("psycopg",),
         "mysql": ("pymysql",),
         "cloud": ("asn1crypto", "boto3"),  # aws_iid's CMS parsing, the AWS API client
-        "k8s": (),
+        "k8s": ("yaml",),  # k8s_psat: kubeconfig files
     }
 )
 

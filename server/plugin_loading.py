@@ -25,6 +25,7 @@ SERVER_PLUGIN_MODULES = (
     "plastron.attestors.gcp_iit.plugin",
     "plastron.attestors.aws_iid.plugin",
     "plastron.attestors.azure_msi.plugin",
+    "plastron.attestors.k8s_psat.plugin",
     "plastron.tpm.plugin",
     "plastron.hsm.plugin",
     "plastron.hsm.upstream_plugin",

@@ -14,8 +14,10 @@ a network attacker cannot substitute them (:func:`check_secure_url`).
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import socket
+import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -50,8 +52,10 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
         return None  # the 3xx reaches the caller as an answer
 
 
-def _opener(use_proxy: bool) -> urllib.request.OpenerDirector:
+def _opener(use_proxy: bool, tls: ssl.SSLContext | None) -> urllib.request.OpenerDirector:
     handlers: list[urllib.request.BaseHandler] = [_NoRedirects()]
+    if tls is not None:
+        handlers.append(urllib.request.HTTPSHandler(context=tls))
     if not use_proxy:
         handlers.append(urllib.request.ProxyHandler({}))
     return urllib.request.build_opener(*handlers)
@@ -69,10 +73,16 @@ def _read(response: object, max_bytes: int, what: str) -> bytes:
 
 
 def _request_sync(
-    request: urllib.request.Request, timeout: float, max_bytes: int, use_proxy: bool, what: str
+    request: urllib.request.Request,
+    *,
+    timeout: float,
+    max_bytes: int,
+    use_proxy: bool,
+    tls: ssl.SSLContext | None,
+    what: str,
 ) -> HttpResponse:
     try:
-        with _opener(use_proxy).open(request, timeout=timeout) as response:
+        with _opener(use_proxy, tls).open(request, timeout=timeout) as response:
             return HttpResponse(
                 response.status, _headers(response.headers), _read(response, max_bytes, what)
             )
@@ -96,13 +106,15 @@ async def request(
     timeout: float = DEFAULT_TIMEOUT,
     max_bytes: int = MAX_RESPONSE_BYTES,
     use_proxy: bool = True,
+    tls: ssl.SSLContext | None = None,
 ) -> HttpResponse:
-    """One request; ``what`` starts every error message (e.g. ``gcp_iit: identity token``)."""
+    """One request; ``what`` starts every error message (e.g. ``gcp_iit: identity token``).
+    ``tls`` replaces the system trust store for https (a Kubernetes cluster's own CA)."""
     if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
         raise Unavailable(f"{what}: {url[:200]!r} is not an http:// or https:// URL")
     # the scheme is checked just above: no file: or custom schemes reach urlopen
     req = urllib.request.Request(url, data=body, headers=dict(headers or {}), method=method)  # noqa: S310
-    return await asyncio.to_thread(_request_sync, req, timeout, max_bytes, use_proxy, what)
+    return await asyncio.to_thread(_request_sync, req, timeout, max_bytes, use_proxy, tls, what)
 
 
 def is_loopback(host: str) -> bool:
