@@ -114,7 +114,11 @@ async def request(
         raise Unavailable(f"{what}: {url[:200]!r} is not an http:// or https:// URL")
     # the scheme is checked just above: no file: or custom schemes reach urlopen
     req = urllib.request.Request(url, data=body, headers=dict(headers or {}), method=method)  # noqa: S310
-    return await asyncio.to_thread(_request_sync, req, timeout, max_bytes, use_proxy, tls, what)
+    call = functools.partial(
+        _request_sync, req, timeout=timeout, max_bytes=max_bytes, use_proxy=use_proxy, tls=tls,
+        what=what,
+    )  # fmt: skip
+    return await asyncio.to_thread(call)
 
 
 def is_loopback(host: str) -> bool:
