@@ -63,7 +63,9 @@ MakeAttempts = Callable[[], Awaitable[list[Attempt]]]
 class NodeAttestorAdapter:
     """What the suite needs from one attestation method. Override the hooks that apply; list
     the others in ``not_applicable`` ({case: reason}). Cases: ``challenge`` (the method has no
-    challenge round), ``wrong_key_type``, ``expired``, ``not_yet_valid``, ``untrusted_ca``,
+    challenge round), ``replay`` (the credential is a bearer token the agent legitimately
+    presents again until it expires, as k8s_psat's service-account token),
+    ``wrong_key_type``, ``expired``, ``not_yet_valid``, ``untrusted_ca``,
     ``hostile_agent_path``."""
 
     kind: ClassVar[str] = ""
@@ -238,6 +240,7 @@ class NodeAttestorConformance:
     async def test_replayed_transcript_is_refused(
         self, adapter: NodeAttestorAdapter, caplog: pytest.LogCaptureFixture
     ) -> None:
+        _skip_unless_applies(adapter, "replay")
         async with in_process_env(adapter.server_plugins("replay")) as env:
 
             async def make() -> list[Attempt]:
@@ -321,6 +324,7 @@ class NodeAttestorConformance:
     def test_replay_refused_through_server_process(self, adapter: NodeAttestorAdapter) -> None:
         """A good attestation through a real server process, then its transcript replayed:
         PERMISSION_DENIED naming the method, the node tables unchanged, no traceback logged."""
+        _skip_unless_applies(adapter, "replay")
         with process_env(adapter.server_plugins("process")) as env:
             asyncio.run(_admit_then_replay(adapter, env))
             assert env.log_path is not None

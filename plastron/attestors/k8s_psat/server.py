@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from plastron.attestors.base import AttestationResult, ChallengeFn
+from plastron.attestors.base import MAX_ATTESTATION_MESSAGE, AttestationResult, ChallengeFn
 from plastron.attestors.k8s_psat.config import NAME, ClusterConfig, is_canonical_segment
 from plastron.attestors.k8s_psat.kube import (
     POD_NAME_KEY,
@@ -38,7 +38,7 @@ MAX_TOKEN_LENGTH = 16 * 1024
 def parse_payload(payload: bytes) -> tuple[str, str]:
     """(cluster, token) from SPIRE's ``{"cluster": ..., "token": ...}``."""
     doc = load_untrusted_object(
-        payload, limit=len(payload) + 1, what=f"{NAME}: attestation payload",
+        payload, limit=MAX_ATTESTATION_MESSAGE, what=f"{NAME}: attestation payload",
         error=AttestationFailed,
     )  # fmt: skip
     cluster, token = doc.get("cluster"), doc.get("token")
