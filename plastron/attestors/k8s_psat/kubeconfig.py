@@ -21,8 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml  # type: ignore[import-untyped]  # the [k8s] extra
-
 from plastron.attestors.cloud_http import check_secure_url
 from plastron.errors import ConfigError
 
@@ -122,6 +120,8 @@ def _file_or_data(entry: dict[str, Any], key: str, base: Path, where: str) -> by
 
 def from_kubeconfig(path: Path, where: str) -> ApiAccess:
     """The current context of the kubeconfig at ``path``."""
+    import yaml  # type: ignore[import-untyped]  # noqa: PLC0415  # the [k8s] extra
+
     try:
         doc = yaml.safe_load(read_small(path, f"{where}: kube_config_file"))
     except yaml.YAMLError:

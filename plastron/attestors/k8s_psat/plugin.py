@@ -6,6 +6,7 @@ from __future__ import annotations
 from plastron.attestors.k8s_psat.agent import K8sPsatAgentAttestor
 from plastron.attestors.k8s_psat.config import NAME, K8sPsatAgentConfig, K8sPsatServerConfig
 from plastron.attestors.k8s_psat.kube import KubeClient
+from plastron.attestors.k8s_psat.kubeconfig import from_kubeconfig, in_cluster
 from plastron.attestors.k8s_psat.server import K8sPsatServerAttestor
 from plastron.configs.plugin_blocks import PluginConfig
 from plastron.errors import ConfigError
@@ -13,9 +14,6 @@ from plastron.plugins import PluginContext, Registries
 
 
 def create_server_attestor(plugin: PluginConfig, context: PluginContext) -> K8sPsatServerAttestor:
-    # the kubeconfig reader needs PyYAML: imported only when the plugin is configured
-    from plastron.attestors.k8s_psat.kubeconfig import from_kubeconfig, in_cluster  # noqa: PLC0415
-
     settings = plugin.settings()
     config = K8sPsatServerConfig.from_settings(settings, base_dir=context.base_dir)
     if context.trust_domain is None:
