@@ -39,8 +39,8 @@ proto: venv
 	$(PY) plastron/proto/generate.py
 
 lint: venv
-	$(VENV)/bin/ruff check plastron server agent hsm tpm tests bench swtpm-tests softhsm-conf tools
-	$(VENV)/bin/ruff format --check plastron server agent hsm tpm tests bench swtpm-tests softhsm-conf tools
+	$(VENV)/bin/ruff check plastron server agent hsm tpm oidc tests bench swtpm-tests softhsm-conf tools
+	$(VENV)/bin/ruff format --check plastron server agent hsm tpm oidc tests bench swtpm-tests softhsm-conf tools
 	$(PY) tests/unit/test_layering.py
 
 typecheck: venv

@@ -1,6 +1,6 @@
 """Package discovery for the folder-per-room layout (docs/architecture.md, "Rooms").
 
-The import names are plastron.* only; server/, agent/, hsm/ and tpm/ are mapped under
+The import names are plastron.* only; server/, agent/, hsm/, tpm/ and oidc/ are mapped under
 plastron through package_dir (declared in pyproject.toml), and every sub-package of each
 room is found here so a new sub-folder needs no edit to the packaging.
 """
@@ -13,6 +13,7 @@ ROOTS = {
     "plastron.agent": "agent",
     "plastron.hsm": "hsm",
     "plastron.tpm": "tpm",
+    "plastron.oidc": "oidc",
 }
 
 packages: list[str] = []

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-ROOMS = {"server": "server", "agent": "agent", "hsm": "hsm", "tpm": "tpm"}
+ROOMS = {"server": "server", "agent": "agent", "hsm": "hsm", "tpm": "tpm", "oidc": "oidc"}
 # Test doubles that implement a product Protocol: checked too (linked in as top-level modules),
 # so mypy proves they implement all of it.
 TEST_DOUBLES = ("tests/datastore_faults.py",)

@@ -1,12 +1,15 @@
 """The import contract: which room of Plastron may import which, and no import cycles.
 
 Rooms (import name → folder): ``plastron`` core (plastron/), ``plastron.hsm`` (hsm/),
-``plastron.tpm`` (tpm/), ``plastron.server`` (server/), ``plastron.agent`` (agent/).
+``plastron.tpm`` (tpm/), ``plastron.server`` (server/), ``plastron.agent`` (agent/),
+``plastron.oidc`` (oidc/, the standalone OIDC discovery provider).
 
-1. core imports none of hsm, tpm, server, agent;
-2. hsm and tpm import neither runtime (server, agent);
+1. core imports none of hsm, tpm, server, agent, oidc;
+2. hsm and tpm import no runtime (server, agent, oidc);
 3. the server and the agent never import each other;
-4. no import cycle between modules.
+4. the OIDC discovery provider imports neither the server nor the agent (it talks to them
+   over their APIs), and neither imports it;
+5. no import cycle between modules.
 
 Every import statement counts, wherever it is written (a function-local import is still a
 dependency), except those under ``if TYPE_CHECKING:``, which never run. The graph is read from
@@ -29,8 +32,9 @@ ROOMS = {
     "plastron.tpm": ROOT / "tpm",
     "plastron.server": ROOT / "server",
     "plastron.agent": ROOT / "agent",
+    "plastron.oidc": ROOT / "oidc",
 }
-RUNTIMES = ("plastron.server", "plastron.agent")
+RUNTIMES = ("plastron.server", "plastron.agent", "plastron.oidc")
 HARDWARE = ("plastron.hsm", "plastron.tpm")
 # Generated protobuf and gRPC code: its imports are the generator's, not ours.
 GENERATED_SUFFIXES = ("_pb2.py", "_pb2_grpc.py", "_grpc.py")
@@ -57,11 +61,21 @@ CONTRACTS = (
     Contract(
         "core imports no room",
         ("plastron",),
-        ("plastron.hsm", "plastron.tpm", "plastron.server", "plastron.agent"),
+        ("plastron.hsm", "plastron.tpm", *RUNTIMES),
     ),
-    Contract("hsm and tpm import neither runtime", HARDWARE, RUNTIMES),
+    Contract("hsm and tpm import no runtime", HARDWARE, RUNTIMES),
     Contract("the server does not import the agent", ("plastron.server",), ("plastron.agent",)),
     Contract("the agent does not import the server", ("plastron.agent",), ("plastron.server",)),
+    Contract(
+        "the OIDC discovery provider imports neither the server nor the agent",
+        ("plastron.oidc",),
+        ("plastron.server", "plastron.agent"),
+    ),
+    Contract(
+        "neither the server nor the agent imports the OIDC discovery provider",
+        ("plastron.server", "plastron.agent"),
+        ("plastron.oidc",),
+    ),
 )
 
 
