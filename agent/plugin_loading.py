@@ -14,6 +14,7 @@ from cryptography import x509
 from plastron.agent.config import AgentConfig
 from plastron.attestors.base import AgentNodeAttestor
 from plastron.errors import ConfigError, Unavailable
+from plastron.files import check_private_dir
 from plastron.host_services import HostServices
 from plastron.keymanager import KeyManager
 from plastron.plugins import PluginContext, Registries, Registry, load_plugins
@@ -51,10 +52,18 @@ def agent_plugins() -> Registries:
 
 
 def check_agent_plugins(config: AgentConfig) -> None:
-    """Every enabled plugin of ``config`` is one this build has, with its extra installed.
-    Nothing is built or opened: this is what ``validate`` checks and what ``run`` checks
-    before touching data_dir."""
+    """Every enabled plugin of ``config`` is one this build has, with its extra installed, and
+    its checker passes (every plugin_data key and value, the files it names); the join token
+    file and the bootstrap bundle file are readable, and an existing data_dir is private.
+    Nothing is built, opened or created: this is what ``validate`` checks and what ``run``
+    checks before touching data_dir."""
     registries = agent_plugins()
+    resolve_join_token(config, None)  # join_token_file readable
+    if config.data_dir.exists():
+        check_private_dir(config.data_dir, "data_dir")
+    if config.trust_bundle_path is not None:
+        load_bootstrap_bundle(config)  # readable and parseable; a URL is fetched only by run
+    context = plugin_context(config)
     by_type: dict[str, Registry[Any]] = {
         "KeyManager": registries.key_managers,
         "NodeAttestor": registries.agent_node_attestors,
@@ -63,7 +72,7 @@ def check_agent_plugins(config: AgentConfig) -> None:
     for plugin in config.plugins:
         registry = by_type.get(plugin.type)
         if registry is not None and plugin.enabled:
-            registry.check(plugin)
+            registry.check(plugin, context)
 
 
 def resolve_join_token(config: AgentConfig, flag: str | None) -> str | None:
@@ -72,7 +81,13 @@ def resolve_join_token(config: AgentConfig, flag: str | None) -> str | None:
     if config.join_token:
         return config.join_token
     if config.join_token_file is not None:
-        return config.join_token_file.read_text(encoding="ascii").strip()
+        try:
+            return config.join_token_file.read_text(encoding="ascii").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            detail = exc.strerror if isinstance(exc, OSError) else "not ASCII text"
+            raise ConfigError(
+                f"agent.join_token_file {str(config.join_token_file)!r}: cannot read: {detail}"
+            ) from None
     return None
 
 
@@ -117,8 +132,14 @@ def load_bootstrap_bundle(config: AgentConfig) -> list[x509.Certificate]:
         log.warning("insecure_bootstrap: the server's certificate chain is NOT verified")
         return []
     if config.trust_bundle_path is not None:
-        with config.trust_bundle_path.open("rb") as fh:
-            data = fh.read(MAX_TRUST_BUNDLE_BYTES + 1)
+        try:
+            with config.trust_bundle_path.open("rb") as fh:
+                data = fh.read(MAX_TRUST_BUNDLE_BYTES + 1)
+        except OSError as exc:
+            raise ConfigError(
+                f"agent.trust_bundle_path {str(config.trust_bundle_path)!r}: cannot read:"
+                f" {exc.strerror}"
+            ) from None
         if len(data) > MAX_TRUST_BUNDLE_BYTES:
             raise ConfigError(f"trust_bundle_path {config.trust_bundle_path} is too large")
     elif config.trust_bundle_url is not None:

@@ -75,6 +75,14 @@ class Pkcs11Config:
         return pin
 
 
+def check_token_files(config: Pkcs11Config) -> None:
+    """What ``validate`` can check of a token config without loading the module or logging
+    in: the module file is there, and the PIN is readable (a pin_file private to its user)."""
+    if not os.path.isfile(config.module_path):
+        raise ConfigError(f"pkcs11: module_path {config.module_path!r} is not a file")
+    config.read_pin()
+
+
 def _read_pin_file(path: str) -> bytes:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)

@@ -22,7 +22,7 @@ from plastron.configs.block import Block
 from plastron.configs.plugin_blocks import PluginConfig
 from plastron.errors import ConfigError
 from plastron.extras import require_extra
-from plastron.hsm.config import read_pkcs11_config
+from plastron.hsm.config import check_token_files, read_pkcs11_config
 from plastron.keymanager import KeyManager
 from plastron.plugins import PluginContext, Registries
 
@@ -30,8 +30,12 @@ EXTRA = "hsm"
 DEFAULT_IDENTIFIER_FILE = "pkcs11_key_identifier"
 
 
-def _identifier_from_file(path: Path, where: str) -> str:
+def _identifier_from_file(path: Path, where: str, *, create: bool) -> str | None:
+    """The identifier in ``path``, made (a random one) if absent and ``create``; None if
+    absent and not ``create`` (``validate``)."""
     if not path.exists():
+        if not create:
+            return None
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -47,8 +51,11 @@ def _identifier_from_file(path: Path, where: str) -> str:
     return text
 
 
-def server_key_identifier(settings: Block, context: PluginContext) -> str:
-    """This server's id in key labels, from plugin_data or the identifier file."""
+def server_key_identifier(
+    settings: Block, context: PluginContext, *, create: bool = True
+) -> str | None:
+    """This server's id in key labels, from plugin_data or the identifier file (made if absent
+    and ``create``; None if absent and not ``create``)."""
     from plastron.hsm.keymanager import SERVER_ID_RE  # noqa: PLC0415  # [hsm] extra
 
     value = settings.optional_string("key_identifier_value")
@@ -64,13 +71,23 @@ def server_key_identifier(settings: Block, context: PluginContext) -> str:
             path = context.data_dir / DEFAULT_IDENTIFIER_FILE
         else:
             raise ConfigError(f"{settings.path}: key_identifier_file is required (no data_dir)")
-        value = _identifier_from_file(path, settings.path)
+        value = _identifier_from_file(path, settings.path, create=create)
+        if value is None:
+            return None
     if not SERVER_ID_RE.fullmatch(value):
         raise ConfigError(
             f"{settings.path}: key identifier {value!r} must be 1-64 characters of"
             " A-Z a-z 0-9 . _ : -"
         )
     return value
+
+
+def check_pkcs11_key_manager(plugin: PluginConfig, context: PluginContext) -> None:
+    """The settings, the module file, the PIN and an existing identifier file; no token
+    session, no file created."""
+    settings = plugin.settings()
+    server_key_identifier(settings, context, create=False)
+    check_token_files(read_pkcs11_config(settings))
 
 
 def _pkcs11_key_manager(plugin: PluginConfig, context: PluginContext) -> KeyManager:
@@ -80,6 +97,7 @@ def _pkcs11_key_manager(plugin: PluginConfig, context: PluginContext) -> KeyMana
 
     settings = plugin.settings()
     server_id = server_key_identifier(settings, context)
+    assert server_id is not None  # made when absent
     return open_pkcs11_key_manager(
         read_pkcs11_config(settings), trust_domain=context.trust_domain, server_id=server_id
     )
@@ -94,5 +112,7 @@ def open_pkcs11_uri(uri: str) -> tuple[KeyManager, str]:
 
 
 def register(registries: Registries) -> None:
-    registries.key_managers.register("pkcs11", _pkcs11_key_manager, extra=EXTRA)
+    registries.key_managers.register(
+        "pkcs11", _pkcs11_key_manager, extra=EXTRA, check=check_pkcs11_key_manager
+    )
     registries.key_uri_openers["pkcs11"] = open_pkcs11_uri

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from cryptography import x509
@@ -32,7 +33,7 @@ from pkcs11 import Attribute, CertificateType, ObjectClass
 from plastron.clock import Clock
 from plastron.configs.block import Block
 from plastron.errors import ConfigError, FailedPrecondition, InvalidArgument, NotFound
-from plastron.hsm.config import read_pkcs11_config
+from plastron.hsm.config import Pkcs11Config, read_pkcs11_config
 from plastron.hsm.keymanager import Pkcs11KeyManager
 from plastron.hsm.session import open_token_session
 from plastron.keymanager import KeyType, PrivateKey, check_key_id
@@ -217,10 +218,18 @@ def create_pkcs11_upstream_authority(
     return open_pkcs11_upstream_authority(settings, trust_domain=trust_domain, clock=clock)
 
 
-def open_pkcs11_upstream_authority(
-    settings: Block, *, trust_domain: TrustDomain, clock: Clock
-) -> Pkcs11UpstreamAuthority:
-    """Build the ``pkcs11`` UpstreamAuthority, logging in and loading (or making) the root."""
+@dataclass(frozen=True)
+class UpstreamSettings:
+    """The ``pkcs11`` UpstreamAuthority's plugin_data, read without touching the token."""
+
+    token: Pkcs11Config
+    root_id: str
+    scope: str
+    root_key_type: KeyType
+    root_ttl: dt.timedelta
+
+
+def read_upstream_settings(settings: Block, trust_domain: TrustDomain) -> UpstreamSettings:
     root_key_id = settings.optional_string("root_key_id")
     root_key_label = settings.optional_string("root_key_label")
     if root_key_id is not None and root_key_label is not None:
@@ -236,14 +245,24 @@ def open_pkcs11_upstream_authority(
             scope = f"{config.key_label_prefix}{trust_domain.name}/"
     except InvalidArgument as exc:
         raise ConfigError(f"pkcs11 upstream: {exc}") from None
-    session = open_token_session(config)
-    keys = Pkcs11KeyManager(session, trust_domain=trust_domain, server_id="-", label_scope=scope)
+    return UpstreamSettings(config, root_id, scope, key_type, ttl)
+
+
+def open_pkcs11_upstream_authority(
+    settings: Block, *, trust_domain: TrustDomain, clock: Clock
+) -> Pkcs11UpstreamAuthority:
+    """Build the ``pkcs11`` UpstreamAuthority, logging in and loading (or making) the root."""
+    read = read_upstream_settings(settings, trust_domain)
+    session = open_token_session(read.token)
+    keys = Pkcs11KeyManager(
+        session, trust_domain=trust_domain, server_id="-", label_scope=read.scope
+    )
     try:
         return Pkcs11UpstreamAuthority(
             keys,
-            root_key_id=root_id,
-            root_key_type=key_type,
-            root_ttl=ttl,
+            root_key_id=read.root_id,
+            root_key_type=read.root_key_type,
+            root_ttl=read.root_ttl,
             trust_domain=trust_domain,
             clock=clock,
         )

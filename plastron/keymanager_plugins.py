@@ -17,8 +17,12 @@ from plastron.plugins import PluginContext, Registries
 DEFAULT_KEYS_DIRECTORY = "keys"
 
 
-def _memory_key_manager(plugin: PluginConfig, context: PluginContext) -> KeyManager:
+def _check_memory(plugin: PluginConfig, context: PluginContext) -> None:
     plugin.settings().finish()
+
+
+def _memory_key_manager(plugin: PluginConfig, context: PluginContext) -> KeyManager:
+    _check_memory(plugin, context)
     return MemoryKeyManager()
 
 
@@ -53,10 +57,14 @@ def disk_key_directory(plugin: PluginConfig, context: PluginContext) -> Path:
     return chosen
 
 
+def _check_disk(plugin: PluginConfig, context: PluginContext) -> None:
+    disk_key_directory(plugin, context)
+
+
 def _disk_key_manager(plugin: PluginConfig, context: PluginContext) -> KeyManager:
     return DiskKeyManager(disk_key_directory(plugin, context))
 
 
 def register(registries: Registries) -> None:
-    registries.key_managers.register("memory", _memory_key_manager)
-    registries.key_managers.register("disk", _disk_key_manager)
+    registries.key_managers.register("memory", _memory_key_manager, check=_check_memory)
+    registries.key_managers.register("disk", _disk_key_manager, check=_check_disk)

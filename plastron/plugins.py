@@ -17,6 +17,11 @@ Every plugin type is wired the same way:
 - a factory ``(PluginConfig, PluginContext) -> plugin`` reads its ``plugin_data`` and raises
   ConfigError naming the key (``plugins.KeyManager.disk.plugin_data.directory ...``); a
   DataStore's factory returns an opener (opening a store connects and migrates: async);
+- a checker ``(PluginConfig, PluginContext) -> None``, registered beside the factory, does the
+  factory's reading without its side effects: every ``plugin_data`` key and value, the files it
+  names (readable, parseable, private where they hold secrets), but no key created, no token
+  logged in to, no network. ``validate`` runs the checkers, and so does ``run`` before it builds
+  anything, so a config ``validate`` passes does not fail ``run`` for a config reason;
 - the runtime builds one :class:`PluginContext` (:meth:`Registries.context`): the trust domain,
   ``data_dir``, the clock, ``base_dir`` (the config file's directory, for relative paths) and
   the host services (:mod:`plastron.host_services`).
@@ -89,6 +94,7 @@ class PluginContext:
 
 
 Factory = Callable[[PluginConfig, PluginContext], T]
+Checker = Callable[[PluginConfig, PluginContext], None]
 
 
 class Registry(Generic[T]):
@@ -98,12 +104,21 @@ class Registry(Generic[T]):
         self.plugin_type = plugin_type
         self._factories: dict[str, Factory[T]] = {}
         self._extras: dict[str, str] = {}
+        self._checkers: dict[str, Checker] = {}
 
     def __repr__(self) -> str:
         return f"Registry({self.plugin_type!r}, names={self.names()})"
 
-    def register(self, name: str, factory: Factory[T], *, extra: str | None = None) -> None:
-        """Add ``factory`` under ``name``; ``extra`` names the pip extra it needs."""
+    def register(
+        self,
+        name: str,
+        factory: Factory[T],
+        *,
+        extra: str | None = None,
+        check: Checker | None = None,
+    ) -> None:
+        """Add ``factory`` under ``name``; ``extra`` names the pip extra it needs, ``check``
+        reads the plugin's settings as ``factory`` does, without side effects."""
         if not name:
             raise ValueError(f"{self.plugin_type}: plugin name must not be empty")
         if name in self._factories:
@@ -111,10 +126,15 @@ class Registry(Generic[T]):
         self._factories[name] = factory
         if extra is not None:
             self._extras[name] = extra
+        if check is not None:
+            self._checkers[name] = check
 
     def extra(self, name: str) -> str | None:
         """The pip extra the plugin ``name`` needs, if any."""
         return self._extras.get(name)
+
+    def has_checker(self, name: str) -> bool:
+        return name in self._checkers
 
     def names(self) -> tuple[str, ...]:
         return tuple(sorted(self._factories))
@@ -122,9 +142,12 @@ class Registry(Generic[T]):
     def __contains__(self, name: object) -> bool:
         return name in self._factories
 
-    def check(self, plugin_config: PluginConfig) -> Factory[T]:
+    def check(
+        self, plugin_config: PluginConfig, context: PluginContext | None = None
+    ) -> Factory[T]:
         """The factory for ``plugin_config``, after checking that this build has the plugin and
-        that its extra is installed; ConfigError (MissingExtra) naming what is missing."""
+        that its extra is installed; ConfigError (MissingExtra) naming what is missing. With a
+        ``context``, the plugin's checker also reads its settings (without side effects)."""
         if plugin_config.type != self.plugin_type:
             raise ConfigError(
                 f"{plugin_config.path}: a {plugin_config.type} cannot be built by the"
@@ -137,6 +160,9 @@ class Registry(Generic[T]):
         extra = self._extras.get(plugin_config.name)
         if extra is not None:
             require_extra(extra, f'{self.plugin_type} "{plugin_config.name}"')
+        checker = self._checkers.get(plugin_config.name)
+        if context is not None and checker is not None:
+            checker(plugin_config, context)
         return factory
 
     def create(self, plugin_config: PluginConfig, context: PluginContext) -> T:

@@ -8,12 +8,12 @@ import sys
 from pathlib import Path
 
 from plastron.errors import PlastronError
-from plastron.files import ensure_private_dir, restrict_umask
+from plastron.files import check_private_dir, ensure_private_dir, restrict_umask
 from plastron.logs import configure_logging
 from plastron.server.cli.args import FlagParser, flag
 from plastron.server.config import ServerConfig, load_server_config
 from plastron.server.plugin_loading import check_server_plugins, load_server_plugins
-from plastron.server.runtime import PlastronServer
+from plastron.server.runtime import PlastronServer, ca_config
 
 DEFAULT_CONFIG = "conf/server/server.conf"
 
@@ -43,11 +43,22 @@ async def serve(config: ServerConfig) -> None:
         await server.stop()
 
 
+def check_config(config: ServerConfig) -> list[str]:
+    """What ``validate`` checks and ``run`` checks before it opens anything: every plugin's
+    settings and files, the datastore connection string's shape, the CA settings, an existing
+    data_dir's ownership and mode. Returns SPIRE's warnings (TTLs ca_ttl cannot honour)."""
+    check_server_plugins(config, load_server_plugins())  # a missing extra: before any file
+    warnings = ca_config(config).ttl_warnings()
+    if config.data_dir.exists():
+        check_private_dir(config.data_dir, "data_dir")
+    return warnings
+
+
 def run_command(argv: list[str]) -> int:
     restrict_umask()  # the datastore, its -wal/-shm, keys, logs: the server's user's alone
     try:
         config = load("plastron-server run", argv)
-        check_server_plugins(config, load_server_plugins())  # a missing extra: before any file
+        check_config(config)  # run logs the TTL warnings itself, once logging is set up
         ensure_private_dir(config.data_dir, "data_dir")  # before anything (a log) is put there
         configure_logging(config.log_level, config.log_format, config.log_file)
         asyncio.run(serve(config))
@@ -62,9 +73,11 @@ def run_command(argv: list[str]) -> int:
 def validate_command(argv: list[str]) -> int:
     try:
         config = load("plastron-server validate", argv)
-        check_server_plugins(config, load_server_plugins())
+        warnings = check_config(config)
     except PlastronError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 1
+    for warning in warnings:
+        print(f"Warning: {warning}", file=sys.stderr)
     print("Configuration is valid.")
     return 0

@@ -39,12 +39,13 @@ def load_server_plugins() -> Registries:
 
 
 def check_server_plugins(cfg: ServerConfig, registries: Registries) -> None:
-    """Every enabled plugin of ``cfg`` that Plastron builds is one this build has, with its
-    extra installed, and the DataStore's settings are valid. Nothing is built, opened or
-    created: this is what ``validate`` checks and what ``run`` checks before opening anything."""
-    # a DataStore factory reads and checks its settings; only the opener it returns opens
-    registries.datastores.create(cfg.datastore, plugin_context(cfg, registries))
+    """Every enabled plugin of ``cfg`` is one this build has, with its extra installed, and its
+    checker passes (every plugin_data key and value, the files it names; the DataStore's
+    connection string's shape). Nothing is built, opened or created: this is what ``validate``
+    checks and what ``run`` checks before opening anything."""
+    context = plugin_context(cfg, registries)
     by_type: dict[str, Registry[Any]] = {
+        "DataStore": registries.datastores,
         "KeyManager": registries.key_managers,
         "NodeAttestor": registries.server_node_attestors,
         "UpstreamAuthority": registries.upstream_authorities,
@@ -52,7 +53,7 @@ def check_server_plugins(cfg: ServerConfig, registries: Registries) -> None:
     for plugin in cfg.plugins:
         registry = by_type.get(plugin.type)
         if registry is not None and plugin.enabled:
-            registry.check(plugin)
+            registry.check(plugin, context)
 
 
 def plugin_context(

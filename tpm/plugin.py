@@ -41,7 +41,24 @@ def _devid_agent(plugin: PluginConfig, context: PluginContext) -> devid.TpmDevid
     )
 
 
-def _key_manager(plugin: PluginConfig, context: PluginContext) -> KeyManager:
+def _check_tpm_server(plugin: PluginConfig, context: PluginContext) -> None:
+    _tpm_server(plugin, context)  # reads and parses its files; opens nothing else
+
+
+def _check_tpm_agent(plugin: PluginConfig, context: PluginContext) -> None:
+    attestor.TpmAgentConfig.from_settings(plugin.settings())
+
+
+def _check_devid_server(plugin: PluginConfig, context: PluginContext) -> None:
+    _devid_server(plugin, context)  # reads and parses its files; opens nothing else
+
+
+def _check_devid_agent(plugin: PluginConfig, context: PluginContext) -> None:
+    devid.TpmDevidAgentConfig.from_settings(plugin.settings(), context)
+
+
+def _key_manager_tcti(plugin: PluginConfig, context: PluginContext) -> Tcti:
+    """The KeyManager's settings, checked without opening the TPM."""
     settings = plugin.settings()
     tcti: str = settings.string("tcti", DEFAULT_TCTI)
     settings.finish()
@@ -60,6 +77,16 @@ def _key_manager(plugin: PluginConfig, context: PluginContext) -> KeyManager:
         openssl_provider.check_available()
     except KeyManagerError as exc:
         raise ConfigError(f"{plugin.path}: {exc}") from None
+    return parsed
+
+
+def _check_key_manager(plugin: PluginConfig, context: PluginContext) -> None:
+    _key_manager_tcti(plugin, context)
+
+
+def _key_manager(plugin: PluginConfig, context: PluginContext) -> KeyManager:
+    parsed = _key_manager_tcti(plugin, context)
+    assert context.data_dir is not None  # checked with the settings
     from plastron.tpm.keymanager import TpmKeyManager  # noqa: PLC0415  # agent only: tpm2-pytss
 
     return TpmKeyManager(context.data_dir, parsed)
@@ -68,8 +95,9 @@ def _key_manager(plugin: PluginConfig, context: PluginContext) -> KeyManager:
 def register(registries: Registries) -> None:
     # The server halves verify in pure Python; the agent halves and the KeyManager talk to a
     # TPM through tpm2-pytss, the [tpm] extra, imported only when one of them is built.
-    registries.server_node_attestors.register(attestor.NAME, _tpm_server)
-    registries.agent_node_attestors.register(attestor.NAME, _tpm_agent, extra="tpm")
-    registries.server_node_attestors.register(devid.NAME, _devid_server)
-    registries.agent_node_attestors.register(devid.NAME, _devid_agent, extra="tpm")
-    registries.key_managers.register("tpm", _key_manager, extra="tpm")
+    servers, agents = registries.server_node_attestors, registries.agent_node_attestors
+    servers.register(attestor.NAME, _tpm_server, check=_check_tpm_server)
+    agents.register(attestor.NAME, _tpm_agent, extra="tpm", check=_check_tpm_agent)
+    servers.register(devid.NAME, _devid_server, check=_check_devid_server)
+    agents.register(devid.NAME, _devid_agent, extra="tpm", check=_check_devid_agent)
+    registries.key_managers.register("tpm", _key_manager, extra="tpm", check=_check_key_manager)

@@ -182,9 +182,13 @@ class UnixWorkloadAttestor:
         return digest.hexdigest()
 
 
+def _check(plugin: PluginConfig, context: PluginContext) -> None:
+    UnixAttestorConfig.from_settings(plugin.settings())
+
+
 def _create(plugin: PluginConfig, context: PluginContext) -> UnixWorkloadAttestor:
     return UnixWorkloadAttestor(UnixAttestorConfig.from_settings(plugin.settings()))
 
 
 def register(registries: Registries) -> None:
-    registries.workload_attestors.register(SELECTOR_TYPE, _create)
+    registries.workload_attestors.register(SELECTOR_TYPE, _create, check=_check)

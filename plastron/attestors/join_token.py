@@ -84,8 +84,13 @@ class JoinTokenAgentAttestor:
         return "JoinTokenAgentAttestor(token=<redacted>)"
 
 
-def create_server_attestor(plugin: PluginConfig, context: PluginContext) -> JoinTokenServerAttestor:
+def check_settings(plugin: PluginConfig, context: PluginContext) -> None:
+    """join_token takes no plugin_data (the agent's token is agent.join_token or a flag)."""
     plugin.settings().finish()
+
+
+def create_server_attestor(plugin: PluginConfig, context: PluginContext) -> JoinTokenServerAttestor:
+    check_settings(plugin, context)
     consume = context.services.consume_join_token
     if context.trust_domain is None or consume is None:
         raise ConfigError(f"{plugin.path}: the server attestor needs the trust domain and tokens")
@@ -93,7 +98,7 @@ def create_server_attestor(plugin: PluginConfig, context: PluginContext) -> Join
 
 
 def create_agent_attestor(plugin: PluginConfig, context: PluginContext) -> JoinTokenAgentAttestor:
-    plugin.settings().finish()
+    check_settings(plugin, context)
     token = context.services.join_token
     if not token:
         raise ConfigError("join_token attestation needs -joinToken or agent.join_token")
@@ -101,5 +106,5 @@ def create_agent_attestor(plugin: PluginConfig, context: PluginContext) -> JoinT
 
 
 def register(registries: Registries) -> None:
-    registries.server_node_attestors.register(NAME, create_server_attestor)
-    registries.agent_node_attestors.register(NAME, create_agent_attestor)
+    registries.server_node_attestors.register(NAME, create_server_attestor, check=check_settings)
+    registries.agent_node_attestors.register(NAME, create_agent_attestor, check=check_settings)

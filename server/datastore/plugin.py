@@ -15,7 +15,12 @@ from plastron.configs.plugin_blocks import PluginConfig
 from plastron.errors import ConfigError
 from plastron.extras import require_extra
 from plastron.plugins import PluginContext, Registries
-from plastron.server.datastore.config import DEFAULT_DATABASE_TYPE, DatabaseType, SqlConfig
+from plastron.server.datastore.config import (
+    DEFAULT_DATABASE_TYPE,
+    DatabaseType,
+    SqlConfig,
+    to_driver_target,
+)
 from plastron.server.datastore.store import SqlDataStore, open_datastore
 from plastron.server.datastore.token_key import load_or_create_join_token_key
 
@@ -84,5 +89,10 @@ def create_sql_datastore(
     return open_store
 
 
+def check_sql_datastore(plugin: PluginConfig, context: PluginContext) -> None:
+    """The settings and the connection string's shape; no connection."""
+    to_driver_target(sql_config(plugin, context))
+
+
 def register(registries: Registries) -> None:
-    registries.datastores.register(NAME, create_sql_datastore)
+    registries.datastores.register(NAME, create_sql_datastore, check=check_sql_datastore)

@@ -199,7 +199,11 @@ class DiskUpstreamAuthority:
         raise UpstreamUnsupported("disk upstream does not publish JWT keys")
 
 
-def _disk_upstream(plugin: PluginConfig, context: PluginContext) -> UpstreamAuthority:
+def _check_disk_upstream(plugin: PluginConfig, context: PluginContext) -> None:
+    load_upstream_ca(_disk_upstream_config(plugin, context))  # reads and parses the files
+
+
+def _disk_upstream_config(plugin: PluginConfig, context: PluginContext) -> DiskUpstreamConfig:
     settings = plugin.settings()
     cert, key = settings.string("cert_file_path"), settings.string("key_file_path")
     bundle = settings.optional_string("bundle_file_path")
@@ -209,16 +213,18 @@ def _disk_upstream(plugin: PluginConfig, context: PluginContext) -> UpstreamAuth
             raise ConfigError(f"{settings.where(name)} must be a non-empty string")
     if context.trust_domain is None:
         raise ConfigError(f"{plugin.path}: the disk UpstreamAuthority needs the trust domain")
-    return DiskUpstreamAuthority(
-        DiskUpstreamConfig(
-            context.resolve(cert),
-            context.resolve(key),
-            context.resolve(bundle) if bundle is not None else None,
-        ),
-        trust_domain=context.trust_domain,
-        clock=context.clock,
+    return DiskUpstreamConfig(
+        context.resolve(cert),
+        context.resolve(key),
+        context.resolve(bundle) if bundle is not None else None,
     )
 
 
+def _disk_upstream(plugin: PluginConfig, context: PluginContext) -> UpstreamAuthority:
+    config = _disk_upstream_config(plugin, context)
+    assert context.trust_domain is not None  # checked with the settings
+    return DiskUpstreamAuthority(config, trust_domain=context.trust_domain, clock=context.clock)
+
+
 def register(registries: Registries) -> None:
-    registries.upstream_authorities.register("disk", _disk_upstream)
+    registries.upstream_authorities.register("disk", _disk_upstream, check=_check_disk_upstream)

@@ -11,6 +11,14 @@ from plastron.errors import ConfigError
 from plastron.plugins import PluginContext, Registries
 
 
+def check_server(plugin: PluginConfig, context: PluginContext) -> None:
+    read_server_config(plugin.settings(), context.base_dir)
+
+
+def check_agent(plugin: PluginConfig, context: PluginContext) -> None:
+    read_agent_config(plugin.settings())
+
+
 def create_server_attestor(plugin: PluginConfig, context: PluginContext) -> AwsIidServerAttestor:
     config = read_server_config(plugin.settings(), context.base_dir)
     attested = context.services.agent_attested
@@ -27,5 +35,7 @@ def create_agent_attestor(plugin: PluginConfig, context: PluginContext) -> AwsIi
 
 def register(registries: Registries) -> None:
     # the server half needs asn1crypto and boto3 (the [cloud] extra); the agent half only HTTP
-    registries.server_node_attestors.register(NAME, create_server_attestor, extra="cloud")
-    registries.agent_node_attestors.register(NAME, create_agent_attestor)
+    registries.server_node_attestors.register(
+        NAME, create_server_attestor, extra="cloud", check=check_server
+    )
+    registries.agent_node_attestors.register(NAME, create_agent_attestor, check=check_agent)

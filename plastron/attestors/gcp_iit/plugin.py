@@ -7,10 +7,25 @@ from plastron.attestors.gcp_iit.compute import ComputeClient, ServiceAccount
 from plastron.attestors.gcp_iit.config import GcpIitAgentConfig, GcpIitServerConfig
 from plastron.attestors.gcp_iit.server import GcpIitServerAttestor
 from plastron.attestors.gcp_iit.token import NAME
-from plastron.attestors.jwks_source import open_key_source
+from plastron.attestors.jwks_source import FileKeySource, open_key_source
 from plastron.configs.plugin_blocks import PluginConfig
 from plastron.errors import ConfigError
 from plastron.plugins import PluginContext, Registries
+
+
+def check_server(plugin: PluginConfig, context: PluginContext) -> None:
+    """The settings, the JWKS file and the service account key file; no network."""
+    settings = plugin.settings()
+    config = GcpIitServerConfig.from_settings(settings, base_dir=context.base_dir)
+    if config.jwks_file is not None:
+        FileKeySource(config.jwks_file, method=NAME, where=settings.where("jwks_file"))
+    if config.use_instance_metadata:
+        assert config.service_account_file is not None
+        ServiceAccount.load(config.service_account_file, settings.where("service_account_file"))
+
+
+def check_agent(plugin: PluginConfig, context: PluginContext) -> None:
+    GcpIitAgentConfig.from_settings(plugin.settings())
 
 
 def create_server_attestor(plugin: PluginConfig, context: PluginContext) -> GcpIitServerAttestor:
@@ -40,5 +55,5 @@ def create_agent_attestor(plugin: PluginConfig, context: PluginContext) -> GcpIi
 
 
 def register(registries: Registries) -> None:
-    registries.server_node_attestors.register(NAME, create_server_attestor)
-    registries.agent_node_attestors.register(NAME, create_agent_attestor)
+    registries.server_node_attestors.register(NAME, create_server_attestor, check=check_server)
+    registries.agent_node_attestors.register(NAME, create_agent_attestor, check=check_agent)

@@ -15,6 +15,16 @@ from plastron.errors import ConfigError, PlastronError
 from plastron.plugins import PluginContext, Registries
 
 
+def check_server(plugin: PluginConfig, context: PluginContext) -> None:
+    X509PopServerConfig.from_settings(plugin.settings(), base_dir=context.base_dir)
+
+
+def check_agent(plugin: PluginConfig, context: PluginContext) -> None:
+    """The settings and files; a private_key_uri is opened only by the factory (it may log in
+    to a token)."""
+    X509PopAgentConfig.from_settings(plugin.settings(), base_dir=context.base_dir)
+
+
 def create_server_attestor(plugin: PluginConfig, context: PluginContext) -> X509PopServerAttestor:
     if context.trust_domain is None:
         raise ConfigError(f"{plugin.path}: the server attestor needs the trust domain")
@@ -47,5 +57,5 @@ def create_agent_attestor(plugin: PluginConfig, context: PluginContext) -> X509P
 
 
 def register(registries: Registries) -> None:
-    registries.server_node_attestors.register(NAME, create_server_attestor)
-    registries.agent_node_attestors.register(NAME, create_agent_attestor)
+    registries.server_node_attestors.register(NAME, create_server_attestor, check=check_server)
+    registries.agent_node_attestors.register(NAME, create_agent_attestor, check=check_agent)
