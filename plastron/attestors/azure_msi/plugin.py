@@ -7,10 +7,22 @@ from plastron.attestors.azure_msi.arm import ArmClient
 from plastron.attestors.azure_msi.config import AzureMsiAgentConfig, AzureMsiServerConfig
 from plastron.attestors.azure_msi.server import AzureMsiServerAttestor
 from plastron.attestors.azure_msi.token import NAME
-from plastron.attestors.jwks_source import open_key_source
+from plastron.attestors.jwks_source import FileKeySource, open_key_source
 from plastron.configs.plugin_blocks import PluginConfig
 from plastron.errors import ConfigError
 from plastron.plugins import PluginContext, Registries
+
+
+def check_server(plugin: PluginConfig, context: PluginContext) -> None:
+    """The settings and the JWKS file; no network."""
+    settings = plugin.settings()
+    config = AzureMsiServerConfig.from_settings(settings, base_dir=context.base_dir)
+    if config.jwks_file is not None:
+        FileKeySource(config.jwks_file, method=NAME, where=settings.where("jwks_file"))
+
+
+def check_agent(plugin: PluginConfig, context: PluginContext) -> None:
+    AzureMsiAgentConfig.from_settings(plugin.settings())
 
 
 def create_server_attestor(plugin: PluginConfig, context: PluginContext) -> AzureMsiServerAttestor:
@@ -43,5 +55,5 @@ def create_agent_attestor(plugin: PluginConfig, context: PluginContext) -> Azure
 
 
 def register(registries: Registries) -> None:
-    registries.server_node_attestors.register(NAME, create_server_attestor)
-    registries.agent_node_attestors.register(NAME, create_agent_attestor)
+    registries.server_node_attestors.register(NAME, create_server_attestor, check=check_server)
+    registries.agent_node_attestors.register(NAME, create_agent_attestor, check=check_agent)

@@ -8,12 +8,14 @@ from pathlib import Path
 import pytest
 
 from plastron.agent.config import parse_agent_config
+from plastron.agent.plugin_loading import agent_plugins
 from plastron.configs.plugin_blocks import PluginConfig
 from plastron.errors import ConfigError
 from plastron.keymanager import DiskKeyManager, KeyManager, KeyType, MemoryKeyManager
 from plastron.keymanager_plugins import disk_key_directory
 from plastron.plugins import PluginContext, Registries, Registry, load_plugins
 from plastron.server.config import parse_server_config
+from plastron.server.plugin_loading import load_server_plugins
 
 KEY_MANAGERS = load_plugins(["plastron.keymanager_plugins"]).key_managers
 
@@ -178,3 +180,21 @@ def test_unknown_workload_attestor_names_the_known_ones() -> None:
         agent_plugins().workload_attestors.create(
             PluginConfig("WorkloadAttestor", "dockr"), agent_plugins().context()
         )
+
+
+@pytest.mark.parametrize("runtime", ["server", "agent"])
+def test_every_plugin_has_a_side_effect_free_checker(runtime: str) -> None:
+    """validate runs each plugin's checker; a plugin without one would pass validate on
+    settings its factory refuses at run."""
+    registries = load_server_plugins() if runtime == "server" else agent_plugins()
+    attestors = registries.server_node_attestors
+    if runtime == "agent":
+        attestors = registries.agent_node_attestors
+    for registry in (
+        registries.key_managers,
+        attestors,
+        registries.upstream_authorities,
+        registries.workload_attestors,
+    ):
+        missing = [name for name in registry.names() if not registry.has_checker(name)]
+        assert not missing, f"{registry.plugin_type}: no checker for {missing}"
