@@ -8,11 +8,16 @@ imported (tests/unit/install/without_modules.py), as on an install without that 
 
 from __future__ import annotations
 
+import datetime as dt
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[2]
@@ -154,6 +159,24 @@ def test_run_names_the_missing_extra_before_creating_anything(
     assert not (tmp_path / "data").exists()
 
 
+def _ca_pem(name: str) -> bytes:
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
 def test_server_verifies_tpm_attestation_without_the_tpm_extra(tmp_path: Path) -> None:
     """The server halves of tpm and tpm_devid are pure Python: a server-only install without
     tpm2-pytss (nor python-pkcs11, nor the database drivers) accepts them."""
@@ -164,6 +187,8 @@ def test_server_verifies_tpm_attestation_without_the_tpm_extra(tmp_path: Path) -
         '  NodeAttestor "x509pop" { plugin_data { ca_bundle_path = "ca.pem" } }\n'
         '  KeyManager "disk" { plugin_data {} }'
     )
+    for name in ("ek-ca.pem", "devid-ca.pem", "ca.pem"):  # validate reads and parses them
+        (tmp_path / name).write_bytes(_ca_pem(name))
     result = run_without("tpm2_pytss,pkcs11,psycopg,pymysql", "server", tmp_path, plugins)
     assert (result.returncode, result.stderr) == (0, ""), result
     assert result.stdout == "Configuration is valid.\n"
