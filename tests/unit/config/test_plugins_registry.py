@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -190,11 +191,14 @@ def test_every_plugin_has_a_side_effect_free_checker(runtime: str) -> None:
     attestors = registries.server_node_attestors
     if runtime == "agent":
         attestors = registries.agent_node_attestors
-    for registry in (
+    registries_of_runtime: list[Registry[Any]] = [
         registries.key_managers,
         attestors,
         registries.upstream_authorities,
         registries.workload_attestors,
-    ):
+    ]
+    if runtime == "server":
+        registries_of_runtime.append(registries.datastores)
+    for registry in registries_of_runtime:
         missing = [name for name in registry.names() if not registry.has_checker(name)]
         assert not missing, f"{registry.plugin_type}: no checker for {missing}"

@@ -1,8 +1,8 @@
 """contrib/: the systemd units pass ``systemd-analyze verify`` (with and without their drop-ins)
 and keep their hardening; every example configuration passes ``validate`` through the real CLI,
-its paths are the ones the units give the service, and every plugin in it that needs no HSM or
-TPM is built by its real factory (so ``plugin_data`` keys are checked too, which ``validate``
-leaves to ``run``), with the files it names made in a copy of its directory."""
+its paths are the ones the units give the service (validate reads the files a config names:
+stand-ins are made in a copy of its directory), and every plugin in it that needs no HSM or TPM
+is built by its real factory."""
 
 from __future__ import annotations
 
@@ -132,8 +132,10 @@ def test_there_is_an_example_for_each_keymanager_and_attestor() -> None:
     [("server", p) for p in SERVER_CONFIGS] + [("agent", p) for p in AGENT_CONFIGS],
     ids=lambda v: v.name if isinstance(v, Path) else v,
 )
-def test_example_config_validates_and_matches_the_unit(role: str, config: Path) -> None:
-    result = _cli(role, config)
+def test_example_config_validates_and_matches_the_unit(
+    role: str, config: Path, tmp_path: Path
+) -> None:
+    result = _cli(role, _validatable_copy(role, config, tmp_path))
     assert (result.returncode, result.stderr) == (0, ""), result.stderr
     s = unit_settings(SYSTEMD / f"plastron-{role}.service")
     loaded = (
@@ -192,6 +194,28 @@ def _copy_with_private_paths(config: Path, tmp_path: Path) -> Path:
     for copy in base.glob("*.conf"):
         copy.write_text(copy.read_text().replace("/var/lib/plastron", str(tmp_path / "state")))
     return base / config.name
+
+
+def _validatable_copy(role: str, config: Path, tmp_path: Path) -> Path:
+    """A copy of the example with the files it names made (validate reads them): /etc/plastron
+    moved under tmp_path, stand-in certificates, keys and PIN files."""
+    copy = _copy_with_private_paths(config, tmp_path)
+    etc = tmp_path / "etc-plastron"
+    etc.mkdir()
+    copy.write_text(copy.read_text().replace("/etc/plastron", str(etc)))
+    cert_pem, _ = _ca_pem("bundle")
+    (etc / "bundle.pem").write_bytes(cert_pem)
+    for pin in ("hsm.pin", "node.pin"):
+        (etc / pin).write_text("1234\n")
+        (etc / pin).chmod(0o600)
+    loaded = (
+        load_server_config(copy, expand_env=False)
+        if role == "server"
+        else load_agent_config(copy, expand_env=False)
+    )
+    for plugin in loaded.plugins:
+        _make_named_files(plugin, copy.parent)
+    return copy
 
 
 async def _never_consumed(_token: str) -> ConsumedToken | None:
