@@ -153,9 +153,13 @@ def _config_selectors(config: dict[str, Any], container_id: str) -> list[Selecto
     return selectors_of(NAME, values)
 
 
+def check(plugin: PluginConfig, context: PluginContext) -> None:
+    DockerConfig.from_settings(plugin.settings())
+
+
 def create(plugin: PluginConfig, context: PluginContext) -> DockerWorkloadAttestor:
     return DockerWorkloadAttestor(DockerConfig.from_settings(plugin.settings()))
 
 
 def register(registries: Registries) -> None:
-    registries.workload_attestors.register(NAME, create)
+    registries.workload_attestors.register(NAME, create, check=check)

@@ -205,9 +205,13 @@ class K8sWorkloadAttestor:
         return []
 
 
+def check(plugin: PluginConfig, context: PluginContext) -> None:
+    parse_config(plugin.settings(), context)
+
+
 def create(plugin: PluginConfig, context: PluginContext) -> K8sWorkloadAttestor:
     return K8sWorkloadAttestor(parse_config(plugin.settings(), context))
 
 
 def register(registries: Registries) -> None:
-    registries.workload_attestors.register(NAME, create)
+    registries.workload_attestors.register(NAME, create, check=check)

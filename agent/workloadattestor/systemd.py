@@ -148,5 +148,9 @@ def create(
     return SystemdWorkloadAttestor()
 
 
+def check(plugin: PluginConfig, context: PluginContext) -> None:
+    create(plugin, context)  # settings and the host check; opens nothing
+
+
 def register(registries: Registries) -> None:
-    registries.workload_attestors.register(NAME, create)
+    registries.workload_attestors.register(NAME, create, check=check)
