@@ -20,6 +20,8 @@ import asyncio
 import hashlib
 import hmac
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +51,7 @@ from plastron.tpm.tcti import DEFAULT_TCTI, Tcti
 NAME = "tpm_devid"
 NONCE_SIZE = 32
 DEFAULT_ANSWER_TIMEOUT = 30.0
+_SHARED_PREFIX = "tpm: "
 _PAYLOAD_KEYS = {
     "DevIDCert", "DevIDPub", "EKCert", "EKPub", "AKPub", "CertifiedDevID",
     "CertificationSignature",
@@ -80,6 +83,19 @@ def _required_path(settings: Block, key: str, context: PluginContext) -> str:
 
 def _cert(der: bytes, what: str) -> x509.Certificate:
     return load_untrusted_der(der, what, lambda msg: AttestationFailed(f"tpm_devid: {msg}"))
+
+
+@contextmanager
+def _named_tpm_devid() -> Iterator[None]:
+    """The checks shared with the ``tpm`` method (JSON framing, base64 fields, EK template, AK,
+    certify) name that method in their refusals; a tpm_devid refusal names tpm_devid."""
+    try:
+        yield
+    except AttestationFailed as err:
+        message = str(err)
+        if not message.startswith(_SHARED_PREFIX):
+            raise
+        raise AttestationFailed(f"{NAME}: {message.removeprefix(_SHARED_PREFIX)}") from None
 
 
 def _cn(name: x509.Name) -> str | None:
@@ -129,7 +145,7 @@ class TpmDevidServerAttestor:
 
     def _check_payload(self, payload: bytes) -> _Checked:
         """Every check that needs no answer from the agent (all before any challenge)."""
-        obj = _load_object(payload, "tpm_devid payload", _PAYLOAD_KEYS, set())
+        obj = _load_object(payload, "payload", _PAYLOAD_KEYS, set())
         chain_b64 = obj["DevIDCert"]
         if not isinstance(chain_b64, list) or not 0 < len(chain_b64) <= MAX_CHAIN + 1:
             raise AttestationFailed("tpm_devid: DevIDCert must list the leaf and intermediates")
@@ -161,6 +177,10 @@ class TpmDevidServerAttestor:
         return _Checked(chain[0], tuple(verified), ek, ak, field["AKPub"])
 
     async def attest(self, payload: bytes, challenge: ChallengeFn) -> AttestationResult:
+        with _named_tpm_devid():
+            return await self._attest(payload, challenge)
+
+    async def _attest(self, payload: bytes, challenge: ChallengeFn) -> AttestationResult:
         checked = self._check_payload(payload)
         ek, ak, leaf = checked.ek, checked.ak, checked.leaf
         devid_nonce = os.urandom(NONCE_SIZE)
@@ -181,7 +201,7 @@ class TpmDevidServerAttestor:
             raise AttestationFailed(
                 f"tpm_devid: agent did not answer the challenge within {self._timeout:g}s"
             ) from None
-        resp = _load_object(answer, "tpm_devid response", {"DevID", "CredActivation"}, set())
+        resp = _load_object(answer, "response", {"DevID", "CredActivation"}, set())
         verify_nonce_signature(leaf, devid_nonce, b64field(resp["DevID"], "DevID", 1024))
         activated = b64field(resp["CredActivation"], "CredActivation", 64)
         if not hmac.compare_digest(activated, secret):
@@ -258,6 +278,10 @@ class TpmDevidAgentAttestor:
         self._ak: KeyBlob | None = None
 
     async def payload(self) -> bytes:
+        with _named_tpm_devid():
+            return await self._payload()
+
+    async def _payload(self) -> bytes:
         ek = await asyncio.to_thread(self.device.read_ek, self._ek_type)
         if ek.cert_der is None:
             raise AttestationFailed(f"tpm_devid: the TPM has no {ek.ek_type} EK certificate")
@@ -277,9 +301,13 @@ class TpmDevidAgentAttestor:
         )
 
     async def answer(self, challenge: bytes) -> bytes:
+        with _named_tpm_devid():
+            return await self._answer(challenge)
+
+    async def _answer(self, challenge: bytes) -> bytes:
         if self._ak is None:
             raise AttestationFailed("tpm_devid: challenge received before the payload was sent")
-        obj = _load_object(challenge, "tpm_devid challenge", {"DevID", "CredActivation"}, set())
+        obj = _load_object(challenge, "challenge", {"DevID", "CredActivation"}, set())
         nonce = b64field(obj["DevID"], "DevID", 64)
         cred = obj["CredActivation"]
         if not isinstance(cred, dict) or set(cred) != {"Credential", "Secret"}:

@@ -46,8 +46,7 @@ def issue_devid(
 
 class TpmDevidAdapter(NodeAttestorAdapter):
     kind = "tpm_devid"
-    # the checks shared with the tpm method (EK template, AK, chains) say "tpm:"
-    message_prefixes = ("tpm_devid: ", "tpm: ")
+    message_prefixes = ("tpm_devid: ",)
     not_applicable = {
         "hostile_agent_path": "the agent ID path is the SHA-1 hex of the DevID certificate, "
         "computed by the server; no attested text reaches it",
