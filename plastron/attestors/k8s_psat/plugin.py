@@ -13,6 +13,20 @@ from plastron.errors import ConfigError
 from plastron.plugins import PluginContext, Registries
 
 
+def check_server(plugin: PluginConfig, context: PluginContext) -> None:
+    """The settings and each cluster's kubeconfig, CA and token files; no API call."""
+    settings = plugin.settings()
+    config = K8sPsatServerConfig.from_settings(settings, base_dir=context.base_dir)
+    for name, cluster in config.clusters.items():
+        where = f"{NAME}: {settings.where('clusters')}.{name}"
+        path = cluster.kube_config_file
+        from_kubeconfig(path, where) if path is not None else in_cluster(where)
+
+
+def check_agent(plugin: PluginConfig, context: PluginContext) -> None:
+    K8sPsatAgentConfig.from_settings(plugin.settings(), base_dir=context.base_dir)
+
+
 def create_server_attestor(plugin: PluginConfig, context: PluginContext) -> K8sPsatServerAttestor:
     settings = plugin.settings()
     config = K8sPsatServerConfig.from_settings(settings, base_dir=context.base_dir)
@@ -35,5 +49,7 @@ def create_agent_attestor(plugin: PluginConfig, context: PluginContext) -> K8sPs
 
 
 def register(registries: Registries) -> None:
-    registries.server_node_attestors.register(NAME, create_server_attestor, extra="k8s")
-    registries.agent_node_attestors.register(NAME, create_agent_attestor)
+    registries.server_node_attestors.register(
+        NAME, create_server_attestor, extra="k8s", check=check_server
+    )
+    registries.agent_node_attestors.register(NAME, create_agent_attestor, check=check_agent)
