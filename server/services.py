@@ -14,6 +14,7 @@ from plastron.server.api.debug import DebugService, HealthService
 from plastron.server.api.entry import EntryService
 from plastron.server.api.localauthority import LocalAuthorityService
 from plastron.server.api.svid import SvidService
+from plastron.server.api.trustdomain import TrustDomainService
 from plastron.server.health import HealthChecker
 from plastron.transport.limits import (
     SMALL_MESSAGE_BYTES,
@@ -45,6 +46,7 @@ def build_services(
         EntryService(ctx),
         LocalAuthorityService(ctx),
         SvidService(ctx),
+        TrustDomainService(ctx),
         DebugService(ctx, server_chain),
         HealthService(health),
     ]

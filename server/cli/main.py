@@ -16,6 +16,7 @@ from plastron.server.cli import (
     authority,
     bundle,
     entry,
+    federation,
     healthcheck,
     join_token,
     mint,
@@ -52,6 +53,7 @@ COMMANDS: dict[tuple[str, ...], Command] = {
     **agent.COMMANDS,
     **mint.COMMANDS,
     **authority.COMMANDS,
+    **federation.COMMANDS,
 }
 
 
