@@ -1,4 +1,11 @@
-"""Durations written the way SPIRE (Go's time.ParseDuration) writes them, or as integer seconds."""
+"""Durations written the way SPIRE writes them: one parser, Go's ``time.ParseDuration`` forms
+(``"1h30m"``, ``"1.5h"``, ``"500ms"``), for config values and CLI flags alike.
+
+:func:`parse_go_duration` is Go's grammar exactly, as SPIRE's duration flags (``x509 mint
+-ttl``, ``jwt mint -ttl``) take it: a bare number other than ``0`` has no unit and is refused.
+:func:`parse_duration`, for config values, also takes integer seconds (``ca_ttl = 3600``, or
+quoted as SPIRE's sample configs quote ports). Neither takes a negative duration.
+"""
 
 from __future__ import annotations
 
@@ -30,6 +37,10 @@ def _parse_go_duration(text: str, where: str) -> Fraction:
         return Fraction(0)
     if not text:
         raise ConfigError(f"{where} is an empty duration")
+    if re.fullmatch(r"\d+(?:\.\d*)?|\.\d+", text):
+        raise ConfigError(
+            f"{where}: missing unit in duration {text!r} (write {text}s, {text}m or {text}h)"
+        )
     total = Fraction(0)
     pos = 0
     while pos < len(text):
@@ -44,6 +55,28 @@ def _parse_go_duration(text: str, where: str) -> Fraction:
     return total
 
 
+def _bounded(seconds: Fraction, value: object, where: str) -> dt.timedelta:
+    if seconds < 0:
+        raise ConfigError(f"{where} must not be negative ({value!r})")
+    if seconds > Fraction(int(MAX_DURATION.total_seconds())):
+        raise ConfigError(f"{where} is longer than {MAX_DURATION.days} days ({value!r})")
+    return dt.timedelta(microseconds=round(seconds * 1_000_000))
+
+
+def _go_text(text: str, where: str) -> Fraction:
+    if len(text) > MAX_DURATION_TEXT:
+        raise ConfigError(f"{where} is longer than {MAX_DURATION_TEXT} characters")
+    if text.startswith("-"):
+        raise ConfigError(f"{where} must not be negative ({text!r})")
+    return _parse_go_duration(text.removeprefix("+"), where)
+
+
+def parse_go_duration(text: str, where: str = "duration") -> dt.timedelta:
+    """A non-negative duration in Go's ``time.ParseDuration`` grammar; ``where`` (a flag such
+    as ``-ttl``, or a config path) names it in errors."""
+    return _bounded(_go_text(text, where), text, where)
+
+
 def parse_duration(value: object, where: str = "duration") -> dt.timedelta:
     """A non-negative duration from ``"1h30m"``-style text or an integer number of seconds.
 
@@ -54,22 +87,13 @@ def parse_duration(value: object, where: str = "duration") -> dt.timedelta:
     if isinstance(value, int):
         seconds = Fraction(value)
     elif isinstance(value, str):
-        if len(value) > MAX_DURATION_TEXT:
-            raise ConfigError(f"{where} is longer than {MAX_DURATION_TEXT} characters")
-        if value.isdigit() and value.isascii():
-            seconds = Fraction(int(value))
+        if value.isdigit() and value.isascii() and len(value) <= MAX_DURATION_TEXT:
+            seconds = Fraction(int(value))  # integer seconds: config values only
         else:
-            if value.startswith("-"):
-                raise ConfigError(f"{where} must not be negative ({value!r})")
-            seconds = _parse_go_duration(value.removeprefix("+"), where)
+            seconds = _go_text(value, where)
     else:
         raise ConfigError(f"{where} must be a duration string or integer seconds")
-    if seconds < 0:
-        raise ConfigError(f"{where} must not be negative ({value!r})")
-    if seconds > Fraction(int(MAX_DURATION.total_seconds())):
-        raise ConfigError(f"{where} is longer than {MAX_DURATION.days} days ({value!r})")
-    micros = round(seconds * 1_000_000)
-    return dt.timedelta(microseconds=micros)
+    return _bounded(seconds, value, where)
 
 
 def format_duration(value: dt.timedelta) -> str:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import sys
 from typing import Any, NoReturn
 
-from plastron.errors import InvalidArgument
+from plastron.configs.duration import parse_go_duration
+from plastron.errors import ConfigError
 
 DEFAULT_SERVER_SOCKET = "/tmp/plastron-server/private/api.sock"  # noqa: S108 - SPIRE-shaped default
 
@@ -42,24 +44,16 @@ def output_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def parse_duration_seconds(text: str, name: str) -> int:
-    """Go-style durations ("1h", "90s", "10m") or plain seconds, for -ttl style flags."""
-    units = {"h": 3600, "m": 60, "s": 1}
+    """A Go-duration flag (``-ttl 1.5h``, ``90s``, ``500ms``) as whole seconds, rounded up: the
+    API carries whole seconds and 0 means "the server's default", so a sub-second TTL becomes
+    one second rather than the default. A bare number (``-ttl 90``) has no unit and is refused,
+    as Go's flag package refuses it for SPIRE's duration flags."""
     try:
-        return int(text)
-    except ValueError:
-        pass
-    total, number = 0, ""
-    for ch in text:
-        if ch.isdigit():
-            number += ch
-        elif ch in units and number:
-            total += int(number) * units[ch]
-            number = ""
-        else:
-            raise InvalidArgument(f"-{name}: invalid duration {text!r}")
-    if number:
-        raise InvalidArgument(f"-{name}: invalid duration {text!r} (missing unit)")
-    return total
+        value = parse_go_duration(text, f"-{name}")
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
+    micros = value // dt.timedelta(microseconds=1)
+    return -(-micros // 1_000_000)
 
 
 def fail(message: str) -> NoReturn:

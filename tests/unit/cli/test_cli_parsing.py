@@ -42,11 +42,19 @@ def test_go_style_flags_single_and_double_dash_no_abbreviation() -> None:
 
 
 def test_durations_and_int32_bounds() -> None:
+    """SPIRE's duration flags (x509/jwt mint -ttl) take Go durations: 1.5h and 500ms are
+    durations, a bare 90 has no unit (Go's flag package refuses it too)."""
     assert duration_flag_seconds("1h30m", "ttl") == 5400
-    assert duration_flag_seconds("90", "ttl") == 90
+    assert duration_flag_seconds("1.5h", "ttl") == 5400
+    assert duration_flag_seconds("500ms", "ttl") == 1  # whole seconds, rounded up, never 0
+    assert duration_flag_seconds("0", "ttl") == 0
     assert duration_flag_seconds("", "ttl") == 0
-    with pytest.raises(Exception, match="invalid duration"):
+    with pytest.raises(CliError, match=r"^-ttl: missing unit in duration '90' \(write 90s"):
+        duration_flag_seconds("90", "ttl")
+    with pytest.raises(CliError, match=r"^-ttl is not a duration: '1d'"):
         duration_flag_seconds("1d", "ttl")
+    with pytest.raises(CliError, match=r"^-ttl must not be negative"):
+        duration_flag_seconds("-5m", "ttl")
     with pytest.raises(CliError, match="out of range"):
         duration_flag_seconds(f"{1 << 31}s", "ttl")
     with pytest.raises(CliError, match="-x509SVIDTTL: -1 is out of range"):
