@@ -22,7 +22,7 @@ from plastron.selector import Selector
 from plastron.spiffe.bundle import Bundle
 from plastron.spiffe.ids import SpiffeId, TrustDomain
 from plastron.spiffe.jwtsvid import JwtSvid
-from plastron.spiffe.taint import chained_to_tainted, jwt_key_id, tainted_authorities
+from plastron.spiffe.taint import chained_to, jwt_key_id, tainted_authorities
 from plastron.spiffe.x509svid import X509Svid
 
 DEFAULT_MAX_X509_SVIDS = 1000
@@ -218,7 +218,7 @@ class WorkloadCache:
                 missing.append(entry)
             elif now >= half_life(svid.leaf.not_valid_before_utc, svid.expires_at):
                 stale.append(entry)
-            elif tainted and chained_to_tainted(svid.chain, tainted):
+            elif tainted and chained_to(svid.chain, tainted):
                 stale.append(entry)  # re-issued now, before the authority is revoked
         room = self._max_x509 - len(self._svids)
         if len(missing) > room:

@@ -29,7 +29,7 @@ from plastron.clock import Clock
 from plastron.errors import AttestationFailed, KeyManagerError, NotFound, PlastronError
 from plastron.keymanager import KeyManager, KeyType, prove_possession
 from plastron.spiffe.bundle import Bundle
-from plastron.spiffe.taint import chained_to_tainted, tainted_authorities
+from plastron.spiffe.taint import chained_to, tainted_authorities
 from plastron.spiffe.x509svid import X509Svid, spiffe_id_from_certificate, validate_x509_svid
 from plastron.wire.keys import spki_der
 
@@ -139,7 +139,7 @@ class AgentIdentity:
         svid = self.svid()
         if rotation_due(svid, self._clock.now(), self._jitter):
             why = "at half-life"
-        elif chained_to_tainted(svid.chain, tainted_authorities(state.bundle)):
+        elif chained_to(svid.chain, tainted_authorities(state.bundle)):
             why = "chained to a tainted authority"
         else:
             return False
@@ -147,6 +147,7 @@ class AgentIdentity:
             log.info("agent SVID %s: re-attesting (node is reattestable)", why)
             await self.reattest()
         else:
+            log.info("agent SVID %s: renewing", why)
             await self._renew(state)
         return True
 

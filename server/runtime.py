@@ -52,7 +52,7 @@ from plastron.server.services import build_services, server_grpc_limits
 from plastron.server.task_failures import FailureReporter
 from plastron.spiffe.bundle import Bundle
 from plastron.spiffe.ids import SpiffeId
-from plastron.spiffe.taint import chained_to_tainted, tainted_authorities
+from plastron.spiffe.taint import chained_to, tainted_authorities
 from plastron.transport.server import RunningServer, start_server
 from plastron.transport.tls import RotatingServerTls
 from plastron.version import package_version
@@ -319,8 +319,12 @@ class PlastronServer:
         lifetime = leaf.not_valid_after_utc - leaf.not_valid_before_utc
         if self.clock.now() >= leaf.not_valid_before_utc + lifetime / 2:
             await self._renew_server_svid()
-        elif chained_to_tainted(self._server_chain, self._tainted):
+        elif chained_to(self._server_chain, self._tainted):
             log.info("server SVID chains to a tainted authority; renewing")
+            await self._renew_server_svid()
+        elif self._trust and not chained_to(self._server_chain, self._trust):
+            # Revoked before we moved off it (taint and revoke within one poll).
+            log.info("server SVID chains to no authority of the bundle; renewing")
             await self._renew_server_svid()
 
     async def _prune(self) -> None:

@@ -24,11 +24,9 @@ def tainted_authorities(bundle: Bundle | None) -> tuple[x509.Certificate, ...]:
     return tuple(a.certificate for a in bundle.x509_authorities if a.tainted)
 
 
-def chained_to_tainted(
-    chain: Sequence[x509.Certificate], tainted: Sequence[x509.Certificate]
-) -> bool:
-    """True when a certificate of ``chain`` is a tainted authority or was signed by one."""
-    for authority in tainted:
+def chained_to(chain: Sequence[x509.Certificate], authorities: Sequence[x509.Certificate]) -> bool:
+    """True when a certificate of ``chain`` is one of ``authorities`` or was signed by one."""
+    for authority in authorities:
         for cert in chain:
             if cert == authority or _issued_by(cert, authority):
                 return True
