@@ -100,14 +100,20 @@ class BundleEndpointServer:
     async def start(self) -> None:
         first = self._current_context()
         swapping = _SwappingContext(self._fresh_copy(first), self._current_context)
-        self._server = await asyncio.start_server(
-            self._http.handle,
-            self._config.address,
-            self._config.port,
-            ssl=swapping.outer,
-            limit=reader_limit(),
-            ssl_handshake_timeout=10.0,
-        )
+        try:
+            self._server = await asyncio.start_server(
+                self._http.handle,
+                self._config.address,
+                self._config.port,
+                ssl=swapping.outer,
+                limit=reader_limit(),
+                ssl_handshake_timeout=10.0,
+            )
+        except OSError as exc:
+            where = f"{self._config.address}:{self._config.port}"
+            raise ConfigError(
+                f"federation.bundle_endpoint: cannot listen on {where}: {exc.strerror or exc}"
+            ) from None
         if self._serving is not None:
             self._sync_task = asyncio.create_task(self._sync_files(self._serving))
         log.info(

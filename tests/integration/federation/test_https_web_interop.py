@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from plastron.errors import PlastronError, Unavailable
+from plastron.errors import ConfigError, PlastronError, Unavailable
 from plastron.records import FederationRelationship
 from plastron.server.federation.client import fetch_endpoint_bundle
 from plastron.server.federation.config import BundleEndpointConfig, ServingCertFile
@@ -226,3 +226,20 @@ def _reissue(pki: Path, scratch: Path) -> None:
     (pki / "ca.pem").write_bytes((pki / "ca.pem").read_bytes() + (scratch / "ca.pem").read_bytes())
     (pki / "key.pem").write_bytes(key.read_bytes())
     (pki / "cert.pem").write_bytes(cert.read_bytes())
+
+
+async def test_a_port_in_use_is_one_clear_error(tmp_path: Path) -> None:
+    _, cert, key = _web_pki(tmp_path)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = BundleEndpointConfig(
+            address="127.0.0.1",
+            port=port,
+            profile="https_web",
+            serving_cert_file=ServingCertFile(cert, key),
+        )
+        server = BundleEndpointServer(config, lambda: None, _no_svid)
+        with pytest.raises(ConfigError, match=f"cannot listen on 127.0.0.1:{port}"):
+            await server.start()
