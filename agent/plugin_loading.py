@@ -36,6 +36,7 @@ AGENT_PLUGIN_MODULES = (
     "plastron.attestors.aws_iid.plugin",
     "plastron.attestors.azure_msi.plugin",
     "plastron.attestors.k8s_psat.plugin",
+    "plastron.attestors.aws_iam.plugin",
     "plastron.tpm.plugin",
     "plastron.hsm.plugin",
     "plastron.agent.workloadattestor.unix",

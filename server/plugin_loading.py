@@ -26,6 +26,7 @@ SERVER_PLUGIN_MODULES = (
     "plastron.attestors.aws_iid.plugin",
     "plastron.attestors.azure_msi.plugin",
     "plastron.attestors.k8s_psat.plugin",
+    "plastron.attestors.aws_iam.plugin",
     "plastron.tpm.plugin",
     "plastron.hsm.plugin",
     "plastron.hsm.upstream_plugin",

@@ -33,6 +33,7 @@ from plastron.spiffe.ids import SpiffeId, TrustDomain
 MAX_TEMPLATE_LENGTH = 1024
 FieldPath = tuple[str, ...]
 _ACTION = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
+_SEGMENT = re.compile(r"[A-Za-z0-9._-]{1,255}")
 _FIELD_PATH = re.compile(r"\.[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
 
 
@@ -149,6 +150,12 @@ class MappingValues:
         if key not in values:
             raise AttestationFailed(self.missing.format(method=self.method, map=name, key=key))
         return values[key]
+
+
+def is_canonical_segment(value: str) -> bool:
+    """Whether ``value`` can stand alone as one segment of an agent ID path (a cluster name, a
+    node UID, a role name): ``[A-Za-z0-9._-]``, not ``.`` or ``..``."""
+    return bool(_SEGMENT.fullmatch(value)) and value not in (".", "..")
 
 
 def agent_path(td: TrustDomain, rendered: str) -> SpiffeId:

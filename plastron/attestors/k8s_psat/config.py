@@ -21,11 +21,11 @@ A cluster name becomes a segment of the agent ID path, so it must be a canonical
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from plastron.attestors.template import is_canonical_segment
 from plastron.configs.block import Block
 from plastron.errors import ConfigError
 
@@ -33,12 +33,6 @@ NAME = "k8s_psat"
 DEFAULT_AUDIENCE = ("spire-server",)
 DEFAULT_TOKEN_PATH = Path("/var/run/secrets/tokens/spire-agent")
 MAX_CLUSTERS = 64
-_SEGMENT = re.compile(r"[A-Za-z0-9._-]{1,255}")
-
-
-def is_canonical_segment(value: str) -> bool:
-    """Whether ``value`` can stand alone as one segment of a SPIFFE ID path."""
-    return bool(_SEGMENT.fullmatch(value)) and value not in (".", "..")
 
 
 def check_cluster_name(name: object, where: str) -> str:

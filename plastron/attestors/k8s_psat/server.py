@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from plastron.attestors.base import MAX_ATTESTATION_MESSAGE, AttestationResult, ChallengeFn
-from plastron.attestors.k8s_psat.config import NAME, ClusterConfig, is_canonical_segment
+from plastron.attestors.k8s_psat.config import NAME, ClusterConfig
 from plastron.attestors.k8s_psat.kube import (
     POD_NAME_KEY,
     POD_UID_KEY,
@@ -26,7 +26,7 @@ from plastron.attestors.k8s_psat.kube import (
     KubeObject,
     TokenStatus,
 )
-from plastron.attestors.template import agent_path
+from plastron.attestors.template import agent_path, is_canonical_segment
 from plastron.errors import AttestationFailed, InvalidSelector, InvalidSpiffeId
 from plastron.selector import Selector
 from plastron.spiffe.ids import SpiffeId, TrustDomain
