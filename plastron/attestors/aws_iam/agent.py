@@ -1,6 +1,6 @@
 """The agent half of ``aws_iam``: sign an ``sts:GetCallerIdentity`` request with the task's
 credentials (botocore's chain and SigV4 signer), with the ``Host`` and ``X-Plastron-Server-ID``
-headers among the signed ones, and send it unsent, as Vault's IAM login payload. A fresh
+headers among the signed ones (and a random ``X-Plastron-Nonce``), and send it unsent, as Vault's IAM login payload. A fresh
 request (a new ``X-Amz-Date`` and signature) is made for every attestation. No challenge."""
 
 from __future__ import annotations
@@ -8,11 +8,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import secrets
 import urllib.parse
 
 from plastron.attestors.aws_iam.config import NAME, SERVER_ID_HEADER, AwsIamAgentConfig
 from plastron.errors import AttestationFailed, Unavailable
 
+NONCE_HEADER = "X-Plastron-Nonce"
 BODY = b"Action=GetCallerIdentity&Version=2011-06-15"
 
 
@@ -31,6 +33,9 @@ def sign_request(config: AwsIamAgentConfig, credentials: object) -> bytes:
         "Host": urllib.parse.urlsplit(url).netloc,
         "Content-Type": "application/x-www-form-urlencoded; charset=utf-8",
         SERVER_ID_HEADER: config.server_id,
+        # two requests signed in the same second with the same credentials would otherwise be
+        # identical, and the server refuses the second as a replay
+        NONCE_HEADER: secrets.token_hex(16),
     }
     request = AWSRequest(method="POST", url=url, data=BODY, headers=headers)
     SigV4Auth(credentials, "sts", config.region).add_auth(request)
