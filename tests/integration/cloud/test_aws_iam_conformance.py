@@ -159,6 +159,10 @@ def _bad_requests(adapter: AwsIamAdapter) -> list[tuple[str, bytes, str]]:
          "x-plastron-server-id header is not among the signed headers"),
         ("signed for another host", signed(adapter.config(endpoint="https://sts.evil.example")),
          "signed for host 'sts.evil.example'"),
+        ("signed 10 minutes ago (STS would still accept it)",
+         signed_at(adapter.config(), adapter.identity().credentials(),
+                   dt.datetime.now(dt.UTC) - dt.timedelta(minutes=10)),
+         "more than 0:05:00 from now"),
         ("account not allowed", signed_other_account(adapter),
          "account 999999999999 is not in the account_allow_list"),
     ]  # fmt: skip
