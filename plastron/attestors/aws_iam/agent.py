@@ -1,7 +1,8 @@
 """The agent half of ``aws_iam``: sign an ``sts:GetCallerIdentity`` request with the task's
 credentials (botocore's chain and SigV4 signer), with the ``Host`` and ``X-Plastron-Server-ID``
-headers among the signed ones (and a random ``X-Plastron-Nonce``), and send it unsent, as Vault's IAM login payload. A fresh
-request (a new ``X-Amz-Date`` and signature) is made for every attestation. No challenge."""
+headers among the signed ones (and a random ``X-Plastron-Nonce``), and send it unsent, as
+Vault's IAM login payload. A fresh request (a new ``X-Amz-Date`` and signature) is made for
+every attestation. No challenge."""
 
 from __future__ import annotations
 

@@ -131,8 +131,8 @@ async def test_each_attestation_is_a_new_agent(adapter: AwsIamAdapter) -> None:
 def _edit_headers(payload: bytes, **changes: str | None) -> bytes:
     doc = json.loads(payload)
     headers = json.loads(base64.b64decode(doc["iam_request_headers"]))
-    for name, value in changes.items():
-        name = name.replace("_", "-")
+    for key, value in changes.items():
+        name = key.replace("_", "-")
         if value is None:
             headers.pop(name, None)
         else:
