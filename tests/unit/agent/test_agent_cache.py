@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from dataclasses import replace
 
 import pytest
 from agent_authority import TestAuthority, entry
@@ -9,6 +10,7 @@ from agent_authority import TestAuthority, entry
 from plastron.agent.cache import WorkloadCache
 from plastron.clock import ManualClock
 from plastron.selector import Selector
+from plastron.spiffe.bundle import X509Authority
 
 NOW = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
 UID = Selector.parse("unix:uid:1000")
@@ -190,3 +192,26 @@ def test_jwt_cache_is_bounded(clock: ManualClock, ca: TestAuthority) -> None:
         cache.set_jwt_svid("a", [aud], ca.jwt(sid, (aud,)))
     assert cache.jwt_svid("a", ["1"]) is None
     assert cache.jwt_svid("a", ["3"]) is not None
+
+
+def test_svid_chained_to_a_tainted_authority_is_due_at_once(
+    cache: WorkloadCache, ca: TestAuthority
+) -> None:
+    """Both authorities in the bundle, as after a rotation; only the tainted one's SVID."""
+    successor = TestAuthority("example.org", NOW)
+    cache.set_entries([entry("a", ca.td, "/a", "unix:uid:1000"), entry("b", ca.td, "/b", "x:y")])
+    cache.set_x509_svids({"a": ca.svid("/a"), "b": successor.svid("/b")})
+    both = replace(ca.bundle, x509_authorities=(X509Authority(ca.ca), X509Authority(successor.ca)))
+    cache.set_bundle(both)
+    assert cache.entries_needing_svid() == []
+    cache.set_bundle(both.taint_x509_authority(X509Authority(ca.ca).authority_id))
+    assert [e.entry_id for e in cache.entries_needing_svid()] == ["a"]
+
+
+def test_jwt_svids_of_a_tainted_key_are_forgotten(cache: WorkloadCache, ca: TestAuthority) -> None:
+    cache.set_entries([entry("a", ca.td, "/a", "unix:uid:1000")])
+    sid = ca.td.spiffe_id("/a")
+    cache.set_jwt_svid("a", ("aud",), ca.jwt(sid, ("aud",)))
+    assert cache.jwt_svid("a", ("aud",)) is not None
+    cache.set_bundle(ca.bundle.taint_jwt_authority(ca.jwt_kid))
+    assert cache.jwt_svid("a", ("aud",)) is None
