@@ -7,7 +7,7 @@ every field checked, a bad one refused with InvalidArgument naming it (``entry.s
 from __future__ import annotations
 
 from plastron.errors import InvalidArgument
-from plastron.proto.spire.api.types import agent_pb2, entry_pb2
+from plastron.proto.spire.api.types import agent_pb2, entry_pb2, spiffeid_pb2
 from plastron.records import AttestedNode, RegistrationEntry
 from plastron.spiffe.ids import SpiffeId, TrustDomain
 from plastron.wire.ids import spiffe_id_from_proto, spiffe_id_to_proto, trust_domain_from_text
@@ -74,28 +74,33 @@ def entry_from_proto(msg: entry_pb2.Entry, td: TrustDomain) -> RegistrationEntry
     )
 
 
+def member_id_from_proto(msg: spiffeid_pb2.SPIFFEID, td: TrustDomain, field: str) -> SpiffeId:
+    """An ID of ``td`` other than the trust domain's own (SPIRE: TrustDomainMemberIDFromProto)."""
+    spiffe_id = spiffe_id_from_proto(msg, field)
+    if not spiffe_id.member_of(td):
+        raise InvalidArgument(f"{field}: {spiffe_id} is not a member of trust domain {td.name!r}")
+    if not spiffe_id.path:
+        raise InvalidArgument(f"{field}: {spiffe_id} has no path")
+    return spiffe_id
+
+
+def workload_id_from_proto(msg: spiffeid_pb2.SPIFFEID, td: TrustDomain, field: str) -> SpiffeId:
+    """A member ID of ``td`` outside the reserved /spire namespace (SPIRE:
+    TrustDomainWorkloadIDFromProto)."""
+    spiffe_id = member_id_from_proto(msg, td, field)
+    if spiffe_id.is_reserved():
+        raise InvalidArgument(f"{field}: {spiffe_id} is in the reserved /spire namespace")
+    return spiffe_id
+
+
 def _entry_ids(msg: entry_pb2.Entry, td: TrustDomain) -> tuple[SpiffeId, SpiffeId]:
     """The entry's SPIFFE ID (a workload ID of ``td``) and parent ID (any ID of ``td``)."""
     if not msg.HasField("spiffe_id"):
         raise InvalidArgument("entry.spiffe_id: missing")
     if not msg.HasField("parent_id"):
         raise InvalidArgument("entry.parent_id: missing")
-    spiffe_id = spiffe_id_from_proto(msg.spiffe_id, "entry.spiffe_id")
-    parent_id = spiffe_id_from_proto(msg.parent_id, "entry.parent_id")
-    if not spiffe_id.member_of(td):
-        raise InvalidArgument(
-            f"entry.spiffe_id: {spiffe_id} is not a member of trust domain {td.name!r}"
-        )
-    if not spiffe_id.path:
-        raise InvalidArgument(f"entry.spiffe_id: {spiffe_id} has no path")
-    if spiffe_id.is_reserved():
-        raise InvalidArgument(f"entry.spiffe_id: {spiffe_id} is in the reserved /spire namespace")
-    if not parent_id.member_of(td):
-        raise InvalidArgument(
-            f"entry.parent_id: {parent_id} is not a member of trust domain {td.name!r}"
-        )
-    if not parent_id.path:
-        raise InvalidArgument(f"entry.parent_id: {parent_id} has no path")
+    spiffe_id = workload_id_from_proto(msg.spiffe_id, td, "entry.spiffe_id")
+    parent_id = member_id_from_proto(msg.parent_id, td, "entry.parent_id")
     return spiffe_id, parent_id
 
 

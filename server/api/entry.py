@@ -16,8 +16,15 @@ from plastron.server.api.authz import current_caller
 from plastron.server.api.context import ApiContext
 from plastron.server.api.status import status_proto
 from plastron.spiffe.ids import TrustDomain
-from plastron.wire.entries import ENTRY_MASK_FIELDS, entry_from_proto, entry_to_proto, mask_fields
-from plastron.wire.ids import spiffe_id_from_proto, trust_domain_from_text
+from plastron.wire.entries import (
+    ENTRY_MASK_FIELDS,
+    entry_from_proto,
+    entry_to_proto,
+    mask_fields,
+    member_id_from_proto,
+    workload_id_from_proto,
+)
+from plastron.wire.ids import trust_domain_from_text
 from plastron.wire.limits import MAX_BATCH, check_page_size
 from plastron.wire.selectors import selectors_from_proto
 
@@ -36,13 +43,14 @@ _FED_MATCH = {
 }
 
 
-def entry_filters(flt: Any) -> dict[str, Any]:
-    """Datastore filter kwargs from a Count/ListEntriesRequest.Filter."""
+def entry_filters(flt: Any, td: TrustDomain) -> dict[str, Any]:
+    """Datastore filter kwargs from a Count/ListEntriesRequest.Filter. As SPIRE, an ID filter
+    no entry could match (another trust domain, no path, a reserved SPIFFE ID) is refused."""
     out: dict[str, Any] = {}
     if flt.HasField("by_spiffe_id"):
-        out["by_spiffe_id"] = spiffe_id_from_proto(flt.by_spiffe_id, "filter.by_spiffe_id")
+        out["by_spiffe_id"] = workload_id_from_proto(flt.by_spiffe_id, td, "filter.by_spiffe_id")
     if flt.HasField("by_parent_id"):
-        out["by_parent_id"] = spiffe_id_from_proto(flt.by_parent_id, "filter.by_parent_id")
+        out["by_parent_id"] = member_id_from_proto(flt.by_parent_id, td, "filter.by_parent_id")
     if flt.HasField("by_selectors"):
         sels = selectors_from_proto(flt.by_selectors.selectors, "filter.by_selectors")
         if not sels:
@@ -78,7 +86,7 @@ class EntryService(entry_grpc.EntryBase):
     async def CountEntries(self, stream: Stream[Any, Any]) -> None:
         req = await stream.recv_message()
         assert req is not None
-        filters = entry_filters(req.filter) if req.HasField("filter") else {}
+        filters = entry_filters(req.filter, self._td) if req.HasField("filter") else {}
         count = await self.ctx.datastore.count_entries(**filters)
         await stream.send_message(entry_pb2.CountEntriesResponse(count=count))
 
@@ -86,7 +94,7 @@ class EntryService(entry_grpc.EntryBase):
         req = await stream.recv_message()
         assert req is not None
         check_page_size(req.page_size)
-        filters = entry_filters(req.filter) if req.HasField("filter") else {}
+        filters = entry_filters(req.filter, self._td) if req.HasField("filter") else {}
         entries, token = await self.ctx.datastore.list_entries(
             **filters, page_size=req.page_size, page_token=req.page_token
         )

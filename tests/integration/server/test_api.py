@@ -462,3 +462,56 @@ async def test_join_token_with_agent_id_creates_alias_entry_when_used(harness: H
         assert err.value.status == Status.INVALID_ARGUMENT
         assert text in (err.value.message or "")
     assert await count_entries(harness) == 2
+
+
+def _id(path: str, td: str = "example.org") -> dict[str, str]:
+    return {"trust_domain": td, "path": path}
+
+
+@pytest.mark.parametrize(
+    ("flt", "message"),
+    [
+        (
+            {"by_spiffe_id": _id("/spire/agent/join_token/t")},
+            "filter.by_spiffe_id: spiffe://example.org/spire/agent/join_token/t is in the "
+            "reserved /spire namespace",
+        ),
+        ({"by_spiffe_id": _id("")}, "filter.by_spiffe_id: spiffe://example.org has no path"),
+        (
+            {"by_spiffe_id": _id("/web", "other.org")},
+            "filter.by_spiffe_id: spiffe://other.org/web is not a member of trust domain "
+            "'example.org'",
+        ),
+        ({"by_parent_id": _id("")}, "filter.by_parent_id: spiffe://example.org has no path"),
+        (
+            {"by_parent_id": _id("/node", "other.org")},
+            "filter.by_parent_id: spiffe://other.org/node is not a member of trust domain "
+            "'example.org'",
+        ),
+    ],
+)
+async def test_entry_id_filters_are_checked_as_spire_does(
+    harness: Harness, flt: dict[str, dict[str, str]], message: str
+) -> None:
+    """SPIRE's ListEntries/CountEntries: by_spiffe_id must be a workload ID of the trust domain
+    (not /spire/...), by_parent_id any ID of it with a path; anything else INVALID_ARGUMENT."""
+    stub = harness.entry_stub(harness.local())
+    with pytest.raises(GRPCError) as listed:
+        await stub.ListEntries(
+            entry_pb2.ListEntriesRequest(filter=entry_pb2.ListEntriesRequest.Filter(**flt))  # type: ignore[arg-type]
+        )
+    with pytest.raises(GRPCError) as counted:
+        await stub.CountEntries(
+            entry_pb2.CountEntriesRequest(filter=entry_pb2.CountEntriesRequest.Filter(**flt))  # type: ignore[arg-type]
+        )
+    for raised in (listed.value, counted.value):
+        assert (raised.status, raised.message) == (Status.INVALID_ARGUMENT, message)
+
+
+async def test_entry_parent_filter_takes_an_agent_id(harness: Harness) -> None:
+    await create(harness, entry("/web", "/spire/agent/join_token/t", "unix:uid:1"))
+    flt = entry_pb2.ListEntriesRequest.Filter(by_parent_id=_id("/spire/agent/join_token/t"))  # type: ignore[arg-type]
+    listed = await harness.entry_stub(harness.local()).ListEntries(
+        entry_pb2.ListEntriesRequest(filter=flt)
+    )
+    assert [e.spiffe_id.path for e in listed.entries] == ["/web"]
