@@ -11,6 +11,16 @@ from plastron.errors import ConfigError
 from plastron.plugins import PluginContext, Registries
 
 
+def check_server(plugin: PluginConfig, context: PluginContext) -> None:
+    """The settings only; no STS call."""
+    AwsIamServerConfig.from_settings(plugin.settings())
+
+
+def check_agent(plugin: PluginConfig, context: PluginContext) -> None:
+    """The settings only; credentials are looked up at each attestation."""
+    AwsIamAgentConfig.from_settings(plugin.settings())
+
+
 def create_server_attestor(plugin: PluginConfig, context: PluginContext) -> AwsIamServerAttestor:
     config = AwsIamServerConfig.from_settings(plugin.settings())
     if context.trust_domain is None:
@@ -23,5 +33,7 @@ def create_agent_attestor(plugin: PluginConfig, context: PluginContext) -> AwsIa
 
 
 def register(registries: Registries) -> None:
-    registries.server_node_attestors.register(NAME, create_server_attestor)
-    registries.agent_node_attestors.register(NAME, create_agent_attestor, extra="cloud")
+    registries.server_node_attestors.register(NAME, create_server_attestor, check=check_server)
+    registries.agent_node_attestors.register(
+        NAME, create_agent_attestor, extra="cloud", check=check_agent
+    )
