@@ -18,15 +18,20 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
 from softhsm_token import SoftHsmToken
 from spiffe import TrustDomain as PyTrustDomain
 from spiffe import WorkloadApiClient
 
 from plastron.errors import PlastronError
+from plastron.proto.spire.api.server.localauthority.v1 import localauthority_grpc
+from plastron.proto.spire.api.server.localauthority.v1 import localauthority_pb2 as la
 from plastron.spiffe.taint import chained_to
 from plastron.spiffe.x509svid import validate_x509_svid
 from tests.integration.agent.agent_processes import TD, AgentProcess, ServerProcess
 from tests.integration.hsm_server.test_server_hsm import list_private_keys, pkcs11_block
+from tests.integration.server.server_harness import running_server
 from tests.processes import poll
 
 pytestmark = pytest.mark.softhsm
@@ -160,3 +165,39 @@ def test_taint_reissues_every_workload_svid_and_revoke_removes_the_authority(
     finally:
         agent.stop()
         server.stop()
+
+
+async def test_with_an_upstream_only_the_upstream_calls_apply(
+    tmp_path: Path, softhsm_token: SoftHsmToken
+) -> None:
+    """The pkcs11 UpstreamAuthority signs both local CAs with one root: the state names that
+    root's SKID, a local taint is refused, and so is tainting the root that signs the active
+    authority (SPIRE's rules)."""
+    upstream = pkcs11_block(softhsm_token, "UpstreamAuthority", 'root_key_id = "root"')
+    km = pkcs11_block(softhsm_token)
+    async with running_server(tmp_path, key_manager=km, extra_plugins=upstream) as h:
+        stub = localauthority_grpc.LocalAuthorityStub(h.local())
+        [root] = (await h.bundle()).x509_certificates()
+        root_skid = root.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+        first = (await stub.GetX509AuthorityState(la.GetX509AuthorityStateRequest())).active
+        assert first.upstream_authority_subject_key_id == root_skid.digest.hex()
+        second = (
+            await stub.PrepareX509Authority(la.PrepareX509AuthorityRequest())
+        ).prepared_authority
+        await stub.ActivateX509Authority(
+            la.ActivateX509AuthorityRequest(authority_id=second.authority_id)
+        )
+
+        with pytest.raises(GRPCError) as err:
+            await stub.TaintX509Authority(
+                la.TaintX509AuthorityRequest(authority_id=first.authority_id)
+            )
+        assert err.value.status == Status.FAILED_PRECONDITION
+        assert "upstream authority" in (err.value.message or "")
+        with pytest.raises(GRPCError) as err:
+            await stub.TaintX509UpstreamAuthority(
+                la.TaintX509UpstreamAuthorityRequest(subject_key_id=root_skid.digest.hex().upper())
+            )
+        assert err.value.status == Status.INVALID_ARGUMENT
+        assert "signing the current authority" in (err.value.message or ""), err.value.message
+        assert not any(a.tainted for a in (await h.bundle()).x509_authorities)
