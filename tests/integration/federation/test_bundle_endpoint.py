@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 from spiffe import JwtBundle, X509Bundle
 from spiffe import TrustDomain as PyTrustDomain
 
@@ -22,6 +23,7 @@ from plastron.records import FederationRelationship
 from plastron.server.federation.client import fetch_endpoint_bundle
 from plastron.spiffe.ids import SpiffeId, TrustDomain
 from tests.integration.federation.harness import FederatingServer
+from tests.processes import poll
 
 TD = "alpha.test"
 
@@ -122,3 +124,44 @@ def test_anything_but_get_slash_is_refused(
 ) -> None:
     reply = _raw_get(server, request_bytes)
     assert reply.split(b" ", 2)[1] == status
+
+
+def _served_leaf(port: int) -> x509.Certificate:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+        ctx.wrap_socket(raw) as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der)
+
+
+def test_https_spiffe_endpoint_follows_the_server_svid_renewal(tmp_path: Path) -> None:
+    # a 10 s SVID is renewed at half its life: the endpoint must serve each new one
+    srv = FederatingServer(
+        tmp_path / "short", "short.test", settings='default_x509_svid_ttl = "10s"'
+    )
+    srv.start()
+    try:
+        first = _served_leaf(srv.endpoint_port)
+        renewed = poll(
+            "a renewed server SVID on the endpoint",
+            lambda: (
+                (leaf := _served_leaf(srv.endpoint_port)).serial_number != first.serial_number
+                and leaf
+            ),
+        )
+        assert renewed.not_valid_before_utc > first.not_valid_before_utc
+        rel = FederationRelationship(
+            TrustDomain("short.test"),
+            srv.endpoint_url,
+            "https_spiffe",
+            SpiffeId.parse("spiffe://short.test/spire/server"),
+        )
+        fetched = asyncio.run(fetch_endpoint_bundle(rel, srv.bundle().x509_certificates()))
+        assert fetched.x509_certificates() == srv.bundle().x509_certificates()
+    finally:
+        srv.stop()
