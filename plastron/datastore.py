@@ -210,6 +210,10 @@ class DataStore(Protocol):
 
     async def fetch_ca_journal(self, active_x509_authority_id: str) -> CAJournal | None: ...
 
+    async def prune_ca_journals(self, should_delete: Callable[[CAJournal], bool]) -> int:
+        """Delete the journals for which ``should_delete`` is true; how many went."""
+        ...
+
     # ---- change events -----------------------------------------------------------------------
 
     async def list_entry_events(self, after_id: int, limit: int) -> list[tuple[int, str]]:
@@ -222,6 +226,10 @@ class DataStore(Protocol):
 
     async def latest_event_ids(self) -> tuple[int, int]:
         """The highest (entry event ID, node event ID), 0 when there is none."""
+        ...
+
+    async def prune_events(self, older_than: int) -> int:
+        """Delete the entry and node events created before ``older_than``; how many went."""
         ...
 
     # ---- federation relationships ------------------------------------------------------------

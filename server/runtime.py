@@ -48,6 +48,7 @@ from plastron.server.plugin_loading import (
     load_server_plugins,
     plugin_context,
 )
+from plastron.server.pruning import Pruned, prune_expired
 from plastron.server.services import build_services, server_grpc_limits
 from plastron.server.task_failures import FailureReporter
 from plastron.spiffe.bundle import Bundle
@@ -179,7 +180,7 @@ class PlastronServer:
         self._spawn(self._cache_loop(), "entry-cache")
         self._spawn(self._loop(self._refresh_trust, BUNDLE_POLL_SECONDS), "bundle-poll")
         self._spawn(self._loop(self._maybe_renew_server_svid, 5.0), "server-svid")
-        self._spawn(self._loop(self._prune, PRUNE_SECONDS), "prune")
+        self._spawn(self._loop(self.prune, PRUNE_SECONDS), "prune")
         log.info(
             "server started",
             extra=fields(
@@ -327,11 +328,16 @@ class PlastronServer:
             log.info("server SVID chains to no authority of the bundle; renewing")
             await self._renew_server_svid()
 
-    async def _prune(self) -> None:
+    async def prune(self) -> Pruned:
+        """One pass of the prune loop (expired tokens and entries, old events and journals)."""
         assert self.datastore is not None
-        now = int(self.clock.now().timestamp())
-        await self.datastore.prune_join_tokens(now)
-        await self.datastore.prune_entries(now - 3600)
+        pruned = await prune_expired(self.datastore, self.clock.now())
+        if pruned != Pruned(0, 0, 0, 0):
+            log.debug(
+                "pruned join_tokens=%d entries=%d events=%d ca_journals=%d",
+                pruned.join_tokens, pruned.entries, pruned.events, pruned.ca_journals,
+            )  # fmt: skip
+        return pruned
 
     async def _apply_local_change(self) -> None:
         assert self.cache is not None
@@ -360,7 +366,7 @@ class PlastronServer:
             else:
                 failures.succeeded()
 
-    async def _loop(self, fn: Callable[[], Awaitable[None]], seconds: float) -> None:
+    async def _loop(self, fn: Callable[[], Awaitable[object]], seconds: float) -> None:
         failures = FailureReporter(fn.__name__.lstrip("_"), log)
         while not self._stop.is_set():
             with contextlib.suppress(TimeoutError):

@@ -243,6 +243,14 @@ class FaultInjectingDataStore:
         self._enter("set_ca_journal")
         return await self.store.set_ca_journal(journal)
 
+    async def prune_ca_journals(self, should_delete: Callable[[CAJournal], bool]) -> int:
+        self._enter("prune_ca_journals")
+        return await self.store.prune_ca_journals(should_delete)
+
+    async def prune_events(self, older_than: int) -> int:
+        self._enter("prune_events")
+        return await self.store.prune_events(older_than)
+
     async def fetch_ca_journal(self, active_x509_authority_id: str) -> CAJournal | None:
         self._enter("fetch_ca_journal")
         return await self.store.fetch_ca_journal(active_x509_authority_id)

@@ -107,6 +107,18 @@ class Journal:
         return cls(x509_cas=tuple(x509), jwt_keys=tuple(jwt))
 
 
+def all_expired_before(data: bytes, cutoff: dt.datetime) -> bool:
+    """True when the stored journal ``data`` records authorities and every one of them expired
+    before ``cutoff``: nothing in it can be resumed or is still trusted. A journal that cannot
+    be read is kept (the CA reports it when it loads it)."""
+    try:
+        journal = Journal.from_json(data)
+    except DataStoreError:
+        return False
+    records: list[X509CARecord | JwtKeyRecord] = [*journal.x509_cas, *journal.jwt_keys]
+    return bool(records) and all(r.not_after < cutoff for r in records)
+
+
 def _bounded_list(doc: dict[str, Any], key: str) -> list[dict[str, Any]]:
     items = doc[key]
     if not isinstance(items, list) or len(items) > MAX_RECORDS:
