@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from plastron.configs.block import Block, frozen_copy
+from plastron.configs.block import Block
 from plastron.configs.document import parse_document, read_config_file
 from plastron.configs.plugin_blocks import PluginConfig, PluginSet, parse_plugins
 from plastron.configs.sections import (
@@ -27,6 +27,7 @@ from plastron.configs.sections import (
     read_log_settings,
     required_path,
 )
+from plastron.configs.telemetry import TelemetryConfig, read_telemetry
 from plastron.configs.unsupported import (
     AGENT_EXPERIMENTAL_UNSUPPORTED,
     AGENT_PLUGIN_TYPES_UNSUPPORTED,
@@ -82,7 +83,7 @@ class AgentConfig:
     disable_sds_api: bool = False
     sds: SdsConfig = SdsConfig()
     health_checks: HealthChecksConfig = field(default_factory=HealthChecksConfig)
-    telemetry: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
     # The directory of the config file it was read from (None for text parsed directly):
     # relative file paths in plugin_data resolve from here (PluginContext.base_dir).
     config_dir: Path | None = None
@@ -206,7 +207,7 @@ def parse_agent_config(
     )
     check_plugin_counts(plugins, at_most_one=("KeyManager",))
     health = read_health_checks(root.block("health_checks"))
-    telemetry = frozen_copy(root.mapping("telemetry"))
+    telemetry = read_telemetry(root.block("telemetry"))
     root.finish()
     return AgentConfig(plugins=plugins, health_checks=health, telemetry=telemetry, **values)
 

@@ -28,6 +28,7 @@ from plastron.configs.sections import (
     read_log_settings,
     required_path,
 )
+from plastron.configs.telemetry import TelemetryConfig, read_telemetry
 from plastron.configs.unsupported import (
     SERVER_EXPERIMENTAL_UNSUPPORTED,
     SERVER_PLUGIN_TYPES_UNSUPPORTED,
@@ -92,7 +93,7 @@ class ServerConfig:
     experimental: ServerExperimental = ServerExperimental()
     federation: FederationConfig = field(default_factory=FederationConfig)
     health_checks: HealthChecksConfig = field(default_factory=HealthChecksConfig)
-    telemetry: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
     # The directory of the config file it was read from (None for text parsed directly):
     # relative file paths in plugin_data resolve from here (PluginContext.base_dir).
     config_dir: Path | None = None
@@ -196,7 +197,7 @@ def parse_server_config(
     check_plugin_counts(plugins, at_most_one=("DataStore", "KeyManager", "UpstreamAuthority"))
     plugins = _with_default_datastore(plugins)
     health = read_health_checks(root.block("health_checks"))
-    telemetry = frozen_copy(root.mapping("telemetry"))
+    telemetry = read_telemetry(root.block("telemetry"))
     root.finish()
     config = ServerConfig(plugins=plugins, health_checks=health, telemetry=telemetry, **values)
     for admin in config.admin_ids:

@@ -10,6 +10,7 @@ import hcl
 import pytest
 
 from plastron.agent.config import AgentConfig, load_agent_config, parse_agent_config
+from plastron.configs.telemetry import PrometheusConfig
 from plastron.errors import ConfigError
 from plastron.keymanager import KeyType
 from plastron.plugins import PluginContext
@@ -39,7 +40,7 @@ def test_server_conf() -> None:
     assert c.ratelimit.attestation is False and c.ratelimit.signing is True
     assert c.experimental.challenge_timeout == dt.timedelta(seconds=10)
     assert c.health_checks.listener_enabled and c.health_checks.bind_port == 8080
-    assert c.telemetry["Prometheus"] == {"port": 9988}
+    assert c.telemetry.prometheus == PrometheusConfig(port=9988)
     assert [p.name for p in c.plugins.of_type("NodeAttestor")] == ["join_token", "x509pop"]
     assert c.key_manager is not None and c.key_manager.name == "pkcs11"
     assert c.key_manager.plugin_data["pin_env"] == "PLASTRON_HSM_PIN"

@@ -33,7 +33,8 @@ SERVER_KEYS: dict[str, str] = {
     "::test_expired_admin_and_downstream_svids_stop_authorizing",
     "agent_ttl": "tests/integration/agent/test_agent_rotation.py"
     "::test_svids_rotate_across_a_ca_rotation",
-    "audit_log_enabled": WIRED_BY_TELEMETRY,
+    "audit_log_enabled": "tests/integration/ops/test_audit_log.py"
+    "::test_admin_calls_and_attestation_are_audited",
     "bind_address": "tests/integration/server/test_api.py"
     "::test_tcp_without_client_cert_cannot_use_admin_methods",
     "bind_port": "tests/integration/server/test_api.py"
@@ -52,9 +53,9 @@ SERVER_KEYS: dict[str, str] = {
     "::test_endpoint_serves_the_bundle_authenticated_by_the_server_svid",
     "jwt_issuer": "tests/unit/ca/test_server_ca.py::test_jwt_svid_claims_and_exp_cap",
     "jwt_key_type": "tests/unit/config/test_spire_keys.py::test_ca_settings_reach_the_ca",
-    "log_file": WIRED_BY_TELEMETRY,
+    "log_file": "tests/integration/ops/test_log_files.py::test_server_json_and_agent_logfmt_files",
     "log_level": WIRED_BY_TELEMETRY,
-    "log_format": WIRED_BY_TELEMETRY,
+    "log_format": "tests/integration/ops/test_log_files.py::test_server_json_and_agent_logfmt_files",
     "log_source_location": REFUSED,
     "prune_attested_nodes_expired_for": REFUSED,
     "prune_attested_nodes_batch_size": REFUSED,
@@ -106,8 +107,8 @@ AGENT_KEYS: dict[str, str] = {
     "join_token": "tests/integration/agent/test_agent_e2e.py"
     "::test_workload_gets_verified_svids_and_restart_resumes",
     "join_token_file": "tests/unit/config/test_spire_keys.py::test_join_token_file_is_read",
-    "log_file": WIRED_BY_TELEMETRY,
-    "log_format": WIRED_BY_TELEMETRY,
+    "log_file": "tests/integration/ops/test_log_files.py::test_server_json_and_agent_logfmt_files",
+    "log_format": "tests/integration/ops/test_log_files.py::test_server_json_and_agent_logfmt_files",
     "log_level": WIRED_BY_TELEMETRY,
     "log_selectors": REFUSED,
     "log_source_location": REFUSED,
