@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from cryptography import x509
 
+from plastron.agent.metrics import NODE_ATTESTATIONS
 from plastron.agent.server_client import ServerClient, TlsIdentity
 from plastron.agent.storage import AgentState, AgentStorage
 from plastron.agent.wire import csr_der, svid_with_key
@@ -180,9 +181,19 @@ class AgentIdentity:
         )
 
     async def _attest(self, trust: Sequence[x509.Certificate]) -> None:
+        attestor = self._sources.node_attestor()
+        outcome = "error"
+        try:
+            await self._attest_with(attestor, trust)
+            outcome = "success"
+        finally:
+            NODE_ATTESTATIONS.labels(attestor.name, outcome).inc()
+
+    async def _attest_with(
+        self, attestor: AgentNodeAttestor, trust: Sequence[x509.Certificate]
+    ) -> None:
         previous_tls = self._tls
         key_id = other_slot(self._state.key_id) if self._state else KEY_SLOTS[0]
-        attestor = self._sources.node_attestor()
         self._keys.generate_key(key_id, KeyType.EC_P256)
         key = self._keys.signer(key_id)
         try:

@@ -17,6 +17,7 @@ import contextlib
 import logging
 import signal
 import sys
+import time
 from typing import Any
 
 from grpclib.const import Status
@@ -25,6 +26,7 @@ from grpclib.exceptions import GRPCError
 from plastron.agent.cache import WorkloadCache
 from plastron.agent.config import AgentConfig
 from plastron.agent.identity import AgentIdentity, IdentitySources
+from plastron.agent.metrics import RPC, SYNC_DURATION, SYNCS
 from plastron.agent.plugin_loading import (
     build_key_manager,
     build_node_attestor,
@@ -36,6 +38,7 @@ from plastron.agent.sds.service import SecretDiscoveryService
 from plastron.agent.server_client import TRANSPORT_ERRORS, ServerClient
 from plastron.agent.storage import AgentStorage
 from plastron.agent.sync import WorkloadSync, wait_or_wake
+from plastron.agent.telemetry import AgentTelemetry
 from plastron.agent.wire import REASONS, permission_denied_reason
 from plastron.agent.workloadapi.endpoint import AgentHealth, start_endpoint
 from plastron.agent.workloadapi.service import WorkloadAPIService
@@ -101,6 +104,7 @@ class AgentRuntime:
             config.workload_x509_svid_key_type,
         )
         self.health = AgentHealth()
+        self.telemetry = AgentTelemetry(config.telemetry)
         self.stop = asyncio.Event()
 
     # ---- identity ----------------------------------------------------------------------------
@@ -138,6 +142,16 @@ class AgentRuntime:
             raise AgentExit(f"re-attestation failed ({err}); agent SVID deleted") from err
 
     async def _step(self) -> None:
+        started = time.perf_counter()
+        outcome = "error"
+        try:
+            await self._sync_round()
+            outcome = "success"
+        finally:
+            SYNCS.labels(outcome).inc()
+            SYNC_DURATION.labels(outcome).observe(time.perf_counter() - started)
+
+    async def _sync_round(self) -> None:
         try:
             await self.identity.rotate_if_due()
             await self.sync.sync_once()
@@ -203,9 +217,10 @@ class AgentRuntime:
             handlers.append(
                 SecretDiscoveryService(self.cache, service.attestation, self.config.sds)
             )
+        self.telemetry.start(self.identity, self.cache, self.clock)
         server = await start_endpoint(
             str(self.config.socket_path),
-            handlers,
+            [RPC.instrument(handler) for handler in handlers],
             service.callers,
             connections=self.config.grpc_limits,
         )
@@ -222,6 +237,7 @@ class AgentRuntime:
                 await health_http.close()
             await server.close()
             self.client.close()
+            self.telemetry.close()
         log.info("agent stopped")
         return 0
 

@@ -24,6 +24,7 @@ from typing import Protocol
 from plastron.clock import Clock
 from plastron.records import RegistrationEntry
 from plastron.selector import Selector
+from plastron.server.metrics import ENTRY_CACHE_ENTRIES, ENTRY_CACHE_UPDATE
 from plastron.spiffe.ids import SpiffeId, TrustDomain, server_id
 
 log = logging.getLogger(__name__)
@@ -107,6 +108,11 @@ class AuthorizedEntryCache:
 
     async def rebuild(self) -> None:
         """Full reload from the datastore (at start, and periodically as a safety net)."""
+        with ENTRY_CACHE_UPDATE.labels("rebuild").time():
+            await self._rebuild()
+        ENTRY_CACHE_ENTRIES.set(len(self._entries))
+
+    async def _rebuild(self) -> None:
         async with self._lock:
             entry_event, node_event = await self._source.latest_event_ids()
             entries = await self._source.list_all_entries()
@@ -123,6 +129,12 @@ class AuthorizedEntryCache:
 
     async def refresh(self) -> bool:
         """Apply new change events; returns True if anything changed."""
+        with ENTRY_CACHE_UPDATE.labels("refresh").time():
+            changed = await self._refresh()
+        ENTRY_CACHE_ENTRIES.set(len(self._entries))
+        return changed
+
+    async def _refresh(self) -> bool:
         async with self._lock:
             changed = await self._apply_entry_events()
             changed = await self._apply_node_events() or changed

@@ -50,6 +50,11 @@ class HealthChecker:
             self._last = (now, out)
             return out
 
+    def last_statuses(self) -> list[SubsystemStatus]:
+        """The result of the last check (empty before the first), without checking again."""
+        last = self._last
+        return [] if last is None else list(last[1])
+
     def invalidate(self) -> None:
         """Forget the cached result: the next poll checks every subsystem again."""
         self._last = None

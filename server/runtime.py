@@ -41,6 +41,7 @@ from plastron.server.entrycache import AuthorizedEntryCache
 from plastron.server.federation.endpoint import BundleEndpointServer
 from plastron.server.federation.manager import FederationManager
 from plastron.server.health import HealthChecker
+from plastron.server.metrics import RPC
 from plastron.server.plugin_loading import (
     build_datastore,
     build_node_attestors,
@@ -51,6 +52,7 @@ from plastron.server.plugin_loading import (
 from plastron.server.pruning import Pruned, prune_expired
 from plastron.server.services import build_services, server_grpc_limits
 from plastron.server.task_failures import FailureReporter
+from plastron.server.telemetry import ServerTelemetry
 from plastron.spiffe.bundle import Bundle
 from plastron.spiffe.ids import SpiffeId
 from plastron.spiffe.taint import chained_to, tainted_authorities
@@ -64,6 +66,7 @@ CACHE_POLL_SECONDS = 1.0
 CACHE_REBUILD_SECONDS = 3600.0
 BUNDLE_POLL_SECONDS = 5.0
 PRUNE_SECONDS = 300.0
+HEALTH_POLL_SECONDS = 10.0
 
 
 class PlastronServer:
@@ -100,6 +103,7 @@ class PlastronServer:
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._cache_dirty = asyncio.Event()
+        self.telemetry = ServerTelemetry(config.telemetry)
 
     # ---- start / stop ---------------------------------------------------------------------
 
@@ -159,8 +163,10 @@ class PlastronServer:
             clock_now=lambda: self.clock.now().timestamp(),
         )
         handlers = [
-            AuthorizedService(
-                authorized_mapping(service, POLICIES, authorizer, audit=cfg.audit_log_enabled)
+            RPC.instrument(
+                AuthorizedService(
+                    authorized_mapping(service, POLICIES, authorizer, audit=cfg.audit_log_enabled)
+                )
             )
             for service in build_services(ctx, self.health, lambda: self._server_chain)
         ]
@@ -176,6 +182,10 @@ class PlastronServer:
         await self._start_health_listener()
         await self._start_bundle_endpoint()
         self._spawn(self.federation.run(), "federation")
+        self.telemetry.start(lambda: self.ca, self.health, self.clock)
+        if self.telemetry.enabled:  # keeps plastron_server_subsystem_up current
+            await self._check_health()
+            self._spawn(self._loop(self._check_health, HEALTH_POLL_SECONDS), "health-poll")
         self._spawn(self._loop(self._rotate_ca, 10.0), "ca-rotator")
         self._spawn(self._cache_loop(), "entry-cache")
         self._spawn(self._loop(self._refresh_trust, BUNDLE_POLL_SECONDS), "bundle-poll")
@@ -224,6 +234,7 @@ class PlastronServer:
         if self.bundle_endpoint is not None:
             await self.bundle_endpoint.close()
             self.bundle_endpoint = None
+        self.telemetry.close()
         if self.health_http is not None:
             await self.health_http.close()
             self.health_http = None
@@ -287,6 +298,9 @@ class PlastronServer:
         datastore, ca = self.datastore, self.ca
         self.health.add("datastore", datastore.health_check)
         self.health.add("ca", ca.health_check)
+
+    async def _check_health(self) -> None:
+        await self.health.statuses()
 
     async def _rotate_ca(self) -> None:
         assert self.ca is not None
@@ -405,4 +419,5 @@ def ca_config(cfg: ServerConfig, worker_processes: int | None = None) -> CAConfi
         ca_subject=subject,
         jwt_issuer=cfg.jwt_issuer or None,
         worker_processes=worker_processes,
+        key_manager_plugin=(cfg.key_manager or PluginConfig("KeyManager", "disk")).name,
     )

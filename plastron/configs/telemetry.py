@@ -52,4 +52,3 @@ def read_telemetry(block: Block) -> TelemetryConfig:
         p.finish()
     block.finish()
     return TelemetryConfig(prometheus=prometheus)
-

@@ -10,7 +10,9 @@ and its selectors (and the method's node data) are then written in one transacti
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 from grpclib.const import Status
@@ -24,6 +26,7 @@ from plastron.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotAuthorized,
+    PlastronError,
 )
 from plastron.proto.spire.api.server.agent.v1 import agent_pb2
 from plastron.records import AttestedNode
@@ -31,6 +34,7 @@ from plastron.server.api.audit import add_audit_fields
 from plastron.server.api.authz import current_caller
 from plastron.server.api.context import ApiContext
 from plastron.server.ca.csr import csr_public_key, parse_csr
+from plastron.server.metrics import NODE_ATTESTATIONS
 from plastron.spiffe.ids import server_id
 from plastron.wire.svids import x509_svid_to_proto
 
@@ -84,22 +88,40 @@ async def attest_agent(ctx: ApiContext, stream: Stream[Any, Any]) -> None:
             )
         return bytes(msg.challenge_response)
 
-    try:
-        result = await attestor.attest(bytes(data.payload), challenge)
-    except Exception as exc:
-        # Operators need to see refusals; the message names the rule, never a secret.
-        log.warning("attestation refused type=%s peer=%s reason=%s", data.type, caller.host, exc)
-        raise
-    node = await _admit(ctx, data.type, result, public_key)
-    chain = node[1]
-    await stream.send_message(
-        agent_pb2.AttestAgentResponse(
-            result=agent_pb2.AttestAgentResponse.Result(
-                svid=x509_svid_to_proto(chain, result.agent_id),
-                reattestable=result.can_reattest,
+    with _counted(data.type):
+        try:
+            result = await attestor.attest(bytes(data.payload), challenge)
+        except Exception as exc:
+            # Operators need to see refusals; the message names the rule, never a secret.
+            log.warning(
+                "attestation refused type=%s peer=%s reason=%s", data.type, caller.host, exc
+            )
+            raise
+        node = await _admit(ctx, data.type, result, public_key)
+        chain = node[1]
+        await stream.send_message(
+            agent_pb2.AttestAgentResponse(
+                result=agent_pb2.AttestAgentResponse.Result(
+                    svid=x509_svid_to_proto(chain, result.agent_id),
+                    reattestable=result.can_reattest,
+                )
             )
         )
-    )
+
+
+@contextlib.contextmanager
+def _counted(method: str) -> Iterator[None]:
+    """One attestation in the metrics: success, refused (the attestor, a rule or the caller
+    said no) or error (the server failed)."""
+    outcome = "error"
+    try:
+        yield
+        outcome = "success"
+    except (PlastronError, GRPCError):
+        outcome = "refused"
+        raise
+    finally:
+        NODE_ATTESTATIONS.labels(method, outcome).inc()
 
 
 async def _admit(

@@ -32,6 +32,7 @@ from plastron.server.ca.slots import (
     other_slot,
 )
 from plastron.server.ca.store import CAStore, StoredJournal
+from plastron.server.metrics import CA_EVENTS
 from plastron.spiffe.bundle import JwtAuthority
 from plastron.spiffe.jwtsvid import new_key_id
 from plastron.spiffe.x509svid import make_ca_certificate, signature_hash
@@ -233,6 +234,7 @@ class AuthorityManager:
             ca.not_after.isoformat(),
             upstream_id or "-",
         )
+        CA_EVENTS.labels("x509", "prepared").inc()
         return ca
 
     async def _mint_upstream(
@@ -267,6 +269,7 @@ class AuthorityManager:
         self._x509_current = nxt.slot_id
         await self._save_journal(journal.with_x509_ca(active.to_record()))
         log.info("x509 ca activated slot=%s authority_id=%s", active.slot_id, active.authority_id)
+        CA_EVENTS.labels("x509", "activated").inc()
         return active
 
     # -- JWT signer ------------------------------------------------------------------------
@@ -298,6 +301,7 @@ class AuthorityManager:
         self._jwt[slot] = key
         await self._save_journal(self._journal.with_jwt_key(key.to_record()))
         log.info("jwt key prepared slot=%s kid=%s", slot, key.kid)
+        CA_EVENTS.labels("jwt", "prepared").inc()
         return key
 
     async def activate_jwt(self) -> JwtKey:
@@ -315,6 +319,7 @@ class AuthorityManager:
         self._jwt_current = nxt.slot_id
         await self._save_journal(journal.with_jwt_key(active.to_record()))
         log.info("jwt key activated slot=%s kid=%s", active.slot_id, active.kid)
+        CA_EVENTS.labels("jwt", "activated").inc()
         return active
 
     # -- taint and revoke (operator actions; which authority may be named is the API's check) --
@@ -397,6 +402,8 @@ class AuthorityManager:
             log.warning("ca key destroy failed key_id=%s error=%s", key_id, exc)
             return False
         log.info("ca key destroyed key_id=%s", key_id)
+        kind = "x509" if key_id in X509_KEY_IDS.values() else "jwt"
+        CA_EVENTS.labels(kind, "key_destroyed").inc()
         return True
 
     async def prune_bundle(self) -> None:

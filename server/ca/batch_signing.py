@@ -23,6 +23,7 @@ import datetime as dt
 import functools
 import logging
 import os
+import time
 from collections.abc import AsyncGenerator, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +43,7 @@ from plastron.server.ca.worker_signing import (
     checked_from_worker,
     signed_from_worker,
 )
+from plastron.server.metrics import KEYMANAGER_SIGN, SVIDS_SIGNED
 from plastron.spiffe.ids import SpiffeId
 
 log = logging.getLogger(__name__)
@@ -145,11 +147,11 @@ class BatchSigner:
                 if not leaves:
                     leaves = (await next(waiting))[::-1]
                 leaf = leaves.pop()
-                yield (
-                    leaf
-                    if isinstance(leaf, PlastronError)
-                    else SignedX509Svid((leaf, *tail), plan.not_after)
-                )
+                if isinstance(leaf, PlastronError):
+                    yield leaf
+                    continue
+                SVIDS_SIGNED.labels("x509_workload").inc()
+                yield SignedX509Svid((leaf, *tail), plan.not_after)
         finally:
             for chunk in chunks:
                 chunk.close()  # the ones not reached (a no-op for the others)
@@ -205,8 +207,11 @@ class BatchSigner:
     async def _signed_by_worker(
         self, batch: X509Batch, planned: list[tuple[LeafPlan, CsrItem]], future: asyncio.Future[Any]
     ) -> list[LeafDer]:
+        started = time.perf_counter()
         try:
             answer = await future
+            signing_time = time.perf_counter() - started
+            KEYMANAGER_SIGN.labels(self._keys.plugin, "x509_batch").observe(signing_time)
         except WorkerStopped:
             log.warning("a signing worker stopped; signing here (a new one starts later)")
         else:
@@ -248,7 +253,7 @@ class BatchSigner:
             )
 
         self.signed_here += signable
-        return await self._keys.run(sign_all)
+        return await self._keys.sign("x509_batch", sign_all)
 
     def close(self) -> None:
         self.pool.close()

@@ -34,6 +34,7 @@ class CAConfig:
     signing_workers: int = field(default=4)  # executor size for blocking KeyManagers
     # Processes that check batch CSRs (and sign, with an HSM); None: by the machine's cores.
     worker_processes: int | None = None
+    key_manager_plugin: str = ""  # its name, for the metrics
 
     def __post_init__(self) -> None:
         for name in ("ca_ttl", "default_x509_svid_ttl", "default_jwt_svid_ttl", "agent_ttl"):

@@ -24,6 +24,7 @@ from typing import ParamSpec, TypeVar
 
 from plastron.errors import Unavailable
 from plastron.keymanager import KeyManager, is_blocking
+from plastron.server.metrics import KEYMANAGER_SIGN
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -35,9 +36,16 @@ SYNC_WAIT = 0.010
 
 class KeyRunner:
     def __init__(
-        self, key_manager: KeyManager, workers: int = 4, sync_wait: float = SYNC_WAIT
+        self,
+        key_manager: KeyManager,
+        workers: int = 4,
+        sync_wait: float = SYNC_WAIT,
+        *,
+        plugin: str = "",
     ) -> None:
+        """``plugin``: the KeyManager's name, labelling the signing-latency metric."""
         self.key_manager = key_manager
+        self.plugin = plugin or type(key_manager).__name__
         self.sync_wait = sync_wait
         self.blocking = is_blocking(key_manager)
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
@@ -66,6 +74,15 @@ class KeyRunner:
             self._in_flight -= 1
             self._last_was_slow = time.monotonic() - began > self.sync_wait
         return future.result()
+
+    async def sign(self, kind: str, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """:meth:`run` for a signing operation, timed into the KeyManager latency metric."""
+        started = time.perf_counter()
+        try:
+            return await self.run(fn, *args, **kwargs)
+        finally:
+            elapsed = time.perf_counter() - started
+            KEYMANAGER_SIGN.labels(self.plugin, kind).observe(elapsed)
 
     def close(self) -> None:
         self._closed = True

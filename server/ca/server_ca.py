@@ -26,6 +26,7 @@ from plastron.server.ca.leaves import LeafPlan, check_workload_path, sign_leaf
 from plastron.server.ca.rotator import Rotator
 from plastron.server.ca.slots import X509CA, JwtKey
 from plastron.server.ca.store import CAStore
+from plastron.server.metrics import SVIDS_SIGNED
 from plastron.spiffe.ids import SpiffeId, server_id
 from plastron.spiffe.jwtsvid import mint_jwt_svid
 from plastron.spiffe.x509svid import make_ca_certificate
@@ -73,7 +74,7 @@ class ServerCA:
         """Load the journal, then run one rotation tick so a current authority exists."""
         for warning in config.ttl_warnings():
             log.warning("ca config: %s", warning)
-        keys = KeyRunner(key_manager, config.signing_workers)
+        keys = KeyRunner(key_manager, config.signing_workers, plugin=config.key_manager_plugin)
         manager = AuthorityManager(
             config=config, keys=keys, store=store, clock=clock, upstream=upstream
         )
@@ -133,7 +134,7 @@ class ServerCA:
         ca = self._current_x509()  # one read: a rotation mid-call cannot mix two CAs
         now = self._clock.now()
         plan = self._plan_workload(ca, now, spiffe_id, ttl, dns_names, subject=subject)
-        return await self._sign_x509(ca, now, plan, public_key)
+        return await self._sign_x509(ca, now, plan, public_key, "x509_workload")
 
     def sign_workload_x509_svids(
         self, requests: Sequence[WorkloadCsr]
@@ -180,14 +181,16 @@ class ServerCA:
         if not spiffe_id.path.startswith("/spire/agent/"):
             raise InvalidArgument(f"agent ID {spiffe_id} is not under /spire/agent/")
         lifetime = _ttl(ttl, self.config.effective_agent_ttl)
-        return await self._sign_fixed(spiffe_id, public_key, lifetime, ())
+        return await self._sign_fixed(spiffe_id, public_key, lifetime, (), "x509_agent")
 
     async def sign_server_x509_svid(
         self, *, public_key: PublicKey, dns_names: Sequence[str] = ()
     ) -> list[x509.Certificate]:
         check_dns_names(dns_names)
         lifetime = self.config.default_x509_svid_ttl
-        return await self._sign_fixed(server_id(self._td), public_key, lifetime, dns_names)
+        return await self._sign_fixed(
+            server_id(self._td), public_key, lifetime, dns_names, "x509_server"
+        )
 
     async def _sign_fixed(
         self,
@@ -195,19 +198,22 @@ class ServerCA:
         public_key: PublicKey,
         lifetime: dt.timedelta,
         dns_names: Sequence[str],
+        kind: str,
     ) -> list[x509.Certificate]:
         """A leaf whose identity and lifetime the CA chose itself (agent, server, health)."""
         ca = self._current_x509()  # one read: a rotation mid-call cannot mix two CAs
         now = self._clock.now()
         not_after = self._cap(now + lifetime, ca.not_after, spiffe_id, "X509-SVID")
         plan = LeafPlan(spiffe_id, not_after, tuple(dns_names))
-        return await self._sign_x509(ca, now, plan, public_key)
+        return await self._sign_x509(ca, now, plan, public_key, kind)
 
     async def _sign_x509(
-        self, ca: X509CA, now: dt.datetime, plan: LeafPlan, public_key: PublicKey
+        self, ca: X509CA, now: dt.datetime, plan: LeafPlan, public_key: PublicKey, kind: str
     ) -> list[x509.Certificate]:
+        """``kind``: what the leaf is, for the metrics (x509_workload, x509_agent…)."""
         signer = await self._keys.run(self._keys.key_manager.signer, ca.key_id)
-        leaf = await self._keys.run(
+        leaf = await self._keys.sign(
+            kind,
             sign_leaf,
             plan,
             public_key,
@@ -215,6 +221,7 @@ class ServerCA:
             issuer_key=signer,
             not_before=now - BACKDATE,
         )
+        SVIDS_SIGNED.labels(kind).inc()
         return [leaf, *ca.chain_after_leaf]
 
     # -- JWT-SVIDs -----------------------------------------------------------------------
@@ -229,7 +236,8 @@ class ServerCA:
         lifetime = _ttl(ttl, self.config.default_jwt_svid_ttl)
         expires = self._cap(now + lifetime, key.not_after, spiffe_id, "JWT-SVID")
         signer = await self._keys.run(self._keys.key_manager.signer, key.key_id)
-        return await self._keys.run(
+        token = await self._keys.sign(
+            "jwt",
             mint_jwt_svid,
             spiffe_id=spiffe_id,
             audience=tuple(audience),
@@ -239,6 +247,8 @@ class ServerCA:
             key_id=key.kid,
             issuer=self.config.jwt_issuer,
         )
+        SVIDS_SIGNED.labels("jwt").inc()
+        return token
 
     # -- downstream CA -------------------------------------------------------------------
 
@@ -251,7 +261,8 @@ class ServerCA:
         lifetime = _ttl(ttl, self.config.ca_ttl)
         not_after = self._cap(now + lifetime, ca.not_after, self._td.id, "downstream CA")
         signer = await self._keys.run(self._keys.key_manager.signer, ca.key_id)
-        cert = await self._keys.run(
+        cert = await self._keys.sign(
+            "x509_downstream_ca",
             make_ca_certificate,
             trust_domain=self._td,
             public_key=csr_public_key,
@@ -260,6 +271,7 @@ class ServerCA:
             not_before=now - BACKDATE,
             not_after=not_after,
         )
+        SVIDS_SIGNED.labels("x509_downstream_ca").inc()
         return [cert, *ca.chain_after_leaf]
 
     # -- health --------------------------------------------------------------------------
@@ -268,7 +280,11 @@ class ServerCA:
         """Test-sign an X509-SVID like SPIRE; raises whatever the KeyManager raises."""
         key = ec.generate_private_key(ec.SECP256R1()).public_key()
         await self._sign_fixed(
-            self._td.spiffe_id(HEALTH_CHECK_PATH), key, dt.timedelta(minutes=1), ()
+            self._td.spiffe_id(HEALTH_CHECK_PATH),
+            key,
+            dt.timedelta(minutes=1),
+            (),
+            "x509_health_check",
         )
 
     # -- checks --------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -20,6 +21,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 
 from plastron.errors import DataStoreError, PlastronError
 from plastron.server.datastore.engine import WRITE_OPTION
+from plastron.server.metrics import DATASTORE_QUERY
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -65,14 +67,26 @@ class TransactionRunner:
 
     async def read(self, op: str, work: Callable[[Connection], T], *, snapshot: bool = False) -> T:
         """Run ``work`` in a read transaction; ``snapshot`` keeps several SELECTs consistent."""
-        return await self._submit(partial(self._run, op, work, False, snapshot, False))
+        return await self._timed(op, "read", partial(self._run, op, work, False, snapshot, False))
 
     async def write(
         self, op: str, work: Callable[[Connection], T], *, retry_conflict: bool = False
     ) -> T:
         """Run ``work`` in a write transaction, retrying deadlocks (and, for upserts, the unique
         violation of a concurrent first insert, after which the row exists and is locked)."""
-        return await self._submit(partial(self._run, op, work, True, False, retry_conflict))
+        return await self._timed(
+            op, "write", partial(self._run, op, work, True, False, retry_conflict)
+        )
+
+    async def _timed(self, op: str, kind: str, call: Callable[[], T]) -> T:
+        started = time.perf_counter()
+        outcome = "error"
+        try:
+            result = await self._submit(call)
+            outcome = "success"
+            return result
+        finally:
+            DATASTORE_QUERY.labels(op, kind, outcome).observe(time.perf_counter() - started)
 
     async def _submit(self, call: Callable[[], T]) -> T:
         if self._closed:

@@ -1,0 +1,47 @@
+"""The agent's ``telemetry { Prometheus {} }``: the ``/metrics`` listener, and the gauges read
+from the running agent at scrape time (its own SVID's remaining life, the SVIDs it holds)."""
+
+from __future__ import annotations
+
+import logging
+
+from plastron.agent.cache import WorkloadCache
+from plastron.agent.identity import AgentIdentity
+from plastron.agent.metrics import AGENT_SVID_REMAINING, CACHED_SVIDS, REGISTRY
+from plastron.clock import Clock
+from plastron.configs.telemetry import TelemetryConfig
+from plastron.logs import fields
+from plastron.metrics import MetricsListener
+
+log = logging.getLogger(__name__)
+
+
+class AgentTelemetry:
+    def __init__(self, config: TelemetryConfig) -> None:
+        self._config = config
+        self.listener: MetricsListener | None = None
+
+    def start(self, identity: AgentIdentity, cache: WorkloadCache, clock: Clock) -> None:
+        prometheus = self._config.prometheus
+        if prometheus is None:
+            return
+
+        def svid_remaining() -> list[tuple[tuple[str, ...], float]]:
+            state = identity.state
+            if state is None:
+                return []
+            expires = state.svid_chain[0].not_valid_after_utc
+            return [((), (expires - clock.now()).total_seconds())]
+
+        AGENT_SVID_REMAINING.samples = svid_remaining
+        CACHED_SVIDS.samples = lambda: [((), float(cache.x509_svid_count))]
+        self.listener = MetricsListener(prometheus, REGISTRY)
+        self.listener.start()
+        log.info(
+            "metrics listening", extra=fields(address=f"{prometheus.host}:{self.listener.port}")
+        )
+
+    def close(self) -> None:
+        if self.listener is not None:
+            self.listener.close()
+            self.listener = None
