@@ -17,7 +17,14 @@ from typing import Any
 
 from grpclib.const import Cardinality, Handler, Status
 from grpclib.exceptions import GRPCError
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    start_http_server,
+)
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -26,6 +33,10 @@ from plastron.errors import ConfigError
 
 # Latency buckets from 1 ms (a cached Workload API answer) to 30 s (an HSM under load).
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+# No ``_created`` series: a timestamp per label set doubles each scrape for nothing Prometheus
+# needs (process_start_time_seconds says when counters began).
+disable_created_metrics()
 
 HandlerFn = Callable[[Any], Awaitable[None]]
 Samples = Callable[[], Iterable[tuple[tuple[str, ...], float]]]
