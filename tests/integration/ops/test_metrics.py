@@ -70,10 +70,8 @@ def _documented_metrics() -> set[str]:
 def test_server_and_agent_serve_their_metrics(base: Path) -> None:
     server_port, agent_port = free_port(), free_port()
     server = ServerProcess(base)
-    server.config.write_text(
-        server.config.read_text()
-        + f'telemetry {{\n  Prometheus {{\n    host = "127.0.0.1"\n    port = {server_port}\n  }}\n}}\n'
-    )
+    prometheus = f'Prometheus {{\n    host = "127.0.0.1"\n    port = {server_port}\n  }}'
+    server.config.write_text(server.config.read_text() + f"telemetry {{\n  {prometheus}\n}}\n")
     server.start()
     agent = AgentProcess(
         base,

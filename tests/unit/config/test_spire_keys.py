@@ -24,6 +24,7 @@ REFUSED = "refused"
 # Accepted and wired by the telemetry/logging work of the same issue (metrics, log formats,
 # audit log), whose behaviour tests land with it.
 WIRED_BY_TELEMETRY = "telemetry"
+LOG_FILES = "tests/integration/ops/test_log_files.py::test_server_json_and_agent_logfmt_files"
 # Implemented and used by the runtime, with no test of its effect yet.
 NO_BEHAVIOUR_TEST = "untested"
 
@@ -53,9 +54,9 @@ SERVER_KEYS: dict[str, str] = {
     "::test_endpoint_serves_the_bundle_authenticated_by_the_server_svid",
     "jwt_issuer": "tests/unit/ca/test_server_ca.py::test_jwt_svid_claims_and_exp_cap",
     "jwt_key_type": "tests/unit/config/test_spire_keys.py::test_ca_settings_reach_the_ca",
-    "log_file": "tests/integration/ops/test_log_files.py::test_server_json_and_agent_logfmt_files",
+    "log_file": LOG_FILES,
     "log_level": WIRED_BY_TELEMETRY,
-    "log_format": "tests/integration/ops/test_log_files.py::test_server_json_and_agent_logfmt_files",
+    "log_format": LOG_FILES,
     "log_source_location": REFUSED,
     "prune_attested_nodes_expired_for": REFUSED,
     "prune_attested_nodes_batch_size": REFUSED,
@@ -107,8 +108,8 @@ AGENT_KEYS: dict[str, str] = {
     "join_token": "tests/integration/agent/test_agent_e2e.py"
     "::test_workload_gets_verified_svids_and_restart_resumes",
     "join_token_file": "tests/unit/config/test_spire_keys.py::test_join_token_file_is_read",
-    "log_file": "tests/integration/ops/test_log_files.py::test_server_json_and_agent_logfmt_files",
-    "log_format": "tests/integration/ops/test_log_files.py::test_server_json_and_agent_logfmt_files",
+    "log_file": LOG_FILES,
+    "log_format": LOG_FILES,
     "log_level": WIRED_BY_TELEMETRY,
     "log_selectors": REFUSED,
     "log_source_location": REFUSED,
