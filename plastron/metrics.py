@@ -36,7 +36,7 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2
 
 # No ``_created`` series: a timestamp per label set doubles each scrape for nothing Prometheus
 # needs (process_start_time_seconds says when counters began).
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 HandlerFn = Callable[[Any], Awaitable[None]]
 Samples = Callable[[], Iterable[tuple[tuple[str, ...], float]]]
