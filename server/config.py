@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from plastron.configs.block import Block, frozen_copy
+from plastron.configs.block import Block
 from plastron.configs.document import parse_document, read_config_file
 from plastron.configs.plugin_blocks import PluginConfig, PluginSet, parse_plugins
 from plastron.configs.sections import (
