@@ -16,6 +16,7 @@ from typing import Any
 
 from plastron.configs.block import Block
 from plastron.configs.document import parse_document, read_config_file
+from plastron.configs.overrides import Overrides
 from plastron.configs.plugin_blocks import PluginConfig, PluginSet, parse_plugins
 from plastron.configs.sections import (
     HealthChecksConfig,
@@ -190,13 +191,20 @@ def _agent_section(a: Block) -> dict[str, Any]:
 
 
 def parse_agent_config(
-    text: str, *, expand_env: bool = False, environ: Mapping[str, str] | None = None
+    text: str,
+    *,
+    expand_env: bool = False,
+    environ: Mapping[str, str] | None = None,
+    overrides: Overrides | None = None,
 ) -> AgentConfig:
-    """An AgentConfig from HCL or JSON text; ``expand_env`` is SPIRE's ``-expandEnv``."""
+    """An AgentConfig from HCL or JSON text; ``expand_env`` is SPIRE's ``-expandEnv``,
+    ``overrides`` the ``run`` flags that set ``agent {}`` keys (plastron.configs.overrides)."""
     root = parse_document(text, expand_env, environ)
     if not root.has("agent"):
         raise ConfigError('the "agent" block is required')
     section = root.block("agent")
+    for key, (value, source) in (overrides or {}).items():
+        section.override(key, value, source)
     refuse_unsupported(section, AGENT_UNSUPPORTED)
     values = _agent_section(section)
     section.finish()
@@ -213,7 +221,13 @@ def parse_agent_config(
 
 
 def load_agent_config(
-    path: Path, *, expand_env: bool, environ: Mapping[str, str] | None = None
+    path: Path,
+    *,
+    expand_env: bool,
+    environ: Mapping[str, str] | None = None,
+    overrides: Overrides | None = None,
 ) -> AgentConfig:
-    config = parse_agent_config(read_config_file(path), expand_env=expand_env, environ=environ)
+    config = parse_agent_config(
+        read_config_file(path), expand_env=expand_env, environ=environ, overrides=overrides
+    )
     return replace(config, config_dir=path.absolute().parent)

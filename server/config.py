@@ -17,6 +17,7 @@ from typing import Any
 
 from plastron.configs.block import Block
 from plastron.configs.document import parse_document, read_config_file
+from plastron.configs.overrides import Overrides
 from plastron.configs.plugin_blocks import PluginConfig, PluginSet, parse_plugins
 from plastron.configs.sections import (
     PORT_RANGE,
@@ -181,13 +182,20 @@ def _server_section(s: Block) -> dict[str, Any]:
 
 
 def parse_server_config(
-    text: str, *, expand_env: bool = False, environ: Mapping[str, str] | None = None
+    text: str,
+    *,
+    expand_env: bool = False,
+    environ: Mapping[str, str] | None = None,
+    overrides: Overrides | None = None,
 ) -> ServerConfig:
-    """A ServerConfig from HCL or JSON text; ``expand_env`` is SPIRE's ``-expandEnv``."""
+    """A ServerConfig from HCL or JSON text; ``expand_env`` is SPIRE's ``-expandEnv``,
+    ``overrides`` the ``run`` flags that set ``server {}`` keys (plastron.configs.overrides)."""
     root = parse_document(text, expand_env, environ)
     if not root.has("server"):
         raise ConfigError('the "server" block is required')
     section = root.block("server")
+    for key, (value, source) in (overrides or {}).items():
+        section.override(key, value, source)
     refuse_unsupported(section, SERVER_UNSUPPORTED)
     values = _server_section(section)
     section.finish()
@@ -207,7 +215,13 @@ def parse_server_config(
 
 
 def load_server_config(
-    path: Path, *, expand_env: bool, environ: Mapping[str, str] | None = None
+    path: Path,
+    *,
+    expand_env: bool,
+    environ: Mapping[str, str] | None = None,
+    overrides: Overrides | None = None,
 ) -> ServerConfig:
-    config = parse_server_config(read_config_file(path), expand_env=expand_env, environ=environ)
+    config = parse_server_config(
+        read_config_file(path), expand_env=expand_env, environ=environ, overrides=overrides
+    )
     return replace(config, config_dir=path.absolute().parent)

@@ -7,6 +7,7 @@ import signal
 import sys
 from pathlib import Path
 
+from plastron.configs.overrides import SERVER_RUN_FLAGS, add_override_flags, overrides_from
 from plastron.errors import PlastronError
 from plastron.files import check_private_dir, ensure_private_dir, restrict_umask
 from plastron.logs import configure_logging
@@ -18,17 +19,18 @@ from plastron.server.runtime import PlastronServer, ca_config
 DEFAULT_CONFIG = "conf/server/server.conf"
 
 
-def _config_args(prog: str, argv: list[str]) -> tuple[Path, bool]:
+def load(prog: str, argv: list[str]) -> ServerConfig:
+    """The config ``run`` and ``validate`` use: the file, with SPIRE's override flags."""
     parser = FlagParser(prog=prog)
     flag(parser, "config", default=DEFAULT_CONFIG, help="path to the server config file")
     flag(parser, "expandEnv", action="store_true", help="expand $VARS in the config file")
+    add_override_flags(parser, SERVER_RUN_FLAGS)
     args = parser.parse_args(argv)
-    return Path(args.config), bool(args.expandEnv)
-
-
-def load(prog: str, argv: list[str]) -> ServerConfig:
-    path, expand = _config_args(prog, argv)
-    return load_server_config(path, expand_env=expand)
+    return load_server_config(
+        Path(args.config),
+        expand_env=bool(args.expandEnv),
+        overrides=overrides_from(args, SERVER_RUN_FLAGS),
+    )
 
 
 async def serve(config: ServerConfig) -> None:

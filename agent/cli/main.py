@@ -17,6 +17,7 @@ from typing import Any, NoReturn, TextIO
 from grpclib.exceptions import GRPCError
 
 from plastron.agent.cli import agent_commands, api, node_credentials
+from plastron.configs.overrides import AGENT_RUN_FLAGS, add_override_flags
 from plastron.errors import PlastronError
 from plastron.version import VERSION_FLAGS, package_version
 
@@ -60,10 +61,12 @@ def _agent_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     run.add_argument("-config", default=DEFAULT_CONFIG)
     run.add_argument("-joinToken", default=None)
     run.add_argument("-expandEnv", action="store_true")
+    add_override_flags(run, AGENT_RUN_FLAGS)
     run.set_defaults(run=agent_commands.run)
     val = sub.add_parser("validate", help="validate an agent configuration file")
     val.add_argument("-config", default=DEFAULT_CONFIG)
     val.add_argument("-expandEnv", action="store_true")
+    add_override_flags(val, AGENT_RUN_FLAGS)
     val.set_defaults(run=agent_commands.validate)
     health = sub.add_parser("healthcheck", help="check the agent's health over its socket")
     _socket_flags(health)

@@ -47,9 +47,16 @@ class Block:
         self.path = path
         self._data = as_mapping(data, path or "<top level>")
         self._used: set[str] = set()
+        self._sources: dict[str, str] = {}
 
     def where(self, key: str) -> str:
-        return join_path(self.path, key)
+        """How errors name ``key``: its dotted path, or the flag that set it."""
+        return self._sources.get(key) or join_path(self.path, key)
+
+    def override(self, key: str, value: Any, source: str) -> None:
+        """Set ``key`` from ``source`` (a command-line flag), over the file's value."""
+        self._data[key] = value
+        self._sources[key] = source
 
     def has(self, key: str) -> bool:
         return key in self._data
