@@ -202,6 +202,15 @@ class DataStore(Protocol):
 
     async def prune_join_tokens(self, expires_before: int) -> int: ...
 
+    # ---- exchanged credentials (agentless token exchange) -----------------------------------
+
+    async def record_exchanged_credential(self, digest: str, expires_at: int) -> bool:
+        """Remember a credential (its 64-hex-digit digest) until ``expires_at``; False if it
+        was already recorded (a replay), also against concurrent callers on other servers."""
+        ...
+
+    async def prune_exchanged_credentials(self, expires_before: int) -> int: ...
+
     # ---- the CA journal ----------------------------------------------------------------------
 
     async def set_ca_journal(self, journal: CAJournal) -> CAJournal:

@@ -239,6 +239,14 @@ class FaultInjectingDataStore:
         self._enter("prune_join_tokens")
         return await self.store.prune_join_tokens(expires_before)
 
+    async def record_exchanged_credential(self, digest: str, expires_at: int) -> bool:
+        self._enter("record_exchanged_credential")
+        return await self.store.record_exchanged_credential(digest, expires_at)
+
+    async def prune_exchanged_credentials(self, expires_before: int) -> int:
+        self._enter("prune_exchanged_credentials")
+        return await self.store.prune_exchanged_credentials(expires_before)
+
     async def set_ca_journal(self, journal: CAJournal) -> CAJournal:
         self._enter("set_ca_journal")
         return await self.store.set_ca_journal(journal)

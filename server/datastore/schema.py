@@ -218,6 +218,18 @@ join_tokens = Table(
     **TABLE_KW,
 )
 
+# Credentials already exchanged for SVIDs (the agentless token exchange): a digest of each, kept
+# until the credential expires, so servers sharing this datastore refuse a replay.
+exchanged_credentials = Table(
+    "exchanged_credentials",
+    metadata,
+    Column("id", big_pk(), primary_key=True, autoincrement=True),
+    Column("digest", ascii_str(64), nullable=False, unique=True),
+    Column("expiry", BigInteger(), nullable=False),
+    Index("idx_exchanged_credentials_expiry", "expiry"),
+    **TABLE_KW,
+)
+
 federated_trust_domains = Table(
     "federated_trust_domains",
     metadata,
