@@ -45,8 +45,8 @@ from plastron.server.datastore import (
     nodes,
 )
 from plastron.server.datastore.config import SqlConfig, to_driver_target
-from plastron.server.datastore.filters import next_token, parse_page
 from plastron.server.datastore.exchanged_credentials import ExchangedCredentialMethods
+from plastron.server.datastore.filters import next_token, parse_page
 from plastron.server.datastore.join_token_store import FOREIGN_KEY_LOG_SECONDS, JoinTokenMethods
 from plastron.server.datastore.sqlite_files import prepare_sqlite_file, sqlite_file
 from plastron.server.datastore.token_key import JoinTokenHasher
