@@ -38,6 +38,7 @@ from plastron.configs.unsupported import (
 )
 from plastron.errors import ConfigError
 from plastron.keymanager import KeyType
+from plastron.server.agentless.config import ExchangeListenerConfig, read_exchange_listener
 from plastron.server.federation.config import FederationConfig, read_federation
 from plastron.spiffe.ids import SpiffeId, TrustDomain
 from plastron.transport.limits import ConnectionLimits
@@ -93,6 +94,7 @@ class ServerConfig:
     grpc_limits: ConnectionLimits = field(default_factory=ConnectionLimits)
     experimental: ServerExperimental = ServerExperimental()
     federation: FederationConfig = field(default_factory=FederationConfig)
+    agentless_exchange: ExchangeListenerConfig | None = None
     health_checks: HealthChecksConfig = field(default_factory=HealthChecksConfig)
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
     # The directory of the config file it was read from (None for text parsed directly):
@@ -160,6 +162,11 @@ def _server_section(s: Block) -> dict[str, Any]:
     return {
         "trust_domain": td,
         "federation": federation or FederationConfig(),
+        "agentless_exchange": (
+            read_exchange_listener(s.block("agentless_exchange"))
+            if s.has("agentless_exchange")
+            else None
+        ),
         "data_dir": required_path(s, "data_dir"),
         "bind_address": s.string("bind_address", d.bind_address),
         "bind_port": s.integer("bind_port", d.bind_port, *PORT_RANGE),

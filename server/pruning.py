@@ -4,6 +4,7 @@ Every server sharing the datastore runs the loop; the deletes are idempotent. Th
 windows are SPIRE's defaults:
 
 - join tokens: once expired;
+- exchanged credentials (the token exchange's replay record): once the credential expired;
 - registration entries: one hour after their ``expires_at``;
 - change events: 12 hours (SPIRE's ``prune_events_older_than``). A server's entry cache reads
   new events every second and reloads in full every hour, so an event is long applied, or
@@ -35,6 +36,7 @@ class Pruned:
     entries: int
     events: int
     ca_journals: int
+    exchanged_credentials: int = 0
 
 
 async def prune_expired(datastore: DataStore, now: dt.datetime) -> Pruned:
@@ -50,4 +52,5 @@ async def prune_expired(datastore: DataStore, now: dt.datetime) -> Pruned:
         entries=await datastore.prune_entries(unix - int(EXPIRED_ENTRY_GRACE.total_seconds())),
         events=await datastore.prune_events(unix - int(EVENT_RETENTION.total_seconds())),
         ca_journals=await datastore.prune_ca_journals(stale_journal),
+        exchanged_credentials=await datastore.prune_exchanged_credentials(unix),
     )

@@ -11,7 +11,7 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from cryptography import x509
@@ -29,6 +29,9 @@ from plastron.host_services import ConsumedToken, HostServices
 from plastron.keymanager import KeyManager, PrivateKey, close_if_closeable
 from plastron.logs import fields
 from plastron.plugins import PluginContext, Registries
+from plastron.server.agentless.exchange import TokenExchange
+from plastron.server.agentless.http import ExchangeListener
+from plastron.server.agentless.limits import SourceRateLimit
 from plastron.server.api.authz import AuthorizedService, Authorizer, authorized_mapping
 from plastron.server.api.context import ApiContext
 from plastron.server.api.policies import POLICIES
@@ -99,6 +102,7 @@ class PlastronServer:
         self._server_key: PrivateKey | None = None
         self._own_bundle: Bundle | None = None
         self.bundle_endpoint: BundleEndpointServer | None = None
+        self.token_exchange: ExchangeListener | None = None
         self.federation: FederationManager | None = None
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -181,6 +185,7 @@ class PlastronServer:
         )
         await self._start_health_listener()
         await self._start_bundle_endpoint()
+        await self._start_token_exchange(attestors)
         self._spawn(self.federation.run(), "federation")
         self.telemetry.start(lambda: self.ca, self.health, self.clock)
         if self.telemetry.enabled:  # keeps plastron_server_subsystem_up current
@@ -225,6 +230,23 @@ class PlastronServer:
         )
         await self.bundle_endpoint.start()
 
+    async def _start_token_exchange(self, attestors: Mapping[str, ServerNodeAttestor]) -> None:
+        cfg = self.config.agentless_exchange
+        if cfg is None:
+            return
+        assert self.datastore is not None
+        exchange = TokenExchange(
+            trust_domain=self.config.trust_domain,
+            attestors=attestors,
+            datastore=self.datastore,
+            ca=lambda: self.ca,
+            bundle=lambda: self._own_bundle,
+            clock=self.clock,
+            rate_limit=SourceRateLimit(cfg.rate_limit_per_second, cfg.rate_limit_burst),
+        )
+        self.token_exchange = ExchangeListener(cfg, exchange, self._server_svid)
+        await self.token_exchange.start()
+
     def _server_svid(self) -> tuple[list[x509.Certificate], PrivateKey]:
         assert self._server_key is not None
         return self._server_chain, self._server_key
@@ -235,6 +257,9 @@ class PlastronServer:
             await self.bundle_endpoint.close()
             self.bundle_endpoint = None
         self.telemetry.close()
+        if self.token_exchange is not None:
+            await self.token_exchange.close()
+            self.token_exchange = None
         if self.health_http is not None:
             await self.health_http.close()
             self.health_http = None
@@ -348,8 +373,10 @@ class PlastronServer:
         pruned = await prune_expired(self.datastore, self.clock.now())
         if pruned != Pruned(0, 0, 0, 0):
             log.debug(
-                "pruned join_tokens=%d entries=%d events=%d ca_journals=%d",
+                "pruned join_tokens=%d entries=%d events=%d ca_journals=%d "
+                "exchanged_credentials=%d",
                 pruned.join_tokens, pruned.entries, pruned.events, pruned.ca_journals,
+                pruned.exchanged_credentials,
             )  # fmt: skip
         return pruned
 

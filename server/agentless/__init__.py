@@ -1,0 +1,1 @@
+"""The agentless token exchange: SVIDs for platform credentials, without an agent."""
