@@ -1,0 +1,203 @@
+"""The agentless token exchange on a real server: ``POST /api/v1/token`` over HTTPS (the
+server's own SVID) with a GCP identity token verified by the server's gcp_iit NodeAttestor
+(keys from a JWKS file, as a test stands in for Google), entries under
+``spiffe://example.org/spire/agentless/gcp_iit``, and each refusal the exchange promises."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime as dt
+import itertools
+import json
+import logging
+import ssl
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from plastron.logs import _FIELDS_ATTR as FIELDS_ATTR
+from plastron.proto.spire.api.server.entry.v1 import entry_pb2
+from plastron.spiffe.jwtsvid import validate_jwt_svid
+from plastron.spiffe.x509svid import validate_x509_svid
+from tests.cloud.gcp import gcp_claims
+from tests.cloud.tokens import Issuer
+from tests.processes import free_port
+
+from .server_harness import Harness, make_csr, running_server
+from .test_api import entry
+
+PARENT = "/spire/agentless/gcp_iit"
+AUDIENCE = ["https://api.example.org"]
+_instances = itertools.count(7_000_000)
+
+
+@dataclass
+class Exchange:
+    harness: Harness
+    port: int
+    google: Issuer
+    tls: ssl.SSLContext
+
+    def token(self, **override: Any) -> str:
+        return self.google.sign(gcp_claims(str(next(_instances)), **override))
+
+    async def post(self, credential: str | None, body: dict[str, Any] | None) -> tuple[int, Any]:
+        # The server runs on this event loop: the blocking client runs in a thread.
+        return await asyncio.to_thread(self._post, credential, body)
+
+    def _post(self, credential: str | None, body: dict[str, Any] | None) -> tuple[int, Any]:
+        data = json.dumps(body).encode() if body is not None else b""
+        request = urllib.request.Request(
+            f"https://127.0.0.1:{self.port}/api/v1/token", data=data, method="POST"
+        )
+        request.add_header("Content-Type", "application/json")
+        if credential is not None:
+            request.add_header("Authorization", f"Bearer {credential}")
+        try:
+            with urllib.request.urlopen(request, context=self.tls, timeout=30) as resp:
+                return int(resp.status), json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            return int(exc.code), json.loads(exc.read())
+
+
+async def add_entries(h: Harness, *entries: Any) -> None:
+    stub = h.entry_stub(h.local())
+    resp = await stub.BatchCreateEntry(entry_pb2.BatchCreateEntryRequest(entries=list(entries)))
+    assert all(r.status.code == 0 for r in resp.results), resp
+
+
+@pytest.fixture
+async def exchange(tmp_path: Path) -> AsyncIterator[Exchange]:
+    google = Issuer.make(21)
+    (tmp_path / "jwks.json").write_text(google.jwks())
+    port = free_port()
+    plugins = f"""NodeAttestor "gcp_iit" {{ plugin_data {{
+        projectid_allow_list = ["proj-a", "proj-b"]
+        jwks_file = "{tmp_path}/jwks.json"
+    }} }}"""
+    listener = f'agentless_exchange {{ bind_address = "127.0.0.1"\n bind_port = {port} }}'
+    async with running_server(tmp_path, extra_server=listener, extra_plugins=plugins) as h:
+        bundle = await h.bundle()
+        tls = ssl.create_default_context(cadata=bundle.to_pem().decode())
+        tls.check_hostname = False  # the server SVID names a SPIFFE ID, not a host
+        await add_entries(
+            h,
+            entry("/lambda/billing", PARENT, "gcp_iit:project-id:proj-a"),
+            entry("/lambda/reports", PARENT, "gcp_iit:project-id:proj-b"),
+            entry("/lambda/reports-admin", PARENT, "gcp_iit:project-id:proj-b"),
+        )
+        yield Exchange(h, port, google, tls)
+
+
+async def test_gcp_token_exchanged_for_a_jwt_svid_and_an_x509_svid(
+    exchange: Exchange, caplog: pytest.LogCaptureFixture
+) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = base64.b64encode(make_csr(key)).decode()
+    with caplog.at_level(logging.INFO, logger="plastron.audit"):
+        status, doc = await exchange.post(exchange.token(), {"audience": AUDIENCE, "csr": csr})
+    assert status == 200, doc
+    assert doc["spiffe_id"] == "spiffe://example.org/lambda/billing"
+    bundle = await exchange.harness.bundle()
+    now = dt.datetime.now(dt.UTC)
+    svid = validate_jwt_svid(
+        doc["token"], audience=AUDIENCE[0], authorities=bundle.jwt_keys(), now=now
+    )
+    assert str(svid.spiffe_id) == doc["spiffe_id"]
+    chain = [x509.load_der_x509_certificate(base64.b64decode(c)) for c in doc["x509_svid"]]
+    roots = [x509.load_der_x509_certificate(base64.b64decode(c)) for c in doc["bundle"]]
+    assert str(validate_x509_svid(chain, roots, now=now)) == doc["spiffe_id"]
+    assert chain[0].public_key() == key.public_key()
+    audits = [getattr(r, FIELDS_ATTR) for r in caplog.records if r.msg == "token exchange"]
+    assert len(audits) == 1
+    assert audits[0]["status"] == "ok" and audits[0]["spiffe_id"] == doc["spiffe_id"]
+    assert audits[0]["attestation_type"] == "gcp_iit" and audits[0]["caller_addr"] == "127.0.0.1"
+
+
+async def test_a_replayed_credential_is_refused(exchange: Exchange) -> None:
+    token = exchange.token()
+    assert (await exchange.post(token, {"audience": AUDIENCE}))[0] == 200
+    status, doc = await exchange.post(token, {"audience": AUDIENCE})
+    assert (status, doc["error"]) == (400, "invalid_grant")
+    assert "already exchanged (replay)" in doc["error_description"]
+
+
+async def test_several_matches_need_a_spiffe_id_the_credential_matches(
+    exchange: Exchange,
+) -> None:
+    status, doc = await exchange.post(exchange.token(project="proj-b"), {"audience": AUDIENCE})
+    assert (status, doc["error"]) == (400, "invalid_target")
+    assert (
+        "spiffe://example.org/lambda/reports, spiffe://example.org/lambda/reports-admin"
+        in (doc["error_description"])
+    )
+    wanted = "spiffe://example.org/lambda/reports-admin"
+    token = exchange.token(project="proj-b")
+    status, doc = await exchange.post(token, {"audience": AUDIENCE, "spiffe_id": wanted})
+    assert (status, doc["spiffe_id"]) == (200, wanted)
+    other = "spiffe://example.org/lambda/billing"  # proj-a's entry: not this credential's
+    status, doc = await exchange.post(
+        exchange.token(project="proj-b"), {"audience": AUDIENCE, "spiffe_id": other}
+    )
+    assert (status, doc["error"]) == (400, "invalid_target")
+    assert (
+        "does not match an entry for 'spiffe://example.org/lambda/billing'"
+        in (doc["error_description"])
+    )
+
+
+async def test_refusals_of_credentials(exchange: Exchange) -> None:
+    old = dt.datetime.now(dt.UTC) - dt.timedelta(hours=2)
+    cases = [
+        (exchange.token(now=old), "invalid_grant", "expired"),
+        (exchange.token(audience="someone-else"), "invalid_grant", "audience"),
+        (Issuer.make(22).sign(gcp_claims("1")), "invalid_grant", "gcp_iit"),
+        (exchange.token(project="proj-c"), "invalid_grant", "proj-c"),
+    ]
+    for credential, error, needle in cases:
+        status, doc = await exchange.post(credential, {"audience": AUDIENCE})
+        assert (status, doc["error"]) == (400, error), doc
+        assert needle in doc["error_description"], doc
+
+
+async def test_refusals_of_requests(exchange: Exchange) -> None:
+    status, doc = await exchange.post(None, {"audience": AUDIENCE})
+    assert (status, doc["error"]) == (401, "invalid_client")
+    status, doc = await exchange.post(exchange.token(), {})
+    assert (status, doc["error"]) == (400, "invalid_request")
+    assert "audience" in doc["error_description"]
+    status, doc = await exchange.post(exchange.token(), {"audience": AUDIENCE, "scope": "x"})
+    assert "unknown key 'scope'" in doc["error_description"]
+    status, doc = await exchange.post("not-a-jwt", {"audience": AUDIENCE})
+    assert (status, doc["error"]) == (400, "invalid_request")
+
+
+async def test_selectors_matching_no_entry_are_refused(exchange: Exchange) -> None:
+    store = exchange.harness.server.datastore
+    assert store is not None
+    for found in await store.list_all_entries():
+        if str(found.spiffe_id).endswith("/billing"):
+            await store.delete_entry(found.entry_id)
+    # Sharing one selector is not enough: every selector of the entry must be the credential's.
+    await add_entries(
+        exchange.harness,
+        entry("/lambda/eu", PARENT, "gcp_iit:project-id:proj-a", "gcp_iit:zone:europe-west1-b"),
+    )
+    token = exchange.token(project="proj-a")
+    status, doc = await exchange.post(token, {"audience": AUDIENCE})
+    assert (status, doc["error"]) == (400, "invalid_target"), doc
+    assert (
+        "no entry under spiffe://example.org/spire/agentless/gcp_iit matches"
+        in (doc["error_description"])
+    )
+    # Not burnt by the refusal: once an entry exists, the same credential is exchanged.
+    await add_entries(exchange.harness, entry("/lambda/billing", PARENT, "gcp_iit:zone:us-west1-b"))
+    assert (await exchange.post(token, {"audience": AUDIENCE}))[0] == 200
