@@ -190,6 +190,9 @@ async def test_selectors_matching_no_entry_are_refused(exchange: Exchange) -> No
     await add_entries(
         exchange.harness,
         entry("/lambda/eu", PARENT, "gcp_iit:project-id:proj-a", "gcp_iit:zone:europe-west1-b"),
+        # Another parent (an agent's workloads, another method) is never the exchange's.
+        entry("/on-a-node", "/spire/agent/gcp_iit/proj-a/1", "gcp_iit:project-id:proj-a"),
+        entry("/on-azure", "/spire/agentless/azure_msi", "gcp_iit:project-id:proj-a"),
     )
     token = exchange.token(project="proj-a")
     status, doc = await exchange.post(token, {"audience": AUDIENCE})
