@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import cast
 
 from plastron.configs.plugin_blocks import PluginConfig
+from plastron.configs.unsupported import refuse_unsupported
 from plastron.errors import ConfigError
 from plastron.extras import require_extra
 from plastron.plugins import PluginContext, Registries
@@ -28,8 +29,9 @@ NAME = "sql"
 DATABASE_TYPES = ("sqlite3", "postgres", "mysql")
 # The pip extra holding each database's driver (SQLite's is in the standard library).
 DATABASE_EXTRAS: dict[str, str] = {"postgres": "postgres", "mysql": "mysql"}
-# SPIRE's read-only replica string: accepted so SPIRE configs load, not used (one pool).
-_UNUSED_KEYS = ("ro_connection_string",)
+# SPIRE's read-only replica: Plastron reads and writes through one pool, so a replica string
+# would be accepted and then ignored; it is refused by name instead.
+_UNSUPPORTED_KEYS = ("ro_connection_string",)
 
 
 def sql_config(plugin: PluginConfig, context: PluginContext) -> SqlConfig:
@@ -65,8 +67,7 @@ def sql_config(plugin: PluginConfig, context: PluginContext) -> SqlConfig:
         client_cert_path=file_path("client_cert_path"),
         client_key_path=file_path("client_key_path"),
     )
-    for key in _UNUSED_KEYS:
-        settings.raw(key)
+    refuse_unsupported(settings, _UNSUPPORTED_KEYS)
     settings.finish()
     config.validate()
     return config

@@ -17,6 +17,7 @@ from plastron.agent.plugin_loading import resolve_join_token
 from plastron.errors import ConfigError
 from plastron.keymanager import KeyType
 from plastron.server.config import parse_server_config
+from plastron.server.plugin_loading import check_server_plugins, load_server_plugins
 from plastron.server.runtime import ca_config
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -25,8 +26,6 @@ REFUSED = "refused"
 # audit log), whose behaviour tests land with it.
 WIRED_BY_TELEMETRY = "telemetry"
 LOG_FILES = "tests/integration/ops/test_log_files.py::test_server_json_and_agent_logfmt_files"
-# Implemented and used by the runtime, with no test of its effect yet.
-NO_BEHAVIOUR_TEST = "untested"
 
 # SPIRE server { ... } keys: the behaviour test of each implemented one, or REFUSED.
 SERVER_KEYS: dict[str, str] = {
@@ -122,8 +121,10 @@ AGENT_KEYS: dict[str, str] = {
     "::test_socket_permissions_let_any_local_user_connect",
     "disable_workload_api": REFUSED,
     "disable_sds_api": "tests/unit/agent/test_sds_resources.py",
-    "workload_x509_svid_key_type": NO_BEHAVIOUR_TEST,
-    "trust_bundle_format": NO_BEHAVIOUR_TEST,
+    "workload_x509_svid_key_type": "tests/integration/agent/test_agent_settings_behaviour.py"
+    "::test_spiffe_bootstrap_bundle_and_rsa_workload_keys",
+    "trust_bundle_format": "tests/integration/agent/test_agent_settings_behaviour.py"
+    "::test_spiffe_bootstrap_bundle_and_rsa_workload_keys",
     "trust_bundle_path": "tests/integration/agent/test_agent_e2e.py"
     "::test_workload_gets_verified_svids_and_restart_resumes",
     "trust_bundle_spiffe_workload_api": REFUSED,
@@ -135,8 +136,10 @@ AGENT_KEYS: dict[str, str] = {
     "allow_unauthenticated_verifiers": REFUSED,
     "allowed_foreign_jwt_claims": REFUSED,
     "availability_target": REFUSED,
-    "x509_svid_cache_max_size": NO_BEHAVIOUR_TEST,
-    "jwt_svid_cache_max_size": NO_BEHAVIOUR_TEST,
+    # the bound's behaviour, on the cache the agent builds with these values
+    "x509_svid_cache_max_size": "tests/unit/agent/test_agent_cache.py"
+    "::test_lru_bound_evicts_unsubscribed_svids_first",
+    "jwt_svid_cache_max_size": "tests/unit/agent/test_agent_cache.py::test_jwt_cache_is_bounded",
     "authorized_delegates": REFUSED,
     "profiling_enabled": REFUSED,
     "profiling_port": REFUSED,
@@ -275,7 +278,7 @@ def test_each_spire_key_is_implemented_or_refused(
         assert str(refused.value) == f"not supported by Plastron: {where_section}.{where_key}"
         return
     parse(_document(section, base, key, _sample(key), plugins))
-    if behaviour not in (WIRED_BY_TELEMETRY, NO_BEHAVIOUR_TEST):
+    if behaviour != WIRED_BY_TELEMETRY:
         assert _test_exists(behaviour), f"{section}.{key}: no test {behaviour}"
 
 
@@ -357,3 +360,18 @@ def test_join_token_file_is_read(tmp_path: Path) -> None:
     base = {k: v for k, v in AGENT_BASE.items()}
     text = _document("agent", base, "join_token_file", f'"{token_file}"', AGENT_PLUGINS)
     assert resolve_join_token(parse_agent_config(text), None) == "3f1c2b"
+
+
+def test_spire_read_only_replica_is_refused() -> None:
+    """SPIRE's ro_connection_string would be ignored (one pool): refused by name."""
+    plugins = (
+        f"{SERVER_PLUGINS}\n"
+        '  DataStore "sql" { plugin_data { database_type = "sqlite3"'
+        ' ro_connection_string = "/tmp/replica.db" } }'
+    )
+    config = parse_server_config(_document("server", SERVER_BASE, "bind_port", "8081", plugins))
+    with pytest.raises(ConfigError) as refused:
+        check_server_plugins(config, load_server_plugins())
+    assert str(refused.value) == (
+        "not supported by Plastron: plugins.DataStore.sql.plugin_data.ro_connection_string"
+    )
