@@ -114,3 +114,24 @@ def test_a_bad_flag_value_is_named_by_validate_and_run_alike(base: Path) -> None
         assert result.returncode == 1
         (line,) = result.stderr.splitlines()
         assert line.startswith("Error: -trustDomain is not a valid trust domain"), line
+
+
+def test_log_level_flag_over_the_file_sets_what_is_logged(base: Path) -> None:
+    """The file says INFO; -logLevel warn leaves the start-up INFO lines out."""
+    server = ServerProcess(base)
+    assert 'log_level = "INFO"' in server.config.read_text()
+    server.proc = Proc(
+        [str(BIN / "plastron-server"), "run", "-config", str(server.config), "-logLevel", "warn"],
+        base / "quiet.log",
+    )
+    server.start()
+    server.stop()
+    quiet = (base / "quiet.log").read_text()
+    assert "level=info" not in quiet, quiet
+    loud = ServerProcess(base)  # the same file, no flag
+    loud.proc = Proc(
+        [str(BIN / "plastron-server"), "run", "-config", str(loud.config)], base / "loud.log"
+    )
+    loud.start()
+    loud.stop()
+    assert "level=info" in (base / "loud.log").read_text()

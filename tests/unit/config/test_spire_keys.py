@@ -54,7 +54,8 @@ SERVER_KEYS: dict[str, str] = {
     "jwt_issuer": "tests/unit/ca/test_server_ca.py::test_jwt_svid_claims_and_exp_cap",
     "jwt_key_type": "tests/unit/config/test_spire_keys.py::test_ca_settings_reach_the_ca",
     "log_file": LOG_FILES,
-    "log_level": WIRED_BY_TELEMETRY,
+    "log_level": "tests/integration/agent/test_run_override_flags.py"
+    "::test_log_level_flag_over_the_file_sets_what_is_logged",
     "log_format": LOG_FILES,
     "log_source_location": REFUSED,
     "prune_attested_nodes_expired_for": REFUSED,
