@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 MAX_TRACKED_SOURCES = 10_000
@@ -16,16 +17,22 @@ class _Bucket:
 
 
 class SourceRateLimit:
-    def __init__(self, per_second: float, burst: int) -> None:
+    def __init__(
+        self,
+        per_second: float,
+        burst: int,
+        monotonic: Callable[[], float] = time.monotonic,  # real elapsed time, not the CA clock
+    ) -> None:
         self._rate = per_second
         self._burst = float(burst)
+        self._monotonic = monotonic
         self._buckets: dict[str, _Bucket] = {}
 
     def allow(self, source: str) -> bool:
         """Take one exchange from ``source``'s budget; False when it is spent."""
         if self._rate <= 0:
             return True
-        now = time.monotonic()  # real elapsed time, not the CA clock
+        now = self._monotonic()
         bucket = self._buckets.get(source)
         if bucket is None:
             if len(self._buckets) >= MAX_TRACKED_SOURCES:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import datetime as dt
 import itertools
 import json
@@ -76,6 +77,12 @@ async def add_entries(h: Harness, *entries: Any) -> None:
 
 @pytest.fixture
 async def exchange(tmp_path: Path) -> AsyncIterator[Exchange]:
+    async with exchange_server(tmp_path, "") as ex:
+        yield ex
+
+
+@contextlib.asynccontextmanager
+async def exchange_server(tmp_path: Path, listener_extra: str) -> AsyncIterator[Exchange]:
     google = Issuer.make(21)
     (tmp_path / "jwks.json").write_text(google.jwks())
     port = free_port()
@@ -83,7 +90,10 @@ async def exchange(tmp_path: Path) -> AsyncIterator[Exchange]:
         projectid_allow_list = ["proj-a", "proj-b"]
         jwks_file = "{tmp_path}/jwks.json"
     }} }}"""
-    listener = f'agentless_exchange {{ bind_address = "127.0.0.1"\n bind_port = {port} }}'
+    listener = (
+        f'agentless_exchange {{ bind_address = "127.0.0.1"\n bind_port = {port}\n'
+        f"{listener_extra} }}"
+    )
     async with running_server(tmp_path, extra_server=listener, extra_plugins=plugins) as h:
         bundle = await h.bundle()
         tls = ssl.create_default_context(cadata=bundle.to_pem().decode())
@@ -204,3 +214,19 @@ async def test_selectors_matching_no_entry_are_refused(exchange: Exchange) -> No
     # Not burnt by the refusal: once an entry exists, the same credential is exchanged.
     await add_entries(exchange.harness, entry("/lambda/billing", PARENT, "gcp_iit:zone:us-west1-b"))
     assert (await exchange.post(token, {"audience": AUDIENCE}))[0] == 200
+
+
+async def test_a_source_over_its_rate_is_refused(tmp_path: Path) -> None:
+    limits = "rate_limit_per_second = 1\n rate_limit_burst = 2"
+    async with exchange_server(tmp_path, limits) as ex:
+        answers = [await ex.post("not-a-jwt", {"audience": AUDIENCE}) for _ in range(4)]
+    errors = [doc["error"] for _, doc in answers]
+    # Two from the burst, at most one refilled in the time four loopback requests take.
+    assert errors[:2] == ["invalid_request", "invalid_request"]
+    assert answers[-1] == (
+        429,
+        {
+            "error": "slow_down",
+            "error_description": "too many exchanges from 127.0.0.1; retry later",
+        },
+    )
