@@ -145,6 +145,14 @@ class DataStore(Protocol):
 
     async def get_node_selectors(self, spiffe_id: SpiffeId) -> tuple[Selector, ...]: ...
 
+    async def prune_attested_nodes(
+        self, expires_before: int, attestation_types: Sequence[str]
+    ) -> int:
+        """Delete the nodes of ``attestation_types`` whose SVID expired before
+        ``expires_before`` (banned ones stay), with their selectors and a change event each;
+        how many went."""
+        ...
+
     async def list_node_selectors(self) -> dict[SpiffeId, tuple[Selector, ...]]:
         """Every node's selectors (nodes without selectors left out)."""
         ...

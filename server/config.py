@@ -86,6 +86,9 @@ class ServerConfig:
     default_jwt_svid_ttl: dt.timedelta = dt.timedelta(minutes=5)
     # agent_ttl and jwt_key_type default to default_x509_svid_ttl and ca_key_type (as SPIRE)
     agent_ttl: dt.timedelta = default_x509_svid_ttl
+    # Agents of a method that proves no unique machine (aws_iam): short SVIDs, and their node
+    # rows are pruned once those expire.
+    non_unique_agent_ttl: dt.timedelta = dt.timedelta(hours=1)
     jwt_key_type: KeyType = ca_key_type
     jwt_issuer: str = ""
     admin_ids: tuple[SpiffeId, ...] = ()
@@ -178,6 +181,7 @@ def _server_section(s: Block) -> dict[str, Any]:
         "default_x509_svid_ttl": x509_ttl,
         "default_jwt_svid_ttl": s.duration("default_jwt_svid_ttl", d.default_jwt_svid_ttl),
         "agent_ttl": s.duration("agent_ttl", x509_ttl),
+        "non_unique_agent_ttl": s.duration("non_unique_agent_ttl", d.non_unique_agent_ttl),
         "jwt_key_type": s.key_type("jwt_key_type", ca_key_type),
         "jwt_issuer": s.string("jwt_issuer", d.jwt_issuer),
         "admin_ids": s.spiffe_ids("admin_ids"),

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from grpclib.encoding.proto import ProtoStatusDetailsCodec
 
-from plastron.attestors.base import ServerNodeAttestor
+from plastron.attestors.base import ServerNodeAttestor, attests_unique_nodes
 from plastron.clock import Clock, SystemClock, from_unix
 from plastron.configs.plugin_blocks import PluginConfig
 from plastron.datastore import DataStore
@@ -311,6 +311,7 @@ class PlastronServer:
             clock=self.clock,
             attestors=attestors,
             challenge_timeout=self.config.experimental.challenge_timeout.total_seconds(),
+            non_unique_agent_ttl=int(self.config.non_unique_agent_ttl.total_seconds()),
             attest_limiter=RateLimiter(ATTEST_PER_SECOND, enabled=rl.attestation),
             sign_limiter=RateLimiter(SIGN_PER_SECOND, enabled=rl.signing),
             started_at=time.monotonic(),
@@ -378,6 +379,22 @@ class PlastronServer:
                 pruned.join_tokens, pruned.entries, pruned.events, pruned.ca_journals,
                 pruned.exchanged_credentials,
             )  # fmt: skip
+        pruned_nodes = await self.prune_non_unique_nodes()
+        if pruned_nodes:
+            log.info("pruned expired non-unique agents count=%d", pruned_nodes)
+        return pruned
+
+    async def prune_non_unique_nodes(self) -> int:
+        """Delete the node rows of non-unique methods (aws_iam) whose SVID has expired: each
+        attestation made a new agent ID, so an expired one is never used again."""
+        assert self.datastore is not None and self.api is not None
+        types = sorted(n for n, a in self.api.attestors.items() if not attests_unique_nodes(a))
+        if not types:
+            return 0
+        now = int(self.clock.now().timestamp())
+        pruned = await self.datastore.prune_attested_nodes(now, types)
+        if pruned:
+            await self._apply_local_change()
         return pruned
 
     async def _apply_local_change(self) -> None:

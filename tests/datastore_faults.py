@@ -223,6 +223,12 @@ class FaultInjectingDataStore:
         self._enter("list_all_entries")
         return await self.store.list_all_entries()
 
+    async def prune_attested_nodes(
+        self, expires_before: int, attestation_types: Sequence[str]
+    ) -> int:
+        self._enter("prune_attested_nodes")
+        return await self.store.prune_attested_nodes(expires_before, attestation_types)
+
     async def prune_entries(self, expires_before: int) -> int:
         self._enter("prune_entries")
         return await self.store.prune_entries(expires_before)

@@ -38,6 +38,13 @@ class ServerNodeAttestor(Protocol):
     async def attest(self, payload: bytes, challenge: ChallengeFn) -> AttestationResult: ...
 
 
+def attests_unique_nodes(attestor: object) -> bool:
+    """False for a method whose agent IDs name no unique machine (a new ID per attestation, as
+    aws_iam's): it declares ``unique_nodes = False``. Its agents get the server's short
+    ``non_unique_agent_ttl`` SVIDs and their node rows are pruned once those expire."""
+    return bool(getattr(attestor, "unique_nodes", True))
+
+
 class AgentNodeAttestor(Protocol):
     """Agent half of an attestation method."""
 

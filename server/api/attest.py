@@ -19,7 +19,11 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 from grpclib.server import Stream
 
-from plastron.attestors.base import MAX_ATTESTATION_MESSAGE, AttestationResult
+from plastron.attestors.base import (
+    MAX_ATTESTATION_MESSAGE,
+    AttestationResult,
+    attests_unique_nodes,
+)
 from plastron.errors import (
     AlreadyExists,
     AttestationFailed,
@@ -97,7 +101,8 @@ async def attest_agent(ctx: ApiContext, stream: Stream[Any, Any]) -> None:
                 "attestation refused type=%s peer=%s reason=%s", data.type, caller.host, exc
             )
             raise
-        node = await _admit(ctx, data.type, result, public_key)
+        ttl = 0 if attests_unique_nodes(attestor) else ctx.non_unique_agent_ttl
+        node = await _admit(ctx, data.type, result, public_key, ttl=ttl)
         chain = node[1]
         await stream.send_message(
             agent_pb2.AttestAgentResponse(
@@ -125,8 +130,14 @@ def _counted(method: str) -> Iterator[None]:
 
 
 async def _admit(
-    ctx: ApiContext, attestation_type: str, result: AttestationResult, public_key: Any
+    ctx: ApiContext,
+    attestation_type: str,
+    result: AttestationResult,
+    public_key: Any,
+    *,
+    ttl: int = 0,
 ) -> tuple[AttestedNode, list[Any]]:
+    """Write the node record and sign its agent SVID (``ttl`` seconds; 0: agent_ttl)."""
     agent_id = result.agent_id
     if not agent_id.member_of(ctx.trust_domain):
         raise AttestationFailed(
@@ -145,7 +156,7 @@ async def _admit(
         raise NotAuthorized(f"failed to attest: agent {agent_id} is banned")
     if existing is not None and not result.can_reattest:
         raise _already_attested(attestation_type, agent_id)
-    chain = await ctx.ca.sign_agent_x509_svid(spiffe_id=agent_id, public_key=public_key)
+    chain = await ctx.ca.sign_agent_x509_svid(spiffe_id=agent_id, public_key=public_key, ttl=ttl)
     leaf = chain[0]
     node = AttestedNode(
         spiffe_id=agent_id,

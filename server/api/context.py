@@ -28,6 +28,8 @@ class ApiContext:
     clock: Clock
     attestors: dict[str, ServerNodeAttestor]
     challenge_timeout: float = 30.0
+    # Agent SVID lifetime (seconds) for methods whose agents are not unique machines.
+    non_unique_agent_ttl: int = 3600
     attest_limiter: RateLimiter = field(default_factory=lambda: RateLimiter(ATTEST_PER_SECOND))
     sign_limiter: RateLimiter = field(default_factory=lambda: RateLimiter(SIGN_PER_SECOND))
     started_at: float = 0.0

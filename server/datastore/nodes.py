@@ -168,6 +168,25 @@ def remove(conn: Connection, spiffe_id: SpiffeId, now: int) -> AttestedNode:
     return current
 
 
+PRUNE_CHUNK = 500
+
+
+def prune(conn: Connection, expires_before: int, types: Sequence[str], now: int) -> int:
+    if not types:
+        return 0
+    q = select(N.c.spiffe_id).where(
+        N.c.data_type.in_(list(types)), N.c.expires_at < expires_before, N.c.serial_number != ""
+    )
+    sids = [str(r[0]) for r in conn.execute(q)]
+    for i in range(0, len(sids), PRUNE_CHUNK):
+        chunk = sids[i : i + PRUNE_CHUNK]
+        conn.execute(delete(NS).where(NS.c.spiffe_id.in_(chunk)))
+        conn.execute(delete(N).where(N.c.spiffe_id.in_(chunk)))
+        for sid in chunk:
+            events.record_node_event(conn, sid, now)
+    return len(sids)
+
+
 def set_selectors(
     conn: Connection, spiffe_id: SpiffeId, sels: Sequence[Selector], now: int
 ) -> None:

@@ -187,6 +187,15 @@ class SqlDataStore(JoinTokenMethods, ExchangedCredentialMethods):
             "delete_attested_node", lambda c: nodes.remove(c, spiffe_id, now)
         )
 
+    async def prune_attested_nodes(
+        self, expires_before: int, attestation_types: Sequence[str]
+    ) -> int:
+        now = self._now()
+        types = tuple(attestation_types)
+        return await self._tx.write(
+            "prune_attested_nodes", lambda c: nodes.prune(c, expires_before, types, now)
+        )
+
     async def upsert_attested_node_with_selectors(self, node: AttestedNode) -> AttestedNode:
         now = self._now()
         return await self._tx.write(
