@@ -5,7 +5,9 @@ admit the role it names.
 Agent ID: ``spiffe://<td>/spire/agent/aws_iam/<account>/<role name>/<uuid>``, a new UUID per
 attestation: the method proves a role, which any number of tasks share at once, so there is no
 node to be unique about. The method is re-attestable (a task that lost its SVID attests again and
-becomes a new agent) and never "already attested".
+becomes a new agent) and never "already attested". It declares ``unique_nodes = False``: its
+agents get the server's short ``non_unique_agent_ttl`` SVIDs and their node rows are pruned
+once those expire.
 
 Selectors: ``account:<id>``, ``role:<name>``, ``arn:<caller ARN>`` (the assumed-role session
 ARN STS returns), ``user_id:<role ID>:<session>``.
