@@ -13,6 +13,7 @@ from plastron.files import check_private_dir, ensure_private_dir, restrict_umask
 from plastron.logs import configure_logging
 from plastron.server.cli.args import FlagParser, flag
 from plastron.server.config import ServerConfig, load_server_config
+from plastron.server.federation.endpoint import check_bundle_endpoint
 from plastron.server.plugin_loading import check_server_plugins, load_server_plugins
 from plastron.server.runtime import PlastronServer, ca_config
 
@@ -51,6 +52,7 @@ def check_config(config: ServerConfig) -> list[str]:
     data_dir's ownership and mode. Returns SPIRE's warnings (TTLs ca_ttl cannot honour)."""
     check_server_plugins(config, load_server_plugins())  # a missing extra: before any file
     warnings = ca_config(config).ttl_warnings()
+    check_bundle_endpoint(config.federation.bundle_endpoint, config.config_dir)
     if config.data_dir.exists():
         check_private_dir(config.data_dir, "data_dir")
     return warnings

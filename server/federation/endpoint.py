@@ -182,3 +182,13 @@ def _resolved(files: ServingCertFile | None, base_dir: Path | None) -> ServingCe
         cert_file_path=base_dir / files.cert_file_path,
         key_file_path=base_dir / files.key_file_path,
     )
+
+
+def check_bundle_endpoint(config: BundleEndpointConfig | None, base_dir: Path | None) -> None:
+    """``validate`` and ``run``: an https_web serving certificate must load (ConfigError
+    naming the files otherwise), before anything is opened."""
+    if config is None:
+        return
+    serving = _resolved(config.serving_cert_file, base_dir)
+    if serving is not None:
+        load_serving_cert(serving)
