@@ -84,15 +84,33 @@ def _unverified_claims(credential: str) -> dict[str, object] | None:
     return claims if isinstance(claims, dict) else None
 
 
+def _aws_iam_payload(credential: str) -> bytes | None:
+    """The aws_iam attestation payload (Vault's shape: ``iam_http_request_method``,
+    ``iam_request_url``, ``iam_request_body``, ``iam_request_headers``) when the credential
+    is that JSON, base64 or base64url encoded; the plugin checks everything in it."""
+    try:
+        padded = credential + "=" * (-len(credential) % 4)
+        decoded = base64.b64decode(padded.replace("-", "+").replace("_", "/"), validate=True)
+        doc = json.loads(decoded)
+    except (binascii.Error, ValueError):
+        return None
+    if isinstance(doc, dict) and "iam_http_request_method" in doc:
+        return decoded
+    return None
+
+
 def method_and_payload(credential: str, cluster: str) -> tuple[str, bytes]:
     """Which attestation method verifies this credential, and the payload its NodeAttestor
-    takes (the shapes SPIRE's agents send). The issuer only routes: the plugin verifies."""
+    takes (the shapes the agents send). The issuer only routes: the plugin verifies."""
     claims = _unverified_claims(credential)
     if claims is None:
+        aws = _aws_iam_payload(credential)
+        if aws is not None:
+            return "aws_iam", aws
         raise ExchangeRefused(
             "invalid_request",
-            "the bearer credential is not a JWT (GCP, Azure or Kubernetes token); "
-            "AWS sts:GetCallerIdentity exchange is not available on this server",
+            "the bearer credential is neither a JWT (GCP, Azure or Kubernetes token) nor a "
+            "base64 aws_iam signed sts:GetCallerIdentity request",
         )
     issuer = str(claims.get("iss", ""))
     if issuer in GOOGLE_ISSUERS:

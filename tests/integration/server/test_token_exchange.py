@@ -82,14 +82,17 @@ async def exchange(tmp_path: Path) -> AsyncIterator[Exchange]:
 
 
 @contextlib.asynccontextmanager
-async def exchange_server(tmp_path: Path, listener_extra: str) -> AsyncIterator[Exchange]:
+async def exchange_server(
+    tmp_path: Path, listener_extra: str, more_plugins: str = ""
+) -> AsyncIterator[Exchange]:
     google = Issuer.make(21)
     (tmp_path / "jwks.json").write_text(google.jwks())
     port = free_port()
     plugins = f"""NodeAttestor "gcp_iit" {{ plugin_data {{
         projectid_allow_list = ["proj-a", "proj-b"]
         jwks_file = "{tmp_path}/jwks.json"
-    }} }}"""
+    }} }}
+    {more_plugins}"""
     listener = (
         f'agentless_exchange {{ bind_address = "127.0.0.1"\n bind_port = {port}\n'
         f"{listener_extra} }}"
