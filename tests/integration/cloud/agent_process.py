@@ -64,12 +64,17 @@ plugins {{
 
 
 @contextmanager
-def agent_process(config: Path) -> Iterator[subprocess.Popen[bytes]]:
+def agent_process(
+    config: Path, extra_env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``extra_env``: variables added to this process's environment (AWS credentials)."""
     log = config.parent / "agent.log"
+    env = {**os.environ, **(extra_env or {})}
     with log.open("ab") as out:
         proc = subprocess.Popen(
-            [str(BIN / "plastron-agent"), "run", "-config", str(config)], stdout=out, stderr=out
-        )
+            [str(BIN / "plastron-agent"), "run", "-config", str(config)],
+            stdout=out, stderr=out, env=env,
+        )  # fmt: skip
     try:
         yield proc
     finally:
