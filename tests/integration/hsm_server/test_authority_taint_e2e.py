@@ -222,3 +222,29 @@ async def test_with_an_upstream_only_the_upstream_calls_apply(
         assert err.value.status == Status.INVALID_ARGUMENT
         assert "signing the current authority" in (err.value.message or ""), err.value.message
         assert not any(a.tainted for a in (await h.bundle()).x509_authorities)
+
+
+async def test_a_revoked_authority_stays_gone_after_a_restart(
+    tmp_path: Path, softhsm_token: SoftHsmToken
+) -> None:
+    """The journal forgets the revoked authority and the token no longer holds its key: a
+    restarted server resumes with the new authority and does not put the old one back."""
+    km = pkcs11_block(softhsm_token)
+    async with running_server(tmp_path, key_manager=km) as h:
+        stub = localauthority_grpc.LocalAuthorityStub(h.local())
+        first = (await stub.GetX509AuthorityState(la.GetX509AuthorityStateRequest())).active
+        second = (
+            await stub.PrepareX509Authority(la.PrepareX509AuthorityRequest())
+        ).prepared_authority
+        old_id, new_id = first.authority_id, second.authority_id
+        await stub.ActivateX509Authority(la.ActivateX509AuthorityRequest(authority_id=new_id))
+        await stub.TaintX509Authority(la.TaintX509AuthorityRequest(authority_id=old_id))
+        await stub.RevokeX509Authority(la.RevokeX509AuthorityRequest(authority_id=old_id))
+    assert list_private_keys(softhsm_token).count("x509-CA-") == 1
+    async with running_server(tmp_path, key_manager=km) as h:
+        stub = localauthority_grpc.LocalAuthorityStub(h.local())
+        state = await stub.GetX509AuthorityState(la.GetX509AuthorityStateRequest())
+        assert state.active.authority_id == second.authority_id
+        assert not state.HasField("old") and not state.HasField("prepared")
+        ids = [a.authority_id for a in (await h.bundle()).x509_authorities]
+        assert ids == [second.authority_id]
