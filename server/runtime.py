@@ -30,6 +30,7 @@ from plastron.keymanager import KeyManager, PrivateKey, close_if_closeable
 from plastron.logs import fields
 from plastron.plugins import PluginContext, Registries
 from plastron.server.agentless.exchange import TokenExchange
+from plastron.server.agentless.grpc_service import TokenExchangeService
 from plastron.server.agentless.http import ExchangeListener
 from plastron.server.agentless.limits import SourceRateLimit
 from plastron.server.api.authz import AuthorizedService, Authorizer, authorized_mapping
@@ -166,13 +167,17 @@ class PlastronServer:
             nodes=self.datastore,
             clock_now=lambda: self.clock.now().timestamp(),
         )
+        exchange = self._build_token_exchange(attestors)
+        services = build_services(ctx, self.health, lambda: self._server_chain)
+        if exchange is not None:
+            services.append(TokenExchangeService(exchange))
         handlers = [
             RPC.instrument(
                 AuthorizedService(
                     authorized_mapping(service, POLICIES, authorizer, audit=cfg.audit_log_enabled)
                 )
             )
-            for service in build_services(ctx, self.health, lambda: self._server_chain)
+            for service in services
         ]
         assert self._tls is not None
         self.listeners = await start_server(
@@ -185,7 +190,7 @@ class PlastronServer:
         )
         await self._start_health_listener()
         await self._start_bundle_endpoint()
-        await self._start_token_exchange(attestors)
+        await self._start_token_exchange(exchange)
         self._spawn(self.federation.run(), "federation")
         self.telemetry.start(lambda: self.ca, self.health, self.clock)
         if self.telemetry.enabled:  # keeps plastron_server_subsystem_up current
@@ -230,12 +235,14 @@ class PlastronServer:
         )
         await self.bundle_endpoint.start()
 
-    async def _start_token_exchange(self, attestors: Mapping[str, ServerNodeAttestor]) -> None:
+    def _build_token_exchange(
+        self, attestors: Mapping[str, ServerNodeAttestor]
+    ) -> TokenExchange | None:
         cfg = self.config.agentless_exchange
         if cfg is None:
-            return
+            return None
         assert self.datastore is not None
-        exchange = TokenExchange(
+        return TokenExchange(
             trust_domain=self.config.trust_domain,
             attestors=attestors,
             datastore=self.datastore,
@@ -244,6 +251,11 @@ class PlastronServer:
             clock=self.clock,
             rate_limit=SourceRateLimit(cfg.rate_limit_per_second, cfg.rate_limit_burst),
         )
+
+    async def _start_token_exchange(self, exchange: TokenExchange | None) -> None:
+        cfg = self.config.agentless_exchange
+        if cfg is None or exchange is None:
+            return
         self.token_exchange = ExchangeListener(cfg, exchange, self._server_svid)
         await self.token_exchange.start()
 

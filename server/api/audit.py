@@ -34,7 +34,7 @@ from plastron.transport.peer import PeerInfo, peer_info
 
 audit_log = logging.getLogger("plastron.audit")
 
-SECRET_FIELDS = frozenset({"token", "pin", "password", "secret", "private_key"})
+SECRET_FIELDS = frozenset({"token", "pin", "password", "secret", "private_key", "credential"})
 MAX_LIST_ITEMS = 10
 MAX_DEPTH = 6
 MAX_SUMMARY_CHARS = 4096

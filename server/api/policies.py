@@ -19,6 +19,8 @@ _DEBUG = "/spire.api.server.debug.v1.Debug/"
 _TD = "/spire.api.server.trustdomain.v1.TrustDomain/"
 _LA = "/spire.api.server.localauthority.v1.LocalAuthority/"
 _HEALTH = "/grpc.health.v1.Health/"
+# Plastron's own (not SPIRE's): served only with server.agentless_exchange configured.
+_EXCHANGE = "/plastron.agentless.v1.TokenExchange/"
 
 POLICIES: dict[str, Policy] = {
     _AGENT + "CountAgents": A | L,
@@ -76,4 +78,5 @@ POLICIES: dict[str, Policy] = {
     _HEALTH + "Check": L,
     _HEALTH + "Watch": L,
     _HEALTH + "List": L,
+    _EXCHANGE + "Exchange": ANY,  # the platform credential is the proof
 }

@@ -23,8 +23,12 @@ from typing import Any
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
 
 from plastron.logs import _FIELDS_ATTR as FIELDS_ATTR
+from plastron.proto.agentless.v1 import agentless_pb2
+from plastron.proto.agentless.v1.agentless_grpc import TokenExchangeStub
 from plastron.proto.spire.api.server.entry.v1 import entry_pb2
 from plastron.spiffe.jwtsvid import validate_jwt_svid
 from plastron.spiffe.x509svid import validate_x509_svid
@@ -233,3 +237,27 @@ async def test_a_source_over_its_rate_is_refused(tmp_path: Path) -> None:
             "error_description": "too many exchanges from 127.0.0.1; retry later",
         },
     )
+
+
+async def test_the_same_exchange_over_grpc(exchange: Exchange) -> None:
+    channel = await exchange.harness.tls()  # TLS to the server API, no client certificate
+    stub = TokenExchangeStub(channel)
+    key = ec.generate_private_key(ec.SECP256R1())
+    token = exchange.token()
+    request = agentless_pb2.ExchangeRequest(credential=token, audience=AUDIENCE, csr=make_csr(key))
+    resp = await stub.Exchange(request)
+    assert resp.spiffe_id == "spiffe://example.org/lambda/billing"
+    bundle = await exchange.harness.bundle()
+    now = dt.datetime.now(dt.UTC)
+    svid = validate_jwt_svid(resp.token, audience=AUDIENCE, authorities=bundle.jwt_keys(), now=now)
+    assert str(svid.spiffe_id) == resp.spiffe_id
+    chain = [x509.load_der_x509_certificate(c) for c in resp.x509_svid]
+    roots = [x509.load_der_x509_certificate(c) for c in resp.bundle]
+    assert str(validate_x509_svid(chain, roots, now=now)) == resp.spiffe_id
+    with pytest.raises(GRPCError) as replay:
+        await stub.Exchange(request)
+    assert replay.value.status == Status.PERMISSION_DENIED
+    assert replay.value.message is not None and "already exchanged" in replay.value.message
+    with pytest.raises(GRPCError) as bad:
+        await stub.Exchange(agentless_pb2.ExchangeRequest(credential="x", audience=AUDIENCE))
+    assert bad.value.status == Status.INVALID_ARGUMENT
