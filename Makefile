@@ -47,7 +47,7 @@ typecheck: venv
 	$(PY) tools/typecheck.py
 
 test: venv lint typecheck
-	$(VENV)/bin/pytest -q -n 2 --dist loadgroup tests
+	$(VENV)/bin/pytest -q -n 2 --dist loadfile tests
 
 test-fast: venv
 	$(VENV)/bin/pytest -q -n 2 tests/unit

@@ -33,8 +33,6 @@ ROLE_EXTRAS = {"hsm", "tpm", "cloud", "k8s", "postgres", "mysql"}
 NOT_IN_BASE = {"python-pkcs11", "tpm2-pytss", "psycopg", "pymysql", "grpcio", "boto3", "asn1crypto"}
 OFFLINE_SIGNS = ("NewConnectionError", "Temporary failure in name resolution", "unreachable")
 
-pytestmark = pytest.mark.xdist_group("wheel")
-
 
 def _source_tree(dest: Path) -> Path:
     """A copy of the files git would commit (tracked and new, not ignored): the build never

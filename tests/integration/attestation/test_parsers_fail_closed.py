@@ -41,9 +41,6 @@ from tests.processes import free_port
 from tests.raw_grpc import call_with_raw_bytes
 from tests.unit.attestors.x509pop_pki import Issued, make_ca, make_leaf
 
-# One server process per module: keep the module on one xdist worker.
-pytestmark = pytest.mark.xdist_group("attestation-parsers")
-
 TD = TrustDomain("example.org")
 CLEAN = {Status.PERMISSION_DENIED, Status.INVALID_ARGUMENT}
 NESTED = b"[" * 60_000  # under the 64 KiB bound, far beyond the parser's recursion limit

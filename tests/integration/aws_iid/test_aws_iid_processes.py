@@ -23,7 +23,6 @@ from tests.aws_fake_services import FakeAwsApi, FakeImds, FakeInstance
 from tests.aws_fakes import ACCOUNT, REGION, FakeSigner, make_document
 from tests.conformance.nodeattestor_env import AttestEnv, process_env
 
-pytestmark = pytest.mark.xdist_group("aws_iid_processes")
 BIN = Path(sys.executable).parent
 DEADLINE = 60.0
 TD = "example.org"

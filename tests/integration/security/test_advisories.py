@@ -63,9 +63,6 @@ from .server_process import (
     sqlite_datastore,
 )
 
-# One server process per module: keep the module on one xdist worker.
-pytestmark = pytest.mark.xdist_group("security-advisories")
-
 _TESTS = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(_TESTS / "unit" / "attestors"))  # x509pop_pki
 sys.path.insert(0, str(_TESTS / "integration" / "datastore"))  # datastore_databases

@@ -40,9 +40,6 @@ from plastron.transport.tls import client_ssl_context
 
 from .server_process import TD, ServerProcess, remove_base, short_base
 
-# One server process per module: keep the module on one xdist worker.
-pytestmark = pytest.mark.xdist_group("security-advisories-tls")
-
 ADMIN = TD.spiffe_id("/ops/admin")
 DEADLINE = 60.0
 POLL_INTERVAL = 0.1

@@ -31,9 +31,6 @@ from plastron.spiffe.ids import SpiffeId
 
 from .server_process import TD, Identity, ServerProcess, entry_message, remove_base, short_base
 
-# One server process per module: keep the module on one xdist worker.
-pytestmark = pytest.mark.xdist_group("security-authz-table")
-
 ADMIN_BY_CONFIG = TD.spiffe_id("/ops/admin-by-config")
 ADMIN_BY_ENTRY = "/ops/admin-by-entry"
 DOWNSTREAM = "/nested/downstream"
