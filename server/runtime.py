@@ -328,6 +328,7 @@ class PlastronServer:
             sign_limiter=RateLimiter(SIGN_PER_SECOND, enabled=rl.signing),
             started_at=time.monotonic(),
             on_change=self._apply_local_change,
+            on_authorities_change=self._apply_authorities_change,
             federation=self.federation,
         )
 
@@ -366,6 +367,10 @@ class PlastronServer:
             self._tls = RotatingServerTls(chain, key, lambda: self._trust)
         else:
             self._tls.set_svid(chain, key)
+
+    async def _apply_authorities_change(self) -> None:
+        await self._refresh_trust()
+        await self._maybe_renew_server_svid()
 
     async def _maybe_renew_server_svid(self) -> None:
         leaf = self._server_chain[0]

@@ -36,6 +36,9 @@ class ApiContext:
     # Awaited after a write: the local entry cache applies it before the call returns, so a
     # caller sees its own writes (other servers catch up within one poll).
     on_change: Callable[[], Awaitable[None]] = _nothing
+    # Awaited after an operator changed the authorities (taint, revoke): the server re-reads
+    # its trust bundle and moves its own SVID off a tainted authority before the call returns.
+    on_authorities_change: Callable[[], Awaitable[None]] = _nothing
     # Keeps foreign bundles fresh; the TrustDomain API's RefreshBundle asks it to fetch now.
     federation: FederationManager | None = None
 

@@ -10,6 +10,7 @@ never interleaves with a rotation tick.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from grpclib.const import Status
@@ -27,6 +28,7 @@ from plastron.server.ca.authorities import AuthorityManager
 from plastron.server.ca.journal import AuthorityStatus
 from plastron.server.ca.slots import X509CA, JwtKey
 
+log = logging.getLogger(__name__)
 WIT_UNIMPLEMENTED = "WIT-SVID functionality is not yet implemented"
 
 
@@ -93,6 +95,14 @@ class LocalAuthorityService(localauthority_grpc.LocalAuthorityBase):
         req = await stream.recv_message()
         assert req is not None
         return req
+
+    async def _after_change(self) -> None:
+        """Let the server move its own SVID off a tainted or revoked authority now; a failure
+        here is not the operator's (the change is made) and the periodic check retries."""
+        try:
+            await self.ctx.on_authorities_change()
+        except PlastronError as exc:
+            log.warning("server SVID not renewed after an authority change error=%s", exc)
 
     def _current_x509(self) -> X509CA:
         current = self._manager.current_x509
@@ -171,6 +181,7 @@ class LocalAuthorityService(localauthority_grpc.LocalAuthorityBase):
                 await self._manager.taint_x509(old.authority_id)
             except PlastronError as exc:
                 raise _prefixed("failed to taint X.509 authority", exc) from exc
+        await self._after_change()
         await stream.send_message(la.TaintX509AuthorityResponse(tainted_authority=x509_state(old)))
 
     async def RevokeX509Authority(self, stream: Stream[Any, Any]) -> None:
@@ -184,6 +195,7 @@ class LocalAuthorityService(localauthority_grpc.LocalAuthorityBase):
                 await self._manager.revoke_x509(old.authority_id, old)
             except PlastronError as exc:
                 raise _prefixed("failed to revoke X.509 authority", exc) from exc
+        await self._after_change()
         await stream.send_message(
             la.RevokeX509AuthorityResponse(
                 revoked_authority=la.AuthorityState(authority_id=old.authority_id)
@@ -224,6 +236,7 @@ class LocalAuthorityService(localauthority_grpc.LocalAuthorityBase):
                 await self._manager.taint_x509(skid)
             except PlastronError as exc:
                 raise _prefixed("failed to taint upstream authority", exc) from exc
+        await self._after_change()
         await stream.send_message(
             la.TaintX509UpstreamAuthorityResponse(upstream_authority_subject_key_id=skid)
         )
@@ -239,6 +252,7 @@ class LocalAuthorityService(localauthority_grpc.LocalAuthorityBase):
                 await self._manager.revoke_x509(skid, old)
             except PlastronError as exc:
                 raise _prefixed("failed to revoke X.509 upstream authority", exc) from exc
+        await self._after_change()
         await stream.send_message(
             la.RevokeX509UpstreamAuthorityResponse(upstream_authority_subject_key_id=skid)
         )

@@ -4,6 +4,8 @@ authority, and what each step does to the bundle and the KeyManager."""
 
 from __future__ import annotations
 
+import asyncio
+import ssl
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ from plastron.proto.spire.api.server.localauthority.v1 import localauthority_pb2
 from plastron.proto.spire.api.server.svid.v1 import svid_pb2
 from plastron.server.ca.leaves import LeafPlan, sign_leaf
 from plastron.spiffe.ids import SpiffeId
+from plastron.spiffe.taint import chained_to
 from plastron.spiffe.x509svid import validate_x509_svid
 from tests.integration.server.server_harness import Harness, make_csr, running_server
 
@@ -91,8 +94,14 @@ async def test_x509_prepare_activate_taint_revoke(tmp_path: Path) -> None:
         assert first in {a.authority_id for a in (await h.bundle()).x509_authorities}
 
         old_chain = await mint_signed_by_old(h)
+        old_ca = next(
+            a.certificate for a in (await h.bundle()).x509_authorities if a.authority_id == first
+        )
+        assert chained_to([await server_leaf(h)], [old_ca])
         tainted = await stub.TaintX509Authority(la.TaintX509AuthorityRequest(authority_id=first))
         assert tainted.tainted_authority.authority_id == first
+        # The server moved its own SVID off the tainted authority before answering.
+        assert not chained_to([await server_leaf(h)], [old_ca])
         flags = {a.authority_id: a.tainted for a in (await h.bundle()).x509_authorities}
         assert flags == {first: True, second: False}
         code, msg = await refused(
@@ -113,6 +122,20 @@ async def test_x509_prepare_activate_taint_revoke(tmp_path: Path) -> None:
         with pytest.raises(PlastronError):
             validate_x509_svid(old_chain, bundle.x509_certificates(), now)
         assert validate_x509_svid(await mint(h), bundle.x509_certificates(), now)
+
+
+async def server_leaf(h: Harness) -> x509.Certificate:
+    """The X509-SVID the server presents on its TCP port right now."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE  # only the certificate is read
+    ctx.set_alpn_protocols(["h2"])
+    _, writer = await asyncio.open_connection("127.0.0.1", h.port, ssl=ctx)
+    try:
+        der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+    finally:
+        writer.close()
+    return x509.load_der_x509_certificate(der)
 
 
 async def mint_signed_by_old(h: Harness) -> list[x509.Certificate]:
