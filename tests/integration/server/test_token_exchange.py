@@ -87,7 +87,7 @@ async def exchange(tmp_path: Path) -> AsyncIterator[Exchange]:
 
 @contextlib.asynccontextmanager
 async def exchange_server(
-    tmp_path: Path, listener_extra: str, more_plugins: str = ""
+    tmp_path: Path, listener_extra: str, more_plugins: str = "", server_extra: str = ""
 ) -> AsyncIterator[Exchange]:
     google = Issuer.make(21)
     (tmp_path / "jwks.json").write_text(google.jwks())
@@ -99,7 +99,7 @@ async def exchange_server(
     {more_plugins}"""
     listener = (
         f'agentless_exchange {{ bind_address = "127.0.0.1"\n bind_port = {port}\n'
-        f"{listener_extra} }}"
+        f"{listener_extra} }}\n{server_extra}"
     )
     async with running_server(tmp_path, extra_server=listener, extra_plugins=plugins) as h:
         bundle = await h.bundle()
@@ -261,3 +261,20 @@ async def test_the_same_exchange_over_grpc(exchange: Exchange) -> None:
     with pytest.raises(GRPCError) as bad:
         await stub.Exchange(agentless_pb2.ExchangeRequest(credential="x", audience=AUDIENCE))
     assert bad.value.status == Status.INVALID_ARGUMENT
+
+
+async def test_audit_lines_never_hold_the_credential(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with exchange_server(tmp_path, "", server_extra="audit_log_enabled = true") as ex:
+        token = ex.token()
+        with caplog.at_level(logging.INFO, logger="plastron.audit"):
+            stub = TokenExchangeStub(await ex.harness.tls())
+            await stub.Exchange(agentless_pb2.ExchangeRequest(credential=token, audience=AUDIENCE))
+            assert (await ex.post(ex.token(), {"audience": AUDIENCE}))[0] == 200
+    lines = [getattr(r, FIELDS_ATTR, {}) for r in caplog.records if r.name == "plastron.audit"]
+    api_calls = [f for f in lines if f.get("method") == "Exchange"]
+    assert len(api_calls) == 1 and '"credential":"[redacted]"' in api_calls[0]["request"]
+    assert len([f for f in lines if f.get("method") == "TokenExchange"]) == 2
+    signature = token.rsplit(".", 1)[1]
+    assert not any(signature in str(f) for f in lines)
