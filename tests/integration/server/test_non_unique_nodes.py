@@ -1,7 +1,8 @@
 """Agents of a non-unique method (aws_iam: a new agent ID per attestation) get short SVIDs
 (``non_unique_agent_ttl``, default 1h, beside ``agent_ttl`` for every other method), and the
 server prunes their node rows once those SVIDs expire, so a fleet of short-lived tasks does not
-grow the datastore: 1,000 attestations, then a prune leaves only the live rows.
+grow the datastore: 1,000 attestations, then a prune leaves only the live rows (and a banned
+one: the ban outlives the SVID).
 
 Attestations are real: the aws_iam attestor checks requests signed by botocore, which a fake
 STS on loopback verifies. The server runs on a ManualClock; requests are signed at the server's
@@ -90,14 +91,22 @@ async def test_a_thousand_tasks_then_prune_leaves_the_live_rows(
     clock = ManualClock(real - dt.timedelta(minutes=10))
     async with running_server(
         tmp_path, clock=clock, extra_plugins=plugin(sts),
-        extra_server='non_unique_agent_ttl = "20m"\nratelimit { attestation = false }',
+        extra_server='non_unique_agent_ttl = "20m"\nagent_ttl = "10m"\n'
+        "ratelimit { attestation = false }",
     ) as harness:  # fmt: skip
         server, store = harness.server, harness.server.datastore
         assert store is not None
         key = ec.generate_private_key(ec.SECP256R1())
-        await harness.attest(await harness.join_token())  # a unique agent: never pruned
+        await harness.attest(await harness.join_token())  # unique: kept though expired
         for _ in range(FLEET):  # expire at real + 10m
             await attest_direct(server, sts, key)
+        # an operator's ban outlives the SVID: that row is kept (as BanAgent writes it)
+        (banned, *_), _ = await store.list_attested_nodes(
+            page_size=1, by_attestation_type="aws_iam"
+        )
+        await store.update_attested_node(
+            banned.spiffe_id, cert_serial="", new_cert_serial="", new_cert_not_after=0
+        )
         clock.set(real + dt.timedelta(minutes=5))
         live = 7
         for _ in range(live):  # expire at real + 25m
@@ -105,7 +114,8 @@ async def test_a_thousand_tasks_then_prune_leaves_the_live_rows(
         assert await store.count_attested_nodes(by_attestation_type="aws_iam") == FLEET + live
         assert await server.prune_non_unique_nodes() == 0  # nothing has expired yet
         clock.set(real + dt.timedelta(minutes=15))
-        assert await server.prune_non_unique_nodes() == FLEET
-        assert await store.count_attested_nodes(by_attestation_type="aws_iam") == live
-        assert await store.count_attested_nodes() == live + 1
-        assert len(await store.list_node_selectors()) == live
+        assert await server.prune_non_unique_nodes() == FLEET - 1
+        assert await store.count_attested_nodes(by_attestation_type="aws_iam") == live + 1
+        assert await store.fetch_attested_node(banned.spiffe_id) is not None
+        assert await store.count_attested_nodes() == live + 2  # and the join_token agent
+        assert len(await store.list_node_selectors()) == live + 1
