@@ -121,3 +121,21 @@ async def test_every_node_write_records_an_event(ds: SqlDataStore) -> None:
         await ds.create_attested_node(node("b"))
         await ds.create_attested_node(node("b"))
     assert len(await ds.list_node_events(0, 100)) == 6  # the failed create left none
+
+
+async def test_prune_attested_nodes_by_type_expiry_and_ban(ds: SqlDataStore) -> None:
+    """Only nodes of the given types whose SVID expired before the cutoff go, with their
+    selectors and a change event each; a banned node and other types stay."""
+    iam = [node(f"t{i}", "aws_iam:role:r", attestation_type="aws_iam", cert_not_after=100 + i)
+           for i in range(600)]  # fmt: skip
+    for n in iam:
+        await ds.create_attested_node(n)
+    await ds.create_attested_node(node("unique", "k:1", cert_not_after=50))
+    await ds.update_attested_node(iam[0].spiffe_id, cert_serial="", new_cert_serial="")
+    before = len(await ds.list_node_events(0, 10_000))
+    assert await ds.prune_attested_nodes(650, []) == 0
+    assert await ds.prune_attested_nodes(650, ["aws_iam"]) == 549  # t1..t549 (t0 is banned)
+    left = {n.spiffe_id for n in (await ds.list_attested_nodes())[0]}
+    assert left == {iam[0].spiffe_id, node("unique").spiffe_id} | {n.spiffe_id for n in iam[550:]}
+    assert len(await ds.list_node_selectors()) == 2 + 50
+    assert len(await ds.list_node_events(0, 10_000)) == before + 549
