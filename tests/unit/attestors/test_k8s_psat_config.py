@@ -35,7 +35,8 @@ def clusters(body: str, name: str = "prod") -> str:
 
 
 def test_spire_config_builds_a_client_per_cluster(tmp_path: Path) -> None:
-    kubeconfig = FakeKubernetes(tmp_path).kubeconfig()
+    with FakeKubernetes(tmp_path) as fake:
+        kubeconfig = fake.kubeconfig()
     attestor = server(
         clusters(f'service_account_allow_list = ["spire:spire-agent"]\n'
                  f'kube_config_file = "{kubeconfig}"')
@@ -53,8 +54,8 @@ def test_spire_config_builds_a_client_per_cluster(tmp_path: Path) -> None:
     ],
 )
 def test_bad_kubeconfig_fails_configuration(tmp_path: Path, body: str, expected: str) -> None:
-    fake = FakeKubernetes(tmp_path)
-    good = fake.kubeconfig().read_text()
+    with FakeKubernetes(tmp_path) as fake:
+        good = fake.kubeconfig().read_text()
     (tmp_path / "notyaml").write_text("{{{ [")
     (tmp_path / "exec.yaml").write_text(good.replace("token: ", "exec: {}\n    token: "))
     (tmp_path / "noca.yaml").write_text(good.replace("certificate-authority", "x-ca"))
