@@ -31,6 +31,7 @@ SERVER_PLUGIN_MODULES = (
     "plastron.hsm.plugin",
     "plastron.hsm.upstream_plugin",
     "plastron.server.upstream.disk",
+    "plastron.server.upstream.spire",
     "plastron.server.datastore.plugin",
 )
 

@@ -129,7 +129,10 @@ class SvidService(svid_grpc.SVIDBase):
         req = await stream.recv_message()
         assert req is not None
         csr = parse_csr(req.csr)
-        chain = await self.ctx.ca.sign_downstream_x509_ca(csr_public_key=csr_public_key(csr))
+        # preferred_ttl as SPIRE: 0 means the CA TTL; never past the signing CA's own expiry.
+        chain = await self.ctx.ca.sign_downstream_x509_ca(
+            csr_public_key=csr_public_key(csr), ttl=req.preferred_ttl
+        )
         bundle = await self._bundle()
         await stream.send_message(
             svid_pb2.NewDownstreamX509CAResponse(
