@@ -39,7 +39,7 @@ KEYMANAGER_SIGN = Histogram(
 CA_EVENTS = Counter(
     "plastron_server_ca_events",
     "CA authority lifecycle events, by kind (x509, jwt) and event (prepared, activated, "
-    "key_destroyed)",
+    "tainted, revoked, key_destroyed)",
     ("kind", "event"),
     registry=REGISTRY,
 )

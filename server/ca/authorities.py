@@ -330,6 +330,7 @@ class AuthorityManager:
             self._td, lambda d: bundle_updates.taint_x509(d, self._td, authority_id)
         )
         log.warning("x509 authority tainted authority_id=%s", authority_id)
+        CA_EVENTS.labels("x509", "tainted").inc()
 
     async def revoke_x509(self, authority_id: str, retired: X509CA | None) -> None:
         """Remove a tainted X.509 authority from the bundle, then forget ``retired`` (the CA
@@ -338,6 +339,7 @@ class AuthorityManager:
             self._td, lambda d: bundle_updates.revoke_x509(d, self._td, authority_id)
         )
         log.warning("x509 authority revoked authority_id=%s", authority_id)
+        CA_EVENTS.labels("x509", "revoked").inc()
         if retired is not None and self._x509[retired.slot_id] == retired:
             self._x509[retired.slot_id] = None
             await self._save_journal(self._journal.without_authority(retired.authority_id))
@@ -348,12 +350,14 @@ class AuthorityManager:
             self._td, lambda d: bundle_updates.taint_jwt(d, self._td, kid)
         )
         log.warning("jwt authority tainted kid=%s", kid)
+        CA_EVENTS.labels("jwt", "tainted").inc()
 
     async def revoke_jwt(self, kid: str, retired: JwtKey | None) -> None:
         await self._store.update_bundle(
             self._td, lambda d: bundle_updates.revoke_jwt(d, self._td, kid)
         )
         log.warning("jwt authority revoked kid=%s", kid)
+        CA_EVENTS.labels("jwt", "revoked").inc()
         if retired is not None and self._jwt[retired.slot_id] == retired:
             self._jwt[retired.slot_id] = None
             await self._save_journal(self._journal.without_authority(retired.kid))
