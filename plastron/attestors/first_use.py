@@ -6,9 +6,24 @@ node record; checking here first gives the method's own message and skips the cl
 
 from __future__ import annotations
 
-from plastron.errors import AttestationFailed
+from plastron.configs.plugin_blocks import PluginConfig
+from plastron.errors import AttestationFailed, ConfigError
 from plastron.host_services import AgentAttestedFn
-from plastron.spiffe.ids import SpiffeId
+from plastron.plugins import PluginContext
+from plastron.spiffe.ids import SpiffeId, TrustDomain
+
+
+def first_use_host(
+    plugin: PluginConfig, context: PluginContext
+) -> tuple[TrustDomain, AgentAttestedFn]:
+    """What a first-use server attestor is built with from its host: the trust domain and the
+    lookup of attested agents; ConfigError when the host does not offer them (not a server)."""
+    attested = context.services.agent_attested
+    if context.trust_domain is None or attested is None:
+        raise ConfigError(
+            f"{plugin.path}: the server attestor needs the trust domain and the agent store"
+        )
+    return context.trust_domain, attested
 
 
 async def refuse_if_attested(method: str, agent_id: SpiffeId, attested: AgentAttestedFn) -> None:

@@ -261,8 +261,9 @@ def numeric_date(claims: Mapping[str, Any], name: str, method: str) -> dt.dateti
 
 def check_times(
     claims: Mapping[str, Any], *, now: dt.datetime, leeway: dt.timedelta, method: str
-) -> None:
-    """``exp`` and ``iat`` required, ``nbf`` optional, against ``now`` with ``leeway``."""
+) -> tuple[dt.datetime, dt.datetime]:
+    """``exp`` and ``iat`` required, ``nbf`` optional, against ``now`` with ``leeway``; the
+    token's (issued, expires) times."""
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
     if not dt.timedelta(0) <= leeway <= MAX_LEEWAY:
@@ -282,6 +283,7 @@ def check_times(
         raise JwtRefused(f"{method}: token is not valid before {not_before.isoformat()}")
     if issued >= expires:
         raise JwtRefused(f"{method}: token expires ({expires.isoformat()}) before it is issued")
+    return issued, expires
 
 
 def check_audience(claims: Mapping[str, Any], audience: str, *, method: str) -> None:

@@ -6,8 +6,8 @@ from plastron.attestors.aws_iid.agent import AwsIidAgentAttestor
 from plastron.attestors.aws_iid.config import read_agent_config, read_server_config
 from plastron.attestors.aws_iid.document import NAME
 from plastron.attestors.aws_iid.server import AwsIidServerAttestor
+from plastron.attestors.first_use import first_use_host
 from plastron.configs.plugin_blocks import PluginConfig
-from plastron.errors import ConfigError
 from plastron.plugins import PluginContext, Registries
 
 
@@ -21,12 +21,8 @@ def check_agent(plugin: PluginConfig, context: PluginContext) -> None:
 
 def create_server_attestor(plugin: PluginConfig, context: PluginContext) -> AwsIidServerAttestor:
     config = read_server_config(plugin.settings(), context.base_dir)
-    attested = context.services.agent_attested
-    if context.trust_domain is None or attested is None:
-        raise ConfigError(
-            f"{plugin.path}: the server attestor needs the trust domain and the agent store"
-        )
-    return AwsIidServerAttestor(config, context.trust_domain, context.clock, attested)
+    trust_domain, attested = first_use_host(plugin, context)
+    return AwsIidServerAttestor(config, trust_domain, context.clock, attested)
 
 
 def create_agent_attestor(plugin: PluginConfig, context: PluginContext) -> AwsIidAgentAttestor:

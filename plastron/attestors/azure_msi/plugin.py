@@ -7,9 +7,9 @@ from plastron.attestors.azure_msi.arm import ArmClient
 from plastron.attestors.azure_msi.config import AzureMsiAgentConfig, AzureMsiServerConfig
 from plastron.attestors.azure_msi.server import AzureMsiServerAttestor
 from plastron.attestors.azure_msi.token import NAME
+from plastron.attestors.first_use import first_use_host
 from plastron.attestors.jwks_source import FileKeySource, open_key_source
 from plastron.configs.plugin_blocks import PluginConfig
-from plastron.errors import ConfigError
 from plastron.plugins import PluginContext, Registries
 
 
@@ -28,9 +28,7 @@ def check_agent(plugin: PluginConfig, context: PluginContext) -> None:
 def create_server_attestor(plugin: PluginConfig, context: PluginContext) -> AzureMsiServerAttestor:
     settings = plugin.settings()
     config = AzureMsiServerConfig.from_settings(settings, base_dir=context.base_dir)
-    attested = context.services.agent_attested
-    if context.trust_domain is None or attested is None:
-        raise ConfigError(f"{plugin.path}: the server attestor needs the trust domain and nodes")
+    trust_domain, attested = first_use_host(plugin, context)
     keys = open_key_source(
         config.jwks_url, config.jwks_file, method=NAME, clock=context.clock,
         where=settings.where("jwks_file"),
@@ -46,7 +44,7 @@ def create_server_attestor(plugin: PluginConfig, context: PluginContext) -> Azur
         for key, tenant in config.tenants.items()
     }
     return AzureMsiServerAttestor(
-        config, context.trust_domain, context.clock, keys=keys, attested=attested, clients=clients
+        config, trust_domain, context.clock, keys=keys, attested=attested, clients=clients
     )
 
 

@@ -33,7 +33,6 @@ from plastron.attestors.jwks import (
     check_audience,
     check_issuer,
     check_times,
-    numeric_date,
     parse_key_set,
     string_claim,
     verify_signature,
@@ -88,9 +87,7 @@ def verify(
         raise JwtRefused(f"{NAME}: token tenant {tid[:100]!r} is not {tenant!r}")
     issuer = check_issuer(claims, {issuer_for(tid)}, method=NAME)
     check_audience(claims, audience, method=NAME)
-    check_times(claims, now=now, leeway=leeway, method=NAME)
-    issued, expires = numeric_date(claims, "iat", NAME), numeric_date(claims, "exp", NAME)
-    assert issued is not None and expires is not None  # check_times required both
+    issued, expires = check_times(claims, now=now, leeway=leeway, method=NAME)
     mirid = claims.get("xms_mirid", "")
     return MsiToken(
         tenant_id=tid,

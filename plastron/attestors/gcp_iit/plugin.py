@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from plastron.attestors.first_use import first_use_host
 from plastron.attestors.gcp_iit.agent import GcpIitAgentAttestor
 from plastron.attestors.gcp_iit.compute import ComputeClient, ServiceAccount
 from plastron.attestors.gcp_iit.config import GcpIitAgentConfig, GcpIitServerConfig
@@ -9,7 +10,6 @@ from plastron.attestors.gcp_iit.server import GcpIitServerAttestor
 from plastron.attestors.gcp_iit.token import NAME
 from plastron.attestors.jwks_source import FileKeySource, open_key_source
 from plastron.configs.plugin_blocks import PluginConfig
-from plastron.errors import ConfigError
 from plastron.plugins import PluginContext, Registries
 
 
@@ -31,9 +31,7 @@ def check_agent(plugin: PluginConfig, context: PluginContext) -> None:
 def create_server_attestor(plugin: PluginConfig, context: PluginContext) -> GcpIitServerAttestor:
     settings = plugin.settings()
     config = GcpIitServerConfig.from_settings(settings, base_dir=context.base_dir)
-    attested = context.services.agent_attested
-    if context.trust_domain is None or attested is None:
-        raise ConfigError(f"{plugin.path}: the server attestor needs the trust domain and nodes")
+    trust_domain, attested = first_use_host(plugin, context)
     keys = open_key_source(
         config.jwks_url, config.jwks_file, method=NAME, clock=context.clock,
         where=settings.where("jwks_file"),
@@ -46,7 +44,7 @@ def create_server_attestor(plugin: PluginConfig, context: PluginContext) -> GcpI
         )
         compute = ComputeClient(config.compute_endpoint, account, context.clock)
     return GcpIitServerAttestor(
-        config, context.trust_domain, context.clock, keys=keys, attested=attested, compute=compute
+        config, trust_domain, context.clock, keys=keys, attested=attested, compute=compute
     )
 
 

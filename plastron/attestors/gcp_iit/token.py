@@ -35,7 +35,6 @@ from plastron.attestors.jwks import (
     check_audience,
     check_issuer,
     check_times,
-    numeric_date,
     parse_key_set,
     string_claim,
     verify_signature,
@@ -107,7 +106,7 @@ def verify(
     claims = verified.claims
     issuer = check_issuer(claims, ISSUERS, method=NAME)
     check_audience(claims, audience, method=NAME)
-    check_times(claims, now=now, leeway=leeway, method=NAME)
+    issued, expires = check_times(claims, now=now, leeway=leeway, method=NAME)
     engine = _compute_engine(claims)
     where = "google.compute_engine."
     project_id = string_claim(engine, "project_id", NAME, where=where)
@@ -118,8 +117,6 @@ def verify(
     email = claims.get("email", "")
     if not isinstance(email, str):
         raise JwtRefused(f"{NAME}: token claim email is not a string")
-    issued, expires = numeric_date(claims, "iat", NAME), numeric_date(claims, "exp", NAME)
-    assert issued is not None and expires is not None  # check_times required both
     return IdentityToken(
         project_id=project_id,
         project_number=_integer(engine, "project_number"),

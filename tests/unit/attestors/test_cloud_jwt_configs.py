@@ -110,7 +110,7 @@ def test_gcp_agent_refuses_a_url_as_host_and_unknown_keys() -> None:
 
 def test_server_factories_need_the_node_host_service() -> None:
     bare = PluginContext(trust_domain=TrustDomain("example.org"))
-    with pytest.raises(ConfigError, match="needs the trust domain and nodes"):
+    with pytest.raises(ConfigError, match="needs the trust domain and the agent store"):
         server("gcp_iit", 'projectid_allow_list = ["p"]', bare)
 
 
