@@ -59,7 +59,8 @@ async def fetch_from_workload_api(source: WorkloadApiSource) -> Bundle:
     if msg is None:
         raise Unavailable("the Workload API stream ended without a message")
     td = source.trust_domain
-    jwks = msg.bundles.get(td.name)
+    # Keyed by the trust domain's SPIFFE ID (Workload API spec); a bare name is accepted too.
+    jwks = msg.bundles.get(str(td.id), msg.bundles.get(td.name))
     if jwks is None:
         raise Unavailable(f"the Workload API answer has no JWT bundle for {td.name}")
     return Bundle.from_jwks(td, jwks)
