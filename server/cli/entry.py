@@ -29,6 +29,7 @@ from plastron.server.cli.args import (
 from plastron.server.cli.entry_input import (
     entries_from_data,
     entry_from_flags,
+    entry_ids_from_file,
     selector_protos,
     spiffe_id_proto,
     trust_domain_texts,
@@ -171,24 +172,33 @@ def update(argv: list[str]) -> int:
 def delete(argv: list[str]) -> int:
     parser = new_parser("entry delete", "Deletes registration entries")
     flag(parser, "entryID", default="", help="ID of the entry to delete")
+    flag(parser, "file", default="", help='JSON {"ids": [...]} to delete in one batch; - is stdin')
     socket_flag(parser)
     output_flag(parser)
     ns = parser.parse_args(argv)
-    if not ns.entryID:
+    if ns.entryID and ns.file:
+        raise CliError("-entryID and -file cannot be combined")
+    if not ns.entryID and not ns.file:
         raise CliError("an entry ID is required")
-    req = entryv1.BatchDeleteEntryRequest(ids=[ns.entryID])
+    ids = entry_ids_from_file(ns.file) if ns.file else [ns.entryID]
+    req = entryv1.BatchDeleteEntryRequest(ids=ids)
 
     resp = call_one(ns.socketPath, lambda c: c.entry.BatchDeleteEntry, req)
     if ns.output == "json":
         print_json(resp)
+    if len(resp.results) != len(ids):
+        raise CliError(f"server answered {len(resp.results)} results for {len(ids)} entry IDs")
     failures = [(f"entry with ID {r.id}", r.status) for r in resp.results if r.status.code != 0]
-    if not resp.results:
-        raise CliError(f"server answered no result for entry {ns.entryID}")
-    _fail_items("delete", failures)
     if ns.output == "pretty":
-        for r in resp.results:
-            print(f"Deleted entry with ID: {r.id}")
-        print(f"\nDeleted {len(resp.results)} entries successfully")
+        deleted = [r.id for r in resp.results if r.status.code == 0]
+        for entry_id in deleted:
+            print(f"Deleted entry with ID: {entry_id}")
+        if failures:
+            n = len(failures)
+            print(f"\nDeleted {len(deleted)} entries successfully, failed to delete {n}")
+        else:
+            print(f"\nDeleted {len(deleted)} entries successfully")
+    _fail_items("delete", failures)
     return 0
 
 

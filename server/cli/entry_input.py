@@ -15,8 +15,9 @@ from typing import Any
 from plastron.errors import PlastronError
 from plastron.proto.spire.api.types import entry_pb2, selector_pb2, spiffeid_pb2
 from plastron.selector import Selector
-from plastron.server.cli.args import CliError, int32_value, read_input
+from plastron.server.cli.args import MAX_INPUT_BYTES, CliError, int32_value, read_input
 from plastron.spiffe.ids import SpiffeId, TrustDomain, server_id
+from plastron.strict_json import load_untrusted_object
 from plastron.wire.ids import spiffe_id_to_proto
 from plastron.wire.selectors import selector_to_proto
 
@@ -180,3 +181,27 @@ def entries_from_data(path: str) -> list[entry_pb2.Entry]:
     if len(items) > MAX_ENTRIES_PER_FILE:
         raise CliError(f"-data: more than {MAX_ENTRIES_PER_FILE} entries")
     return [_entry_from_doc(item, f"entries[{i}]") for i, item in enumerate(items)]
+
+
+def entry_ids_from_file(path: str) -> list[str]:
+    """Parse ``entry delete -file`` (a file, or stdin for ``-``) in SPIRE's shape: the JSON of a
+    BatchDeleteEntryRequest, ``{"ids": ["...", ...]}``. Errors name the file."""
+    where = "stdin" if path == "-" else path
+    raw = read_input(path, "entry IDs file")
+    doc = load_untrusted_object(
+        raw,
+        limit=MAX_INPUT_BYTES,
+        what=f"-file {where}",
+        error=CliError,
+    )
+    unknown = sorted(set(doc) - {"ids"})
+    if unknown:
+        raise CliError(f'-file {where}: unknown key {unknown[0]!r} (expected {{"ids": [...]}})')
+    ids = doc.get("ids")
+    if not isinstance(ids, list) or not all(isinstance(i, str) and i for i in ids):
+        raise CliError(f'-file {where}: "ids" must be a list of non-empty strings')
+    if not ids:
+        raise CliError(f"-file {where}: no entry IDs in the file")
+    if len(ids) > MAX_ENTRIES_PER_FILE:
+        raise CliError(f"-file {where}: more than {MAX_ENTRIES_PER_FILE} entry IDs")
+    return ids
