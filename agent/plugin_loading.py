@@ -17,7 +17,14 @@ from plastron.errors import ConfigError, Unavailable
 from plastron.files import check_private_dir
 from plastron.host_services import HostServices
 from plastron.keymanager import KeyManager
-from plastron.plugins import PluginContext, Registries, Registry, load_plugins
+from plastron.plugins import (
+    SHARED_PLUGIN_MODULES,
+    PluginContext,
+    Registries,
+    Registry,
+    check_enabled_plugins,
+    load_plugins,
+)
 from plastron.spiffe.bundle import Bundle
 from plastron.spiffe.x509svid import load_pem_certificates
 from plastron.workloadattestor import WorkloadAttestor
@@ -25,20 +32,9 @@ from plastron.workloadattestor import WorkloadAttestor
 log = logging.getLogger("plastron.agent")
 MAX_TRUST_BUNDLE_BYTES = 4 * 1024 * 1024
 
-# The modules whose register(registries) the agent calls at start. None imports an optional
-# dependency: a plugin that needs one names its extra (plastron.extras), checked when it is
-# configured.
+# The modules whose register(registries) the agent calls at start.
 AGENT_PLUGIN_MODULES = (
-    "plastron.keymanager_plugins",
-    "plastron.attestors.join_token",
-    "plastron.attestors.x509pop.plugin",
-    "plastron.attestors.gcp_iit.plugin",
-    "plastron.attestors.aws_iid.plugin",
-    "plastron.attestors.azure_msi.plugin",
-    "plastron.attestors.k8s_psat.plugin",
-    "plastron.attestors.aws_iam.plugin",
-    "plastron.tpm.plugin",
-    "plastron.hsm.plugin",
+    *SHARED_PLUGIN_MODULES,
     "plastron.agent.workloadattestor.unix",
     "plastron.agent.workloadattestor.docker",
     "plastron.agent.workloadattestor.k8s",
@@ -70,10 +66,7 @@ def check_agent_plugins(config: AgentConfig) -> None:
         "NodeAttestor": registries.agent_node_attestors,
         "WorkloadAttestor": registries.workload_attestors,
     }
-    for plugin in config.plugins:
-        registry = by_type.get(plugin.type)
-        if registry is not None and plugin.enabled:
-            registry.check(plugin, context)
+    check_enabled_plugins(config.plugins, by_type, context)
 
 
 def resolve_join_token(config: AgentConfig, flag: str | None) -> str | None:

@@ -41,7 +41,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from plastron.attestors.base import AgentNodeAttestor, ServerNodeAttestor
 from plastron.clock import Clock, SystemClock
@@ -211,6 +211,24 @@ class Registries:
         )
 
 
+# The modules that register plugins for both the server and the agent (KeyManagers, both halves
+# of every NodeAttestor); each side lists these and its own. None imports an optional
+# dependency: a plugin that needs one names its extra (plastron.extras), checked when it is
+# configured.
+SHARED_PLUGIN_MODULES = (
+    "plastron.keymanager_plugins",
+    "plastron.attestors.join_token",
+    "plastron.attestors.x509pop.plugin",
+    "plastron.attestors.gcp_iit.plugin",
+    "plastron.attestors.aws_iid.plugin",
+    "plastron.attestors.azure_msi.plugin",
+    "plastron.attestors.k8s_psat.plugin",
+    "plastron.attestors.aws_iam.plugin",
+    "plastron.tpm.plugin",
+    "plastron.hsm.plugin",
+)
+
+
 class PluginModule(Protocol):
     """What :func:`load_plugins` needs of a plugin module."""
 
@@ -239,3 +257,16 @@ def load_plugins(modules: Iterable[str]) -> Registries:
             continue
         module.register(registries)
     return registries
+
+
+def check_enabled_plugins(
+    plugins: Iterable[PluginConfig],
+    by_type: Mapping[str, Registry[Any]],
+    context: PluginContext,
+) -> None:
+    """Check every enabled plugin whose type one of ``by_type`` builds: this build has it, with
+    its extra, and its checker passes. Nothing is built."""
+    for plugin in plugins:
+        registry = by_type.get(plugin.type)
+        if registry is not None and plugin.enabled:
+            registry.check(plugin, context)

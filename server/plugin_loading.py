@@ -11,24 +11,20 @@ from plastron.clock import Clock
 from plastron.configs.plugin_blocks import PluginConfig
 from plastron.datastore import DataStore
 from plastron.host_services import HostServices
-from plastron.plugins import PluginContext, Registries, Registry, load_plugins
+from plastron.plugins import (
+    SHARED_PLUGIN_MODULES,
+    PluginContext,
+    Registries,
+    Registry,
+    check_enabled_plugins,
+    load_plugins,
+)
 from plastron.server.config import ServerConfig
 from plastron.upstream import UpstreamAuthority
 
-# The modules whose register(registries) the server calls at start. None imports an optional
-# dependency: a plugin that needs one names its extra (plastron.extras), checked when it is
-# configured.
+# The modules whose register(registries) the server calls at start.
 SERVER_PLUGIN_MODULES = (
-    "plastron.keymanager_plugins",
-    "plastron.attestors.join_token",
-    "plastron.attestors.x509pop.plugin",
-    "plastron.attestors.gcp_iit.plugin",
-    "plastron.attestors.aws_iid.plugin",
-    "plastron.attestors.azure_msi.plugin",
-    "plastron.attestors.k8s_psat.plugin",
-    "plastron.attestors.aws_iam.plugin",
-    "plastron.tpm.plugin",
-    "plastron.hsm.plugin",
+    *SHARED_PLUGIN_MODULES,
     "plastron.hsm.upstream_plugin",
     "plastron.server.upstream.disk",
     "plastron.server.upstream.spire",
@@ -52,10 +48,7 @@ def check_server_plugins(cfg: ServerConfig, registries: Registries) -> None:
         "NodeAttestor": registries.server_node_attestors,
         "UpstreamAuthority": registries.upstream_authorities,
     }
-    for plugin in cfg.plugins:
-        registry = by_type.get(plugin.type)
-        if registry is not None and plugin.enabled:
-            registry.check(plugin, context)
+    check_enabled_plugins(cfg.plugins, by_type, context)
 
 
 def plugin_context(
