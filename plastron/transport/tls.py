@@ -40,7 +40,13 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from plastron.errors import FailedPrecondition, InvalidArgument, InvalidSvid, NotAuthorized
+from plastron.errors import (
+    ConfigError,
+    FailedPrecondition,
+    InvalidArgument,
+    InvalidSvid,
+    NotAuthorized,
+)
 from plastron.keymanager import PrivateKey, TlsProviderKey
 from plastron.spiffe.ids import SpiffeId
 
@@ -294,6 +300,17 @@ def https_server_context(chain: Sequence[x509.Certificate], key: PrivateKey) -> 
     ctx.num_tickets = 0
     _load_identity(ctx, chain, key)
     return ctx
+
+
+def https_server_context_from_files(cert_path: Path, key_path: Path, where: str) -> ssl.SSLContext:
+    """:func:`https_server_context` for a PEM chain and an unencrypted PEM key read from files;
+    ConfigError naming the setting ``where`` when they cannot be loaded."""
+    try:
+        chain = x509.load_pem_x509_certificates(cert_path.read_bytes())
+        key = serialization.load_pem_private_key(key_path.read_bytes(), None)
+        return https_server_context(chain, key)  # type: ignore[arg-type]
+    except (OSError, ValueError, TypeError, FailedPrecondition) as exc:
+        raise ConfigError(f"{where}: cannot load {cert_path} and {key_path}: {exc}") from None
 
 
 def https_spiffe_client_context(trust_bundle: Sequence[x509.Certificate]) -> ssl.SSLContext:

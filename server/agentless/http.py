@@ -21,7 +21,6 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
-from plastron.errors import ConfigError, FailedPrecondition
 from plastron.keymanager import PrivateKey
 from plastron.server.agentless.config import ExchangeListenerConfig, ExchangeServingCert
 from plastron.server.agentless.exchange import (
@@ -31,7 +30,7 @@ from plastron.server.agentless.exchange import (
     TokenExchange,
 )
 from plastron.strict_json import load_untrusted_object
-from plastron.transport.tls import https_server_context
+from plastron.transport.tls import https_server_context, https_server_context_from_files
 
 log = logging.getLogger(__name__)
 
@@ -49,15 +48,9 @@ SvidSource = Callable[[], tuple[Sequence[x509.Certificate], PrivateKey]]
 
 
 def load_serving_cert(files: ExchangeServingCert) -> ssl.SSLContext:
-    try:
-        chain = x509.load_pem_x509_certificates(files.cert_file_path.read_bytes())
-        key = serialization.load_pem_private_key(files.key_file_path.read_bytes(), None)
-        return https_server_context(chain, key)  # type: ignore[arg-type]
-    except (OSError, ValueError, TypeError, FailedPrecondition) as exc:
-        raise ConfigError(
-            f"server.agentless_exchange.serving_cert_file: cannot load "
-            f"{files.cert_file_path} and {files.key_file_path}: {exc}"
-        ) from None
+    return https_server_context_from_files(
+        files.cert_file_path, files.key_file_path, "server.agentless_exchange.serving_cert_file"
+    )
 
 
 def _reply(status: int, doc: dict[str, Any]) -> bytes:

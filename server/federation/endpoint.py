@@ -23,14 +23,14 @@ from dataclasses import replace
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 
-from plastron.errors import ConfigError, FailedPrecondition
+from plastron.errors import ConfigError
 from plastron.keymanager import PrivateKey
 from plastron.server.federation.config import HTTPS_SPIFFE, BundleEndpointConfig, ServingCertFile
 from plastron.server.federation.http11 import OneShotHttpServer, Reply, reader_limit
 from plastron.spiffe.bundle import Bundle
-from plastron.transport.tls import https_server_context
+from plastron.transport.tls import https_server_context, https_server_context_from_files
 
 log = logging.getLogger(__name__)
 
@@ -40,15 +40,9 @@ SvidSource = Callable[[], tuple[Sequence[x509.Certificate], PrivateKey]]
 
 def load_serving_cert(files: ServingCertFile) -> ssl.SSLContext:
     """The https_web serving context from the certificate chain and key files."""
-    try:
-        chain = x509.load_pem_x509_certificates(files.cert_file_path.read_bytes())
-        key = serialization.load_pem_private_key(files.key_file_path.read_bytes(), None)
-        return https_server_context(chain, key)  # type: ignore[arg-type]
-    except (OSError, ValueError, TypeError, FailedPrecondition) as exc:
-        raise ConfigError(
-            f"federation.bundle_endpoint.serving_cert_file: cannot load "
-            f"{files.cert_file_path} and {files.key_file_path}: {exc}"
-        ) from None
+    return https_server_context_from_files(
+        files.cert_file_path, files.key_file_path, "federation.bundle_endpoint.serving_cert_file"
+    )
 
 
 class _SwappingContext:
