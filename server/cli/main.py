@@ -13,6 +13,7 @@ from collections.abc import Callable
 from plastron.errors import PlastronError
 from plastron.server.cli import (
     agent,
+    agent_purge,
     authority,
     bundle,
     entry,
@@ -51,6 +52,7 @@ COMMANDS: dict[tuple[str, ...], Command] = {
     **entry.COMMANDS,
     **bundle.COMMANDS,
     **agent.COMMANDS,
+    **agent_purge.COMMANDS,
     **mint.COMMANDS,
     **authority.COMMANDS,
     **federation.COMMANDS,

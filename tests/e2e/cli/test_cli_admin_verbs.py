@@ -3,11 +3,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from pathlib import Path
 from typing import Any
 
+from plastron.clock import SystemClock
+from plastron.records import AttestedNode
+from plastron.server.datastore.config import SqlConfig
+from plastron.server.datastore.store import open_datastore
+from plastron.spiffe.ids import SpiffeId
 from tests.e2e.cli.test_cli_entries import _ok, _one_error_line
+
+DAY = 86400
 
 
 def _create_entries(server: Any, count: int) -> list[str]:
@@ -64,3 +73,85 @@ def test_entry_delete_file_errors_name_the_file(plastron_server: Any, tmp_path: 
         ), text
     both = plastron_server.run_cli("entry", "delete", "-file", str(missing), "-entryID", "x")
     assert "cannot be combined" in _one_error_line(both)
+
+
+def _seed_agents(server: Any, now: int) -> None:
+    """Agent records as a server holds them after attestation, written into the running
+    server's own SQLite datastore (no agent process can be made to have expired days ago)."""
+
+    async def seed() -> None:
+        config = SqlConfig(
+            database_type="sqlite3", connection_string=str(server.data_dir / "datastore.sqlite3")
+        )
+        store = await open_datastore(config, clock=SystemClock())
+        try:
+            for name, kind, serial, expired_ago, reattest in (
+                ("stale", "x509pop", "1", 2 * DAY, True),
+                ("recent", "x509pop", "2", 3600, True),
+                ("token", "join_token", "3", 3 * DAY, False),
+                ("banned", "x509pop", "", 3 * DAY, True),
+            ):
+                await store.create_attested_node(
+                    AttestedNode(
+                        spiffe_id=SpiffeId.parse(f"spiffe://example.org/spire/agent/{kind}/{name}"),
+                        attestation_type=kind,
+                        cert_serial=serial,
+                        cert_not_after=now - expired_ago,
+                        can_reattest=reattest,
+                    )
+                )
+        finally:
+            await store.close()
+
+    asyncio.run(seed())
+
+
+def _agent_ids(server: Any) -> set[str]:
+    doc = json.loads(_ok(server.run_cli("agent", "list", "-output", "json")))
+    return {f"spiffe://{a['id']['trust_domain']}{a['id']['path']}" for a in doc["agents"]}
+
+
+def test_agent_purge_dry_run_then_purge(plastron_server: Any) -> None:
+    now = int(time.time())
+    _seed_agents(plastron_server, now)
+    stale = "spiffe://example.org/spire/agent/x509pop/stale"
+    recent = "spiffe://example.org/spire/agent/x509pop/recent"
+    before = _agent_ids(plastron_server)
+    assert len(before) == 4
+
+    dry = _ok(plastron_server.run_cli("agent", "purge", "-dryRun"))
+    assert dry == (
+        f"Found 1 expired agent\n\n\nAgents that can be purged:\nSPIFFE ID         : {stale}\n"
+    )
+    dry_json = json.loads(
+        _ok(plastron_server.run_cli("agent", "purge", "-dryRun", "-output", "json"))
+    )
+    assert dry_json == {"expired_agents": [{"agent_id": stale, "deleted": False}]}
+    assert _agent_ids(plastron_server) == before
+
+    out = _ok(plastron_server.run_cli("agent", "purge"))
+    assert out == f"Found 1 expired agent\n\nAgents purged:\nSPIFFE ID         : {stale}\n"
+    assert _agent_ids(plastron_server) == before - {stale}
+
+    # A shorter -expiredFor (Go duration) reaches the agent that expired an hour ago.
+    doc = json.loads(
+        _ok(plastron_server.run_cli("agent", "purge", "-expiredFor", "30m", "-output", "json"))
+    )
+    assert doc == {"expired_agents": [{"agent_id": recent, "deleted": True}]}
+    assert _ok(plastron_server.run_cli("agent", "purge", "-expiredFor", "1s")) == (
+        "No agents to purge.\n"
+    )
+    assert "-expiredFor" in _one_error_line(
+        plastron_server.run_cli("agent", "purge", "-expiredFor", "90")
+    )
+
+
+def test_agent_purge_keeps_banned_and_join_token_agents(plastron_server: Any) -> None:
+    """Purging a banned record would lift the ban and let the banned credential re-attest;
+    a join-token agent cannot re-attest, so its record is never purged."""
+    _seed_agents(plastron_server, int(time.time()))
+    _ok(plastron_server.run_cli("agent", "purge", "-expiredFor", "1s"))
+    assert _agent_ids(plastron_server) == {
+        "spiffe://example.org/spire/agent/x509pop/banned",
+        "spiffe://example.org/spire/agent/join_token/token",
+    }
