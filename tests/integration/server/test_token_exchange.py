@@ -278,3 +278,37 @@ async def test_audit_lines_never_hold_the_credential(
     assert len([f for f in lines if f.get("method") == "TokenExchange"]) == 2
     signature = token.rsplit(".", 1)[1]
     assert not any(signature in str(f) for f in lines)
+
+
+async def test_listener_refuses_malformed_http(exchange: Exchange) -> None:
+    async def raw(data: bytes) -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", exchange.port, ssl=exchange.tls)
+        writer.write(data)
+        answer = await asyncio.wait_for(reader.read(), 30)
+        writer.close()
+        return answer
+
+    auth = f"Authorization: Bearer {exchange.token()}\r\n"
+    cases = [
+        (b"GET /api/v1/token HTTP/1.1\r\n\r\n", b"405", b"takes POST"),
+        (b"POST /other HTTP/1.1\r\n\r\n", b"404", b"no such endpoint"),
+        (
+            f"POST /api/v1/token HTTP/1.1\r\n{auth}Content-Length: 999999\r\n\r\n".encode(),
+            b"413",
+            b"Content-Length must be",
+        ),
+        (
+            b"POST /api/v1/token HTTP/1.1\r\nX-Pad: " + b"a" * 9000 + b"\r\n\r\n",
+            b"431",
+            b"request header too large",
+        ),
+        (
+            f"POST /api/v1/token HTTP/1.1\r\n{auth}{auth}\r\n".encode(),
+            b"400",
+            b"given twice",
+        ),
+    ]
+    for request, status, reason in cases:
+        answer = await raw(request)
+        assert answer.startswith(b"HTTP/1.1 " + status), answer[:200]
+        assert reason in answer and b'"error": "invalid_request"' in answer
