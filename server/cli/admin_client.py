@@ -18,6 +18,7 @@ from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
 from plastron.proto.grpc.health.v1 import health_grpc
 from plastron.proto.spire.api.server.agent.v1 import agent_grpc
 from plastron.proto.spire.api.server.bundle.v1 import bundle_grpc
+from plastron.proto.spire.api.server.debug.v1 import debug_grpc
 from plastron.proto.spire.api.server.entry.v1 import entry_grpc
 from plastron.proto.spire.api.server.localauthority.v1 import localauthority_grpc
 from plastron.proto.spire.api.server.svid.v1 import svid_grpc
@@ -72,6 +73,7 @@ class AdminClient:
         self.localauthority = localauthority_grpc.LocalAuthorityStub(self.channel)
         self.health = health_grpc.HealthStub(self.channel)
         self.trustdomain = trustdomain_grpc.TrustDomainStub(self.channel)
+        self.debug = debug_grpc.DebugStub(self.channel)
 
     async def call(self, method: Any, request: Any, *, context: str = "") -> Any:
         """Invoke a unary stub method; any failure becomes a one-line CliError."""

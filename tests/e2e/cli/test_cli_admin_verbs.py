@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
 
 from plastron.clock import SystemClock
 from plastron.records import AttestedNode
+from plastron.server.cli.debug import go_seconds
 from plastron.server.datastore.config import SqlConfig
 from plastron.server.datastore.store import open_datastore
 from plastron.spiffe.ids import SpiffeId
@@ -155,3 +157,37 @@ def test_agent_purge_keeps_banned_and_join_token_agents(plastron_server: Any) ->
         "spiffe://example.org/spire/agent/x509pop/banned",
         "spiffe://example.org/spire/agent/join_token/token",
     }
+
+
+def test_debug_getinfo_pretty_and_json(plastron_server: Any) -> None:
+    _create_entries(plastron_server, 2)
+    out = _ok(plastron_server.run_cli("debug", "getinfo"))
+    lines = out.splitlines()
+    assert lines[0] == "Server Debug Info:"
+    assert re.fullmatch(r"  Uptime:                  (\d+h)?(\d+m)?\d+s", lines[1]), lines[1]
+    assert lines[2:5] == [
+        "  Registered Agents:       0",
+        "  Registration Entries:    2",
+        "  Federated Bundles:       0",
+    ]
+    assert lines[5] == "  SVID Chain:"
+    assert lines[6] == "    [0] SPIFFE ID:  spiffe://example.org/spire/server"
+    assert re.fullmatch(r"        Expires At: \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", lines[8]), lines[8]
+
+    doc = json.loads(_ok(plastron_server.run_cli("debug", "getinfo", "-output", "json")))
+    assert doc["entries_count"] == 2 and doc["agents_count"] == 0
+    assert doc["federated_bundles_count"] == 0
+    assert doc["svid_chain"][0]["id"] == {"trust_domain": "example.org", "path": "/spire/server"}
+
+
+def test_go_seconds_is_go_duration_string() -> None:
+    assert [go_seconds(s) for s in (0, 45, 60, 3600, 3723)] == [
+        "0s", "45s", "1m0s", "1h0m0s", "1h2m3s"
+    ]  # fmt: skip
+
+
+def test_missing_admin_socket_error_names_the_socket(plastron_server: Any) -> None:
+    missing = str(plastron_server.base / "nowhere.sock")
+    for argv in (("debug", "getinfo"), ("agent", "purge"), ("entry", "delete", "-entryID", "x")):
+        line = _one_error_line(plastron_server.run_cli(*argv, "-socketPath", missing))
+        assert missing in line and "connection error" in line, line
