@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import shlex
 import shutil
 import socket
@@ -209,6 +210,37 @@ def register(env: DevEnvironment, spiffe_id: str, selectors: list[str]) -> str:
     if found is None:
         raise DevKitError(f"plastron-server entry create printed no entry ID: {out[:200]}")
     return found.group(1)
+
+
+def delete_entry(env: DevEnvironment, entry_id: str) -> None:
+    server_cli(env, "entry", "delete", "-entryID", entry_id)
+
+
+def wait_for_agent_sync(env: DevEnvironment) -> None:
+    """Return once the agent's cache reflects every entry change made before this call.
+
+    The agent fetches all its entries in one sync, so a marker entry for this process's uid,
+    created now, reaches the Workload API only with (or after) every earlier change: once this
+    process is served the marker's SVID, earlier entries are in the agent's cache (a workload
+    they match is answered; its stream waits for an SVID still being signed) and deleted ones
+    are gone. The marker is then deleted and awaited gone, leaving the caller's SVIDs as they
+    were."""
+    marker = f"spiffe://{env.trust_domain}/dev/sync/{secrets.token_hex(8)}"
+    marker_entry = register(env, marker, [f"unix:uid:{os.getuid()}"])
+    try:
+        poll(
+            f"the agent to sync (marker {marker} served)",
+            lambda: marker in fetch_x509_ids(env.workload_socket),
+            READY_DEADLINE_S,
+        )
+    finally:
+        delete_entry(env, marker_entry)
+
+    def marker_gone() -> bool:
+        ids = fetch_x509_ids(env.workload_socket)
+        return env.uid_id in ids and marker not in ids
+
+    poll(f"the agent to sync (marker {marker} gone)", marker_gone, READY_DEADLINE_S)
 
 
 def _start_agent(
