@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import io
 import json
 import time
 from pathlib import Path
@@ -11,9 +12,11 @@ from typing import TextIO
 
 from cryptography import x509
 from google.protobuf import json_format
+from google.protobuf.message import Message
 from grpclib.exceptions import GRPCError
 
 from plastron.agent.cli.workload_client import WorkloadClient, socket_path_from
+from plastron.errors import ConfigError
 from plastron.files import replace_file
 from plastron.proto.workload import workload_pb2 as pb
 from plastron.spiffe.x509svid import certificates_to_pem, parse_der_chain
@@ -79,13 +82,35 @@ def _base64_lines(data: bytes) -> list[bytes]:
     return [text[i : i + 64] + b"\n" for i in range(0, len(text), 64)]
 
 
+def proto_json(*messages: Message) -> str:
+    """SPIRE's ``-output json``: each message with proto field names and defaults included,
+    keys sorted (Go re-encodes through a map), one object, or an array for several."""
+    docs = [
+        json_format.MessageToDict(
+            m, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+        )
+        for m in messages
+    ]
+    return json.dumps(docs[0] if len(docs) == 1 else docs, sort_keys=True, separators=(",", ":"))
+
+
+def _json_out(args: argparse.Namespace) -> bool:
+    return bool(args.output == "json")
+
+
 async def fetch_x509(args: argparse.Namespace, out: TextIO) -> int:
+    if args.write and _json_out(args):
+        raise ConfigError("-write is only available with -output pretty (as in SPIRE)")
     started = time.monotonic()
     async with WorkloadClient(socket_path_from(args.socketPath), args.timeout) as client:
         msg = await client.fetch_x509()
-    print_x509(msg, (time.monotonic() - started) * 1000, out)
+    if _json_out(args):
+        out.write(proto_json(msg) + "\n")
+        return 0
+    shown = io.StringIO() if args.silent else out
+    print_x509(msg, (time.monotonic() - started) * 1000, shown)
     if args.write:
-        write_x509(msg, Path(args.write), out)
+        write_x509(msg, Path(args.write), shown)
     return 0
 
 
@@ -94,16 +119,28 @@ async def fetch_jwt(args: argparse.Namespace, out: TextIO) -> int:
     async with WorkloadClient(socket_path_from(args.socketPath), args.timeout) as client:
         svids = await client.fetch_jwt(audience, args.spiffeID or "")
         bundles = await client.fetch_jwt_bundles()
+    if _json_out(args):
+        out.write(proto_json(svids, bundles) + "\n")
+        return 0
+    if args.silent:
+        return 0
     for svid in svids.svids:
-        out.write(f"token({svid.spiffe_id}):\n\t{svid.svid}\n\n")
+        out.write(f"token({svid.spiffe_id}):\n\t{svid.svid}\n")
+        if svid.hint:
+            out.write(f"hint({svid.spiffe_id}):\n\t{svid.hint}\n")
     for td, jwks in bundles.bundles.items():
-        out.write(f"bundle({td}):\n\t{jwks.decode()}\n\n")
+        out.write(f"bundle({td}):\n\t{jwks.decode()}\n")
     return 0
 
 
 async def validate_jwt(args: argparse.Namespace, out: TextIO) -> int:
     async with WorkloadClient(socket_path_from(args.socketPath), args.timeout) as client:
         response = await client.validate_jwt(args.audience, args.svid)
+    if _json_out(args):
+        out.write(proto_json(response) + "\n")
+        return 0
+    if args.silent:
+        return 0
     claims = json_format.MessageToDict(response.claims)
     out.write(f"SVID is valid.\nSPIFFE ID : {response.spiffe_id}\n")
     out.write(f"Claims    : {json.dumps(claims, sort_keys=True)}\n")
@@ -111,21 +148,27 @@ async def validate_jwt(args: argparse.Namespace, out: TextIO) -> int:
 
 
 async def watch(args: argparse.Namespace, out: TextIO) -> int:
+    """Every update as it arrives: SPIRE's block, or one JSON object per line."""
     started = time.monotonic()
     async with WorkloadClient(socket_path_from(args.socketPath), None) as client:
         async for msg in client.watch_x509():
-            print_x509(msg, (time.monotonic() - started) * 1000, out)
+            if _json_out(args):
+                out.write(proto_json(msg) + "\n")
+            elif not args.silent:
+                print_x509(msg, (time.monotonic() - started) * 1000, out)
             out.flush()
             started = time.monotonic()
     return 0
 
 
 async def healthcheck(args: argparse.Namespace, out: TextIO) -> int:
+    socket = socket_path_from(args.socketPath)
     try:
-        async with WorkloadClient(socket_path_from(args.socketPath), args.timeout) as client:
+        async with WorkloadClient(socket, args.timeout) as client:
             response = await client.health()
     except (GRPCError, OSError) as exc:
-        out.write(f"Agent is unhealthy: unable to determine health ({exc})\n")
+        reason = getattr(exc, "strerror", None) or str(exc)
+        out.write(f"Agent is unhealthy: unable to determine health ({reason}; socket {socket})\n")
         return 1
     if response.status != 1:  # SERVING
         out.write("Agent is unhealthy: agent is not serving\n")

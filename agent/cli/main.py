@@ -14,9 +14,10 @@ import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, NoReturn, TextIO
 
-from grpclib.exceptions import GRPCError
+from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
 
 from plastron.agent.cli import agent_commands, api, node_credentials
+from plastron.agent.cli.workload_client import socket_path_from
 from plastron.configs.overrides import AGENT_RUN_FLAGS, add_override_flags
 from plastron.errors import PlastronError
 from plastron.version import VERSION_FLAGS, package_version
@@ -30,6 +31,13 @@ def _socket_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("-timeout", type=float, default=5.0, help="seconds to wait for a response")
 
 
+def _output_flags(p: argparse.ArgumentParser, *spellings: str) -> None:
+    """SPIRE's -output (``fetch jwt`` also takes its deprecated -format) and -silent."""
+    names = ("-output", *spellings)
+    p.add_argument(*names, dest="output", choices=("pretty", "json"), default="pretty")
+    p.add_argument("-silent", action="store_true", help="suppress the pretty output on stdout")
+
+
 def _api_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     api_p = sub.add_parser("api", help="call the Workload API")
     api_sub = api_p.add_subparsers(dest="api_command", required=True)
@@ -37,10 +45,12 @@ def _api_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     fetch_sub = fetch.add_subparsers(dest="fetch_kind", required=True)
     x509_p = fetch_sub.add_parser("x509", help="fetch X509-SVIDs")
     _socket_flags(x509_p)
+    _output_flags(x509_p)
     x509_p.add_argument("-write", default="", help="directory to write the SVIDs and bundles to")
     x509_p.set_defaults(run=api.fetch_x509)
     jwt_p = fetch_sub.add_parser("jwt", help="fetch JWT-SVIDs")
     _socket_flags(jwt_p)
+    _output_flags(jwt_p, "-format")
     jwt_p.add_argument("-audience", action="append", required=True, help="audience (repeatable)")
     jwt_p.add_argument("-spiffeID", default="", help="SPIFFE ID of the JWT-SVID to fetch")
     jwt_p.set_defaults(run=api.fetch_jwt)
@@ -48,11 +58,13 @@ def _api_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     validate_sub = validate.add_subparsers(dest="validate_kind", required=True)
     vjwt = validate_sub.add_parser("jwt", help="validate a JWT-SVID")
     _socket_flags(vjwt)
+    _output_flags(vjwt)
     vjwt.add_argument("-audience", required=True)
     vjwt.add_argument("-svid", required=True)
     vjwt.set_defaults(run=api.validate_jwt)
     watch = api_sub.add_parser("watch", help="print X509-SVID updates as they arrive")
     _socket_flags(watch)
+    _output_flags(watch)
     watch.set_defaults(run=api.watch)
 
 
@@ -73,6 +85,31 @@ def _agent_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     health.add_argument("-shallow", action="store_true")
     health.add_argument("-verbose", action="store_true")
     health.set_defaults(run=api.healthcheck)
+
+
+def with_fetch_alias(argv: list[str]) -> list[str]:
+    """``api fetch`` without a kind is ``api fetch x509``, as in SPIRE."""
+    if argv[:2] == ["api", "fetch"] and (len(argv) == 2 or argv[2] not in ("x509", "jwt")):
+        return ["api", "fetch", "x509", *argv[2:]]
+    return argv
+
+
+def connection_error(args: argparse.Namespace, exc: BaseException) -> str:
+    """One line naming the socket the command could not use."""
+    reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    socket = getattr(args, "socketPath", None)
+    if socket is None and hasattr(args, "socketPath"):
+        try:
+            socket = socket_path_from(None)
+        except PlastronError:
+            socket = None
+    where = f" (is the agent running? socket {socket})" if socket else ""
+    return f"connection error: {reason}{where}"
+
+
+def grpc_code_name(exc: GRPCError) -> str:
+    """Go's spelling of a status code (PERMISSION_DENIED -> PermissionDenied), as SPIRE prints."""
+    return "".join(word.capitalize() for word in exc.status.name.split("_"))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -98,16 +135,17 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     if argv and argv[0] in VERSION_FLAGS:
         stream.write(f"{package_version()}\n")
         return 0
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(with_fetch_alias(argv))
     command: Command = args.run
     try:
         return asyncio.run(command(args, stream))
     except GRPCError as exc:
-        sys.stderr.write(f"Error: rpc error: code = {exc.status.name} desc = {exc.message}\n")
+        message = " ".join((exc.message or "").split())
+        sys.stderr.write(f"Error: rpc error: code = {grpc_code_name(exc)} desc = {message}\n")
     except PlastronError as exc:
         sys.stderr.write(f"Error: {exc}\n")
-    except (OSError, ConnectionError) as exc:
-        sys.stderr.write(f"Error: {exc}\n")
+    except (OSError, ConnectionError, StreamTerminatedError, ProtocolError) as exc:
+        sys.stderr.write(f"Error: {connection_error(args, exc)}\n")
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # never a traceback to the user; the log has the details
