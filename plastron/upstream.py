@@ -30,7 +30,7 @@ from typing import Protocol, runtime_checkable
 from cryptography import x509
 
 from plastron.errors import FailedPrecondition
-from plastron.spiffe.bundle import JwtAuthority
+from plastron.spiffe.bundle import Bundle, JwtAuthority
 
 
 class UpstreamUnsupported(FailedPrecondition):
@@ -47,4 +47,14 @@ class UpstreamAuthority(Protocol):
 
     async def publish_jwt_key(self, key: JwtAuthority) -> list[JwtAuthority]:
         """Publish ``key`` upstream; return every JWT key the upstream now vouches for."""
+        ...
+
+
+@runtime_checkable
+class UpstreamBundleSource(Protocol):
+    """An upstream of the same trust domain whose bundle a nested server follows (``spire``):
+    new roots, other servers' JWT keys, and taints and revocations made upstream."""
+
+    async def fetch_bundle(self) -> Bundle:
+        """The upstream's current trust bundle."""
         ...

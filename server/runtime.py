@@ -40,6 +40,7 @@ from plastron.server.api.ratelimit import ATTEST_PER_SECOND, SIGN_PER_SECOND, Ra
 from plastron.server.ca.config import CAConfig
 from plastron.server.ca.server_ca import ServerCA
 from plastron.server.ca.store import DataStoreCAStore
+from plastron.server.ca.upstream_sync import follow_upstream
 from plastron.server.config import ServerConfig
 from plastron.server.entrycache import AuthorizedEntryCache
 from plastron.server.federation.endpoint import BundleEndpointServer
@@ -62,6 +63,7 @@ from plastron.spiffe.ids import SpiffeId
 from plastron.spiffe.taint import chained_to, tainted_authorities
 from plastron.transport.server import RunningServer, start_server
 from plastron.transport.tls import RotatingServerTls
+from plastron.upstream import UpstreamBundleSource
 from plastron.version import package_version
 
 log = logging.getLogger(__name__)
@@ -69,6 +71,7 @@ log = logging.getLogger(__name__)
 CACHE_POLL_SECONDS = 1.0
 CACHE_REBUILD_SECONDS = 3600.0
 BUNDLE_POLL_SECONDS = 5.0
+UPSTREAM_POLL_SECONDS = 5.0  # how often a nested server reads its upstream's bundle (SPIRE)
 PRUNE_SECONDS = 300.0
 HEALTH_POLL_SECONDS = 10.0
 
@@ -139,12 +142,13 @@ class PlastronServer:
         # no KeyManager block: the disk one with its defaults (keys in <data_dir>/keys)
         km_plugin = cfg.key_manager or PluginConfig("KeyManager", "disk")
         self.key_manager = registries.key_managers.create(km_plugin, context)
+        upstream = build_upstream(cfg, registries, context)
         self.ca = await ServerCA.open(
             config=ca_config(cfg, self._ca_worker_processes),
             key_manager=self.key_manager,
             store=DataStoreCAStore(self.datastore),
             clock=self.clock,
-            upstream=build_upstream(cfg, registries, context),
+            upstream=upstream,
         )
         self.cache = AuthorizedEntryCache(cfg.trust_domain, self.datastore, self.clock)
         await self.cache.rebuild()
@@ -197,6 +201,8 @@ class PlastronServer:
             await self._check_health()
             self._spawn(self._loop(self._check_health, HEALTH_POLL_SECONDS), "health-poll")
         self._spawn(self._loop(self._rotate_ca, 10.0), "ca-rotator")
+        if isinstance(upstream, UpstreamBundleSource):
+            self._spawn(self._follow_upstream_loop(upstream), "upstream-bundle")
         self._spawn(self._cache_loop(), "entry-cache")
         self._spawn(self._loop(self._refresh_trust, BUNDLE_POLL_SECONDS), "bundle-poll")
         self._spawn(self._loop(self._maybe_renew_server_svid, 5.0), "server-svid")
@@ -345,6 +351,14 @@ class PlastronServer:
         assert self.ca is not None
         await self.ca.rotator.rotate()
         await self._refresh_trust()
+
+    async def _follow_upstream_loop(self, source: UpstreamBundleSource) -> None:
+        async def follow() -> None:
+            assert self.ca is not None
+            await follow_upstream(self.ca.manager, source)
+            await self._refresh_trust()
+
+        await self._loop(follow, UPSTREAM_POLL_SECONDS)
 
     async def _x509_authorities(self) -> tuple[x509.Certificate, ...]:
         return self._trust

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+from collections.abc import Callable
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -33,7 +34,8 @@ from plastron.server.ca.slots import (
 )
 from plastron.server.ca.store import CAStore, StoredJournal
 from plastron.server.metrics import CA_EVENTS
-from plastron.spiffe.bundle import JwtAuthority
+from plastron.spiffe.bundle import Bundle, JwtAuthority
+from plastron.spiffe.ids import TrustDomain
 from plastron.spiffe.jwtsvid import new_key_id
 from plastron.spiffe.x509svid import make_ca_certificate, signature_hash
 from plastron.upstream import UpstreamAuthority, UpstreamUnsupported
@@ -102,6 +104,20 @@ class AuthorityManager:
     @property
     def journal(self) -> Journal:
         return self._journal
+
+    @property
+    def trust_domain(self) -> TrustDomain:
+        return self._td
+
+    def own_jwt_key_ids(self) -> set[str]:
+        return {key.kid for key in self._jwt.values() if key is not None}
+
+    async def stored_bundle(self) -> Bundle:
+        return bundle_updates.load(await self._store.fetch_bundle(self._td), self._td)
+
+    async def edit_bundle(self, edit: Callable[[bytes | None], bytes]) -> Bundle:
+        """Apply ``edit`` to the stored bundle atomically; return the result."""
+        return bundle_updates.load(await self._store.update_bundle(self._td, edit), self._td)
 
     # -- load ----------------------------------------------------------------------------
 

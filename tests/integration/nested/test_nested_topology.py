@@ -116,12 +116,28 @@ def test_two_downstreams_cross_verify_under_an_hsm_rooted_upstream(
         for name, token in tokens.items():
             svid = validate_jwt_svid(token, audience=AUDIENCE, authorities=jwt_keys, now=now)
             assert str(svid.spiffe_id) == f"spiffe://{TD}/{name}/workload"
+        # Each downstream follows the upstream's bundle, so each workload's own Workload API
+        # validates the other branch's JWT-SVID (the key the other downstream published).
+        for name, w in branches.items():
+            other = "west" if name == "east" else "east"
+            poll(
+                f"{name} validates {other}'s JWT-SVID",
+                lambda w=w, other=other: _validates(w, tokens[other]),
+            )
         for w in branches.values():
             w.client.close()
     finally:
         for p in processes:
             p.stop()
         upstream.stop()
+
+
+def _validates(workload: Workload, token: str) -> bool:
+    try:
+        workload.client.validate_jwt_svid(token, AUDIENCE)
+    except Exception:  # py-spiffe raises its own errors for an unknown key; poll again
+        return False
+    return True
 
 
 def upstream_jwt_keys(server: ServerProcess) -> dict[str, PublicKey]:
