@@ -7,6 +7,7 @@ is taken down in a ``finally``, so a failing assertion never leaves processes be
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -191,3 +192,28 @@ def test_up_refuses_without_softhsm_in_one_line(dev_dir: Path, tmp_path: Path) -
         "plastron-dev: SoftHSM2 is not installed: install the softhsm2 package\n",
     )
     assert ProcessBook(dev_dir).entries == []
+
+
+DOC = Path(__file__).resolve().parents[3] / "docs" / "testing-with-plastron.md"
+
+
+def test_the_documented_shell_session_runs(dev_dir: Path) -> None:
+    """docs/testing-with-plastron.md's ``sh`` block, run by bash as written (its -dir swapped for
+    this test's directory): up, fetch, entry create, down."""
+    blocks = re.findall(r"```sh\n(.*?)```", DOC.read_text(), re.DOTALL)
+    assert len(blocks) == 1
+    script = blocks[0].replace("/tmp/plastron-ci", str(dev_dir))
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    run = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    assert f"spiffe://example.org/dev/uid/{os.getuid()}" in run.stdout  # api fetch x509
+    assert "spiffe://example.org/ci/app" in run.stdout  # entry create printed the entry
+    assert ProcessBook(dev_dir).running() == []
