@@ -2,7 +2,10 @@
 
 ``GET <live_path>`` answers 200 while the process runs its event loop; ``GET <ready_path>``
 answers 200 when every subsystem is healthy and 500 otherwise. Both bodies are JSON with one
-entry per subsystem, so an operator sees *which* part (datastore, CA/HSM, …) is failing.
+entry per subsystem, so an operator sees *which* part (datastore, CA/HSM, …) is failing, the
+last error it reported (kept after it recovers, so a flap is visible) and how long ago it was
+last seen healthy (how long an outage has lasted). Ages count from the checks this listener
+ran, on the monotonic clock, so a wall-clock step does not distort them.
 Requests are bounded (8 KiB header, 5 s to send it); anything but GET on a known path is 404/405.
 """
 
@@ -11,8 +14,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 MAX_REQUEST_BYTES = 8192
 READ_TIMEOUT = 5.0
@@ -29,10 +33,51 @@ class HealthHttpConfig:
     ready_path: str = "/ready"
 
 
+@dataclass
+class _Seen:
+    last_healthy: float | None = None  # monotonic seconds
+    last_error: str = ""
+    last_error_at: float | None = None
+
+
+@dataclass
+class SubsystemHistory:
+    """What each subsystem's checks have shown so far: when it was last healthy, its last
+    error and when that was seen."""
+
+    clock: Callable[[], float] = time.monotonic
+    _seen: dict[str, _Seen] = field(default_factory=dict)
+
+    def record(self, statuses: dict[str, tuple[bool, str]]) -> dict[str, dict[str, object]]:
+        """Note one round of checks; return each subsystem's JSON entry."""
+        now = self.clock()
+        out: dict[str, dict[str, object]] = {}
+        for name, (ok, detail) in statuses.items():
+            seen = self._seen.setdefault(name, _Seen())
+            if ok:
+                seen.last_healthy = now
+            else:
+                seen.last_error, seen.last_error_at = detail or "unhealthy", now
+            out[name] = {
+                "healthy": ok,
+                "detail": detail,
+                "last_error": seen.last_error,
+                "last_error_seconds_ago": _age(now, seen.last_error_at),
+                "last_healthy_seconds_ago": _age(now, seen.last_healthy),
+            }
+        return out
+
+
+def _age(now: float, then: float | None) -> float | None:
+    """Seconds since ``then`` (to the millisecond), or None when it never happened."""
+    return None if then is None else round(now - then, 3)
+
+
 class HealthHttpServer:
     def __init__(self, config: HealthHttpConfig, statuses: StatusFn) -> None:
         self._config = config
         self._statuses = statuses
+        self._history = SubsystemHistory()
         self._server: asyncio.Server | None = None
 
     @property
@@ -69,7 +114,7 @@ class HealthHttpServer:
             await self._reply(writer, 405, {"error": "method not allowed"})
             return
         statuses = await self._statuses()
-        details = {name: {"healthy": ok, "detail": d} for name, (ok, d) in statuses.items()}
+        details = self._history.record(statuses)
         if path == self._config.live_path:
             await self._reply(writer, 200, {"live": True, "subsystems": details})
         else:
