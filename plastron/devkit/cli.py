@@ -17,6 +17,7 @@ from typing import NoReturn
 from plastron.devkit import swtpm
 from plastron.devkit.environment import default_dir, down, up
 from plastron.devkit.processes import DevKitError
+from plastron.errors import ConfigError, InvalidSpiffeId
 from plastron.spiffe.ids import TrustDomain
 
 
@@ -57,7 +58,10 @@ def _choose_attestor(requested: str | None) -> str:
 
 
 def _up(ns: argparse.Namespace) -> int:
-    trust_domain = str(TrustDomain.parse(ns.trustDomain))
+    try:
+        trust_domain = str(TrustDomain.parse(ns.trustDomain))
+    except InvalidSpiffeId as exc:
+        raise DevKitError(f"-trustDomain {ns.trustDomain!r}: {exc}") from exc
     directory = Path(ns.dir).absolute() if ns.dir else default_dir()
     env = up(directory, trust_domain, _choose_attestor(ns.attestor))
     sys.stdout.write(env.export_lines())
@@ -74,6 +78,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         summary = ", ".join(stopped) or "nothing (not running)"
         print(f"plastron-dev: stopped {summary}", file=sys.stderr)
         return 0
-    except (DevKitError, OSError, subprocess.SubprocessError, ValueError) as exc:
+    except (DevKitError, ConfigError, OSError, subprocess.SubprocessError, ValueError) as exc:
         print(f"plastron-dev: {exc}", file=sys.stderr)
         return 1

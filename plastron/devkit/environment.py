@@ -22,6 +22,7 @@ from pathlib import Path
 from plastron.devkit import softhsm, swtpm
 from plastron.devkit.processes import DevKitError, ProcessBook, poll
 from plastron.devkit.swtpm import DevTpm
+from plastron.extras import require_extra
 
 MARKER = ".plastron-dev"
 READY_DEADLINE_S = 90.0
@@ -264,6 +265,10 @@ def _start_agent(
 def up(directory: Path, trust_domain: str, attestor: str) -> DevEnvironment:
     """Start SoftHSM2-backed server and agent; return once this uid can fetch its X509-SVID.
     On failure, stops whatever it had started and raises DevKitError."""
+    # Checked before anything starts: the server and agent would fail on these only in their logs.
+    require_extra("hsm", "plastron-dev (the server's CA keys in SoftHSM2)")
+    if attestor == "tpm":
+        require_extra("tpm", "plastron-dev -attestor tpm")
     _prepare_dir(directory)
     env = DevEnvironment(directory, trust_domain, attestor)
     book = ProcessBook(directory)
