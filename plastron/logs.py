@@ -46,6 +46,13 @@ _NOISY = ("grpclib", "hpack", "h2", "sqlalchemy", "alembic", "asyncio", "botocor
 _TRAILING_FIELD = re.compile(r" ([A-Za-z_][\w.]*)=(%[-#0 +]?\d*(?:\.\d+)?[sdifrx])$")
 _PLACEHOLDER = re.compile(r"%[-#0 +]?\d*(?:\.\d+)?[sdifrxXeEgGoc]")
 _BARE = re.compile(r"[A-Za-z0-9_./:@+,\-]+")
+# The level name configure_logging was last given: the Logger API's launch level.
+_launch_level = "INFO"
+
+
+def launch_level_name() -> str:
+    """The level name the process's logging was configured with (upper case)."""
+    return _launch_level
 
 
 def fields(**values: Any) -> dict[str, Any]:
@@ -176,6 +183,8 @@ def open_log_file(path: str) -> TextIO:
 
 def configure_logging(level: str, fmt: str = "text", file: str = "") -> None:
     """Route every logger of the process to one handler in the configured format."""
+    global _launch_level  # noqa: PLW0603 - logging is process-wide state too
+    _launch_level = level.upper() if level.upper() in LEVELS else "INFO"
     stream = open_log_file(file) if file else sys.stderr
     handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter() if fmt.lower() == "json" else LogfmtFormatter())

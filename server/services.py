@@ -7,12 +7,14 @@ from typing import Any
 
 from cryptography import x509
 
+from plastron.log_levels import LogLevelControl
 from plastron.server.api.agent import AgentService
 from plastron.server.api.bundle import BundleService
 from plastron.server.api.context import ApiContext
 from plastron.server.api.debug import DebugService, HealthService
 from plastron.server.api.entry import EntryService
 from plastron.server.api.localauthority import LocalAuthorityService
+from plastron.server.api.logger import LoggerService
 from plastron.server.api.svid import SvidService
 from plastron.server.api.trustdomain import TrustDomainService
 from plastron.server.health import HealthChecker
@@ -39,7 +41,9 @@ def build_services(
     ctx: ApiContext,
     health: HealthChecker,
     server_chain: Callable[[], Sequence[x509.Certificate]],
+    log_levels: LogLevelControl | None = None,
 ) -> list[Any]:
+    """``log_levels`` defaults to the process's logging as configured at start."""
     return [
         AgentService(ctx),
         BundleService(ctx),
@@ -48,5 +52,6 @@ def build_services(
         SvidService(ctx),
         TrustDomainService(ctx),
         DebugService(ctx, server_chain),
+        LoggerService(log_levels or LogLevelControl()),
         HealthService(health),
     ]

@@ -16,6 +16,7 @@ _BUNDLE = "/spire.api.server.bundle.v1.Bundle/"
 _ENTRY = "/spire.api.server.entry.v1.Entry/"
 _SVID = "/spire.api.server.svid.v1.SVID/"
 _DEBUG = "/spire.api.server.debug.v1.Debug/"
+_LOGGER = "/spire.api.server.logger.v1.Logger/"
 _TD = "/spire.api.server.trustdomain.v1.TrustDomain/"
 _LA = "/spire.api.server.localauthority.v1.LocalAuthority/"
 _HEALTH = "/grpc.health.v1.Health/"
@@ -59,6 +60,9 @@ POLICIES: dict[str, Policy] = {
     _SVID + "BatchNewWITSVID": AG,
     _SVID + "NewDownstreamX509CA": D,
     _DEBUG + "GetInfo": L,
+    _LOGGER + "GetLogger": L,
+    _LOGGER + "SetLogLevel": L,
+    _LOGGER + "ResetLogLevel": L,
     _TD + "ListFederationRelationships": A | L,
     _TD + "GetFederationRelationship": A | L,
     _TD + "BatchCreateFederationRelationship": A | L,

@@ -21,6 +21,7 @@ from plastron.proto.spire.api.server.bundle.v1 import bundle_grpc
 from plastron.proto.spire.api.server.debug.v1 import debug_grpc
 from plastron.proto.spire.api.server.entry.v1 import entry_grpc
 from plastron.proto.spire.api.server.localauthority.v1 import localauthority_grpc
+from plastron.proto.spire.api.server.logger.v1 import logger_grpc
 from plastron.proto.spire.api.server.svid.v1 import svid_grpc
 from plastron.proto.spire.api.server.trustdomain.v1 import trustdomain_grpc
 from plastron.server.cli.args import CliError
@@ -74,6 +75,7 @@ class AdminClient:
         self.health = health_grpc.HealthStub(self.channel)
         self.trustdomain = trustdomain_grpc.TrustDomainStub(self.channel)
         self.debug = debug_grpc.DebugStub(self.channel)
+        self.logger = logger_grpc.LoggerStub(self.channel)
 
     async def call(self, method: Any, request: Any, *, context: str = "") -> Any:
         """Invoke a unary stub method; any failure becomes a one-line CliError."""

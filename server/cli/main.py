@@ -21,6 +21,7 @@ from plastron.server.cli import (
     federation,
     healthcheck,
     join_token,
+    logger,
     mint,
 )
 from plastron.server.cli.args import CliError
@@ -53,6 +54,7 @@ COMMANDS: dict[tuple[str, ...], Command] = {
     **entry.COMMANDS,
     **bundle.COMMANDS,
     **debug.COMMANDS,
+    **logger.COMMANDS,
     **agent.COMMANDS,
     **agent_purge.COMMANDS,
     **mint.COMMANDS,
