@@ -18,6 +18,8 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from plastron.transport.limits import listen_backlog
+
 MAX_REQUEST_BYTES = 8192
 READ_TIMEOUT = 5.0
 
@@ -87,7 +89,10 @@ class HealthHttpServer:
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(
-            self._handle, self._config.bind_address, self._config.bind_port
+            self._handle,
+            self._config.bind_address,
+            self._config.bind_port,
+            backlog=listen_backlog(),
         )
 
     async def close(self) -> None:

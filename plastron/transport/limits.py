@@ -9,6 +9,7 @@ and everything else a peer can open is capped (docs/architecture.md, "Bounded gR
 from __future__ import annotations
 
 import datetime as dt
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -68,3 +69,23 @@ class GrpcLimits:
 
     connections: ConnectionLimits = ConnectionLimits()
     messages: MessageLimits = MessageLimits()
+
+
+SOMAXCONN_PATH = "/proc/sys/net/core/somaxconn"
+
+
+def listen_backlog(path: str = SOMAXCONN_PATH) -> int:
+    """The listen() backlog for every listener: the kernel's own cap, ``net.core.somaxconn``.
+
+    asyncio and grpclib default to 100, so when more callers connect at once than the loop
+    accepts (1,000 workloads after a node reboot, thousands of agents after a server restart)
+    the rest are refused: a Unix-socket connect() fails with EAGAIN, a TCP SYN is dropped and
+    retried a second later. Go's listeners (SPIRE's) read the same file. The kernel clamps any
+    larger value to somaxconn, so reading it just asks for the most the kernel allows.
+    """
+    try:
+        with open(path, encoding="ascii") as f:
+            value = int(f.read().strip())
+    except (OSError, ValueError):
+        return socket.SOMAXCONN
+    return value if value > 0 else socket.SOMAXCONN

@@ -21,7 +21,7 @@ from grpclib.server import Server
 
 from plastron.errors import InvalidArgument
 from plastron.transport.bounded import BoundedServer, ConnectionObserver
-from plastron.transport.limits import GrpcLimits
+from plastron.transport.limits import GrpcLimits, listen_backlog
 from plastron.transport.uds import bind_unix_socket
 
 
@@ -86,7 +86,9 @@ async def start_server(
             server = BoundedServer(
                 handlers, limits=limits, status_details_codec=status_details_codec
             )
-            await server.start(tcp[0], tcp[1], ssl=ssl, reuse_address=True)
+            await server.start(
+                tcp[0], tcp[1], ssl=ssl, reuse_address=True, backlog=listen_backlog()
+            )
             running.servers.append(server)
             bound = server._server.sockets[0].getsockname()  # type: ignore[union-attr]
             running.tcp_address = (str(bound[0]), int(bound[1]))
@@ -99,7 +101,8 @@ async def start_server(
                 observer=uds_observer,
             )
             try:
-                await server.start(sock=sock)
+                # asyncio calls listen() again with this backlog when it starts serving.
+                await server.start(sock=sock, backlog=listen_backlog())
             except BaseException:
                 sock.close()
                 raise

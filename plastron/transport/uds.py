@@ -22,6 +22,7 @@ import stat
 from pathlib import Path
 
 from plastron.errors import FailedPrecondition, InvalidArgument
+from plastron.transport.limits import listen_backlog
 
 MAX_UDS_PATH = 107  # sun_path is 108 bytes including the NUL
 _WRITABLE_BY_OTHERS = stat.S_IWGRP | stat.S_IWOTH
@@ -119,7 +120,7 @@ def bind_unix_socket(path: str, *, mode: int, dir_mode: int) -> socket.socket:
     try:
         sock.bind(str(staging))
         os.chmod(staging, mode)
-        sock.listen(128)
+        sock.listen(listen_backlog())
         os.rename(staging, final)
         if shared_sticky:
             _check_socket_is_ours(final)
