@@ -153,6 +153,15 @@ class DataStore(Protocol):
         how many went."""
         ...
 
+    async def prune_expired_attested_nodes(
+        self, expires_before: int, *, include_non_reattestable: bool, limit: int
+    ) -> int:
+        """Delete at most ``limit`` nodes whose SVID expired before ``expires_before``, the
+        longest-expired first: never banned ones, and nodes that cannot re-attest only with
+        ``include_non_reattestable``; with their selectors and a change event each. How many
+        went."""
+        ...
+
     async def list_node_selectors(self) -> dict[SpiffeId, tuple[Selector, ...]]:
         """Every node's selectors (nodes without selectors left out)."""
         ...

@@ -89,6 +89,8 @@ class ServerConfig:
     # Agents of a method that proves no unique machine (aws_iam): short SVIDs, and their node
     # rows are pruned once those expire.
     non_unique_agent_ttl: dt.timedelta = dt.timedelta(hours=1)
+    # SPIRE's node pruning: off unless prune_attested_nodes_expired_for is set.
+    node_pruning: NodePruning | None = None
     jwt_key_type: KeyType = ca_key_type
     jwt_issuer: str = ""
     admin_ids: tuple[SpiffeId, ...] = ()
@@ -113,6 +115,35 @@ class ServerConfig:
     @property
     def key_manager(self) -> PluginConfig | None:
         return self.plugins.single("KeyManager")
+
+
+@dataclass(frozen=True)
+class NodePruning:
+    """``prune_attested_nodes_expired_for`` and its two companions (SPIRE's keys)."""
+
+    expired_for: dt.timedelta
+    batch_size: int = 1000  # SPIRE's default
+    include_non_reattestable: bool = False  # prune_tofu_nodes
+
+
+_PRUNING_COMPANIONS = ("prune_attested_nodes_batch_size", "prune_tofu_nodes")
+
+
+def _node_pruning(s: Block) -> NodePruning | None:
+    if not s.has("prune_attested_nodes_expired_for"):
+        for key in _PRUNING_COMPANIONS:
+            if s.has(key):
+                # SPIRE ignores them then; Plastron accepts nothing it would ignore.
+                raise ConfigError(
+                    f"server.{key} only applies with server.prune_attested_nodes_expired_for"
+                )
+        return None
+    d = NodePruning
+    return NodePruning(
+        expired_for=s.duration("prune_attested_nodes_expired_for", dt.timedelta(0)),
+        batch_size=s.integer("prune_attested_nodes_batch_size", d.batch_size, 1),
+        include_non_reattestable=s.boolean("prune_tofu_nodes", d.include_non_reattestable),
+    )
 
 
 def _with_default_datastore(plugins: PluginSet) -> PluginSet:
@@ -182,6 +213,7 @@ def _server_section(s: Block) -> dict[str, Any]:
         "default_jwt_svid_ttl": s.duration("default_jwt_svid_ttl", d.default_jwt_svid_ttl),
         "agent_ttl": s.duration("agent_ttl", x509_ttl),
         "non_unique_agent_ttl": s.duration("non_unique_agent_ttl", d.non_unique_agent_ttl),
+        "node_pruning": _node_pruning(s),
         "jwt_key_type": s.key_type("jwt_key_type", ca_key_type),
         "jwt_issuer": s.string("jwt_issuer", d.jwt_issuer),
         "admin_ids": s.spiffe_ids("admin_ids"),

@@ -12,6 +12,11 @@ windows are SPIRE's defaults:
 - CA journals: a journal whose every X.509 CA and JWT key expired more than 14 days ago
   (SPIRE's safety threshold). The running CA's journal always holds a current authority;
   within a journal only the newest 20 records of each kind are kept as they are written.
+
+Agents go only when ``prune_attested_nodes_expired_for`` is set (SPIRE's key): those whose
+X509-SVID expired longer ago than that, at most ``prune_attested_nodes_batch_size`` a pass,
+never banned ones, and join-token (non-reattestable) ones only with ``prune_tofu_nodes``.
+The nodes of non-unique methods (aws_iam) go once expired, whatever the config.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from dataclasses import dataclass
 from plastron.datastore import DataStore
 from plastron.records import CAJournal
 from plastron.server.ca.journal import all_expired_before
+from plastron.server.config import NodePruning
 
 EXPIRED_ENTRY_GRACE = dt.timedelta(hours=1)
 EVENT_RETENTION = dt.timedelta(hours=12)
@@ -53,4 +59,18 @@ async def prune_expired(datastore: DataStore, now: dt.datetime) -> Pruned:
         events=await datastore.prune_events(unix - int(EVENT_RETENTION.total_seconds())),
         ca_journals=await datastore.prune_ca_journals(stale_journal),
         exchanged_credentials=await datastore.prune_exchanged_credentials(unix),
+    )
+
+
+async def prune_expired_agents(
+    datastore: DataStore, now: dt.datetime, pruning: NodePruning | None
+) -> int:
+    """One pass of ``prune_attested_nodes_expired_for`` (nothing when it is not set)."""
+    if pruning is None:
+        return 0
+    cutoff = int((now - pruning.expired_for).timestamp())
+    return await datastore.prune_expired_attested_nodes(
+        cutoff,
+        include_non_reattestable=pruning.include_non_reattestable,
+        limit=pruning.batch_size,
     )

@@ -54,7 +54,7 @@ from plastron.server.plugin_loading import (
     load_server_plugins,
     plugin_context,
 )
-from plastron.server.pruning import Pruned, prune_expired
+from plastron.server.pruning import Pruned, prune_expired, prune_expired_agents
 from plastron.server.services import build_services, server_grpc_limits
 from plastron.server.task_failures import FailureReporter
 from plastron.server.telemetry import ServerTelemetry
@@ -413,6 +413,12 @@ class PlastronServer:
         pruned_nodes = await self.prune_non_unique_nodes()
         if pruned_nodes:
             log.info("pruned expired non-unique agents count=%d", pruned_nodes)
+        expired = await prune_expired_agents(
+            self.datastore, self.clock.now(), self.config.node_pruning
+        )
+        if expired:
+            log.info("pruned agents expired for longer than configured count=%d", expired)
+            await self._apply_local_change()
         return pruned
 
     async def prune_non_unique_nodes(self) -> int:

@@ -229,6 +229,14 @@ class FaultInjectingDataStore:
         self._enter("prune_attested_nodes")
         return await self.store.prune_attested_nodes(expires_before, attestation_types)
 
+    async def prune_expired_attested_nodes(
+        self, expires_before: int, *, include_non_reattestable: bool, limit: int
+    ) -> int:
+        self._enter("prune_expired_attested_nodes")
+        return await self.store.prune_expired_attested_nodes(
+            expires_before, include_non_reattestable=include_non_reattestable, limit=limit
+        )
+
     async def prune_entries(self, expires_before: int) -> int:
         self._enter("prune_entries")
         return await self.store.prune_entries(expires_before)

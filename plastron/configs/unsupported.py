@@ -28,9 +28,6 @@ SERVER_UNSUPPORTED = (
     "profiling_names",
     "profiling_port",
     "proxy_protocol_trusted_cidrs",
-    "prune_attested_nodes_batch_size",
-    "prune_attested_nodes_expired_for",
-    "prune_tofu_nodes",
 )
 # ``server { experimental {} }``: Plastron's entry cache is always event-driven, so neither
 # cache key changes anything; the rest are SPIRE features Plastron lacks.

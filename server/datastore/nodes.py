@@ -177,7 +177,24 @@ def prune(conn: Connection, expires_before: int, types: Sequence[str], now: int)
     q = select(N.c.spiffe_id).where(
         N.c.data_type.in_(list(types)), N.c.expires_at < expires_before, N.c.serial_number != ""
     )
-    sids = [str(r[0]) for r in conn.execute(q)]
+    return _delete_nodes(conn, [str(r[0]) for r in conn.execute(q)], now)
+
+
+def prune_expired(
+    conn: Connection, expires_before: int, include_non_reattestable: bool, limit: int, now: int
+) -> int:
+    """SPIRE's ``prune_attested_nodes_expired_for``: at most ``limit`` nodes whose SVID expired
+    before ``expires_before``; never banned ones (deleting the row would lift the ban), and
+    nodes that cannot re-attest only when asked (``prune_tofu_nodes``)."""
+    where = [N.c.expires_at < expires_before, N.c.serial_number != ""]
+    if not include_non_reattestable:
+        where.append(N.c.can_reattest == True)  # noqa: E712 - an SQL expression
+    q = select(N.c.spiffe_id).where(*where).order_by(N.c.expires_at).limit(limit)
+    return _delete_nodes(conn, [str(r[0]) for r in conn.execute(q)], now)
+
+
+def _delete_nodes(conn: Connection, sids: Sequence[str], now: int) -> int:
+    """Delete the nodes and their selectors, with one change event each."""
     for i in range(0, len(sids), PRUNE_CHUNK):
         chunk = sids[i : i + PRUNE_CHUNK]
         conn.execute(delete(NS).where(NS.c.spiffe_id.in_(chunk)))

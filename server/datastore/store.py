@@ -196,6 +196,15 @@ class SqlDataStore(JoinTokenMethods, ExchangedCredentialMethods):
             "prune_attested_nodes", lambda c: nodes.prune(c, expires_before, types, now)
         )
 
+    async def prune_expired_attested_nodes(
+        self, expires_before: int, *, include_non_reattestable: bool, limit: int
+    ) -> int:
+        now = self._now()
+        return await self._tx.write(
+            "prune_expired_attested_nodes",
+            lambda c: nodes.prune_expired(c, expires_before, include_non_reattestable, limit, now),
+        )
+
     async def upsert_attested_node_with_selectors(self, node: AttestedNode) -> AttestedNode:
         now = self._now()
         return await self._tx.write(

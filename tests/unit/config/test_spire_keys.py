@@ -26,6 +26,7 @@ REFUSED = "refused"
 # audit log), whose behaviour tests land with it.
 WIRED_BY_TELEMETRY = "telemetry"
 LOG_FILES = "tests/integration/ops/test_log_files.py::test_server_json_and_agent_logfmt_files"
+NODE_PRUNING = "tests/integration/server/test_node_pruning.py"
 
 # SPIRE server { ... } keys: the behaviour test of each implemented one, or REFUSED.
 SERVER_KEYS: dict[str, str] = {
@@ -58,9 +59,12 @@ SERVER_KEYS: dict[str, str] = {
     "::test_log_level_flag_over_the_file_sets_what_is_logged",
     "log_format": LOG_FILES,
     "log_source_location": REFUSED,
-    "prune_attested_nodes_expired_for": REFUSED,
-    "prune_attested_nodes_batch_size": REFUSED,
-    "prune_tofu_nodes": REFUSED,
+    "prune_attested_nodes_expired_for": NODE_PRUNING
+    + "::test_prune_expired_for_in_batches_keeps_banned_and_tofu",
+    "prune_attested_nodes_batch_size": NODE_PRUNING
+    + "::test_prune_expired_for_in_batches_keeps_banned_and_tofu",
+    "prune_tofu_nodes": NODE_PRUNING
+    + "::test_prune_tofu_nodes_includes_join_token_agents_never_banned",
     "proxy_protocol_trusted_cidrs": REFUSED,
     "ratelimit": "tests/integration/attestation/test_parsers_fail_closed.py",
     "socket_path": "tests/integration/server/test_api.py::test_entry_crud_and_filters",
@@ -175,6 +179,9 @@ AGENT_BASE = {
 }
 # A value each implemented key accepts (the base values cover the required keys).
 SAMPLES = {
+    "prune_attested_nodes_expired_for": '"24h"',
+    "prune_attested_nodes_batch_size": "500",
+    "prune_tofu_nodes": "true",
     "admin_ids": '["spiffe://example.org/admin"]',
     "agent_ttl": '"1h"',
     "audit_log_enabled": "true",
@@ -215,6 +222,8 @@ def _document(section: str, base: dict[str, str], key: str, value: str, plugins:
         del body["insecure_bootstrap"]
     if key == "join_token_file":
         body.pop("join_token", None)
+    if key in ("prune_attested_nodes_batch_size", "prune_tofu_nodes") and value != '"x"':
+        body["prune_attested_nodes_expired_for"] = '"24h"'  # they apply only with it
     lines = "\n".join(f"  {k} = {v}" for k, v in body.items())
     return f"{section} {{\n{lines}\n}}\nplugins {{\n{plugins}\n}}\n"
 
