@@ -18,8 +18,9 @@ from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
 
 from plastron.agent.cli import agent_commands, api, node_credentials
 from plastron.agent.cli.workload_client import socket_path_from
+from plastron.configs.duration import parse_go_duration
 from plastron.configs.overrides import AGENT_RUN_FLAGS, add_override_flags
-from plastron.errors import PlastronError
+from plastron.errors import ConfigError, PlastronError
 from plastron.version import VERSION_FLAGS, package_version
 
 DEFAULT_CONFIG = "conf/agent/agent.conf"
@@ -28,7 +29,20 @@ Command = Callable[[argparse.Namespace, TextIO], Coroutine[Any, Any, int]]
 
 def _socket_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("-socketPath", default=None, help="Workload API socket path")
-    p.add_argument("-timeout", type=float, default=5.0, help="seconds to wait for a response")
+    p.add_argument(
+        "-timeout", type=_timeout_seconds, default=5.0, help="time to wait for a response (5s)"
+    )
+
+
+def _timeout_seconds(text: str) -> float:
+    """SPIRE's -timeout is a Go duration (``5s``, ``1500ms``); a bare number has no unit."""
+    try:
+        value = parse_go_duration(text, "-timeout")
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("-timeout: ")) from None
+    if not value:
+        raise argparse.ArgumentTypeError("must be longer than zero")
+    return value.total_seconds()
 
 
 def _output_flags(p: argparse.ArgumentParser, *spellings: str) -> None:

@@ -168,3 +168,17 @@ def test_missing_socket_error_names_the_socket(tmp_path: Path) -> None:
         assert done.returncode == 1 and done.stdout == ""
         assert done.stderr.count("\n") == 1, done.stderr
         assert done.stderr.startswith("Error: connection error: ") and missing in done.stderr
+
+
+async def test_timeout_is_a_go_duration(workload_api: WorkloadApiEnv) -> None:
+    _identity(workload_api)
+    sock = workload_api.socket_path
+    code, out = await _cli("api", "fetch", "-timeout", "1500ms", "-socketPath", sock)
+    assert code == 0 and "Received 1 svid" in out
+    for bad in ("5", "0s", "soon"):
+        done = subprocess.run(
+            [sys.executable, "-m", "plastron.agent.cli.main", "api", "fetch", "-timeout", bad],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
+        assert "-timeout" in done.stderr
