@@ -72,7 +72,7 @@ async def test_healthcheck(workload_api: WorkloadApiEnv, tmp_path: Path) -> None
     code, out = await _cli("healthcheck", "-socketPath", workload_api.socket_path)
     assert code == 0 and "Agent is healthy." in out
     code, out = await _cli("healthcheck", "-socketPath", str(tmp_path / "none.sock"))
-    assert code == 1 and "unhealthy" in out
+    assert code == 1 and "unhealthy" in out and str(tmp_path / "none.sock") in out
 
 
 async def test_fetch_x509_write_replaces_planted_links_and_foreign_files(
