@@ -1,7 +1,9 @@
 """Manufacturing swtpm instances (no pytest): a test manufacturer CA, EK certificates it signs
 through ``swtpm_setup --create-ek-cert``, and ``swtpm socket`` on a unix socket.
 
-Used by the pytest fixtures (swtpm_fixtures.py), the benchmarks and the demo (tools/demo_tpm.py).
+The manufacturer CA and the ``swtpm_setup`` run are the product's (``plastron.devkit.swtpm``,
+which ``plastron-dev up`` and ``make demo`` use); this module adds what tests need around them.
+Used by the pytest fixtures (swtpm_fixtures.py) and the benchmarks.
 
 ``make_manufacturer_ca(dir)`` an EC P-256 "TPM manufacturer" root; ``manufacture(dir, ca)`` a TPM
 state with fresh EKs (RSA-2048 EK cert at NV 0x01c00002, ECC P-384 at 0x01c00016, both also
@@ -19,121 +21,34 @@ import signal
 import socket
 import subprocess
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from tpm2_pytss import ESAPI, TCTILdr, TSS2_Exception
 from tpm2_pytss.constants import ESYS_TR, TPM2_ALG, TPMA_NV
 from tpm2_pytss.types import TPM2B_NV_PUBLIC, TPMS_NV_PUBLIC
+
+from plastron.devkit.swtpm import ManufacturerCa, make_manufacturer_ca, manufacture
 
 RSA_EK_CERT_INDEX = 0x01C00002
 ECC_P256_EK_CERT_INDEX = 0x01C0000A
 ECC_P384_EK_CERT_INDEX = 0x01C00016
 START_DEADLINE_S = 10.0
 
+__all__ = [
+    "ManufacturerCa",
+    "SwtpmProcess",
+    "issue_ek_cert",
+    "make_manufacturer_ca",
+    "manufacture",
+    "start_copy",
+    "write_ek_cert",
+]
+
 # libtss2 logs every failed NV probe at error level; tests do not need that noise.
 os.environ.setdefault("TSS2_LOG", "all+none")
-
-
-@dataclass(frozen=True)
-class ManufacturerCa:
-    key: ec.EllipticCurvePrivateKey
-    cert: x509.Certificate
-    dir: Path  # holds ca-key.pem and ca-cert.pem
-
-    @property
-    def cert_pem(self) -> bytes:
-        return self.cert.public_bytes(serialization.Encoding.PEM)
-
-
-def make_manufacturer_ca(
-    directory: Path, cn: str = "Plastron Test TPM Manufacturer"
-) -> ManufacturerCa:
-    directory.mkdir(parents=True, exist_ok=True)
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=3650))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    # swtpm_localca reads the signing key as a traditional "EC PRIVATE KEY" PEM.
-    (directory / "ca-key.pem").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.TraditionalOpenSSL,
-            serialization.NoEncryption(),
-        )
-    )
-    (directory / "ca-cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return ManufacturerCa(key, cert, directory)
-
-
-def _write_setup_config(conf_dir: Path, ca: ManufacturerCa) -> Path:
-    localca = conf_dir / "localca"
-    localca.mkdir(parents=True, exist_ok=True)
-    (conf_dir / "swtpm-localca.conf").write_text(
-        f"statedir = {localca}\n"
-        f"signingkey = {ca.dir / 'ca-key.pem'}\n"
-        f"issuercert = {ca.dir / 'ca-cert.pem'}\n"
-        f"certserial = {localca / 'certserial'}\n"
-    )
-    (conf_dir / "swtpm-localca.options").write_text(
-        "--platform-manufacturer Plastron\n--platform-version 2.1\n--platform-model TestBox\n"
-    )
-    setup = conf_dir / "swtpm_setup.conf"
-    setup.write_text(
-        "create_certs_tool = /usr/bin/swtpm_localca\n"
-        f"create_certs_tool_config = {conf_dir / 'swtpm-localca.conf'}\n"
-        f"create_certs_tool_options = {conf_dir / 'swtpm-localca.options'}\n"
-        "active_pcr_banks = sha256\n"
-    )
-    return setup
-
-
-def manufacture(state_dir: Path, ca: ManufacturerCa, *, ek_certs: bool = True) -> Path:
-    """Run swtpm_setup into ``state_dir``: fresh EKs, certificates signed by ``ca``."""
-    state_dir.mkdir(parents=True, exist_ok=True)
-    conf_dir = state_dir.parent / f"{state_dir.name}-conf"
-    conf_dir.mkdir(parents=True, exist_ok=True)
-    setup = _write_setup_config(conf_dir, ca)
-    cmd = ["swtpm_setup", "--tpm2", "--tpmstate", str(state_dir), "--config", str(setup)]
-    cmd += ["--pcr-banks", "sha256", "--overwrite"]
-    if ek_certs:
-        cmd += ["--create-ek-cert", "--write-ek-cert-files", str(conf_dir)]
-    else:
-        cmd += ["--createek"]
-    env = dict(os.environ, XDG_CONFIG_HOME=str(conf_dir))
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=60, check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(f"swtpm_setup failed ({proc.returncode}): {proc.stderr or proc.stdout}")
-    return state_dir
 
 
 class SwtpmProcess:

@@ -20,9 +20,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from demo_tpm import DemoTpmError, SwtpmForDemo, prepare_swtpm, swtpm_available
-
 from plastron.clock import SystemClock
+from plastron.devkit import softhsm
+from plastron.devkit.processes import DevKitError, ProcessBook
+from plastron.devkit.swtpm import DevTpm, missing_packages, start_dev_tpm
 from plastron.spiffe.bundle import Bundle
 from plastron.spiffe.ids import TrustDomain
 from plastron.spiffe.jwtsvid import validate_jwt_svid
@@ -30,7 +31,6 @@ from plastron.spiffe.x509svid import load_pem_certificates, validate_x509_svid
 
 TD = "example.org"
 BIN = Path(sys.executable).parent
-SOFTHSM_LIB = Path("/usr/lib/softhsm/libsofthsm2.so")
 
 
 class DemoError(Exception):
@@ -73,38 +73,12 @@ def wait_for(path: Path, proc: subprocess.Popen[bytes], what: str, deadline: flo
 
 def key_manager_block(work: Path) -> str:
     """A SoftHSM2 token for the CA keys when SoftHSM2 is installed (make installs it)."""
-    if not SOFTHSM_LIB.exists() or shutil.which("softhsm2-util") is None:
+    if softhsm.find_module() is None or shutil.which("softhsm2-util") is None:
         return f'KeyManager "disk" {{ plugin_data {{ directory = "{work}/keys" }} }}'
-    tokens = work / "tokens"
-    tokens.mkdir()
-    conf = work / "softhsm2.conf"
-    conf.write_text(
-        f"directories.tokendir = {tokens}\nobjectstore.backend = file\nlog.level = ERROR\n"
-    )
-    os.environ["SOFTHSM2_CONF"] = str(conf)
-    pin = work / "pin"
-    pin.write_text("1234\n")
-    pin.chmod(0o600)
-    subprocess.run(
-        [
-            "softhsm2-util",
-            "--init-token",
-            "--free",
-            "--label",
-            "plastron-demo",
-            "--pin",
-            "1234",
-            "--so-pin",
-            "5678",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    step("CA keys will live in SoftHSM2 token 'plastron-demo'")
-    return (
-        f'KeyManager "pkcs11" {{ plugin_data {{ module_path = "{SOFTHSM_LIB}" '
-        f'token_label = "plastron-demo" pin_file = "{pin}" }} }}'
-    )
+    token = softhsm.init_token(work / "hsm")
+    os.environ.update(token.env)  # the server process inherits it
+    step(f"CA keys will live in SoftHSM2 token '{token.label}'")
+    return token.key_manager_block()
 
 
 @contextlib.contextmanager
@@ -126,7 +100,7 @@ def process(
                 proc.wait()
 
 
-def node_attestation(sock: Path, node_id: str, tpm: SwtpmForDemo | None) -> str | None:
+def node_attestation(sock: Path, node_id: str, tpm: DevTpm | None) -> str | None:
     """Make ``node_id`` a node alias for the demo agent: by its TPM's EK when swtpm is there
     (the agent attests with the ``tpm`` method), else by a join token (returned)."""
     if tpm is not None:
@@ -148,7 +122,7 @@ def node_attestation(sock: Path, node_id: str, tpm: SwtpmForDemo | None) -> str 
     return token.strip().splitlines()[0].split()[-1]
 
 
-def run(work: Path, tpm: SwtpmForDemo | None) -> None:
+def run(work: Path, tpm: DevTpm | None) -> None:
     port = free_port()
     sock = work / "server.sock"
     conf = work / "server.conf"
@@ -238,7 +212,7 @@ def run_agent(
     token: str | None,
     bundle_pem: bytes,
     workload_id: str,
-    tpm: SwtpmForDemo | None,
+    tpm: DevTpm | None,
 ) -> None:
     agent_bin = BIN / "plastron-agent"
     (work / "bootstrap.pem").write_bytes(bundle_pem)
@@ -337,20 +311,20 @@ plugins {{
 def main() -> int:
     started = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="plastron-demo-"))
-    tpm: SwtpmForDemo | None = None
+    tpm: DevTpm | None = None
+    book = ProcessBook(work)
     try:
-        if swtpm_available():
-            tpm = prepare_swtpm(work)
+        if not missing_packages():
+            tpm = start_dev_tpm(book, work / "tpm")
             step(f"swtpm manufactured with an EK certificate; agent TCTI {tpm.tcti}")
         else:
             step("swtpm not installed: the agent will attest with a join token")
         run(work, tpm)
-    except (DemoError, DemoTpmError, OSError, subprocess.SubprocessError) as exc:
+    except (DemoError, DevKitError, OSError, subprocess.SubprocessError) as exc:
         print(f"demo failed: {exc} (logs in {work})", file=sys.stderr)
         return 1
     finally:
-        if tpm is not None:
-            tpm.stop()
+        book.stop_all()
     step(f"demo finished in {time.monotonic() - started:.1f}s")
     shutil.rmtree(work, ignore_errors=True)
     return 0

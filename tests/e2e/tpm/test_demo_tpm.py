@@ -1,5 +1,6 @@
-"""tools/demo_tpm.py as ``make demo`` would use it: its swtpm, its config blocks and its node
-selector take a real agent from TPM attestation to a workload SVID."""
+"""The dev kit's swtpm (``plastron.devkit.swtpm``) as ``make demo`` and ``plastron-dev up`` use
+it: its swtpm behind tpm2-abrmd, its config blocks and its node selector take a real agent from
+TPM attestation to a workload SVID; ``stop_all`` ends its processes."""
 
 from __future__ import annotations
 
@@ -10,21 +11,22 @@ from pathlib import Path
 import pytest
 from tpm_e2e import TD, TpmAgent, agent_ids, cli_ok, poll, start_tpm_server
 
-from tools.demo_tpm import SwtpmForDemo, prepare_swtpm
+from plastron.devkit.processes import ProcessBook
+from plastron.devkit.swtpm import DevTpm, start_dev_tpm
 
 pytestmark = pytest.mark.swtpm
 
 
 @pytest.fixture
-def demo_tpm(base: Path) -> Iterator[SwtpmForDemo]:
-    tpm = prepare_swtpm(base)
+def demo_tpm(base: Path) -> Iterator[DevTpm]:
+    book = ProcessBook(base)
     try:
-        yield tpm
+        yield start_dev_tpm(book, base / "devtpm")
     finally:
-        tpm.stop()
+        assert book.stop_all() == ["tpm2-abrmd", "dbus-daemon", "swtpm"]
 
 
-def test_demo_swtpm_attests_an_agent(base: Path, demo_tpm: SwtpmForDemo) -> None:
+def test_demo_swtpm_attests_an_agent(base: Path, demo_tpm: DevTpm) -> None:
     server = start_tpm_server(
         base, demo_tpm.endorsement_ca_path, attestor_block=demo_tpm.server_attestor_block()
     )
