@@ -353,12 +353,12 @@ class PlastronServer:
         await self._refresh_trust()
 
     async def _follow_upstream_loop(self, source: UpstreamBundleSource) -> None:
-        async def follow() -> None:
+        async def follow_upstream_bundle() -> None:
             assert self.ca is not None
             await follow_upstream(self.ca.manager, source)
             await self._refresh_trust()
 
-        await self._loop(follow, UPSTREAM_POLL_SECONDS)
+        await self._loop(follow_upstream_bundle, UPSTREAM_POLL_SECONDS)
 
     async def _x509_authorities(self) -> tuple[x509.Certificate, ...]:
         return self._trust

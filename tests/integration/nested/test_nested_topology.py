@@ -73,9 +73,11 @@ class Workload:
         return self.client.fetch_jwt_svid(audience={AUDIENCE}).token
 
 
-def start_branch(base: Path, upstream: Upstream, name: str) -> tuple[ServerProcess, AgentProcess]:
+def start_branch(
+    base: Path, upstream: Upstream, name: str, server_extra: str = ""
+) -> tuple[ServerProcess, AgentProcess]:
     register_downstream(upstream, name)
-    server = downstream_server(base, upstream, name)
+    server = downstream_server(base, upstream, name, server_extra)
     server.start()
     agent = AgentProcess(base / name, server)
     node = f"spiffe://{TD}/{name}/node"
