@@ -42,12 +42,13 @@ def start_upstream(base: Path, token: SoftHsmToken) -> Upstream:
     return Upstream(server, agent)
 
 
-def register_downstream(upstream: Upstream, name: str) -> None:
-    """The entry that lets a server process of this uid ask the upstream for a CA."""
+def register_downstream(upstream: Upstream, name: str, *, downstream: bool = True) -> None:
+    """The entry that lets a server process of this uid ask the upstream for a CA (without
+    ``downstream``: an ordinary workload entry for the same process)."""
     server = upstream.server
     server.cli(
         "entry", "create", "-parentID", UPSTREAM_NODE, "-spiffeID", downstream_id(name),
-        "-selector", upstream.agent.uid_selector, "-downstream",
+        "-selector", upstream.agent.uid_selector, *(["-downstream"] if downstream else []),
     )  # fmt: skip
     client = WorkloadApiClient(socket_path=f"unix://{upstream.agent.socket_path}")
     try:
