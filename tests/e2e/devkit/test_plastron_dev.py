@@ -25,6 +25,8 @@ from plastron.spiffe.x509svid import load_pem_certificates, validate_x509_svid
 
 DEV = [sys.executable, "-m", "plastron.devkit"]
 
+pytestmark = pytest.mark.softhsm
+
 
 def dev(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
@@ -134,6 +136,7 @@ def _running(pid: int) -> bool:
     return state != "Z"
 
 
+@pytest.mark.swtpm
 def test_up_with_swtpm_attests_by_tpm_and_keeps_the_ca_key_in_softhsm(dev_dir: Path) -> None:
     up = dev("up", "-dir", str(dev_dir), "-attestor", "tpm")
     assert up.returncode == 0, up.stderr

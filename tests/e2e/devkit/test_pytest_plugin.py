@@ -9,8 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 PYTEST = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider"]
 DOC = Path(__file__).resolve().parents[3] / "docs" / "testing-with-plastron.md"
+
+pytestmark = pytest.mark.softhsm
 
 
 def documented_test_file() -> str:
