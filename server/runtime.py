@@ -11,7 +11,7 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from cryptography import x509
@@ -29,10 +29,9 @@ from plastron.host_services import ConsumedToken, HostServices
 from plastron.keymanager import KeyManager, PrivateKey, close_if_closeable
 from plastron.logs import fields
 from plastron.plugins import PluginContext, Registries
-from plastron.server.agentless.exchange import TokenExchange
 from plastron.server.agentless.grpc_service import TokenExchangeService
 from plastron.server.agentless.http import ExchangeListener
-from plastron.server.agentless.limits import SourceRateLimit
+from plastron.server.agentless.wiring import build_exchange_listener
 from plastron.server.api.authz import AuthorizedService, Authorizer, authorized_mapping
 from plastron.server.api.context import ApiContext
 from plastron.server.api.policies import POLICIES
@@ -171,10 +170,18 @@ class PlastronServer:
             nodes=self.datastore,
             clock_now=lambda: self.clock.now().timestamp(),
         )
-        exchange = self._build_token_exchange(attestors)
+        self.token_exchange = build_exchange_listener(
+            cfg,
+            attestors=attestors,
+            datastore=self.datastore,
+            ca=lambda: self.ca,
+            bundle=lambda: self._own_bundle,
+            clock=self.clock,
+            svid=self._server_svid,
+        )
         services = build_services(ctx, self.health, lambda: self._server_chain)
-        if exchange is not None:
-            services.append(TokenExchangeService(exchange))
+        if self.token_exchange is not None:
+            services.append(TokenExchangeService(self.token_exchange.exchange))
         handlers = [
             RPC.instrument(
                 AuthorizedService(
@@ -194,7 +201,8 @@ class PlastronServer:
         )
         await self._start_health_listener()
         await self._start_bundle_endpoint()
-        await self._start_token_exchange(exchange)
+        if self.token_exchange is not None:
+            await self.token_exchange.start()
         self._spawn(self.federation.run(), "federation")
         self.telemetry.start(lambda: self.ca, self.health, self.clock)
         if self.telemetry.enabled:  # keeps plastron_server_subsystem_up current
@@ -240,30 +248,6 @@ class PlastronServer:
             cfg, lambda: self._own_bundle, self._server_svid, self.config.config_dir
         )
         await self.bundle_endpoint.start()
-
-    def _build_token_exchange(
-        self, attestors: Mapping[str, ServerNodeAttestor]
-    ) -> TokenExchange | None:
-        cfg = self.config.agentless_exchange
-        if cfg is None:
-            return None
-        assert self.datastore is not None
-        return TokenExchange(
-            trust_domain=self.config.trust_domain,
-            attestors=attestors,
-            datastore=self.datastore,
-            ca=lambda: self.ca,
-            bundle=lambda: self._own_bundle,
-            clock=self.clock,
-            rate_limit=SourceRateLimit(cfg.rate_limit_per_second, cfg.rate_limit_burst),
-        )
-
-    async def _start_token_exchange(self, exchange: TokenExchange | None) -> None:
-        cfg = self.config.agentless_exchange
-        if cfg is None or exchange is None:
-            return
-        self.token_exchange = ExchangeListener(cfg, exchange, self._server_svid)
-        await self.token_exchange.start()
 
     def _server_svid(self) -> tuple[list[x509.Certificate], PrivateKey]:
         assert self._server_key is not None

@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 
 from plastron.keymanager import PrivateKey
 from plastron.server.agentless.config import ExchangeListenerConfig, ExchangeServingCert
+from plastron.server.agentless.discovery import OidcDocuments
 from plastron.server.agentless.exchange import (
     ExchangeRefused,
     ExchangeRequest,
@@ -136,10 +137,15 @@ def result_document(result: ExchangeResult) -> dict[str, Any]:
 
 class ExchangeListener:
     def __init__(
-        self, config: ExchangeListenerConfig, exchange: TokenExchange, svid: SvidSource
+        self,
+        config: ExchangeListenerConfig,
+        exchange: TokenExchange,
+        svid: SvidSource,
+        discovery: OidcDocuments | None = None,
     ) -> None:
         self._config = config
-        self._exchange = exchange
+        self._discovery = discovery
+        self.exchange = exchange
         self._svid = svid
         self._slots = asyncio.Semaphore(MAX_CONNECTIONS)
         self._server: asyncio.Server | None = None
@@ -211,12 +217,14 @@ class ExchangeListener:
                 with contextlib.suppress(OSError, TimeoutError, ConnectionError):
                     await asyncio.wait_for(writer.wait_closed(), READ_TIMEOUT_SECONDS)
 
-    async def _read(self, reader: asyncio.StreamReader) -> tuple[str, dict[str, str], bytes]:
+    async def _read(self, reader: asyncio.StreamReader) -> tuple[str, str, dict[str, str], bytes]:
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), READ_TIMEOUT_SECONDS)
         except asyncio.LimitOverrunError:
             raise ExchangeRefused("invalid_request", "request header too large", 431) from None
         method, path, headers = _headers(head[:-4])
+        if method == "GET" and self._discovery is not None and self._discovery.serves(path):
+            return method, path, headers, b""
         if path != EXCHANGE_PATH:
             raise ExchangeRefused("invalid_request", f"no such endpoint {path[:200]!r}", 404)
         if method != "POST":
@@ -229,16 +237,18 @@ class ExchangeListener:
                 "invalid_request", f"Content-Length must be 0..{MAX_BODY_BYTES}", 413
             )
         body = await asyncio.wait_for(reader.readexactly(int(length_text)), READ_TIMEOUT_SECONDS)
-        return path, headers, body
+        return method, path, headers, body
 
     async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bytes:
         peer = writer.get_extra_info("peername")
         source = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
         try:
             try:
-                _, headers, body = await self._read(reader)
+                method, path, headers, body = await self._read(reader)
             except (TimeoutError, asyncio.IncompleteReadError):
                 return b""
+            if method == "GET" and self._discovery is not None:
+                return _reply(*self._discovery.answer(path))
             doc = parse_body(body)
             request = ExchangeRequest(
                 credential=_bearer(headers),
@@ -248,7 +258,7 @@ class ExchangeListener:
                 csr=doc.get("csr", ""),
                 cluster=doc.get("cluster", ""),
             )
-            result = await self._exchange.exchange(request)
+            result = await self.exchange.exchange(request)
         except ExchangeRefused as exc:
             return _error(exc)
         return _reply(200, result_document(result))

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import jwt
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -312,3 +313,26 @@ async def test_listener_refuses_malformed_http(exchange: Exchange) -> None:
         answer = await raw(request)
         assert answer.startswith(b"HTTP/1.1 " + status), answer[:200]
         assert reason in answer and b'"error": "invalid_request"' in answer
+
+
+async def test_listener_serves_oidc_discovery_for_the_jwt_issuer(tmp_path: Path) -> None:
+    issuer = "https://oidc.example.org/td"
+    async with exchange_server(tmp_path, "", server_extra=f'jwt_issuer = "{issuer}"') as ex:
+
+        async def get(path: str) -> tuple[bytes, Any]:
+            reader, writer = await asyncio.open_connection("127.0.0.1", ex.port, ssl=ex.tls)
+            writer.write(f"GET {path} HTTP/1.1\r\nHost: anything\r\n\r\n".encode())
+            answer = await asyncio.wait_for(reader.read(), 30)
+            writer.close()
+            head, _, body = answer.partition(b"\r\n\r\n")
+            return head.split(b"\r\n")[0], json.loads(body)
+
+        status, doc = await get("/td/.well-known/openid-configuration")
+        assert status == b"HTTP/1.1 200 OK"
+        assert (doc["issuer"], doc["jwks_uri"]) == (issuer, issuer + "/keys")
+        status, jwks = await get("/td/keys")
+        assert status == b"HTTP/1.1 200 OK" and all(k["use"] == "sig" for k in jwks["keys"])
+        _, exchanged = await ex.post(ex.token(), {"audience": AUDIENCE})
+        key = jwt.PyJWKSet.from_dict(jwks)[jwt.get_unverified_header(exchanged["token"])["kid"]]
+        claims = jwt.decode(exchanged["token"], key, algorithms=["ES256"], audience=AUDIENCE[0])
+        assert (claims["iss"], claims["sub"]) == (issuer, exchanged["spiffe_id"])
