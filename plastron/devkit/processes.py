@@ -120,12 +120,15 @@ class ProcessBook:
         return stopped
 
     def _stop(self, record: Recorded) -> None:
-        os.kill(record.pid, signal.SIGTERM)
         try:
-            poll(f"{record.name} to exit", lambda: not self._alive(record), STOP_DEADLINE_S)
-        except DevKitError:
-            os.kill(record.pid, signal.SIGKILL)
-            poll(f"{record.name} to exit after SIGKILL", lambda: not self._alive(record), 10)
+            os.kill(record.pid, signal.SIGTERM)
+            try:
+                poll(f"{record.name} to exit", lambda: not self._alive(record), STOP_DEADLINE_S)
+            except DevKitError:
+                os.kill(record.pid, signal.SIGKILL)
+                poll(f"{record.name} to exit after SIGKILL", lambda: not self._alive(record), 10)
+        except ProcessLookupError:
+            pass  # it exited between the check and the signal: what was wanted
         child = self._children.pop(record.pid, None)
         if child is not None:
             child.wait()

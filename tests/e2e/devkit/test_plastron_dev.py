@@ -117,6 +117,11 @@ def test_up_without_swtpm_falls_back_to_join_token_and_down_stops_all(
     assert created.returncode == 0, created.stderr
     recorded = ProcessBook(dev_dir).entries
     assert [r.name for r in recorded] == ["plastron-server", "plastron-agent"]
+    second = dev("up", "-dir", str(dev_dir), "-attestor", "join_token")
+    assert (second.returncode, second.stderr) == (
+        1,
+        f"plastron-dev: an environment is running in {dev_dir}: run plastron-dev down\n",
+    )
 
     down = dev("down", "-dir", str(dev_dir))
     assert down.returncode == 0, down.stderr
