@@ -1,10 +1,11 @@
 """A downstream keeps issuing while its upstream is down, and rotates its CA (ca_ttl 60 s)
 before that CA expires once the upstream is back.
 
-The upstream server stops right after the downstream got its first CA; the downstream's CA
-rotation then fails (logged) while a new entry still gets its SVID. When the upstream returns,
-the downstream's next rotation tick prepares and activates a CA the upstream signs, and that
-CA starts before the first one ends (read from the certificates, not the clock).
+The upstream server stops right after the downstream got its first CA; the downstream's agent
+then attests and its workloads get SVIDs while the downstream's CA rotation fails (logged).
+When the upstream returns, the downstream's next rotation tick prepares and activates a CA the
+upstream signs, and that CA starts before the first one ends (read from the certificates, not
+the clock).
 """
 
 from __future__ import annotations
@@ -19,13 +20,16 @@ import pytest
 from softhsm_token import SoftHsmToken
 
 from plastron.spiffe.x509svid import validate_x509_svid
-from tests.integration.agent.agent_processes import TD
+from tests.integration.agent.agent_processes import TD, AgentProcess
 from tests.integration.nested.test_nested_topology import (
     Workload,
-    start_branch,
     upstream_bundle,
 )
-from tests.integration.nested.topology import start_upstream
+from tests.integration.nested.topology import (
+    downstream_server,
+    register_downstream,
+    start_upstream,
+)
 from tests.processes import poll
 
 pytestmark = pytest.mark.softhsm
@@ -47,19 +51,25 @@ def test_downstream_issues_while_upstream_is_down_and_rotates_before_expiry(
     upstream = start_upstream(base, softhsm_token)
     server = agent = None
     try:
-        server, agent = start_branch(base, upstream, "east", server_extra='ca_ttl = "60s"')
-        workload = Workload(agent)
-        first_chain = poll("east workload SVID", workload.x509_chain)
-        first_ca = first_chain[1]
+        # The upstream stops right after the downstream got its first CA, well before that
+        # CA's rotation is due; the downstream's agent and workloads arrive while it is down.
+        register_downstream(upstream, "east")
+        server = downstream_server(base, upstream, "east", server_extra='ca_ttl = "60s"')
+        server.start()
         roots = [a.certificate for a in upstream_bundle(upstream.server).x509_authorities]
-
         upstream.server.stop()
+        agent = AgentProcess(base / "east", server)
         node = f"spiffe://{TD}/east/node"
-        server.create_entry(node, f"spiffe://{TD}/east/while-down", agent.uid_selector)
+        for name in ("workload", "while-down"):
+            server.create_entry(node, f"spiffe://{TD}/east/{name}", agent.uid_selector)
+        agent.start(server.join_token(node))
+        workload = Workload(agent)
         poll(
-            "an SVID for the new entry while the upstream is down",
+            "SVIDs from the downstream while the upstream is down",
             lambda: len(workload.client.fetch_x509_context().x509_svids) == 2,
         )
+        first_chain = poll("east workload SVID", workload.x509_chain)
+        first_ca = first_chain[1]
         poll(
             "the downstream's CA rotation failing while the upstream is down",
             lambda: "task=rotate_ca" in server.proc.log(),
