@@ -40,6 +40,10 @@ class WorkloadEntry:
     dns_names: tuple[str, ...] = ()
     hint: str = ""
     revision: int = 0
+    # Withheld from DelegatedIdentity callers, as SPIRE does: a delegate acts for workloads,
+    # never with their admin or downstream powers.
+    admin: bool = False
+    downstream: bool = False
 
 
 @dataclass(frozen=True)
@@ -187,6 +191,10 @@ class WorkloadCache:
     @property
     def x509_svid_count(self) -> int:
         return len(self._svids)
+
+    @property
+    def jwt_svid_count(self) -> int:
+        return len(self._jwts)
 
     @property
     def bundle(self) -> Bundle | None:

@@ -9,6 +9,7 @@ field, and the reader takes it from there.
 from __future__ import annotations
 
 import datetime as dt
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -37,7 +38,7 @@ from plastron.configs.unsupported import (
 )
 from plastron.errors import ConfigError
 from plastron.keymanager import KeyType
-from plastron.spiffe.ids import TrustDomain
+from plastron.spiffe.ids import SpiffeId, TrustDomain
 from plastron.transport.limits import ConnectionLimits
 
 AGENT_PLUGIN_TYPES = ("KeyManager", "NodeAttestor", "WorkloadAttestor")
@@ -67,6 +68,9 @@ class AgentConfig:
     plugins: PluginSet
     server_port: int = 8081
     socket_path: Path = Path("/tmp/plastron-agent/public/api.sock")  # noqa: S108
+    # The admin API (Debug, Logger, DelegatedIdentity); None: not served, as in SPIRE.
+    admin_socket_path: Path | None = None
+    authorized_delegates: tuple[SpiffeId, ...] = ()
     trust_bundle_path: Path | None = None
     trust_bundle_url: str | None = None
     trust_bundle_format: str = "pem"
@@ -158,18 +162,39 @@ def _sds(block: Block) -> SdsConfig:
     return sds
 
 
+def _admin_socket(a: Block, socket_path: Path) -> dict[str, Any]:
+    """``admin_socket_path`` must be absolute and outside the Workload API socket's directory
+    (SPIRE's rule): that directory is open to every local user, the admin socket is not."""
+    text = a.optional_string("admin_socket_path")
+    delegates = a.spiffe_ids("authorized_delegates")
+    if not text:
+        return {"admin_socket_path": None, "authorized_delegates": delegates}
+    admin = Path(text)
+    if not admin.is_absolute():
+        raise ConfigError(f"agent.admin_socket_path must be an absolute path ({text!r})")
+    public_dir = Path(os.path.abspath(socket_path)).parent
+    if Path(os.path.abspath(admin)).is_relative_to(public_dir):
+        raise ConfigError(
+            f"agent.admin_socket_path {text} cannot be in the same directory or a subdirectory"
+            f" as that containing the Workload API socket ({public_dir})"
+        )
+    return {"admin_socket_path": admin, "authorized_delegates": delegates}
+
+
 def _agent_section(a: Block) -> dict[str, Any]:
     d = AgentConfig
     join_token: str = a.string("join_token", "")
     join_token_file = optional_path(a, "join_token_file")
     if join_token and join_token_file:
         raise ConfigError("agent: give join_token or join_token_file, not both")
+    socket_path = Path(a.string("socket_path", str(d.socket_path)))
     return {
         "trust_domain": a.trust_domain("trust_domain"),
         "server_address": a.string("server_address"),
         "server_port": a.integer("server_port", d.server_port, 1, 65535),
         "data_dir": required_path(a, "data_dir"),
-        "socket_path": Path(a.string("socket_path", str(d.socket_path))),
+        "socket_path": socket_path,
+        **_admin_socket(a, socket_path),
         **_trust_bundle_source(a),
         "join_token": join_token or None,
         "join_token_file": join_token_file,

@@ -23,6 +23,7 @@ from typing import Any
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
+from plastron.agent.adminapi.endpoint import AdminSources, start_admin_endpoint
 from plastron.agent.cache import WorkloadCache
 from plastron.agent.config import AgentConfig
 from plastron.agent.identity import AgentIdentity, IdentitySources
@@ -47,6 +48,7 @@ from plastron.errors import AttestationFailed, PlastronError
 from plastron.files import ensure_private_dir
 from plastron.health_http import HealthHttpConfig, HealthHttpServer
 from plastron.logs import configure_logging, fields
+from plastron.transport.server import RunningServer
 from plastron.version import package_version
 
 log = logging.getLogger("plastron.agent")
@@ -229,17 +231,33 @@ class AgentRuntime:
             "" if self.config.disable_sds_api else " and Envoy SDS",
             self.config.socket_path,
         )
+        admin = await self._start_admin_socket(service)
         health_http = await self._start_health_listener()
         try:
             await self._loop()
         finally:
             if health_http is not None:
                 await health_http.close()
+            if admin is not None:
+                await admin.close()
             await server.close()
             self.client.close()
             self.telemetry.close()
         log.info("agent stopped")
         return 0
+
+    async def _start_admin_socket(self, service: WorkloadAPIService) -> RunningServer | None:
+        sources = AdminSources(
+            cache=self.cache,
+            attestors=self.workload_attestors,
+            agent_chain=lambda: self.identity.state.svid_chain if self.identity.state else (),
+            last_sync_success=lambda: self.sync.last_success,
+            jwt_svid=service.jwt_svid,
+        )
+        admin = await start_admin_endpoint(self.config, sources, RPC.instrument)
+        if admin is not None:
+            log.info("admin API listening admin_socket_path=%s", self.config.admin_socket_path)
+        return admin
 
     async def _health_statuses(self) -> dict[str, tuple[bool, str]]:
         """Ready while the Workload API serves and the agent holds a valid SVID; the last

@@ -46,6 +46,8 @@ def entry_from_proto(msg: entry_pb2.Entry) -> WorkloadEntry:
         dns_names=tuple(msg.dns_names),
         hint=msg.hint,
         revision=msg.revision_number,
+        admin=msg.admin,
+        downstream=msg.downstream,
     )
 
 

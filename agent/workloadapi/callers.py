@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from plastron.agent.cache import WorkloadCache, WorkloadEntry
-from plastron.agent.workloadapi.peertracker import CallerTracker, CallerWatcher
+from plastron.agent.workloadapi.peertracker import CallerTracker, CallerWatcher, watch_pid
 from plastron.errors import AttestationFailed, InvalidArgument, NotAuthorized
 from plastron.selector import Selector
 from plastron.transport.peer import stream_transport
@@ -40,6 +40,18 @@ class CallerAttestation:
         selectors = await self._attest_pid(caller.pid)
         caller.check()
         return caller, selectors
+
+    async def attest_pid(self, pid: int) -> tuple[CallerWatcher, frozenset[Selector]]:
+        """The selectors of the process ``pid`` (named by an admin API caller, not connected),
+        with the same check afterwards that it is still the process that was looked at."""
+        process = watch_pid(pid)
+        try:
+            selectors = await self._attest_pid(pid)
+            process.check()
+        except BaseException:
+            process.close()
+            raise
+        return process, selectors
 
     async def _attest_pid(self, pid: int) -> frozenset[Selector]:
         results = await asyncio.gather(

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from plastron.agent import procfs
-from plastron.errors import AttestationFailed
+from plastron.errors import AttestationFailed, InvalidArgument
 from plastron.transport.peer import PeerCredentials, socket_peer_credentials
 
 log = logging.getLogger("plastron.agent.workloadapi")
@@ -219,6 +219,42 @@ def watch_socket_peer(sock: Any, proc_root: str = "/proc") -> CallerWatcher:
     """A watcher for the process at the other end of the connected Unix socket ``sock``."""
     creds = socket_peer_credentials(sock)
     return CallerWatcher.open(creds, _peer_pidfd(sock), proc_root)
+
+
+def watch_pid(pid: int, proc_root: str = "/proc") -> CallerWatcher:
+    """A watcher for a process named only by its PID (the admin API's ``*ByPID`` calls).
+
+    The pidfd is opened first, so a PID reused after that point is detected; the credentials
+    held are those the process has now, and later checks refuse any change, as for a
+    connected caller."""
+    if pid <= 0:
+        raise InvalidArgument(f"pid must be a positive process ID ({pid})")
+    try:
+        pidfd: int | None = os.pidfd_open(pid)
+    except ProcessLookupError:
+        raise AttestationFailed(f"process {pid} does not exist") from None
+    except OSError:  # no pidfd_open (kernel before 5.3): the start time check still holds
+        pidfd = None
+    try:
+        proc_fd = os.open(Path(proc_root) / str(pid), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        if pidfd is not None:
+            os.close(pidfd)
+        raise AttestationFailed(f"process {pid} is not visible ({exc.strerror})") from None
+    try:
+        state = _read_state(proc_fd, pid)
+    except BaseException:
+        if pidfd is not None:
+            os.close(pidfd)
+        raise
+    finally:
+        os.close(proc_fd)
+    creds = PeerCredentials(pid=pid, uid=state.effective_uid, gid=state.effective_gid)
+    watcher = CallerWatcher.open(creds, pidfd, proc_root)
+    if _changes(creds, state, watcher._state):  # e.g. a setuid exec between the two reads
+        watcher.close()
+        raise CallerChanged(f"process {pid} changed while it was being identified")
+    return watcher
 
 
 class CallerTracker:

@@ -151,13 +151,14 @@ class WorkloadAPIService(SpiffeWorkloadAPIBase):
                 if entry.hint and entry.hint in seen_hints:
                     continue
                 seen_hints.add(entry.hint)
-                svid = await self._jwt_svid(entry, audience)
+                svid = await self.jwt_svid(entry, audience)
                 response.svids.append(
                     pb.JWTSVID(spiffe_id=str(svid.spiffe_id), svid=svid.token, hint=entry.hint)
                 )
             await stream.send_message(response)
 
-    async def _jwt_svid(self, entry: WorkloadEntry, audience: tuple[str, ...]) -> JwtSvid:
+    async def jwt_svid(self, entry: WorkloadEntry, audience: tuple[str, ...]) -> JwtSvid:
+        """A JWT-SVID for ``entry`` (cached, else minted); also used by DelegatedIdentity."""
         cached = self._cache.jwt_svid(entry.entry_id, audience)
         if cached is not None:
             return cached

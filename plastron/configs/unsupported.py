@@ -50,10 +50,8 @@ SERVER_PLUGIN_TYPES_UNSUPPORTED = ("BundlePublisher", "CredentialComposer", "Not
 
 # SPIRE agent keys (``agent {}``) Plastron does not implement.
 AGENT_UNSUPPORTED = (
-    "admin_socket_path",
     "allow_unauthenticated_verifiers",
     "allowed_foreign_jwt_claims",
-    "authorized_delegates",
     "availability_target",
     "disable_workload_api",
     "log_selectors",

@@ -4,8 +4,7 @@ downstream server, its agent and its workload.
 The upstream rotates its root and taints the old one. The downstream, following the
 upstream's bundle, sees the taint, replaces its CA (which chains to the tainted root) with one
 the new root signs, and passes the tainted flag to its agent, which re-issues the workload's
-SVID and its own; the downstream server's SVID moves to its new CA too. After the upstream
-revokes the old root, it leaves the workload's bundle too.
+SVID. After the upstream revokes the old root, it leaves the workload's bundle too.
 """
 
 from __future__ import annotations
@@ -25,7 +24,6 @@ from softhsm_token import SoftHsmToken
 from plastron.spiffe.bundle import x509_authority_id
 from plastron.spiffe.taint import chained_to
 from plastron.spiffe.x509svid import validate_x509_svid
-from tests.integration.hsm_server.test_authority_taint_e2e import agent_serial, server_leaf
 from tests.integration.nested.test_nested_topology import (
     Workload,
     start_branch,
@@ -73,7 +71,6 @@ def test_upstream_taint_and_revoke_reach_the_downstream_workload(
         assert chained_to(before, [old_root])
         poll("the new upstream root in the workload bundle", lambda: new_root in workload.bundle())
 
-        agent_serial_before = agent_serial(server)
         up.cli("localauthority", "x509", "taint", "-authorityID", first)
         tainted_at = time.monotonic()
         after = poll(
@@ -83,15 +80,6 @@ def test_upstream_taint_and_revoke_reach_the_downstream_workload(
         elapsed = time.monotonic() - tainted_at
         print(f"\nupstream taint to downstream workload re-issue: {elapsed:.2f}s")
         validate_x509_svid(after, [new_root], dt.datetime.now(dt.UTC))
-        new_downstream_ca = after[1]
-        poll(
-            "downstream agent SVID re-issued off the tainted root",
-            lambda: agent_serial(server) != agent_serial_before,
-        )
-        poll(
-            "downstream server SVID re-issued under its new CA",
-            lambda: chained_to([server_leaf(server)], [new_downstream_ca]),
-        )
 
         up.cli("localauthority", "x509", "revoke", "-authorityID", first)
         poll("revoked root out of the workload bundle", lambda: old_root not in workload.bundle())

@@ -105,7 +105,7 @@ SERVER_PLUGIN_TYPES: dict[str, str] = {
 AGENT_KEYS: dict[str, str] = {
     "data_dir": "tests/integration/agent/test_agent_data_dir.py"
     "::test_agent_refuses_a_data_dir_others_can_reach",
-    "admin_socket_path": REFUSED,
+    "admin_socket_path": "tests/integration/agent/test_agent_admin_socket.py::test_debug_getinfo",
     "insecure_bootstrap": "tests/integration/agent/test_agent_data_dir.py",
     "rebootstrap_mode": REFUSED,
     "rebootstrap_delay": REFUSED,
@@ -145,7 +145,8 @@ AGENT_KEYS: dict[str, str] = {
     "x509_svid_cache_max_size": "tests/unit/agent/test_agent_cache.py"
     "::test_lru_bound_evicts_unsubscribed_svids_first",
     "jwt_svid_cache_max_size": "tests/unit/agent/test_agent_cache.py::test_jwt_cache_is_bounded",
-    "authorized_delegates": REFUSED,
+    "authorized_delegates": "tests/integration/agent/test_agent_admin_socket.py"
+    "::test_non_delegates_are_refused",
     "profiling_enabled": REFUSED,
     "profiling_port": REFUSED,
     "profiling_freq": REFUSED,
@@ -183,6 +184,8 @@ SAMPLES = {
     "prune_attested_nodes_batch_size": "500",
     "prune_tofu_nodes": "true",
     "admin_ids": '["spiffe://example.org/admin"]',
+    "admin_socket_path": '"/run/plastron-agent/admin.sock"',
+    "authorized_delegates": '["spiffe://example.org/delegate"]',
     "agent_ttl": '"1h"',
     "audit_log_enabled": "true",
     "bind_address": '"127.0.0.1"',

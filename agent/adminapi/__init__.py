@@ -1,0 +1,1 @@
+"""The agent's admin socket: Debug, Logger and DelegatedIdentity."""
