@@ -254,3 +254,45 @@ def test_logger_set_and_reset_change_what_the_agent_logs(env: Env) -> None:
         reset = logger.ResetLogLevel(logger_pb2.ResetLogLevelRequest(), timeout=30)
         assert reset.current_level == types_logger.INFO
         assert refused in refused_call(delegated)
+
+
+_EXEC_LOOP = """
+import ctypes, sys
+print("ready", flush=True)
+for line in sys.stdin:
+    exec(line)
+    print("done", flush=True)
+"""
+
+
+def test_stream_by_pid_ends_when_the_process_changes(env: Env) -> None:
+    """The process a delegate named by PID turns non-dumpable (what a setuid exec leaves):
+    the next update is not sent; the stream ends PermissionDenied."""
+    workload = subprocess.Popen(
+        ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
+         sys.executable, "-c", _EXEC_LOOP],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert workload.stdin is not None and workload.stdout is not None
+    try:
+        assert workload.stdout.readline().strip() == "ready"
+        with channel(env) as ch:
+            stream = di_grpc.DelegatedIdentityStub(ch).SubscribeToX509SVIDsByPID(
+                di_pb2.SubscribeToX509SVIDsByPIDRequest(pid=workload.pid), timeout=60
+            )
+            try:
+                assert first_x509_svids(stream) == [NOBODY_WORKLOAD]
+                workload.stdin.write("ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)\n")
+                workload.stdin.flush()
+                assert workload.stdout.readline().strip() == "done"
+                # A change for that workload: a second entry its selectors match.
+                env.server.create_entry(NODE, f"{NOBODY_WORKLOAD}-2", f"unix:uid:{NOBODY}")
+                with pytest.raises(grpc.RpcError) as ended:
+                    next(stream)
+                assert ended.value.code() == grpc.StatusCode.PERMISSION_DENIED
+                assert "no longer dumpable" in (ended.value.details() or "")
+            finally:
+                stream.cancel()
+    finally:
+        workload.kill()
+        workload.wait()
