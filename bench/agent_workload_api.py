@@ -16,15 +16,18 @@ import asyncio
 import datetime as dt
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ec
 from grpclib.client import Channel
+from workload_callers import Burst, burst, under_load
 
 from plastron.agent.cache import WorkloadCache, WorkloadEntry
 from plastron.agent.workloadapi.endpoint import AgentHealth, start_endpoint
@@ -39,6 +42,7 @@ from plastron.selector import Selector
 from plastron.spiffe.bundle import Bundle, X509Authority
 from plastron.spiffe.ids import TrustDomain
 from plastron.spiffe.x509svid import X509Svid, make_ca_certificate, make_x509_svid
+from plastron.transport.limits import ConnectionLimits
 
 TD = TrustDomain("bench.example")
 HEADER = {"workload.spiffe.io": "true"}
@@ -47,7 +51,8 @@ HEADER = {"workload.spiffe.io": "true"}
 # ---- the serving side (runs in a child process so client and server do not share a loop) ----
 
 
-def _fill(cache: WorkloadCache, svids: int) -> None:
+def _fill(cache: WorkloadCache, svids: int) -> Callable[[], None]:
+    """Fill the cache; returns a function that rotates our own entry's SVID (a new key)."""
     now = SystemClock().now()
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca = make_ca_certificate(
@@ -80,13 +85,32 @@ def _fill(cache: WorkloadCache, svids: int) -> None:
     cache.set_entries(entries)
     cache.set_x509_svids(minted)
 
+    def rotate() -> None:
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = make_x509_svid(
+            spiffe_id=entries[0].spiffe_id,
+            public_key=key.public_key(),
+            issuer=ca,
+            issuer_key=ca_key,
+            not_before=SystemClock().now(),
+            not_after=SystemClock().now() + dt.timedelta(hours=1),
+        )
+        cache.set_x509_svids({"e0": X509Svid(entries[0].spiffe_id, (cert,), key)})
+
+    return rotate
+
 
 async def serve(socket_path: str, svids: int) -> None:
     clock = SystemClock()
     cache = WorkloadCache(TD, clock, max_x509_svids=max(svids, 1))
-    _fill(cache, svids)
+    rotate = _fill(cache, svids)
+    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, rotate)
     service = WorkloadAPIService(cache, [UnixWorkloadAttestor()], clock)
-    server = await start_endpoint(socket_path, [service, AgentHealth()], service.callers)
+    # Every bench caller is this uid; real workloads are spread over many, each under the cap.
+    per_uid = ConnectionLimits(max_connections_per_peer=100_000)
+    server = await start_endpoint(
+        socket_path, [service, AgentHealth()], service.callers, connections=per_uid
+    )
     print("ready", flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
     await server.close()
@@ -225,10 +249,94 @@ def entry_propagation(runs: int) -> list[float]:
         shutil.rmtree(work, ignore_errors=True)
 
 
+Row = tuple[str, str, str, str]
+
+
+def _median_burst(path: str, pid: int, callers: int, runs: int, health: bool) -> list[Burst]:
+    out = []
+    for _ in range(runs):
+        out.append(asyncio.run(burst(path, pid, callers, health=health)))
+        time.sleep(0.5)  # let the agent see the last burst's connections close
+    return out
+
+
+def per_connection_rows(work: Path, runs: int, callers: int, raw: float) -> list[Row]:
+    """Each caller on its own connection: a burst of ``callers``; agent CPU per caller."""
+    child = ServingChild(work, 1)
+    try:
+        svid = _median_burst(child.socket_path, child.proc.pid, callers, runs, False)
+        bare = _median_burst(child.socket_path, child.proc.pid, callers, runs, True)
+    finally:
+        child.close()
+    connected = statistics.median(len(b.latencies) for b in svid)
+    p50 = statistics.median(pct(b.latencies, 0.5) for b in svid if b.latencies)
+    p99 = statistics.median(pct(b.latencies, 0.99) for b in svid if b.latencies)
+    cpu = statistics.median(b.agent_cpu / callers for b in svid)
+    bare_cpu = statistics.median(b.agent_cpu / callers for b in bare)
+    failures = sorted({f for b in svid for f in b.failures})[:2]
+    for failure in failures:
+        print(f"# a caller failed: {failure}", file=sys.stderr)
+    n = f"{callers} callers at once, own conn"
+    return [
+        (
+            f"connected, {n}",
+            f"{connected:.0f}/{callers}",
+            f"{callers}",
+            f"{connected / callers:.2f}",
+        ),
+        (f"1st msg p50, {n}", f"{p50 * 1e3:.1f} ms", f"{raw * 1e3:.2f} ms", f"{p50 / raw:.0f}x"),
+        (f"1st msg p99, {n}", f"{p99 * 1e3:.1f} ms", f"{raw * 1e3:.2f} ms", f"{p99 / raw:.0f}x"),
+        (
+            "agent CPU per new caller (FetchX509SVID)",
+            f"{cpu * 1e3:.2f} ms",
+            f"{bare_cpu * 1e3:.2f} ms (health, new conn)",
+            f"{cpu / bare_cpu:.2f}x" if bare_cpu else "n/a",
+        ),
+    ]
+
+
+def held_streams_rows(work: Path, runs: int, streams: int, svids: int, raw: float) -> list[Row]:
+    """``streams`` held open on an agent caching ``svids``: new callers, rotation, RSS."""
+    child = ServingChild(work, svids)
+    try:
+        runs_out = [
+            asyncio.run(under_load(child.socket_path, child.proc.pid, streams, 50))
+            for _ in range(runs)
+        ]
+    finally:
+        child.close()
+    p99 = statistics.median(pct(r.new_caller_latencies, 0.99) for r in runs_out)
+    reach = statistics.median(r.rotation_reach for r in runs_out)
+    reached = min(r.reached for r in runs_out)
+    rss = statistics.median(r.agent_rss_kib for r in runs_out)
+    return [
+        (
+            f"new caller 1st msg p99, {streams} streams open",
+            f"{p99 * 1e3:.2f} ms",
+            f"{raw * 1e3:.2f} ms",
+            f"{p99 / raw:.1f}x",
+        ),
+        (
+            f"rotation reaches {reached}/{streams} open streams",
+            f"{reach * 1e3:.0f} ms",
+            "1 s (goal)",
+            f"{reach:.2f}x",
+        ),
+        (
+            f"agent RSS, {streams} streams + {svids} SVIDs",
+            f"{rss / 1024:.1f} MiB",
+            "",
+            "",
+        ),
+    ]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--skip-e2e", action="store_true")
+    parser.add_argument("--callers", type=int, default=1000, help="callers, own connection each")
+    parser.add_argument("--svids", type=int, default=10_000, help="SVIDs cached, held streams")
     parser.add_argument("--serve", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -267,6 +375,8 @@ def main() -> int:
                 )
             )
         child.close()
+        rows += per_connection_rows(work, args.runs, args.callers, raw)
+        rows += held_streams_rows(work, args.runs, args.callers, args.svids, raw)
         fresh = ServingChild(work, 1)  # baseline before any client load
         base_rss = fresh.rss_kib()
         fresh.close()
