@@ -21,9 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 import plastron
 from tests.processes import free_port, poll, stop_process
+from tests.unit.spiffe.spiffe_pki import make_root
 
 ROOT = Path(__file__).resolve().parents[3]
 BUILD_TIMEOUT = 300
@@ -215,6 +218,9 @@ def test_clean_install_names_the_missing_extras(clean_venv: CleanVenv, tmp_path:
     ), result
     agent_conf = tmp_path / "agent.conf"
     agent_conf.write_text(AGENT_CONF.format(port=18081, base=tmp_path, attestor="tpm"))
+    # validate reads the bootstrap bundle too: give it one, so the extra is what is missing
+    root = make_root(ec.generate_private_key(ec.SECP256R1()))
+    (tmp_path / "bundle.pem").write_bytes(root.public_bytes(serialization.Encoding.PEM))
     result = clean_venv.run(
         clean_venv.bin("plastron-agent"), "validate", "-config", str(agent_conf)
     )
