@@ -11,11 +11,12 @@ from plastron.configs.overrides import SERVER_RUN_FLAGS, add_override_flags, ove
 from plastron.errors import PlastronError
 from plastron.files import check_private_dir, ensure_private_dir, restrict_umask
 from plastron.logs import configure_logging
+from plastron.server.ca.config import ca_config
 from plastron.server.cli.args import FlagParser, flag
 from plastron.server.config import ServerConfig, load_server_config
 from plastron.server.federation.endpoint import check_bundle_endpoint
 from plastron.server.plugin_loading import check_server_plugins, load_server_plugins
-from plastron.server.runtime import PlastronServer, ca_config
+from plastron.server.runtime import PlastronServer
 
 DEFAULT_CONFIG = "conf/server/server.conf"
 

@@ -16,7 +16,6 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from grpclib.encoding.proto import ProtoStatusDetailsCodec
 
 from plastron.attestors.base import ServerNodeAttestor, attests_unique_nodes
@@ -36,7 +35,7 @@ from plastron.server.api.authz import AuthorizedService, Authorizer, authorized_
 from plastron.server.api.context import ApiContext
 from plastron.server.api.policies import POLICIES
 from plastron.server.api.ratelimit import ATTEST_PER_SECOND, SIGN_PER_SECOND, RateLimiter
-from plastron.server.ca.config import CAConfig
+from plastron.server.ca.config import ca_config
 from plastron.server.ca.server_ca import ServerCA
 from plastron.server.ca.store import DataStoreCAStore
 from plastron.server.ca.upstream_sync import follow_upstream
@@ -62,7 +61,7 @@ from plastron.spiffe.ids import SpiffeId
 from plastron.spiffe.taint import chained_to, tainted_authorities
 from plastron.transport.server import RunningServer, start_server
 from plastron.transport.tls import RotatingServerTls
-from plastron.upstream import UpstreamBundleSource
+from plastron.upstream import UpstreamAuthority, UpstreamBundleSource
 from plastron.version import package_version
 
 log = logging.getLogger(__name__)
@@ -137,11 +136,36 @@ class PlastronServer:
 
     async def _start_rest(self, registries: Registries, context: PluginContext) -> None:
         cfg = self.config
+        upstream = build_upstream(cfg, registries, context)
+        await self._open_ca_and_cache(registries, context, upstream)
+        if cfg.audit_log_enabled:  # audit lines are INFO: kept whatever log_level says
+            logging.getLogger("plastron.audit").setLevel(logging.INFO)
+        attestors = build_node_attestors(cfg, registries, context)
+        await self._start_listeners(attestors)
+        await self._start_loops(upstream)
+        assert self.listeners is not None
+        log.info(
+            "server started",
+            extra=fields(
+                version=package_version(),
+                trust_domain=cfg.trust_domain,
+                plugins=[f"{p.type}:{p.name}" for p in cfg.plugins if p.enabled],
+                tcp=":".join(map(str, self.listeners.tcp_address or ())),
+                socket=cfg.socket_path,
+                audit_log=cfg.audit_log_enabled,
+            ),
+        )
+
+    async def _open_ca_and_cache(
+        self, registries: Registries, context: PluginContext, upstream: UpstreamAuthority | None
+    ) -> None:
+        """The KeyManager, the CA (its journal loaded), the entry cache, the trust bundle and
+        the server's own SVID: what every listener needs before it serves."""
+        cfg = self.config
         assert self.datastore is not None
         # no KeyManager block: the disk one with its defaults (keys in <data_dir>/keys)
         km_plugin = cfg.key_manager or PluginConfig("KeyManager", "disk")
         self.key_manager = registries.key_managers.create(km_plugin, context)
-        upstream = build_upstream(cfg, registries, context)
         self.ca = await ServerCA.open(
             config=ca_config(cfg, self._ca_worker_processes),
             key_manager=self.key_manager,
@@ -153,9 +177,12 @@ class PlastronServer:
         await self.cache.rebuild()
         await self._refresh_trust()
         await self._renew_server_svid()
-        if cfg.audit_log_enabled:  # audit lines are INFO: kept whatever log_level says
-            logging.getLogger("plastron.audit").setLevel(logging.INFO)
-        attestors = build_node_attestors(cfg, registries, context)
+
+    async def _start_listeners(self, attestors: dict[str, ServerNodeAttestor]) -> None:
+        """The server API (TCP and admin socket), the health, bundle-endpoint and
+        token-exchange listeners, each behind the same authorization and instrumentation."""
+        cfg = self.config
+        assert self.datastore is not None and self.cache is not None
         self.federation = FederationManager(
             cfg.trust_domain,
             self.datastore,
@@ -203,6 +230,9 @@ class PlastronServer:
         await self._start_bundle_endpoint()
         if self.token_exchange is not None:
             await self.token_exchange.start()
+
+    async def _start_loops(self, upstream: UpstreamAuthority | None) -> None:
+        assert self.federation is not None
         self._spawn(self.federation.run(), "federation")
         self.telemetry.start(lambda: self.ca, self.health, self.clock)
         if self.telemetry.enabled:  # keeps plastron_server_subsystem_up current
@@ -215,17 +245,6 @@ class PlastronServer:
         self._spawn(self._loop(self._refresh_trust, BUNDLE_POLL_SECONDS), "bundle-poll")
         self._spawn(self._loop(self._maybe_renew_server_svid, 5.0), "server-svid")
         self._spawn(self._loop(self.prune, PRUNE_SECONDS), "prune")
-        log.info(
-            "server started",
-            extra=fields(
-                version=package_version(),
-                trust_domain=cfg.trust_domain,
-                plugins=[f"{p.type}:{p.name}" for p in cfg.plugins if p.enabled],
-                tcp=":".join(map(str, self.listeners.tcp_address or ())),
-                socket=cfg.socket_path,
-                audit_log=cfg.audit_log_enabled,
-            ),
-        )
 
     async def _start_health_listener(self) -> None:
         hc = self.config.health_checks
@@ -461,28 +480,3 @@ class PlastronServer:
 
     def _spawn(self, coro: Any, name: str) -> None:
         self._tasks.append(asyncio.create_task(coro, name=name))
-
-
-def ca_config(cfg: ServerConfig, worker_processes: int | None = None) -> CAConfig:
-    """The CA's settings from the server config; pure, so ``validate`` builds it too."""
-    subject = None
-    s = cfg.ca_subject
-    if s.country or s.organization or s.common_name:
-        attrs = [x509.NameAttribute(NameOID.COUNTRY_NAME, c) for c in s.country]
-        attrs += [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in s.organization]
-        if s.common_name:
-            attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, s.common_name))
-        subject = x509.Name(attrs)
-    return CAConfig(
-        trust_domain=cfg.trust_domain,
-        ca_key_type=cfg.ca_key_type,
-        jwt_key_type=cfg.jwt_key_type,
-        ca_ttl=cfg.ca_ttl,
-        default_x509_svid_ttl=cfg.default_x509_svid_ttl,
-        default_jwt_svid_ttl=cfg.default_jwt_svid_ttl,
-        agent_ttl=cfg.agent_ttl,
-        ca_subject=subject,
-        jwt_issuer=cfg.jwt_issuer or None,
-        worker_processes=worker_processes,
-        key_manager_plugin=(cfg.key_manager or PluginConfig("KeyManager", "disk")).name,
-    )

@@ -8,8 +8,10 @@ from dataclasses import dataclass, field
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
+from plastron.configs.plugin_blocks import PluginConfig
 from plastron.errors import ConfigError
 from plastron.keymanager import KeyType
+from plastron.server.config import ServerConfig
 from plastron.spiffe.ids import TrustDomain
 
 DEFAULT_CA_SUBJECT = x509.Name(
@@ -79,3 +81,28 @@ class CAConfig:
     @property
     def effective_ca_subject(self) -> x509.Name:
         return self.ca_subject or DEFAULT_CA_SUBJECT
+
+
+def ca_config(cfg: ServerConfig, worker_processes: int | None = None) -> CAConfig:
+    """The CA's settings from the server config; pure, so ``validate`` builds it too."""
+    subject = None
+    s = cfg.ca_subject
+    if s.country or s.organization or s.common_name:
+        attrs = [x509.NameAttribute(NameOID.COUNTRY_NAME, c) for c in s.country]
+        attrs += [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in s.organization]
+        if s.common_name:
+            attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, s.common_name))
+        subject = x509.Name(attrs)
+    return CAConfig(
+        trust_domain=cfg.trust_domain,
+        ca_key_type=cfg.ca_key_type,
+        jwt_key_type=cfg.jwt_key_type,
+        ca_ttl=cfg.ca_ttl,
+        default_x509_svid_ttl=cfg.default_x509_svid_ttl,
+        default_jwt_svid_ttl=cfg.default_jwt_svid_ttl,
+        agent_ttl=cfg.agent_ttl,
+        ca_subject=subject,
+        jwt_issuer=cfg.jwt_issuer or None,
+        worker_processes=worker_processes,
+        key_manager_plugin=(cfg.key_manager or PluginConfig("KeyManager", "disk")).name,
+    )

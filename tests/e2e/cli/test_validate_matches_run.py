@@ -162,8 +162,8 @@ SERVER_CASES: list[ServerCase] = [
     ),
     (
         "unsupported key",
-        lambda b: _server_conf(b, server="prune_tofu_nodes = true"),
-        "not supported by Plastron: server.prune_tofu_nodes",
+        lambda b: _server_conf(b, server="profiling_enabled = true"),
+        "not supported by Plastron: server.profiling_enabled",
     ),
 ]
 

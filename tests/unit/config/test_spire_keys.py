@@ -16,9 +16,9 @@ from plastron.agent.config import parse_agent_config
 from plastron.agent.plugin_loading import resolve_join_token
 from plastron.errors import ConfigError
 from plastron.keymanager import KeyType
+from plastron.server.ca.config import ca_config
 from plastron.server.config import parse_server_config
 from plastron.server.plugin_loading import check_server_plugins, load_server_plugins
-from plastron.server.runtime import ca_config
 
 ROOT = Path(__file__).resolve().parents[3]
 REFUSED = "refused"
