@@ -43,12 +43,25 @@ def stat_start_time(fields: list[bytes]) -> str:
 
 
 def status_fields(text: str, keys: tuple[str, ...]) -> dict[str, list[str]]:
-    """The whitespace-split values of the ``Key:`` lines of /proc/<pid>/status named in keys."""
+    """The whitespace-split values of the ``Key:`` lines of /proc/<pid>/status named in keys.
+
+    A key's value is that of the last line starting with ``Key:``. Only a newline ends a line:
+    the kernel escapes it in the one field a process chooses (``Name``), so no other byte in
+    a process name can start a line of its own. Looked up per key rather than by splitting
+    every line: the agent reads this file several times per Workload API caller.
+    """
     fields: dict[str, list[str]] = {}
-    for line in text.splitlines():
-        key, sep, value = line.partition(":")
-        if sep and key in keys:
-            fields[key] = value.split()
+    for key in keys:
+        marker = f"\n{key}:"
+        at = text.rfind(marker)
+        if at >= 0:
+            start = at + len(marker)
+        elif text.startswith(f"{key}:"):
+            start = len(key) + 1
+        else:
+            continue
+        end = text.find("\n", start)
+        fields[key] = text[start : end if end >= 0 else len(text)].split()
     return fields
 
 
