@@ -1,12 +1,13 @@
 """Regenerate (or check) every generated module under plastron/proto/.
 
 For each .proto below this directory, grpcio-tools' bundled protoc writes
-``*_pb2.py`` + ``*_pb2.pyi`` (messages), ``*_grpc.py`` (grpclib stubs: the
-server, the agent and the CLI all use these) and ``*_pb2_grpc.py`` (grpcio
-stubs: only tests use them, as interop clients; nothing at run time imports
-grpcio). protoc runs with ``-I plastron/proto`` so descriptor file names match
-SPIRE's (``spire/api/types/entry.proto``); the generated imports are then
-rewritten from ``spire.api...`` to ``plastron.proto.spire.api...``.
+``*_pb2.py`` + ``*_pb2.pyi`` (messages) and ``*_grpc.py`` (grpclib stubs: the
+server, the agent and the CLI all use these). ``*_pb2_grpc.py`` (grpcio stubs)
+are written only for the protos in ``GRPCIO_STUB_PROTOS``: tests use them as
+interop clients, and nothing at run time imports grpcio. protoc runs with
+``-I plastron/proto`` so descriptor file names match SPIRE's
+(``spire/api/types/entry.proto``); the generated imports are then rewritten
+from ``spire.api...`` to ``plastron.proto.spire.api...``.
 
 The Workload API file has no proto package, so its message names
 (``X509SVIDRequest``...) are global. The ``spiffe`` PyPI client registers the
@@ -18,7 +19,9 @@ health modules therefore build their descriptors in a private pool
 ``resp.claims.update(dict)`` rather than ``MergeFrom`` of a default-pool Struct.
 
 Usage: ``python plastron/proto/generate.py [--check]``. With ``--check`` nothing
-is written; the stale or missing files are listed and the exit status is 1.
+is written; the stale or missing files and any unexpected generated file (such
+as a ``*_pb2_grpc.py`` whose proto is not in ``GRPCIO_STUB_PROTOS``) are listed
+and the exit status is 1.
 """
 
 from __future__ import annotations
@@ -40,6 +43,20 @@ PRIVATE_POOL_PROTOS: dict[str, tuple[str, ...]] = {
     "workload/workload.proto": ("struct_pb2",),
     "grpc/health/v1/health.proto": (),
 }
+# The only protos that get grpcio stubs (*_pb2_grpc.py), each for the tests that import
+# them; any other *_pb2_grpc.py is reported by --check and deleted by a regeneration.
+# Add a proto here when a test needs its grpcio client.
+GRPCIO_STUB_PROTOS: tuple[str, ...] = (
+    # tests/integration/agent/test_agent_workload_api.py: a grpcio Workload API client.
+    "workload/workload.proto",
+    # tests/integration/agent/test_agent_admin_socket.py (and admin_caller.py, run by it):
+    # grpcio clients of the agent's admin socket.
+    "spire/api/agent/debug/v1/debug.proto",
+    "spire/api/agent/delegatedidentity/v1/delegatedidentity.proto",
+    "spire/api/agent/logger/v1/logger.proto",
+    # tests/unit/proto/test_proto_wire_contract.py: grpcio's method paths match grpclib's.
+    "spire/api/server/agent/v1/agent.proto",
+)
 
 
 def proto_files() -> list[str]:
@@ -54,7 +71,8 @@ def _plugin_path(name: str) -> str:
     return str(candidate)
 
 
-def run_protoc(out_dir: Path, protos: list[str]) -> None:
+def run_protoc(out_dir: Path, protos: list[str], *outputs: str) -> None:
+    """Run protoc on `protos`, writing each ``--<kind>_out`` in `outputs` to `out_dir`."""
     well_known = Path(grpc_tools.__file__).parent / "_proto"
     args = [
         sys.executable,
@@ -63,15 +81,20 @@ def run_protoc(out_dir: Path, protos: list[str]) -> None:
         f"-I{PROTO_ROOT}",
         f"-I{well_known}",
         f"--plugin=protoc-gen-grpclib_python={_plugin_path('protoc-gen-grpclib_python')}",
-        f"--python_out={out_dir}",
-        f"--pyi_out={out_dir}",
-        f"--grpclib_python_out={out_dir}",
-        f"--grpc_python_out={out_dir}",
+        *(f"--{kind}_out={out_dir}" for kind in outputs),
         *protos,
     ]
     result = subprocess.run(args, cwd=PROTO_ROOT, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise SystemExit(f"generate: protoc failed:\n{result.stderr}")
+
+
+def grpcio_stub_protos(protos: list[str]) -> list[str]:
+    """The protos in GRPCIO_STUB_PROTOS; one that no longer exists is an error, not a skip."""
+    missing = sorted(set(GRPCIO_STUB_PROTOS) - set(protos))
+    if missing:
+        raise SystemExit(f"generate: GRPCIO_STUB_PROTOS names a missing proto: {missing[0]}")
+    return [proto for proto in protos if proto in GRPCIO_STUB_PROTOS]
 
 
 def _module_names(protos: list[str]) -> list[str]:
@@ -124,7 +147,8 @@ def expected_outputs(protos: list[str]) -> dict[Path, str]:
     outputs: dict[Path, str] = {}
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
-        run_protoc(out, protos)
+        run_protoc(out, protos, "python", "pyi", "grpclib_python")
+        run_protoc(out, grpcio_stub_protos(protos), "grpc_python")
         for path in sorted(out.rglob("*")):
             if not path.is_file():
                 continue
@@ -142,6 +166,7 @@ def expected_outputs(protos: list[str]) -> dict[Path, str]:
 
 
 def stale_files(outputs: dict[Path, str]) -> list[Path]:
+    """Outputs whose file differs or is missing, plus generated-looking files not in `outputs`."""
     stale = [rel for rel, text in outputs.items() if _read(PROTO_ROOT / rel) != text]
     stray = [
         p.relative_to(PROTO_ROOT)
@@ -166,7 +191,10 @@ def main(argv: list[str] | None = None) -> int:
     stale = stale_files(outputs)
     if args.check:
         for rel in stale:
-            print(f"stale: plastron/proto/{rel.as_posix()}")
+            # "unexpected": generated-looking but not an output (e.g. a grpcio stub whose
+            # proto left GRPCIO_STUB_PROTOS); a regeneration deletes it.
+            kind = "stale" if rel in outputs else "unexpected"
+            print(f"{kind}: plastron/proto/{rel.as_posix()}")
         return 1 if stale else 0
     for rel in stale:
         target = PROTO_ROOT / rel

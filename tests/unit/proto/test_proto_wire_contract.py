@@ -43,7 +43,7 @@ def test_method_paths() -> None:
     assert "/spire.api.server.svid.v1.SVID/NewDownstreamX509CA" in _grpclib_paths(svid_grpc)
     assert "/SpiffeWorkloadAPI/FetchX509SVID" in _grpclib_paths(workload_grpc)
     assert "/grpc.health.v1.Health/Watch" in _grpclib_paths(health_grpc)
-    # grpcio stubs too (CLI and interop clients).
+    # grpcio stubs too (the tests' interop clients).
     source = agent_pb2_grpc.__loader__.get_source(agent_pb2_grpc.__name__)  # type: ignore[union-attr]
     assert source is not None and "/spire.api.server.agent.v1.Agent/RenewAgent" in source
 
