@@ -18,6 +18,7 @@ BENCHMARKS: list[tuple[str, list[str]]] = [
     ("pkcs11_raw.py", ["--seconds", "0.5", "--runs", "3"]),
     ("datastore_bench.py", ["--entries", "2000", "--runs", "3"]),
     ("server_api.py", ["--entries", "10000"]),
+    ("scale.py", ["--entries", "10000", "--runs", "3"]),
     ("issuance.py", []),
     ("agent_workload_api.py", ["--runs", "1"]),
     ("tpm_attest.py", ["--rounds", "20"]),
