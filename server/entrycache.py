@@ -98,6 +98,9 @@ class AuthorizedEntryCache:
         self._gap_timeout = gap_timeout
         self._entries: dict[str, RegistrationEntry] = {}
         self._by_parent: dict[SpiffeId, set[str]] = defaultdict(set)
+        # Node aliases (entries parented to the server) by each of their selectors: an agent's
+        # aliases are found from its own node selectors, not by testing every alias per query.
+        self._aliases_by_selector: dict[Selector, set[str]] = defaultdict(set)
         self._node_selectors: dict[SpiffeId, frozenset[Selector]] = {}
         self._entry_cursor = _EventCursor()
         self._node_cursor = _EventCursor()
@@ -119,6 +122,7 @@ class AuthorizedEntryCache:
             nodes = await self._source.list_node_selectors()
             self._entries = {}
             self._by_parent = defaultdict(set)
+            self._aliases_by_selector = defaultdict(set)
             for entry in entries:
                 self._put(entry)
             self._node_selectors = {k: frozenset(v) for k, v in nodes.items()}
@@ -177,6 +181,9 @@ class AuthorizedEntryCache:
     def _put(self, entry: RegistrationEntry) -> None:
         self._entries[entry.entry_id] = entry
         self._by_parent[entry.parent_id].add(entry.entry_id)
+        if entry.parent_id == self._server_id:
+            for sel in entry.selectors:
+                self._aliases_by_selector[sel].add(entry.entry_id)
 
     def _remove(self, entry_id: str) -> None:
         old = self._entries.pop(entry_id, None)
@@ -186,6 +193,13 @@ class AuthorizedEntryCache:
                 siblings.discard(entry_id)
                 if not siblings:
                     del self._by_parent[old.parent_id]
+            if old.parent_id == self._server_id:
+                for sel in old.selectors:
+                    aliases = self._aliases_by_selector.get(sel)
+                    if aliases is not None:
+                        aliases.discard(entry_id)
+                        if not aliases:
+                            del self._aliases_by_selector[sel]
 
     # ---- queries --------------------------------------------------------------------------
 
@@ -195,14 +209,20 @@ class AuthorizedEntryCache:
         self.version += 1
 
     def matching_aliases(self, agent_id: SpiffeId) -> list[RegistrationEntry]:
+        """Node-alias entries whose selectors are all among the agent's node selectors."""
         node_selectors = self._node_selectors.get(agent_id, frozenset())
         if not node_selectors:
             return []
+        # An alias matches only if it has at least one of the agent's selectors: candidates
+        # come from the index, then each is checked whole (every selector must be held).
+        candidates: set[str] = set()
+        for sel in node_selectors:
+            candidates.update(self._aliases_by_selector.get(sel, ()))
         return [
             self._entries[eid]
-            for eid in self._by_parent.get(self._server_id, ())
+            for eid in sorted(candidates)
             if self._entries[eid].selectors
-            and frozenset(self._entries[eid].selectors) <= node_selectors
+            and node_selectors.issuperset(self._entries[eid].selectors)
         ]
 
     def authorized_entries(self, agent_id: SpiffeId) -> list[RegistrationEntry]:

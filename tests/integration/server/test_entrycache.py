@@ -85,3 +85,45 @@ async def test_aliases_recursion_cycles_and_events(tmp_path: Path) -> None:
         assert any(x.spiffe_id == sid("/r8svc") for x in other_cache.authorized_entries(AGENT))
     finally:
         await ds.close()
+
+
+async def test_an_alias_needs_all_its_selectors_and_follows_entry_changes(tmp_path: Path) -> None:
+    clock = ManualClock()
+    ds = await open_datastore(
+        SqlConfig(database_type="sqlite3", data_dir=str(tmp_path)), clock=clock
+    )
+    try:
+        await ds.upsert_attested_node_with_selectors(
+            AttestedNode(
+                spiffe_id=AGENT,
+                attestation_type="x",
+                cert_serial="1",
+                cert_not_after=0,
+                selectors=(Selector("x", "rack:7"), Selector("x", "zone:a")),
+            )
+        )
+        both = await ds.create_entry(e(sid("/r7a"), SERVER, "x:rack:7", "x:zone:a"))
+        # shares rack:7 with the agent but also needs zone:b, which the agent lacks
+        await ds.create_entry(e(sid("/r7b"), SERVER, "x:rack:7", "x:zone:b"))
+        under_both = await ds.create_entry(e(sid("/svc-a"), sid("/r7a")))
+        under_partial = await ds.create_entry(e(sid("/svc-b"), sid("/r7b")))
+
+        cache = AuthorizedEntryCache(TD, ds, clock)
+        await cache.rebuild()
+        assert [a.entry_id for a in cache.matching_aliases(AGENT)] == [both.entry_id]
+        got = {x.entry_id for x in cache.authorized_entries(AGENT)}
+        assert got == {under_both.entry_id}
+        assert under_partial.entry_id not in got
+
+        # the alias loses a selector the agent has, and gains one it lacks: no longer its alias
+        await ds.delete_entry(both.entry_id)
+        moved = await ds.create_entry(e(sid("/r7a"), SERVER, "x:rack:7", "x:zone:c"))
+        assert await cache.refresh()
+        assert cache.matching_aliases(AGENT) == []
+        assert cache.authorized_entries(AGENT) == []
+        await ds.delete_entry(moved.entry_id)
+        await ds.create_entry(e(sid("/r7a"), SERVER, "x:zone:a"))
+        assert await cache.refresh()
+        assert {x.entry_id for x in cache.authorized_entries(AGENT)} == {under_both.entry_id}
+    finally:
+        await ds.close()
