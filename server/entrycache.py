@@ -83,6 +83,20 @@ class _EventCursor:
             self.watermark = nxt
 
 
+@dataclass(frozen=True)
+class _Answer:
+    """One agent's authorized entries as computed at ``computed_at`` (seconds)."""
+
+    entries: tuple[RegistrationEntry, ...]
+    computed_at: int
+    valid_until: int
+    """The earliest expiry among the entries (0: none expires): at it the answer shrinks."""
+
+    def holds_at(self, now: int) -> bool:
+        # An earlier time than computed_at (a clock set back) may see an expired entry alive.
+        return self.computed_at <= now and (not self.valid_until or now < self.valid_until)
+
+
 class AuthorizedEntryCache:
     def __init__(
         self,
@@ -106,6 +120,10 @@ class AuthorizedEntryCache:
         self._node_cursor = _EventCursor()
         self._lock = asyncio.Lock()
         self.version = 0  # bumped on every change; lets callers notice updates cheaply
+        # Each agent's last answer, reused while nothing changed (same version) and none of
+        # its entries has expired since; every agent's sync and every signing call asks again.
+        self._answers: dict[SpiffeId, _Answer] = {}
+        self._answers_version = 0
 
     # ---- building -------------------------------------------------------------------------
 
@@ -226,7 +244,20 @@ class AuthorizedEntryCache:
         ]
 
     def authorized_entries(self, agent_id: SpiffeId) -> list[RegistrationEntry]:
+        """Entries the agent may mint, sorted by entry id (a fresh list the caller may keep)."""
         now = int(self._clock.now().timestamp())
+        if self._answers_version != self.version:
+            self._answers.clear()
+            self._answers_version = self.version
+        answer = self._answers.get(agent_id)
+        if answer is None or not answer.holds_at(now):
+            entries = self._compute_authorized(agent_id, now)
+            expiries = [e.expires_at for e in entries if e.expires_at]
+            answer = _Answer(tuple(entries), now, min(expiries, default=0))
+            self._answers[agent_id] = answer
+        return list(answer.entries)
+
+    def _compute_authorized(self, agent_id: SpiffeId, now: int) -> list[RegistrationEntry]:
         roots = [agent_id] + [alias.spiffe_id for alias in self.matching_aliases(agent_id)]
         seen_parents: set[SpiffeId] = set()
         seen_entries: set[str] = set()

@@ -3,6 +3,7 @@ and convergence through change events (as a second server sharing the database w
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 from plastron.clock import ManualClock
@@ -125,5 +126,38 @@ async def test_an_alias_needs_all_its_selectors_and_follows_entry_changes(tmp_pa
         await ds.create_entry(e(sid("/r7a"), SERVER, "x:zone:a"))
         assert await cache.refresh()
         assert {x.entry_id for x in cache.authorized_entries(AGENT)} == {under_both.entry_id}
+    finally:
+        await ds.close()
+
+
+async def test_a_repeated_lookup_drops_an_entry_once_it_expires(tmp_path: Path) -> None:
+    clock = ManualClock()
+    ds = await open_datastore(
+        SqlConfig(database_type="sqlite3", data_dir=str(tmp_path)), clock=clock
+    )
+    try:
+        now = int(clock.now().timestamp())
+        short = RegistrationEntry(
+            entry_id="",
+            spiffe_id=sid("/short"),
+            parent_id=AGENT,
+            selectors=(Selector("unix", "uid:1"),),
+            expires_at=now + 60,
+        )
+        short = await ds.create_entry(short)
+        child = await ds.create_entry(e(sid("/short/child"), sid("/short")))
+        lasting = await ds.create_entry(e(sid("/lasting"), AGENT))
+        cache = AuthorizedEntryCache(TD, ds, clock)
+        await cache.rebuild()
+        all_three = {short.entry_id, child.entry_id, lasting.entry_id}
+        assert {x.entry_id for x in cache.authorized_entries(AGENT)} == all_three
+        assert {x.entry_id for x in cache.authorized_entries(AGENT)} == all_three
+
+        clock.advance(dt.timedelta(seconds=60))  # nothing changed in the datastore
+        assert [x.entry_id for x in cache.authorized_entries(AGENT)] == [lasting.entry_id]
+        assert cache.authorized_entry(AGENT, child.entry_id) is None
+
+        clock.advance(dt.timedelta(seconds=-30))  # a clock set back sees it alive again
+        assert {x.entry_id for x in cache.authorized_entries(AGENT)} == all_three
     finally:
         await ds.close()
