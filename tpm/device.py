@@ -362,7 +362,8 @@ class TpmDevice:
         srk, *_ = ctx.create_primary(TPM2B_SENSITIVE_CREATE(), template, ESYS_TR.OWNER)
         return srk
 
-    def _load_devid(self, ctx: ESAPI, devid: KeyBlob) -> ESYS_TR:
+    def load_devid(self, ctx: ESAPI, devid: KeyBlob) -> ESYS_TR:
+        """Load a DevID blob under the SRK; the caller flushes the handle."""
         priv, _ = TPM2B_PRIVATE.unmarshal(devid.private)
         pub, _ = TPM2B_PUBLIC.unmarshal(devid.public)
         with self.loaded(ctx, self._create_srk(ctx)) as srk:
@@ -389,7 +390,7 @@ class TpmDevice:
         """TPM2_Certify of the DevID key by the AK → (TPMS_ATTEST, TPMT_SIGNATURE)."""
 
         def work(ctx: ESAPI) -> tuple[bytes, bytes]:
-            devid_handle = self._load_devid(ctx, devid)
+            devid_handle = self.load_devid(ctx, devid)
             with self.loaded(ctx, devid_handle):
                 ek, ek_pub, _ = self._create_ek(ctx, ek_type)
                 with self.loaded(ctx, ek):
@@ -407,7 +408,7 @@ class TpmDevice:
         ticket = TPMT_TK_HASHCHECK(tag=TPM2_ST.HASHCHECK, hierarchy=TPM2_RH.NULL)
 
         def work(ctx: ESAPI) -> bytes:
-            handle = self._load_devid(ctx, devid)
+            handle = self.load_devid(ctx, devid)
             with self.loaded(ctx, handle):
                 sig = ctx.sign(handle, digest, TPMT_SIG_SCHEME(scheme=TPM2_ALG.NULL), ticket)
             return bytes(sig.marshal())

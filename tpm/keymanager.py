@@ -13,7 +13,7 @@ import json
 import os
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, Self
 
@@ -21,7 +21,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa, utils
 from cryptography.hazmat.primitives.asymmetric import padding as asym_padding
 from tpm2_pytss import ESAPI
-from tpm2_pytss.constants import TPM2_ALG, TPM2_ECC, TPM2_RH, TPM2_ST
+from tpm2_pytss.constants import ESYS_TR, TPM2_ALG, TPM2_ECC, TPM2_RH, TPM2_ST
 from tpm2_pytss.tsskey import TSSPrivKey
 from tpm2_pytss.types import TPMT_SIG_SCHEME, TPMT_TK_HASHCHECK
 
@@ -139,8 +139,8 @@ class TpmKeyManager:
         blob = self._blob(key_id)
         public = _public_of(blob)
         if isinstance(public, ec.EllipticCurvePublicKey):
-            return TpmEcPrivateKey(self._device, key_id, blob, public)
-        return TpmRsaPrivateKey(self._device, key_id, blob, public)
+            return TpmEcPrivateKey(self._device, key_id, blob.load, public, tls_blob=blob)
+        return TpmRsaPrivateKey(self._device, key_id, blob.load, public, tls_blob=blob)
 
     def destroy_key(self, key_id: str) -> None:
         check_key_id(key_id)
@@ -156,12 +156,16 @@ def _public_of(key: TSSPrivKey) -> PublicKey:
     return parse_tpm2b_public(key.public.marshal()).public_key()
 
 
-def _tpm_sign(device: TpmDevice, key_id: str, blob: TSSPrivKey, digest: bytes, scheme: Any) -> Any:
-    """Load the key under the SRK, sign ``digest`` in the TPM, flush; returns TPMT_SIGNATURE."""
+#: Loads a key into the TPM and returns its handle (flushed by the caller after one use).
+KeyLoader = Callable[[ESAPI], ESYS_TR]
+
+
+def _tpm_sign(device: TpmDevice, key_id: str, load: KeyLoader, digest: bytes, scheme: Any) -> Any:
+    """Load the key, sign ``digest`` in the TPM, flush; returns TPMT_SIGNATURE."""
     ticket = TPMT_TK_HASHCHECK(tag=TPM2_ST.HASHCHECK, hierarchy=TPM2_RH.NULL)
 
     def work(ctx: ESAPI) -> Any:
-        handle = blob.load(ctx)
+        handle = load(ctx)
         with TpmDevice.loaded(ctx, handle):
             return ctx.sign(handle, digest, scheme, ticket)
 
@@ -169,14 +173,17 @@ def _tpm_sign(device: TpmDevice, key_id: str, blob: TSSPrivKey, digest: bytes, s
 
 
 class _TpmResident:
-    """What both key families share: where the key lives, and nothing to export but the
-    TPM-wrapped blob (for tpm2-openssl, see openssl_provider)."""
+    """What both key families share: where the key lives (``load`` puts it in the TPM: a TSS
+    key file for the KeyManager, a DevID blob under the SRK for provisioning), and nothing to
+    export but the TPM-wrapped TSS blob, for TLS through tpm2-openssl (see openssl_provider)."""
 
-    def __init__(self, device: TpmDevice, key_id: str, blob: TSSPrivKey) -> None:
-        self._device, self._key_id, self._blob = device, key_id, blob
+    def __init__(
+        self, device: TpmDevice, key_id: str, load: KeyLoader, tls_blob: TSSPrivKey | None
+    ) -> None:
+        self._device, self._key_id, self._load, self._blob = device, key_id, load, tls_blob
 
     def _sign(self, digest: bytes, scheme: Any) -> Any:
-        return _tpm_sign(self._device, self._key_id, self._blob, digest, scheme)
+        return _tpm_sign(self._device, self._key_id, self._load, digest, scheme)
 
     def private_numbers(self) -> NoReturn:
         raise KeyManagerError("tpm: TPM keys cannot be exported")
@@ -186,6 +193,8 @@ class _TpmResident:
 
     def tls_key_pem(self) -> bytes:
         """The TPM-wrapped blob for Python's ssl, after loading tpm2-openssl for this TPM."""
+        if self._blob is None:
+            raise KeyManagerError(f"tpm: key {self._key_id!r} has no TSS key file for TLS")
         openssl_provider.ensure_loaded(self._device.tcti)
         pem: bytes = self._blob.to_pem()
         return pem
@@ -204,9 +213,14 @@ class TpmEcPrivateKey(_TpmResident, ec.EllipticCurvePrivateKey):
     """An EC key that lives in the TPM; ``sign`` runs there."""
 
     def __init__(
-        self, device: TpmDevice, key_id: str, blob: TSSPrivKey, public: ec.EllipticCurvePublicKey
+        self,
+        device: TpmDevice,
+        key_id: str,
+        load: KeyLoader,
+        public: ec.EllipticCurvePublicKey,
+        tls_blob: TSSPrivKey | None = None,
     ) -> None:
-        super().__init__(device, key_id, blob)
+        super().__init__(device, key_id, load, tls_blob)
         self._public = public
 
     def sign(self, data: Buffer, signature_algorithm: ec.EllipticCurveSignatureAlgorithm) -> bytes:
@@ -242,9 +256,14 @@ class TpmRsaPrivateKey(_TpmResident, rsa.RSAPrivateKey):
     """An RSA key that lives in the TPM: PKCS#1 v1.5 or PSS (salt = digest length)."""
 
     def __init__(
-        self, device: TpmDevice, key_id: str, blob: TSSPrivKey, public: rsa.RSAPublicKey
+        self,
+        device: TpmDevice,
+        key_id: str,
+        load: KeyLoader,
+        public: rsa.RSAPublicKey,
+        tls_blob: TSSPrivKey | None = None,
     ) -> None:
-        super().__init__(device, key_id, blob)
+        super().__init__(device, key_id, load, tls_blob)
         self._public = public
 
     def sign(self, data: bytes, padding: asym_padding.AsymmetricPadding, algorithm: Any) -> bytes:
