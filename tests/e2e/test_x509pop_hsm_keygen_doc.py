@@ -4,7 +4,6 @@ key in a SoftHSM2 token that the x509pop attestor accepts, and a certificate for
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import re
 import subprocess
@@ -14,8 +13,8 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+
+from plastron.devkit.swtpm import make_manufacturer_ca
 
 pytestmark = pytest.mark.softhsm
 REPO = Path(__file__).resolve().parents[2]
@@ -59,32 +58,10 @@ def documented_block() -> str:
 
 
 def write_node_ca(etc: Path) -> None:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "Node CA")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=2))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
-            critical=True,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    (etc / "node-ca.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (etc / "node-ca.key").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    """The node CA the documented openssl step signs with (an EC P-256 root)."""
+    ca = make_manufacturer_ca(etc / "node-ca", "Node CA")
+    (etc / "node-ca.pem").write_bytes(ca.cert_pem)
+    (etc / "node-ca.key").write_bytes((ca.dir / "ca-key.pem").read_bytes())
 
 
 def test_documented_hsm_node_key_steps_attest(tmp_path: Path) -> None:
