@@ -2,10 +2,11 @@
 then an agent that attests and hands this process its X509-SVID and a JWT-SVID.
 
 The block runs literally, with its fixed paths (/tmp/plastron, the default sockets) and port
-8081, inside private mount, network and PID namespaces: a fresh tmpfs on /tmp and a loopback of
-its own, so it neither sees nor disturbs anything else on the machine, and every process it
-starts ends with it. Only its first line (``make venv && . .venv/bin/activate``) is replaced by
-this test's own environment, which `make test` built the same way.
+8081, inside private mount, network and PID namespaces: a fresh tmpfs on each of those three
+directories and a loopback of its own, so it neither sees nor disturbs anything else on the
+machine, and every process it starts ends with it. Only its first line
+(``make venv && . .venv/bin/activate``) is replaced by this test's own environment, which
+`make test` built the same way.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ REPO = Path(__file__).resolve().parents[2]
 README = REPO / "README.md"
 MARKER = "<!-- tested: tests/e2e/test_readme_tour.py runs this block as written -->"
 TIMEOUT = 240
+TOUR_DIRS = ("/tmp/plastron", "/tmp/plastron-server", "/tmp/plastron-agent")
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("unshare") is None or shutil.which("ip") is None,
@@ -43,7 +45,10 @@ def test_readme_tour_runs_as_written() -> None:
     script = "\n".join(
         [
             "set -euo pipefail",
-            "mount -t tmpfs tmpfs /tmp",
+            # fresh, private copies of the three directories the tour uses (not all of /tmp:
+            # the checkout or its .venv may live there)
+            f"mkdir -p {' '.join(TOUR_DIRS)}",
+            *(f"mount -t tmpfs -o mode=755 tmpfs {d}" for d in TOUR_DIRS),
             "ip link set lo up",
             tour_block(),
             "wait",  # the server and the agent end on the block's kill
