@@ -19,7 +19,9 @@ import hashlib
 import hmac
 import logging
 import os
+import random
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -50,6 +52,21 @@ RECONNECT_ERRORS: tuple[type[Exception], ...] = (
     p11e.GeneralError,
     p11e.NoSuchToken,
 )
+
+
+#: A first open that fails with these is tried again, ``OPEN_ATTEMPTS`` times in all, after a
+#: growing, jittered pause: SoftHSM2's file store rewrites a token's ``token.object`` at every
+#: login, and another process reading it at that moment finds no token (NoSuchToken), a token
+#: without a user PIN (UserPinNotInitialized) or fails (GeneralError). The server's signing
+#: workers log in to the CA's token together, so without this one of them would sit out its
+#: reopen backoff. A wrong PIN is never retried.
+BUSY_TOKEN_ERRORS: tuple[type[p11e.PKCS11Error], ...] = (
+    p11e.GeneralError,
+    p11e.NoSuchToken,
+    p11e.UserPinNotInitialized,
+)
+OPEN_ATTEMPTS = 10
+OPEN_RETRY_DELAY = 0.02
 
 
 def is_reconnect_error(exc: BaseException) -> bool:
@@ -198,31 +215,43 @@ class TokenSession:
         return self._session
 
     def open_checked(self) -> None:
-        """First connection at start-up: every failure is one clear ConfigError."""
-        with PKCS11_LOCK:
-            try:
+        """First connection at start-up: every failure is one clear ConfigError.
+
+        A busy token is tried again a few times first (see :data:`OPEN_ATTEMPTS`)."""
+        for attempt in range(1, OPEN_ATTEMPTS + 1):
+            with PKCS11_LOCK:
                 try:
-                    self._ensure()
-                except p11e.NoSuchToken:
-                    # modules such as SoftHSM2 enumerate tokens at C_Initialize: a token created
-                    # since the module was loaded shows up only after initialising again
-                    if self._config.module_path not in _MODULES:
-                        raise
-                    self._module_generation = _MODULES[self._config.module_path].generation
-                    self._reinitialize_module()
-                    self._ensure()
-            except p11e.NoSuchToken:
-                raise ConfigError(
-                    f"pkcs11: no token with {self._config.describe_token()} in module"
-                    f" {self._config.module_path!r}"
-                ) from None
-            except KeyManagerError as exc:
-                raise ConfigError(str(exc)) from None
-            except p11e.PKCS11Error as exc:
-                raise ConfigError(
-                    f"pkcs11: cannot open {self._config.describe_token()} in module"
-                    f" {self._config.module_path!r} ({type(exc).__name__})"
-                ) from None
+                    self._open_fresh(reinitialize=attempt > 1)
+                    return
+                except BUSY_TOKEN_ERRORS as exc:
+                    if attempt == OPEN_ATTEMPTS:
+                        raise self._open_failure(exc) from None
+                except KeyManagerError as exc:
+                    raise ConfigError(str(exc)) from None
+                except p11e.PKCS11Error as exc:
+                    raise self._open_failure(exc) from None
+            time.sleep(random.uniform(0.5, 1.5) * OPEN_RETRY_DELAY * attempt)  # noqa: S311 (jitter)
+
+    def _open_fresh(self, *, reinitialize: bool) -> None:
+        """Open; on a retry, re-initialise the module first: modules such as SoftHSM2 enumerate
+        tokens at C_Initialize, so a token created (or being rewritten by another process) when
+        the module was loaded shows up only after initialising again."""
+        module = _MODULES.get(self._config.module_path)
+        if reinitialize and module is not None:
+            self._module_generation = module.generation
+            self._reinitialize_module()
+        self._ensure()
+
+    def _open_failure(self, exc: p11e.PKCS11Error) -> ConfigError:
+        if isinstance(exc, p11e.NoSuchToken):
+            return ConfigError(
+                f"pkcs11: no token with {self._config.describe_token()} in module"
+                f" {self._config.module_path!r}"
+            )
+        return ConfigError(
+            f"pkcs11: cannot open {self._config.describe_token()} in module"
+            f" {self._config.module_path!r} ({type(exc).__name__})"
+        )
 
     def run(self, what: str, op: Callable[[Any], T]) -> T:
         """Run ``op(session)`` under the process lock; reconnect and retry once if the token
