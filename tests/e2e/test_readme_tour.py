@@ -12,7 +12,6 @@ machine, and every process it starts ends with it. Only its first line
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -20,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.docs.doc_blocks import block_tested_by
+
 REPO = Path(__file__).resolve().parents[2]
-README = REPO / "README.md"
-MARKER = "<!-- tested: tests/e2e/test_readme_tour.py runs this block as written -->"
 TIMEOUT = 240
 TOUR_DIRS = ("/tmp/plastron", "/tmp/plastron-server", "/tmp/plastron-agent")
 
@@ -33,10 +32,8 @@ pytestmark = pytest.mark.skipif(
 
 
 def tour_block() -> str:
-    text = README.read_text()
-    match = re.search(r"```sh\n(.*?)```", text[text.index(MARKER) :], re.S)
-    assert match, "the tested block follows the marker"
-    first, _, rest = match.group(1).partition("\n")
+    block = block_tested_by(__file__, "test_readme_tour_runs_as_written")
+    first, _, rest = block.text.partition("\n")
     assert first == "make venv && . .venv/bin/activate", first
     return rest
 

@@ -15,11 +15,10 @@ import pytest
 from cryptography import x509
 
 from plastron.devkit.swtpm import make_manufacturer_ca
+from tests.docs.doc_blocks import block_tested_by
 
 pytestmark = pytest.mark.softhsm
 REPO = Path(__file__).resolve().parents[2]
-DOC = REPO / "docs" / "plugins" / "x509pop.md"
-MARKER = "<!-- tested: tests/e2e/test_x509pop_hsm_keygen_doc.py runs this block -->"
 TIMEOUT = 120
 
 # Run in a fresh interpreter: SoftHSM reads SOFTHSM2_CONF once per process, and this test's
@@ -50,11 +49,7 @@ asyncio.run(main())
 
 
 def documented_block() -> str:
-    text = DOC.read_text()
-    start = text.index(MARKER)
-    match = re.search(r"```sh\n(.*?)```", text[start:], re.S)
-    assert match, "the tested block follows the marker"
-    return match.group(1)
+    return block_tested_by(__file__, "test_documented_hsm_node_key_steps_attest").text
 
 
 def write_node_ca(etc: Path) -> None:

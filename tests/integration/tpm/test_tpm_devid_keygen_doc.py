@@ -5,7 +5,6 @@ and certificate that the tpm_devid attestor accepts."""
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -22,19 +21,15 @@ from plastron.spiffe.ids import TrustDomain
 from plastron.tpm.devid import TpmDevidAgentAttestor, TpmDevidServerAttestor, TpmDevidServerConfig
 from plastron.tpm.devid_provisioning import create_devid_with_csr
 from plastron.tpm.structures import parse_tpm2b_public
+from tests.docs.doc_blocks import block_tested_by
 
 pytestmark = pytest.mark.swtpm
 REPO = Path(__file__).resolve().parents[3]
-DOC = REPO / "docs" / "plugins" / "tpm_devid.md"
-MARKER = "<!-- tested: tests/integration/tpm/test_tpm_devid_keygen_doc.py runs this block -->"
 TIMEOUT = 120
 
 
 def documented_block() -> str:
-    text = DOC.read_text()
-    match = re.search(r"```sh\n(.*?)```", text[text.index(MARKER) :], re.S)
-    assert match, "the tested block follows the marker"
-    return match.group(1)
+    return block_tested_by(__file__, "test_documented_devid_steps_attest").text
 
 
 def run_bash(script: str) -> subprocess.CompletedProcess[str]:

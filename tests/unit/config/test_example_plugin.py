@@ -14,6 +14,7 @@ from plastron.errors import AttestationFailed, ConfigError
 from plastron.plugins import load_plugins
 from plastron.selector import Selector
 from plastron.workloadattestor import WorkloadAttestor
+from tests.docs.doc_blocks import block_tested_by
 
 MODULES = ("plastron.agent.workloadattestor.unix", "tests.unit.config.example_cgroup_plugin")
 
@@ -37,6 +38,21 @@ def build(plugin_data: str, base_dir: Path | None = None) -> WorkloadAttestor:
 async def test_example_attests_this_process_from_the_real_proc() -> None:
     attestor = build("include_v1 = true")
     assert isinstance(attestor, WorkloadAttestor)
+    selectors = await attestor.attest(os.getpid())
+    assert selectors and all(s.type == "cgroup" for s in selectors)
+
+
+async def test_operator_block_of_the_guide_builds_the_example() -> None:
+    """The guide's ``WorkloadAttestor "cgroup"`` block, as an operator writes it."""
+    block = block_tested_by(__file__, "test_operator_block_of_the_guide_builds_the_example")
+    config = (
+        'agent { trust_domain = "td.test"  data_dir = "/d"  server_address = "s"\n'
+        "insecure_bootstrap = true }\n"
+        + block.text.replace("plugins {", 'plugins {\n    NodeAttestor "join_token" {}', 1)
+    )
+    registries = load_plugins(MODULES)
+    plugin = parse_agent_config(config).plugins.of_type("WorkloadAttestor")[0]
+    attestor = registries.workload_attestors.create(plugin, registries.context())
     selectors = await attestor.attest(os.getpid())
     assert selectors and all(s.type == "cgroup" for s in selectors)
 
