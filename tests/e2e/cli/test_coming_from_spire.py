@@ -16,11 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.docs.doc_blocks import block_tested_by
 from tests.e2e.conftest import PlastronServerProcess, server_config
 from tests.processes import free_port
 
-ROOT = Path(__file__).resolve().parents[3]
-PAGE = ROOT / "docs" / "coming-from-spire.md"
 JQ = shutil.which("jq")
 COMPARED = (
     "id", "spiffe_id", "parent_id", "selectors", "x509_svid_ttl", "jwt_svid_ttl",
@@ -32,9 +31,8 @@ pytestmark = pytest.mark.skipif(JQ is None, reason="jq is not installed")
 
 def documented_jq_program() -> str:
     """The argument of ``jq`` in the page's ``entry show -output json | jq '…'`` block."""
-    match = re.search(
-        r"entry show -output json \| jq '(.*?)' > entries\.json", PAGE.read_text(), re.S
-    )
+    block = block_tested_by(__file__, "test_documented_conversion_copies_entries_between_servers")
+    match = re.search(r"entry show -output json \| jq '(.*?)' > entries\.json", block.text, re.S)
     assert match, "coming-from-spire.md no longer shows the entry conversion"
     return match.group(1)
 
