@@ -8,7 +8,10 @@ A marker is the HTML comment on the line right before a block's opening fence:
 - ``<!-- illustrative: <one-line reason> -->``: the block cannot run here (a real cloud metadata
   service, a real Kubernetes cluster, ...), and the reason says why.
 
-tests/docs/test_docs_inventory.py fails on any shell or HCL block without one of the two.
+- ``<!-- untested: <reason> -->``: runnable here but not run yet; the inventory allows no more
+  of these than it lists (UNTESTED_AT_MOST), so the number only goes down.
+
+tests/docs/test_docs_inventory.py fails on any shell or HCL block without one of these.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 SHELL_LANGUAGES = frozenset({"sh", "bash", "shell", "console"})
 FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>```+|~~~+)(?P<lang>[^`\s]*)\s*$")
-MARKER = re.compile(r"^\s*<!--\s*(?P<kind>test|illustrative):\s*(?P<value>.*?)\s*-->\s*$")
+MARKER = re.compile(r"^\s*<!--\s*(?P<kind>test|illustrative|untested):\s*(?P<value>.*?)\s*-->\s*$")
 # A line that starts one of the commands the docs use: what makes an untyped or ``text`` block
 # a command block that needs a marker.
 COMMAND_LINE = re.compile(

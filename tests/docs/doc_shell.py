@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.docs.doc_blocks import REPO, Block
+from tests.docs.doc_blocks import REPO, Block, console_steps
 
 TMP_DIRS = ("/tmp/plastron", "/tmp/plastron-server", "/tmp/plastron-agent")
 OVERLAID = ("/etc", "/var/lib", "/run")
@@ -45,8 +45,9 @@ class PageRun:
     def output_of(self, block: Block) -> str:
         """What ``block`` printed on stdout."""
         start = self.stdout.index(f"{BLOCK_LINE}{block.where}\n")
-        rest = self.stdout[start:].split("\n", 1)[1]
-        return rest.split(BLOCK_LINE, 1)[0]
+        lines = self.stdout[start:].splitlines(keepends=True)[1:]
+        end = next((i for i, line in enumerate(lines) if line.startswith("=== ")), len(lines))
+        return "".join(lines[:end])
 
     def failure(self) -> str:
         last = [line for line in self.stdout.splitlines() if line.startswith(BLOCK_LINE)]
@@ -72,8 +73,12 @@ def _namespace_setup(scratch: Path, network: bool) -> list[str]:
 
 
 def block_script(block: Block) -> str:
-    """The block as it runs: in a subshell, after its ``=== BLOCK`` line."""
-    return f"echo '{BLOCK_LINE}{block.where}'\n(\n{block.text})"
+    """The block as it runs: in a subshell, after its ``=== BLOCK`` line; a console block's
+    commands without their ``$`` prompts (the caller compares what it shows, if anything)."""
+    text = block.text
+    if block.lang == "console":
+        text = "".join(f"{step.command}\n" for step in console_steps(block))
+    return f"echo '{BLOCK_LINE}{block.where}'\n(\n{text})"
 
 
 def run_page(

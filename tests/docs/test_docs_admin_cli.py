@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.docs.doc_blocks import Block, blocks_tested_by, console_steps
+from tests.docs.doc_blocks import Block, blocks_tested_by
 from tests.docs.doc_shell import SERVER_CONF, needs_namespaces, run_page, start_server
 from tests.processes import free_port
 
@@ -38,15 +38,6 @@ spire-server() {{ plastron-server "$@" -socketPath /tmp/plastron/spire/api.sock;
 for i in $(seq 600); do spire-server healthcheck >/dev/null 2>&1 && break; sleep 0.1; done"""
 
 
-def _as_run(block: Block) -> Block:
-    """A console block's commands without their ``$`` prompts (it shows no output here)."""
-    if block.lang != "console":
-        return block
-    steps = console_steps(block)
-    assert all(not step.shown_output for step in steps), block.where
-    return Block(block.page, block.line, "sh", "".join(f"{s.command}\n" for s in steps), None)
-
-
 def _with_authority_ids(block: Block) -> Block:
     text = block.text.replace("-authorityID NEW", '-authorityID "$(authority_id Prepared)"')
     text = text.replace("-authorityID OLD", '-authorityID "$(authority_id Old)"')
@@ -60,7 +51,7 @@ def test_admin_blocks_run_against_one_server(tmp_path: Path) -> None:
         [
             start_server(free_port()),
             AUTHORITY_ID,
-            *(_with_authority_ids(_as_run(b)) for b in blocks),
+            *(_with_authority_ids(b) for b in blocks),
             'plastron-server entry show -output json > "$RESULTS/entries.json"',
             'plastron-server localauthority x509 show > "$RESULTS/authorities.txt"',
             'plastron-server bundle list -format spiffe > "$RESULTS/federated.txt"',

@@ -7,7 +7,6 @@ is taken down in a ``finally``, so a failing assertion never leaves processes be
 from __future__ import annotations
 
 import os
-import re
 import shlex
 import shutil
 import subprocess
@@ -22,6 +21,7 @@ from spiffe import WorkloadApiClient
 
 from plastron.devkit.processes import ProcessBook
 from plastron.spiffe.x509svid import load_pem_certificates, validate_x509_svid
+from tests.docs.doc_blocks import blocks_tested_by, console_steps
 
 DEV = [sys.executable, "-m", "plastron.devkit"]
 
@@ -202,15 +202,16 @@ def test_up_refuses_without_softhsm_in_one_line(dev_dir: Path, tmp_path: Path) -
     assert ProcessBook(dev_dir).entries == []
 
 
-DOC = Path(__file__).resolve().parents[3] / "docs" / "testing-with-plastron.md"
-
-
 def test_the_documented_shell_session_runs(dev_dir: Path) -> None:
     """docs/testing-with-plastron.md's ``sh`` block, run by bash as written (its -dir swapped for
-    this test's directory): up, fetch, entry create, down."""
-    blocks = re.findall(r"```sh\n(.*?)```", DOC.read_text(), re.DOTALL)
-    assert len(blocks) == 1
-    script = blocks[0].replace("/tmp/plastron-ci", str(dev_dir))
+    this test's directory): up, fetch, entry create, down. docs/cli.md shows up and down alone:
+    its two commands are lines of that session."""
+    blocks = blocks_tested_by(__file__, "test_the_documented_shell_session_runs")
+    (shown_in_cli,) = [b for b in blocks if b.page.name == "cli.md"]
+    (session,) = [b for b in blocks if b.page.name == "testing-with-plastron.md"]
+    lines = session.text.splitlines()
+    assert [step.command for step in console_steps(shown_in_cli)] == [lines[0], lines[-1]]
+    script = session.text.replace("/tmp/plastron-ci", str(dev_dir))
     bin_dir = Path(sys.executable).parent
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
     run = subprocess.run(

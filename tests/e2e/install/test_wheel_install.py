@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 import plastron
+from tests.docs.doc_blocks import ConsoleStep, block_tested_by, console_steps
 from tests.processes import free_port, poll, stop_process
 from tests.unit.spiffe.spiffe_pki import make_root
 
@@ -155,10 +156,33 @@ def clean_venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> CleanVe
     return CleanVenv(path)
 
 
-def test_clean_install_reports_its_version_and_has_no_extra(clean_venv: CleanVenv) -> None:
-    for command in ("plastron-server", "plastron-agent"):
-        result = clean_venv.run(clean_venv.bin(command), "--version")
-        assert (result.returncode, result.stdout) == (0, f"{plastron.__version__}\n"), result
+def run_console_step(venv: CleanVenv, step: ConsoleStep, cwd: Path) -> None:
+    """A documented ``$ command`` in the clean venv: its output is the one the page shows, and
+    it fails exactly when what the page shows is an error."""
+    env = {**_clean_env(), "PATH": f"{venv.path / 'bin'}{os.pathsep}{os.environ['PATH']}"}
+    done = subprocess.run(
+        ["bash", "-c", step.command],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=CLI_TIMEOUT,
+        check=False,
+        env=env,
+    )
+    shown = "".join(f"{line}\n" for line in step.shown_output)
+    expected_status = 1 if shown.startswith("Error:") else 0
+    assert (done.returncode, done.stdout + done.stderr) == (expected_status, shown), step.command
+
+
+def test_clean_install_reports_its_version_and_has_no_extra(
+    clean_venv: CleanVenv, tmp_path: Path
+) -> None:
+    block = block_tested_by(__file__, "test_clean_install_reports_its_version_and_has_no_extra")
+    steps = console_steps(block)
+    assert [s.command for s in steps] == ["plastron-server --version", "plastron-agent --version"]
+    for step in steps:
+        assert step.shown_output == [plastron.__version__], "install.md shows another version"
+        run_console_step(clean_venv, step, tmp_path)
     probe = clean_venv.run(
         clean_venv.bin("python"),
         "-c",
@@ -200,34 +224,31 @@ plugins {{
 
 
 def test_clean_install_names_the_missing_extras(clean_venv: CleanVenv, tmp_path: Path) -> None:
-    server_conf = tmp_path / "server.conf"
-    server_conf.write_text(
-        SERVER_CONF.format(
-            port=18081,
-            base=tmp_path,
-            key_manager="pkcs11",
-            key_manager_data='module_path = "/usr/lib/softhsm/libsofthsm2.so" token_label = "t"',
-        )
+    """install.md's transcript, each command on the config it needs."""
+    block = block_tested_by(__file__, "test_clean_install_names_the_missing_extras")
+    pkcs11 = 'module_path = "/usr/lib/softhsm/libsofthsm2.so" token_label = "t"'
+    hsm_server = SERVER_CONF.format(
+        port=18081, base=tmp_path, key_manager="pkcs11", key_manager_data=pkcs11
     )
-    result = clean_venv.run(
-        clean_venv.bin("plastron-server"), "validate", "-config", str(server_conf)
-    )
-    assert (result.returncode, result.stderr) == (
-        1,
-        "Error: KeyManager \"pkcs11\" needs the [hsm] extra: pip install 'plastron[hsm]'\n",
-    ), result
-    agent_conf = tmp_path / "agent.conf"
-    agent_conf.write_text(AGENT_CONF.format(port=18081, base=tmp_path, attestor="tpm"))
+    postgres_server = SERVER_CONF.format(
+        port=18081,
+        base=tmp_path,
+        key_manager="disk",
+        key_manager_data=f'directory = "{tmp_path}/k"',
+    ).replace('database_type = "sqlite3"', 'database_type = "postgres" connection_string = "x"')
     # validate reads the bootstrap bundle too: give it one, so the extra is what is missing
     root = make_root(ec.generate_private_key(ec.SECP256R1()))
     (tmp_path / "bundle.pem").write_bytes(root.public_bytes(serialization.Encoding.PEM))
-    result = clean_venv.run(
-        clean_venv.bin("plastron-agent"), "validate", "-config", str(agent_conf)
+    (tmp_path / "agent.conf").write_text(
+        AGENT_CONF.format(port=18081, base=tmp_path, attestor="tpm")
     )
-    assert (result.returncode, result.stderr) == (
-        1,
-        "Error: NodeAttestor \"tpm\" needs the [tpm] extra: pip install 'plastron[tpm]'\n",
-    ), result
+    steps = console_steps(block)
+    assert len(steps) == 3, [s.command for s in steps]
+    for step, server_conf in zip(steps, (hsm_server, postgres_server, None), strict=True):
+        if server_conf is not None:
+            (tmp_path / "server.conf").write_text(server_conf)
+        run_console_step(clean_venv, step, tmp_path)
+    assert not (tmp_path / "server").exists()  # run refused before creating data_dir
 
 
 @pytest.fixture
