@@ -40,6 +40,8 @@ from plastron.agent.server_client import TRANSPORT_ERRORS, ServerClient
 from plastron.agent.storage import AgentStorage
 from plastron.agent.sync import WorkloadSync, wait_or_wake
 from plastron.agent.telemetry import AgentTelemetry
+from plastron.agent.tpm_probe import SUBSYSTEM as TPM_SUBSYSTEM
+from plastron.agent.tpm_probe import TpmProbe, agent_tctis
 from plastron.agent.wire import REASONS, permission_denied_reason
 from plastron.agent.workloadapi.endpoint import AgentHealth, start_endpoint
 from plastron.agent.workloadapi.service import WorkloadAPIService
@@ -107,7 +109,15 @@ class AgentRuntime:
         )
         self.health = AgentHealth()
         self.telemetry = AgentTelemetry(config.telemetry)
+        self.tpm_probe = self._build_tpm_probe()
         self.stop = asyncio.Event()
+
+    def _build_tpm_probe(self) -> TpmProbe | None:
+        """A probe of the TPM the agent's plugins use, when one does and something shows its
+        outcome (/ready or /metrics)."""
+        observed = self.config.health_checks.listener_enabled or self.config.telemetry.prometheus
+        tctis = agent_tctis(self.config) if observed else []
+        return TpmProbe(tctis) if tctis else None
 
     # ---- identity ----------------------------------------------------------------------------
 
@@ -219,7 +229,8 @@ class AgentRuntime:
             handlers.append(
                 SecretDiscoveryService(self.cache, service.attestation, self.config.sds)
             )
-        self.telemetry.start(self.identity, self.cache, self.clock)
+        probing = await self._start_tpm_probe()
+        self.telemetry.start(self.identity, self.cache, self.clock, self._subsystems)
         server = await start_endpoint(
             str(self.config.socket_path),
             [RPC.instrument(handler) for handler in handlers],
@@ -243,6 +254,10 @@ class AgentRuntime:
             await server.close()
             self.client.close()
             self.telemetry.close()
+            if probing is not None:
+                probing.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await probing
         log.info("agent stopped")
         return 0
 
@@ -259,23 +274,36 @@ class AgentRuntime:
             log.info("admin API listening admin_socket_path=%s", self.config.admin_socket_path)
         return admin
 
+    async def _start_tpm_probe(self) -> asyncio.Task[None] | None:
+        """Probe once now (so /ready and /metrics start from a real answer), then every
+        interval in the background."""
+        if self.tpm_probe is None:
+            return None
+        await self.tpm_probe.probe_once()
+        return asyncio.create_task(self.tpm_probe.run(self.stop), name="tpm-probe")
+
     async def _health_statuses(self) -> dict[str, tuple[bool, str]]:
-        """Ready while the Workload API serves and the agent holds a valid SVID; the last
-        successful sync is reported but a down server does not make the agent unready (it
-        keeps serving cached SVIDs, as SPIRE's agent does)."""
+        """Ready while every subsystem is; the last successful sync is reported but a down
+        server does not make the agent unready (it keeps serving cached SVIDs, as SPIRE's
+        agent does)."""
+        now = self.clock.now()
+        last = self.sync.last_success
+        sync_detail = "never" if last is None else f"{now.timestamp() - last:.0f}s ago"
+        return {**self._subsystems(), "last_sync_success": (True, sync_detail)}
+
+    def _subsystems(self) -> dict[str, tuple[bool, str]]:
+        """The Workload API serves, the agent holds a valid SVID, and (when the agent uses a
+        TPM) the TPM answered its last probe. Also read by the metrics scrape thread."""
         now = self.clock.now()
         svid_ok, svid_detail = False, "no agent SVID"
         if self.identity.state is not None:
             leaf = self.identity.state.svid_chain[0]
             svid_ok = leaf.not_valid_after_utc > now
             svid_detail = f"expires {leaf.not_valid_after_utc.isoformat()}"
-        last = self.sync.last_success
-        sync_detail = "never" if last is None else f"{now.timestamp() - last:.0f}s ago"
-        return {
-            "workload_api": (True, ""),
-            "agent_svid": (svid_ok, svid_detail),
-            "last_sync_success": (True, sync_detail),
-        }
+        out = {"workload_api": (True, ""), "agent_svid": (svid_ok, svid_detail)}
+        if self.tpm_probe is not None:
+            out[TPM_SUBSYSTEM] = self.tpm_probe.status
+        return out
 
     def _on_signal(self, sig: signal.Signals) -> None:
         log.info("agent stopping", extra=fields(signal=sig.name))

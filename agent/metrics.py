@@ -49,3 +49,11 @@ CACHED_SVIDS = CallbackGauge(
     lambda: (),
 )
 REGISTRY.register(CACHED_SVIDS)
+SUBSYSTEM_UP = CallbackGauge(
+    "plastron_agent_subsystem_up",
+    "1 when the subsystem is healthy, else 0, as /ready reports it (workload_api, agent_svid; "
+    "tpm: the last probe of the TPM the agent's plugins use, only when they use one)",
+    ("subsystem",),
+    lambda: (),
+)
+REGISTRY.register(SUBSYSTEM_UP)

@@ -1,13 +1,15 @@
 """The agent's ``telemetry { Prometheus {} }``: the ``/metrics`` listener, and the gauges read
-from the running agent at scrape time (its own SVID's remaining life, the SVIDs it holds)."""
+from the running agent at scrape time (its own SVID's remaining life, the SVIDs it holds, the
+health of each subsystem)."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from plastron.agent.cache import WorkloadCache
 from plastron.agent.identity import AgentIdentity
-from plastron.agent.metrics import AGENT_SVID_REMAINING, CACHED_SVIDS, REGISTRY
+from plastron.agent.metrics import AGENT_SVID_REMAINING, CACHED_SVIDS, REGISTRY, SUBSYSTEM_UP
 from plastron.clock import Clock
 from plastron.configs.telemetry import TelemetryConfig
 from plastron.logs import fields
@@ -21,7 +23,15 @@ class AgentTelemetry:
         self._config = config
         self.listener: MetricsListener | None = None
 
-    def start(self, identity: AgentIdentity, cache: WorkloadCache, clock: Clock) -> None:
+    def start(
+        self,
+        identity: AgentIdentity,
+        cache: WorkloadCache,
+        clock: Clock,
+        subsystems: Callable[[], dict[str, tuple[bool, str]]],
+    ) -> None:
+        """``subsystems``: name -> (healthy, detail), called in the scrape thread (it only
+        reads)."""
         prometheus = self._config.prometheus
         if prometheus is None:
             return
@@ -35,6 +45,9 @@ class AgentTelemetry:
 
         AGENT_SVID_REMAINING.samples = svid_remaining
         CACHED_SVIDS.samples = lambda: [((), float(cache.x509_svid_count))]
+        SUBSYSTEM_UP.samples = lambda: [
+            ((name,), 1.0 if healthy else 0.0) for name, (healthy, _) in subsystems().items()
+        ]
         self.listener = MetricsListener(prometheus, REGISTRY)
         self.listener.start()
         log.info(

@@ -63,6 +63,11 @@ class SwtpmProcess:
     def tcti(self) -> str:
         return f"swtpm:path={self.sock}"
 
+    @property
+    def pid(self) -> int | None:
+        """The running swtpm's process id (None when it is not running)."""
+        return None if self._proc is None else self._proc.pid
+
     def start(self) -> None:
         self.sock.unlink(missing_ok=True)
         cmd = ["swtpm", "socket", "--tpm2", "--tpmstate", f"dir={self.state_dir}"]

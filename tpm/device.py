@@ -148,6 +148,20 @@ class TpmDevice:
                     ) from None
                 raise failure(f"tpm: {what} failed in the TPM ({exc})") from None
 
+    def probe(self) -> None:
+        """TPM2_GetRandom over a connection of its own, closed after: is the TPM answering?
+
+        GetRandom rather than GetCapability because a TPM in failure mode still answers
+        GetCapability. Nothing is loaded, so nothing is flushed; the device lock keeps the probe
+        out of the middle of this process's own TPM work (a single-client TCTI would refuse a
+        second connection). Raises :class:`Unavailable` naming the TCTI and the TSS error."""
+        with self._lock:
+            try:
+                with TCTILdr(self.tcti.name, self.tcti.conf) as tcti, ESAPI(tcti) as ctx:
+                    ctx.get_random(8)
+            except TSS2_Exception as exc:
+                raise Unavailable(f"tpm: TPM at {self.tcti} does not answer ({exc})") from None
+
     @staticmethod
     def _flush_all(ctx: ESAPI) -> None:
         for first in (TPM2_HC.TRANSIENT_FIRST, TPM2_HC.LOADED_SESSION_FIRST):

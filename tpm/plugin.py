@@ -92,6 +92,18 @@ def _key_manager(plugin: PluginConfig, context: PluginContext) -> KeyManager:
     return TpmKeyManager(context.data_dir, parsed)
 
 
+def agent_plugin_tcti(plugin: PluginConfig, context: PluginContext) -> Tcti | None:
+    """The TPM an agent plugin block talks to (NodeAttestor ``tpm`` or ``tpm_devid``,
+    KeyManager ``tpm``), read from its settings without opening it; None for other plugins."""
+    if plugin.type == "NodeAttestor" and plugin.name == attestor.NAME:
+        return Tcti.parse(attestor.TpmAgentConfig.from_settings(plugin.settings()).tcti)
+    if plugin.type == "NodeAttestor" and plugin.name == devid.NAME:
+        return Tcti.parse(devid.TpmDevidAgentConfig.from_settings(plugin.settings(), context).tcti)
+    if plugin.type == "KeyManager" and plugin.name == "tpm":
+        return _key_manager_tcti(plugin, context)
+    return None
+
+
 def register(registries: Registries) -> None:
     # The server halves verify in pure Python; the agent halves and the KeyManager talk to a
     # TPM through tpm2-pytss, the [tpm] extra, imported only when one of them is built.

@@ -221,6 +221,9 @@ class TpmAgent:
     key_manager: str = "disk"
     attestor_block: str = ""
     env_extra: dict[str, str] = field(default_factory=dict)  # e.g. a tpm2-abrmd session bus
+    # The command that is ``plastron-agent`` (a test may run it through ``python -c`` to set
+    # module-level knobs first).
+    launcher: list[str] = field(default_factory=lambda: [str(BIN / "plastron-agent")])
     process: subprocess.Popen[bytes] | None = None
     runs: int = 0
     data_dir: Path = field(init=False)
@@ -271,7 +274,7 @@ plugins {{
         self.runs += 1
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [str(BIN / "plastron-agent"), "run", "-config", str(self.config)],
+                [*self.launcher, "run", "-config", str(self.config)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env={**self.server.env, **self.env_extra},
