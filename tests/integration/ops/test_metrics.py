@@ -153,6 +153,10 @@ def test_server_and_agent_serve_their_metrics(base: Path) -> None:
     assert _value(a, "plastron_agent_rpc_open_streams", method="FetchX509SVID") == 0
     assert _value(a, "plastron_agent_cached_x509_svids") >= 1
     assert 0 < _value(a, "plastron_agent_svid_remaining_seconds") <= 3600
+    assert _value(a, "plastron_agent_subsystem_up", subsystem="workload_api") == 1
+    assert _value(a, "plastron_agent_subsystem_up", subsystem="agent_svid") == 1
+    # A join_token agent with a disk KeyManager uses no TPM: no tpm series, not a fake 1.
+    assert not [k for k in a if k.startswith("plastron_agent_subsystem_up") and "tpm" in k]
 
     served = {m for m in (*s, *a) if m.startswith("plastron_")}
     documented = _documented_metrics()
