@@ -1,6 +1,7 @@
 """The agent's TPM availability, as an operator sees it: ``plastron_agent_subsystem_up{subsystem=
 "tpm"}`` on ``/metrics`` and the ``tpm`` subsystem of ``/ready``, while the real swtpm the agent
-attested with is killed, restarted on the same state, and frozen.
+attested with is killed, restarted on the same state, and frozen; directly and behind
+tpm2-abrmd with KeyManager ``tpm``.
 
 The agent runs with a short probe interval and timeout, set in its process before it starts
 (module-level knobs, not configuration)."""
@@ -13,12 +14,14 @@ import signal
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from swtpm_fixtures import SwtpmProcess
 from tpm_e2e import TD, TpmAgent, alias_and_workload, ek_cert_files, ek_hash
+from tpm_resource_manager import AbrmdProcess
 
 from tests.e2e.conftest import PlastronServerProcess
 from tests.processes import free_port, poll
@@ -145,3 +148,45 @@ def test_a_hung_tpm_times_out_without_hanging_the_agent(
         assert agent.process is not None and agent.process.returncode == 0, agent.log()
     finally:
         os.kill(pid, signal.SIGCONT)
+
+
+@pytest.fixture
+def tpm_rm(tpm: SwtpmProcess, base: Path) -> Iterator[AbrmdProcess]:
+    """tpm2-abrmd in front of the test's swtpm, as /dev/tpmrm0 is on a host."""
+    rm = AbrmdProcess(tpm.tcti, base / "abrmd")
+    rm.start()
+    try:
+        yield rm
+    finally:
+        rm.stop()
+
+
+def test_a_tpm_key_manager_behind_a_resource_manager_is_probed_through_it(
+    base: Path,
+    tpm: SwtpmProcess,
+    tpm_rm: AbrmdProcess,
+    tpm_server: PlastronServerProcess,
+    agents: list[TpmAgent],
+) -> None:
+    """NodeAttestor and KeyManager ``tpm`` on tpm2-abrmd: one TPM, one series, probed through
+    the resource manager the plugins use; the TPM behind it going away shows there too."""
+    agent = TpmAgent(
+        base,
+        tpm_server,
+        tpm_rm.tcti,
+        key_manager="tpm",
+        env_extra=tpm_rm.env,
+        launcher=_launcher(),
+    )
+    observed = Observed(agent)
+    agents.append(agent)
+    agent.start()
+    agent.wait_healthy()
+    assert observed.tpm_lines() == [f"{UP} 1.0"]
+
+    tpm.kill()
+    poll("tpm down on /metrics", lambda: observed.tpm_up() == 0.0, deadline=DEADLINE)
+    code, body = observed.ready()
+    assert code == 500 and tpm_rm.tcti in body["subsystems"]["tpm"]["last_error"]
+    tpm.start()
+    poll("tpm up again on /metrics", lambda: observed.tpm_up() == 1.0, deadline=DEADLINE)
