@@ -115,16 +115,28 @@ class TpmDevice:
     def _context(self) -> ESAPI:
         ctx: ESAPI | None = getattr(self._local, "ctx", None)
         if ctx is None:
-            ctx = ESAPI(TCTILdr(self.tcti.name, self.tcti.conf))
-            self._local.ctx = ctx
+            tcti = TCTILdr(self.tcti.name, self.tcti.conf)
+            try:
+                ctx = ESAPI(tcti)
+            except BaseException:
+                tcti.close()
+                raise
+            self._local.ctx, self._local.tcti_loader = ctx, tcti
         return ctx
 
     def _drop_context(self) -> None:
+        """Finalise the thread's ESAPI context and close its TCTI: ESAPI closes only a TCTI it
+        loaded itself from a string, so the loader would otherwise keep its connection (on a
+        raw /dev/tpm0, which takes one open at a time, the device would stay busy)."""
         ctx: ESAPI | None = getattr(self._local, "ctx", None)
-        self._local.ctx = None
+        tcti: TCTILdr | None = getattr(self._local, "tcti_loader", None)
+        self._local.ctx = self._local.tcti_loader = None
         if ctx is not None:
             with contextlib.suppress(Exception):
                 ctx.close()
+        if tcti is not None:
+            with contextlib.suppress(Exception):
+                tcti.close()
 
     def run(
         self,
