@@ -137,6 +137,15 @@ class DataStore(Protocol):
         """Create or replace the node and all its selectors (re-attestation)."""
         ...
 
+    async def admit_attested_node(
+        self, spiffe_id: SpiffeId, build: Callable[[AttestedNode | None], AttestedNode]
+    ) -> AttestedNode:
+        """Write ``build(current)`` (the node now stored, with its selectors, or None) with its
+        selectors in one transaction: no write lands between the read and the write. ``build``
+        refuses by raising, which writes nothing; it may run more than once (a concurrent
+        first insert is retried). Its node must have ``spiffe_id``."""
+        ...
+
     async def list_attested_nodes(
         self, *, page_size: int = 0, page_token: str = "", **filters: Unpack[NodeFilters]
     ) -> tuple[list[AttestedNode], str]: ...

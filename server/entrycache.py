@@ -119,6 +119,8 @@ class AuthorizedEntryCache:
         self._entry_cursor = _EventCursor()
         self._node_cursor = _EventCursor()
         self._lock = asyncio.Lock()
+        # The refresh waiting for the lock, not yet reading: callers arriving now share it.
+        self._queued: asyncio.Task[bool] | None = None
         self.version = 0  # bumped on every change; lets callers notice updates cheaply
         # Each agent's last answer, reused while nothing changed (same version) and none of
         # its entries has expired since; every agent's sync and every signing call asks again.
@@ -150,19 +152,33 @@ class AuthorizedEntryCache:
             self.version += 1
 
     async def refresh(self) -> bool:
-        """Apply new change events; returns True if anything changed."""
+        """Apply new change events; returns True if anything changed.
+
+        Every write made before the call is applied when it returns. Calls that arrive while
+        another refresh is running share the one queued behind it, which has not read yet (so
+        it sees their writes too): a burst of writes, as concurrent attestations each followed
+        by a refresh, costs two rounds of event reads instead of one per write. The shared
+        refresh runs as its own task, so a caller that is cancelled does not cancel the others'.
+        """
+        if self._queued is None:
+            self._queued = asyncio.ensure_future(self._queued_refresh())
+            self._queued.add_done_callback(_retrieve_exception)
+        return await asyncio.shield(self._queued)
+
+    async def _queued_refresh(self) -> bool:
         with ENTRY_CACHE_UPDATE.labels("refresh").time():
-            changed = await self._refresh()
+            async with self._lock:
+                self._queued = None  # it reads from here on: a later caller needs a later one
+                changed = await self._refresh_locked()
         ENTRY_CACHE_ENTRIES.set(len(self._entries))
         return changed
 
-    async def _refresh(self) -> bool:
-        async with self._lock:
-            changed = await self._apply_entry_events()
-            changed = await self._apply_node_events() or changed
-            if changed:
-                self.version += 1
-            return changed
+    async def _refresh_locked(self) -> bool:
+        changed = await self._apply_entry_events()
+        changed = await self._apply_node_events() or changed
+        if changed:
+            self.version += 1
+        return changed
 
     async def _apply_entry_events(self) -> bool:
         cursor = self._entry_cursor
@@ -297,3 +313,9 @@ class AuthorizedEntryCache:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+def _retrieve_exception(task: asyncio.Task[bool]) -> None:
+    """Every caller of a shared refresh may have been cancelled: nobody else reads its error."""
+    if not task.cancelled():
+        task.exception()

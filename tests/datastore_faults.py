@@ -165,6 +165,12 @@ class FaultInjectingDataStore:
         self._enter("upsert_attested_node_with_selectors")
         return await self.store.upsert_attested_node_with_selectors(node)
 
+    async def admit_attested_node(
+        self, spiffe_id: SpiffeId, build: Callable[[AttestedNode | None], AttestedNode]
+    ) -> AttestedNode:
+        self._enter("admit_attested_node")
+        return await self.store.admit_attested_node(spiffe_id, build)
+
     async def list_attested_nodes(
         self, *, page_size: int = 0, page_token: str = "", **filters: Unpack[NodeFilters]
     ) -> tuple[list[AttestedNode], str]:

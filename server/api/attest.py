@@ -25,7 +25,6 @@ from plastron.attestors.base import (
     attests_unique_nodes,
 )
 from plastron.errors import (
-    AlreadyExists,
     AttestationFailed,
     FailedPrecondition,
     InvalidArgument,
@@ -151,31 +150,31 @@ async def _admit(
             agent_id,
             attestation_type,
         )
-    existing = await ctx.datastore.fetch_attested_node(agent_id)
-    if existing is not None and existing.cert_serial == "":
-        raise NotAuthorized(f"failed to attest: agent {agent_id} is banned")
-    if existing is not None and not result.can_reattest:
-        raise _already_attested(attestation_type, agent_id)
+    # Signed before the node is read: the ban and re-attestation checks then run in the
+    # write's own transaction (one datastore round trip, and a ban landing between a check
+    # and the write cannot be overwritten). A refused agent's SVID is dropped unsent.
     chain = await ctx.ca.sign_agent_x509_svid(spiffe_id=agent_id, public_key=public_key, ttl=ttl)
     leaf = chain[0]
-    node = AttestedNode(
-        spiffe_id=agent_id,
-        attestation_type=attestation_type,
-        cert_serial=str(leaf.serial_number),
-        cert_not_after=int(leaf.not_valid_after_utc.timestamp()),
-        can_reattest=result.can_reattest,
-        agent_version=existing.agent_version if existing else "",
-        node_data=result.node_data,
-        selectors=tuple(sorted(set(result.selectors))),
-    )
-    if result.can_reattest:
-        await ctx.datastore.upsert_attested_node_with_selectors(node)
-    else:
-        # trust on first use: only the first of two concurrent attestations may write the node
-        try:
-            await ctx.datastore.create_attested_node(node)
-        except AlreadyExists:
-            raise _already_attested(attestation_type, agent_id) from None
+    serial, not_after = str(leaf.serial_number), int(leaf.not_valid_after_utc.timestamp())
+
+    def decide(existing: AttestedNode | None) -> AttestedNode:
+        if existing is not None and existing.cert_serial == "":
+            raise NotAuthorized(f"failed to attest: agent {agent_id} is banned")
+        if existing is not None and not result.can_reattest:
+            # trust on first use: only the first of two concurrent attestations writes
+            raise _already_attested(attestation_type, agent_id)
+        return AttestedNode(
+            spiffe_id=agent_id,
+            attestation_type=attestation_type,
+            cert_serial=serial,
+            cert_not_after=not_after,
+            can_reattest=result.can_reattest,
+            agent_version=existing.agent_version if existing else "",
+            node_data=result.node_data,
+            selectors=tuple(sorted(set(result.selectors))),
+        )
+
+    node = await ctx.datastore.admit_attested_node(agent_id, decide)
     ctx.cache.set_node_selectors(agent_id, node.selectors)
     await ctx.on_change()
     log.info("agent attested agent_id=%s type=%s", agent_id, attestation_type)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Unpack
 
 from sqlalchemy import delete, func, insert, select, update
@@ -152,6 +152,30 @@ def upsert_with_selectors(conn: Connection, node: AttestedNode, now: int) -> Att
         conn.execute(insert(N).values(**_values(node)))
     else:
         conn.execute(update(N).where(N.c.id == exists[0]).values(**_values(node)))
+    replace_selectors(conn, sid, node.selectors)
+    events.record_node_event(conn, sid, now)
+    return dataclasses.replace(node, selectors=tuple(dict.fromkeys(node.selectors)))
+
+
+def admit(
+    conn: Connection,
+    spiffe_id: SpiffeId,
+    build: Callable[[AttestedNode | None], AttestedNode],
+    now: int,
+) -> AttestedNode:
+    """Attestation's read-decide-write: the current node (row locked), ``build``'s verdict on
+    it, then its insert or update with its selectors, all in the caller's transaction."""
+    sid = str(spiffe_id)
+    row = conn.execute(select(N).where(N.c.spiffe_id == sid).with_for_update()).first()
+    current = None if row is None else _from_row(row, get_selectors(conn, sid))
+    node = build(current)
+    if node.spiffe_id != spiffe_id:
+        raise InvalidArgument(f"attested node {str(node.spiffe_id)!r} is not {sid!r}")
+    validate_node(node)
+    if row is None:
+        conn.execute(insert(N).values(**_values(node)))
+    else:
+        conn.execute(update(N).where(N.c.id == row.id).values(**_values(node)))
     replace_selectors(conn, sid, node.selectors)
     events.record_node_event(conn, sid, now)
     return dataclasses.replace(node, selectors=tuple(dict.fromkeys(node.selectors)))

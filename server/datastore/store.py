@@ -213,6 +213,16 @@ class SqlDataStore(JoinTokenMethods, ExchangedCredentialMethods):
             retry_conflict=True,
         )
 
+    async def admit_attested_node(
+        self, spiffe_id: SpiffeId, build: Callable[[AttestedNode | None], AttestedNode]
+    ) -> AttestedNode:
+        now = self._now()
+        return await self._tx.write(
+            "admit_attested_node",
+            lambda c: nodes.admit(c, spiffe_id, build, now),
+            retry_conflict=True,  # two first attestations: the second sees the first's row
+        )
+
     async def list_attested_nodes(
         self, *, page_size: int = 0, page_token: str = "", **filters: Unpack[NodeFilters]
     ) -> tuple[list[AttestedNode], str]:

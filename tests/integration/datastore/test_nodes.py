@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+from collections.abc import Callable
 
 import pytest
 from datastore_builders import node, sel, sid
@@ -80,6 +82,63 @@ async def test_concurrent_first_upserts_both_succeed(ds: SqlDataStore) -> None:
     stored = await ds.fetch_attested_node(results[0].spiffe_id)
     assert stored in results
     assert await ds.count_attested_nodes() == 1
+
+
+async def test_admit_writes_what_build_decides_from_the_stored_node(ds: SqlDataStore) -> None:
+    seen: list[AttestedNode | None] = []
+
+    def keep_version(current: AttestedNode | None) -> AttestedNode:
+        seen.append(current)
+        version = current.agent_version if current else ""
+        return node("m", "k:2", "k:1", cert_serial=f"s{len(seen)}", agent_version=version)
+
+    first = await ds.admit_attested_node(sid("/spire/agent/join_token/m"), keep_version)
+    assert seen == [None] and first.selectors == (sel("k:2"), sel("k:1"))
+    await ds.update_attested_node(first.spiffe_id, agent_version="1.9")
+    events_before = len(await ds.list_node_events(0, 100))
+    second = await ds.admit_attested_node(first.spiffe_id, keep_version)
+    assert seen[1] == dataclasses.replace(first, agent_version="1.9")
+    assert (second.cert_serial, second.agent_version) == ("s2", "1.9")
+    assert await ds.fetch_attested_node(first.spiffe_id) == second
+    assert len(await ds.list_node_events(0, 100)) == events_before + 1
+
+
+async def test_admit_refused_by_build_writes_nothing(ds: SqlDataStore) -> None:
+    stored = await ds.create_attested_node(node("b", "k:1", cert_serial=""))
+    events_before = await ds.list_node_events(0, 100)
+
+    def refuse_banned(current: AttestedNode | None) -> AttestedNode:
+        if current is not None and current.banned:
+            raise NotFound("banned")
+        return node("b", "k:9")
+
+    with pytest.raises(NotFound, match="banned"):
+        await ds.admit_attested_node(stored.spiffe_id, refuse_banned)
+    with pytest.raises(InvalidArgument, match="join_token/other"):
+        await ds.admit_attested_node(stored.spiffe_id, lambda _: node("other"))
+    assert await ds.fetch_attested_node(stored.spiffe_id) == stored
+    assert await ds.list_node_events(0, 100) == events_before
+
+
+async def test_concurrent_first_admits_let_build_see_the_winner(ds: SqlDataStore) -> None:
+    def first_only(serial: str) -> Callable[[AttestedNode | None], AttestedNode]:
+        def build(current: AttestedNode | None) -> AttestedNode:
+            if current is not None:
+                raise AlreadyExists(f"{serial}: taken by {current.cert_serial}")
+            return node("t", cert_serial=serial)
+
+        return build
+
+    target = sid("/spire/agent/join_token/t")
+    results = await asyncio.gather(
+        ds.admit_attested_node(target, first_only("one")),
+        ds.admit_attested_node(target, first_only("two")),
+        return_exceptions=True,
+    )
+    written = [r for r in results if isinstance(r, AttestedNode)]
+    refused = [r for r in results if isinstance(r, AlreadyExists)]
+    assert len(written) == 1 and len(refused) == 1, results
+    assert await ds.fetch_attested_node(target) == written[0]
 
 
 async def test_list_filters_and_paging(ds: SqlDataStore) -> None:

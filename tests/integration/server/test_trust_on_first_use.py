@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -20,6 +21,7 @@ from grpclib.exceptions import GRPCError
 from plastron.attestors.base import AttestationResult, ChallengeFn
 from plastron.proto.spire.api.server.agent.v1 import agent_grpc, agent_pb2
 from plastron.spiffe.ids import SpiffeId
+from plastron.wire.ids import spiffe_id_to_proto
 
 from .server_harness import Harness, attest_params, make_csr, running_server
 
@@ -116,3 +118,29 @@ async def test_reattestable_agent_attests_again(harness: Harness) -> None:
     second = await _attest(harness, "again", "vm-3")
     assert second.result.reattestable
     assert [p for p, _ in await _nodes(harness)] == ["/spire/agent/again/vm-3"]
+
+
+async def test_a_ban_landing_while_the_svid_is_signed_is_not_undone(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ban check and the node write are one transaction: a ban committed while the agent's
+    re-attestation is being signed refuses that attestation instead of being overwritten."""
+    _install(harness, _InstanceAttestor("banme", can_reattest=True))
+    await _attest(harness, "banme", "vm-4")
+    ctx = harness.server.api
+    assert ctx is not None
+    sign = ctx.ca.sign_agent_x509_svid
+    agent_id = SpiffeId.parse("spiffe://example.org/spire/agent/banme/vm-4")
+
+    async def ban_then_sign(**kwargs: Any) -> list[x509.Certificate]:
+        await agent_grpc.AgentStub(harness.local()).BanAgent(
+            agent_pb2.BanAgentRequest(id=spiffe_id_to_proto(agent_id))
+        )
+        return await sign(**kwargs)
+
+    monkeypatch.setattr(ctx.ca, "sign_agent_x509_svid", ban_then_sign)
+    with pytest.raises(GRPCError) as err:
+        await _attest(harness, "banme", "vm-4")
+    assert err.value.status == Status.PERMISSION_DENIED
+    assert "is banned" in (err.value.message or "")
+    assert await _nodes(harness) == [("/spire/agent/banme/vm-4", "")]
