@@ -25,6 +25,7 @@ What every implementation must hold to, because the server relies on it:
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Protocol, TypedDict, Unpack
 
 from plastron.errors import PlastronError
@@ -39,6 +40,18 @@ from plastron.records import (
 )
 from plastron.selector import Selector
 from plastron.spiffe.ids import SpiffeId, TrustDomain
+
+
+@dataclass(frozen=True)
+class ChangeBatch:
+    """What changed after two event IDs, read at one instant (``DataStore.read_changes``)."""
+
+    entry_events: list[tuple[int, str]]
+    entries: dict[str, RegistrationEntry]
+    """The entries the events name, as they are now; an entry ID missing here was deleted."""
+    node_events: list[tuple[int, str]]
+    node_selectors: dict[str, tuple[Selector, ...]]
+    """The selectors of the nodes the events name (by SPIFFE ID text); missing: none left."""
 
 
 class EntryFilters(TypedDict, total=False):
@@ -257,6 +270,12 @@ class DataStore(Protocol):
 
     async def list_node_events(self, after_id: int, limit: int) -> list[tuple[int, str]]:
         """(event ID, node SPIFFE ID) after ``after_id`` in ID order, at most ``limit``."""
+        ...
+
+    async def read_changes(self, entry_after: int, node_after: int, limit: int) -> ChangeBatch:
+        """In one read transaction: the entry and node events after the given event IDs (at
+        most ``limit`` of each, as ``list_entry_events``/``list_node_events``), the current
+        entries they name and the current selectors of the nodes they name."""
         ...
 
     async def latest_event_ids(self) -> tuple[int, int]:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from plastron.clock import Clock
+from plastron.datastore import ChangeBatch
 from plastron.records import RegistrationEntry
 from plastron.selector import Selector
 from plastron.server.metrics import ENTRY_CACHE_ENTRIES, ENTRY_CACHE_UPDATE
@@ -39,13 +40,7 @@ class EntrySource(Protocol):
 
     async def list_node_selectors(self) -> dict[SpiffeId, tuple[Selector, ...]]: ...
 
-    async def fetch_entries(self, ids: list[str]) -> dict[str, RegistrationEntry]: ...
-
-    async def get_node_selectors(self, spiffe_id: SpiffeId) -> tuple[Selector, ...]: ...
-
-    async def list_entry_events(self, after_id: int, limit: int) -> list[tuple[int, str]]: ...
-
-    async def list_node_events(self, after_id: int, limit: int) -> list[tuple[int, str]]: ...
+    async def read_changes(self, entry_after: int, node_after: int, limit: int) -> ChangeBatch: ...
 
     async def latest_event_ids(self) -> tuple[int, int]: ...
 
@@ -174,42 +169,41 @@ class AuthorizedEntryCache:
         return changed
 
     async def _refresh_locked(self) -> bool:
-        changed = await self._apply_entry_events()
-        changed = await self._apply_node_events() or changed
+        batch = await self._source.read_changes(
+            self._entry_cursor.query_after(), self._node_cursor.query_after(), EVENT_BATCH
+        )
+        now = self._clock.now()
+        changed = self._apply_entry_events(batch, now)
+        changed = self._apply_node_events(batch, now) or changed
         if changed:
             self.version += 1
         return changed
 
-    async def _apply_entry_events(self) -> bool:
+    def _apply_entry_events(self, batch: ChangeBatch, now: dt.datetime) -> bool:
         cursor = self._entry_cursor
-        events = await self._source.list_entry_events(cursor.query_after(), EVENT_BATCH)
-        fresh = [(i, eid) for i, eid in events if i not in cursor.seen_above]
-        if fresh:
-            ids = sorted({eid for _, eid in fresh})
-            current = await self._source.fetch_entries(ids)
-            for eid in ids:
-                self._remove(eid)
-                if eid in current:
-                    self._put(current[eid])
-            for event_id, _ in fresh:
-                cursor.mark(event_id)
-        cursor.advance(self._clock.now(), self._gap_timeout)
+        fresh = [(i, eid) for i, eid in batch.entry_events if i not in cursor.seen_above]
+        for eid in sorted({eid for _, eid in fresh}):
+            self._remove(eid)
+            if eid in batch.entries:
+                self._put(batch.entries[eid])
+        for event_id, _ in fresh:
+            cursor.mark(event_id)
+        cursor.advance(now, self._gap_timeout)
         return bool(fresh)
 
-    async def _apply_node_events(self) -> bool:
+    def _apply_node_events(self, batch: ChangeBatch, now: dt.datetime) -> bool:
         cursor = self._node_cursor
-        events = await self._source.list_node_events(cursor.query_after(), EVENT_BATCH)
-        fresh = [(i, sid) for i, sid in events if i not in cursor.seen_above]
+        fresh = [(i, sid) for i, sid in batch.node_events if i not in cursor.seen_above]
         for spiffe_text in sorted({sid for _, sid in fresh}):
             node_id = SpiffeId.parse(spiffe_text)
-            selectors = await self._source.get_node_selectors(node_id)
+            selectors = batch.node_selectors.get(spiffe_text)
             if selectors:
                 self._node_selectors[node_id] = frozenset(selectors)
             else:
                 self._node_selectors.pop(node_id, None)
         for event_id, _ in fresh:
             cursor.mark(event_id)
-        cursor.advance(self._clock.now(), self._gap_timeout)
+        cursor.advance(now, self._gap_timeout)
         return bool(fresh)
 
     def _put(self, entry: RegistrationEntry) -> None:

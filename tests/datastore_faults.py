@@ -25,7 +25,7 @@ from typing import Any, Unpack
 from sqlalchemy import event
 
 from plastron.configs.plugin_blocks import PluginConfig
-from plastron.datastore import DataStore, EntryFilters, NodeFilters, NodeUpdate
+from plastron.datastore import ChangeBatch, DataStore, EntryFilters, NodeFilters, NodeUpdate
 from plastron.errors import PlastronError
 from plastron.plugins import PluginContext, Registries
 from plastron.records import (
@@ -290,6 +290,10 @@ class FaultInjectingDataStore:
     async def list_node_events(self, after_id: int, limit: int) -> list[tuple[int, str]]:
         self._enter("list_node_events")
         return await self.store.list_node_events(after_id, limit)
+
+    async def read_changes(self, entry_after: int, node_after: int, limit: int) -> ChangeBatch:
+        self._enter("read_changes")
+        return await self.store.read_changes(entry_after, node_after, limit)
 
     async def latest_event_ids(self) -> tuple[int, int]:
         self._enter("latest_event_ids")

@@ -28,6 +28,7 @@ NS = node_resolver_map_entries
 MAX_NODE_DATA = 1 << 20
 MAX_NODE_SELECTORS = 1_000
 MAX_TIMESTAMP = 2**62
+ID_CHUNK = 500  # IDs per IN (...) list
 UPDATABLE = frozenset(f.name for f in dataclasses.fields(AttestedNode)) - {"spiffe_id"}
 
 
@@ -95,6 +96,20 @@ def replace_selectors(conn: Connection, sid: str, sels: Sequence[Selector]) -> N
 def get_selectors(conn: Connection, sid: str) -> tuple[Selector, ...]:
     q = select(NS.c.type, NS.c.value).where(NS.c.spiffe_id == sid).order_by(NS.c.id)
     return tuple(Selector(t, v) for t, v in conn.execute(q))
+
+
+def selectors_of(conn: Connection, sids: Sequence[str]) -> dict[str, tuple[Selector, ...]]:
+    """The selectors of each node named that has any (in insertion order, as get_selectors)."""
+    grouped: dict[str, list[Selector]] = defaultdict(list)
+    for i in range(0, len(sids), ID_CHUNK):
+        q = (
+            select(NS.c.spiffe_id, NS.c.type, NS.c.value)
+            .where(NS.c.spiffe_id.in_(sids[i : i + ID_CHUNK]))
+            .order_by(NS.c.id)
+        )
+        for sid, typ, val in conn.execute(q):
+            grouped[sid].append(Selector(typ, val))
+    return {sid: tuple(sels) for sid, sels in grouped.items()}
 
 
 def all_selectors(conn: Connection) -> dict[SpiffeId, tuple[Selector, ...]]:
@@ -192,9 +207,6 @@ def remove(conn: Connection, spiffe_id: SpiffeId, now: int) -> AttestedNode:
     return current
 
 
-PRUNE_CHUNK = 500
-
-
 def prune(conn: Connection, expires_before: int, types: Sequence[str], now: int) -> int:
     if not types:
         return 0
@@ -219,8 +231,8 @@ def prune_expired(
 
 def _delete_nodes(conn: Connection, sids: Sequence[str], now: int) -> int:
     """Delete the nodes and their selectors, with one change event each."""
-    for i in range(0, len(sids), PRUNE_CHUNK):
-        chunk = sids[i : i + PRUNE_CHUNK]
+    for i in range(0, len(sids), ID_CHUNK):
+        chunk = sids[i : i + ID_CHUNK]
         conn.execute(delete(NS).where(NS.c.spiffe_id.in_(chunk)))
         conn.execute(delete(N).where(N.c.spiffe_id.in_(chunk)))
         for sid in chunk:

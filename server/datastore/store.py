@@ -17,7 +17,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from plastron.clock import Clock, to_unix
-from plastron.datastore import EntryFilters, NodeFilters, NodeUpdate
+from plastron.datastore import ChangeBatch, EntryFilters, NodeFilters, NodeUpdate
 from plastron.errors import (
     AlreadyExists,
     DataStoreError,
@@ -44,6 +44,7 @@ from plastron.server.datastore import (
     migrate,
     nodes,
 )
+from plastron.server.datastore.changes import read_changes
 from plastron.server.datastore.config import SqlConfig, to_driver_target
 from plastron.server.datastore.exchanged_credentials import ExchangedCredentialMethods
 from plastron.server.datastore.filters import next_token, parse_page
@@ -425,6 +426,15 @@ class SqlDataStore(JoinTokenMethods, ExchangedCredentialMethods):
         self._check_event_args(after_id, limit)
         return await self._tx.read(
             "list_node_events", lambda c: events.list_node_events(c, after_id, limit)
+        )
+
+    async def read_changes(self, entry_after: int, node_after: int, limit: int) -> ChangeBatch:
+        self._check_event_args(entry_after, limit)
+        self._check_event_args(node_after, limit)
+        return await self._tx.read(
+            "read_changes",
+            lambda c: read_changes(c, entry_after, node_after, limit),
+            snapshot=True,
         )
 
     async def latest_event_ids(self) -> tuple[int, int]:

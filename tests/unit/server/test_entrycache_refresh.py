@@ -9,6 +9,7 @@ import asyncio
 import pytest
 
 from plastron.clock import ManualClock
+from plastron.datastore import ChangeBatch
 from plastron.errors import DataStoreError
 from plastron.records import RegistrationEntry
 from plastron.selector import Selector
@@ -38,8 +39,8 @@ def aliased(cache: AuthorizedEntryCache, n: int) -> bool:
 
 
 class NodeOnlySource:
-    """Node events and selectors as a datastore would hold them; each read of the node events
-    takes its snapshot at once and can be held at ``gate`` to keep a refresh in flight."""
+    """Node events and selectors as a datastore would hold them; each read of the changes takes
+    its snapshot at once and can be held at ``gate`` to keep a refresh in flight."""
 
     def __init__(self) -> None:
         self.selectors: dict[SpiffeId, tuple[Selector, ...]] = {}
@@ -59,23 +60,21 @@ class NodeOnlySource:
     async def list_node_selectors(self) -> dict[SpiffeId, tuple[Selector, ...]]:
         return dict(self.selectors)
 
-    async def fetch_entries(self, ids: list[str]) -> dict[str, RegistrationEntry]:
-        return {}
-
-    async def get_node_selectors(self, spiffe_id: SpiffeId) -> tuple[Selector, ...]:
-        return self.selectors.get(spiffe_id, ())
-
-    async def list_entry_events(self, after_id: int, limit: int) -> list[tuple[int, str]]:
-        return []
-
-    async def list_node_events(self, after_id: int, limit: int) -> list[tuple[int, str]]:
+    async def read_changes(self, entry_after: int, node_after: int, limit: int) -> ChangeBatch:
         self.event_reads += 1
         read = self.event_reads
-        snapshot = [e for e in self.events if e[0] > after_id][:limit]  # read, then answered
+        events = [e for e in self.events if e[0] > node_after][:limit]
+        named = {sid for _, sid in events}
+        batch = ChangeBatch(
+            entry_events=[],
+            entries={},
+            node_events=events,
+            node_selectors={str(k): v for k, v in self.selectors.items() if str(k) in named},
+        )  # read at once, answered when the gate opens
         await self.gate.wait()
         if self.fail_read is not None and self.fail_read[0] == read:
             raise self.fail_read[1]
-        return snapshot
+        return batch
 
     async def latest_event_ids(self) -> tuple[int, int]:
         return 0, len(self.events)
@@ -133,7 +132,7 @@ async def test_a_failed_shared_refresh_fails_each_caller_and_the_next_call_retri
     source.attest(1)
     waiting = [asyncio.create_task(cache.refresh()) for _ in range(2)]
     await asyncio.sleep(0)
-    error = DataStoreError("datastore: list_node_events failed: disk I/O error")
+    error = DataStoreError("datastore: read_changes failed: disk I/O error")
     source.fail_read = (source.event_reads + 1, error)  # the shared one, after the in-flight
     source.gate.set()
     assert await in_flight is False
