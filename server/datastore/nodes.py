@@ -191,9 +191,12 @@ def admit(
         conn.execute(insert(N).values(**_values(node)))
     else:
         conn.execute(update(N).where(N.c.id == row.id).values(**_values(node)))
-    replace_selectors(conn, sid, node.selectors)
+    selectors = tuple(dict.fromkeys(node.selectors))
+    if current is None or current.selectors != selectors:
+        # a re-attestation usually reports the same selectors: rows already as they should be
+        replace_selectors(conn, sid, selectors)
     events.record_node_event(conn, sid, now)
-    return dataclasses.replace(node, selectors=tuple(dict.fromkeys(node.selectors)))
+    return dataclasses.replace(node, selectors=selectors)
 
 
 def remove(conn: Connection, spiffe_id: SpiffeId, now: int) -> AttestedNode:

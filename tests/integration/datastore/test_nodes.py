@@ -102,6 +102,14 @@ async def test_admit_writes_what_build_decides_from_the_stored_node(ds: SqlDataS
     assert await ds.fetch_attested_node(first.spiffe_id) == second
     assert len(await ds.list_node_events(0, 100)) == events_before + 1
 
+    def new_selectors(current: AttestedNode | None) -> AttestedNode:
+        return node("m", "k:3", "k:3", cert_serial="s3")
+
+    third = await ds.admit_attested_node(first.spiffe_id, new_selectors)
+    assert third.selectors == (sel("k:3"),)
+    assert await ds.get_node_selectors(first.spiffe_id) == (sel("k:3"),)
+    assert await ds.fetch_attested_node(first.spiffe_id) == third
+
 
 async def test_admit_refused_by_build_writes_nothing(ds: SqlDataStore) -> None:
     stored = await ds.create_attested_node(node("b", "k:1", cert_serial=""))
