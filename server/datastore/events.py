@@ -5,7 +5,7 @@ Servers sharing a database replay them to keep their authorized-entry caches cur
 
 from __future__ import annotations
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import bindparam, delete, func, insert, select
 from sqlalchemy.engine import Connection
 
 from plastron.server.datastore.schema import attested_node_entries_events as node_events
@@ -13,37 +13,44 @@ from plastron.server.datastore.schema import registered_entries_events as entry_
 
 MAX_EVENT_BATCH = 100_000
 
+# Built once: every attestation and cache refresh runs these, and building and keying a
+# statement per call costs SQLAlchemy more than SQLite takes to run it.
+_INSERT_ENTRY_EVENT = insert(entry_events)
+_INSERT_NODE_EVENT = insert(node_events)
+_ENTRY_EVENTS_AFTER = (
+    select(entry_events.c.id, entry_events.c.entry_id)
+    .where(entry_events.c.id > bindparam("after_id"))
+    .order_by(entry_events.c.id)
+    .limit(bindparam("limit"))
+)
+_NODE_EVENTS_AFTER = (
+    select(node_events.c.id, node_events.c.spiffe_id)
+    .where(node_events.c.id > bindparam("after_id"))
+    .order_by(node_events.c.id)
+    .limit(bindparam("limit"))
+)
+
 
 def record_entry_event(conn: Connection, entry_id: str, now: int) -> None:
-    conn.execute(insert(entry_events).values(entry_id=entry_id, created_at=now))
+    conn.execute(_INSERT_ENTRY_EVENT, {"entry_id": entry_id, "created_at": now})
 
 
 def record_entry_events(conn: Connection, entry_ids: list[str], now: int) -> None:
     if entry_ids:
-        conn.execute(insert(entry_events), [{"entry_id": e, "created_at": now} for e in entry_ids])
+        conn.execute(_INSERT_ENTRY_EVENT, [{"entry_id": e, "created_at": now} for e in entry_ids])
 
 
 def record_node_event(conn: Connection, spiffe_id: str, now: int) -> None:
-    conn.execute(insert(node_events).values(spiffe_id=spiffe_id, created_at=now))
+    conn.execute(_INSERT_NODE_EVENT, {"spiffe_id": spiffe_id, "created_at": now})
 
 
 def list_entry_events(conn: Connection, after_id: int, limit: int) -> list[tuple[int, str]]:
-    rows = conn.execute(
-        select(entry_events.c.id, entry_events.c.entry_id)
-        .where(entry_events.c.id > after_id)
-        .order_by(entry_events.c.id)
-        .limit(limit)
-    )
+    rows = conn.execute(_ENTRY_EVENTS_AFTER, {"after_id": after_id, "limit": limit})
     return [(int(r[0]), str(r[1])) for r in rows]
 
 
 def list_node_events(conn: Connection, after_id: int, limit: int) -> list[tuple[int, str]]:
-    rows = conn.execute(
-        select(node_events.c.id, node_events.c.spiffe_id)
-        .where(node_events.c.id > after_id)
-        .order_by(node_events.c.id)
-        .limit(limit)
-    )
+    rows = conn.execute(_NODE_EVENTS_AFTER, {"after_id": after_id, "limit": limit})
     return [(int(r[0]), str(r[1])) for r in rows]
 
 

@@ -7,7 +7,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import Any, Unpack
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.engine import Connection
 
 from plastron.datastore import NodeFilters, NodeUpdate
@@ -30,6 +30,21 @@ MAX_NODE_SELECTORS = 1_000
 MAX_TIMESTAMP = 2**62
 ID_CHUNK = 500  # IDs per IN (...) list
 UPDATABLE = frozenset(f.name for f in dataclasses.fields(AttestedNode)) - {"spiffe_id"}
+
+# Built once (as events.py): an attestation runs each of these, and building and keying a
+# statement per call costs SQLAlchemy more than SQLite takes to run it.
+_NODE = select(N).where(N.c.spiffe_id == bindparam("sid"))
+_NODE_LOCKED = _NODE.with_for_update()
+_INSERT_NODE = insert(N)
+_UPDATE_NODE_ROW = update(N).where(N.c.id == bindparam("row_id"))
+_SELECTORS = (
+    select(NS.c.type, NS.c.value).where(NS.c.spiffe_id == bindparam("sid")).order_by(NS.c.id)
+)
+_SELECTORS_OF = (
+    select(NS.c.spiffe_id, NS.c.type, NS.c.value)
+    .where(NS.c.spiffe_id.in_(bindparam("sids", expanding=True)))
+    .order_by(NS.c.id)
+)
 
 
 def validate_node(node: AttestedNode) -> None:
@@ -94,20 +109,14 @@ def replace_selectors(conn: Connection, sid: str, sels: Sequence[Selector]) -> N
 
 
 def get_selectors(conn: Connection, sid: str) -> tuple[Selector, ...]:
-    q = select(NS.c.type, NS.c.value).where(NS.c.spiffe_id == sid).order_by(NS.c.id)
-    return tuple(Selector(t, v) for t, v in conn.execute(q))
+    return tuple(Selector(t, v) for t, v in conn.execute(_SELECTORS, {"sid": sid}))
 
 
 def selectors_of(conn: Connection, sids: Sequence[str]) -> dict[str, tuple[Selector, ...]]:
     """The selectors of each node named that has any (in insertion order, as get_selectors)."""
     grouped: dict[str, list[Selector]] = defaultdict(list)
     for i in range(0, len(sids), ID_CHUNK):
-        q = (
-            select(NS.c.spiffe_id, NS.c.type, NS.c.value)
-            .where(NS.c.spiffe_id.in_(sids[i : i + ID_CHUNK]))
-            .order_by(NS.c.id)
-        )
-        for sid, typ, val in conn.execute(q):
+        for sid, typ, val in conn.execute(_SELECTORS_OF, {"sids": list(sids[i : i + ID_CHUNK])}):
             grouped[sid].append(Selector(typ, val))
     return {sid: tuple(sels) for sid, sels in grouped.items()}
 
@@ -132,10 +141,7 @@ def create(conn: Connection, node: AttestedNode, now: int) -> AttestedNode:
 
 def fetch(conn: Connection, spiffe_id: SpiffeId, *, lock: bool = False) -> AttestedNode | None:
     sid = str(spiffe_id)
-    q = select(N).where(N.c.spiffe_id == sid)
-    if lock:
-        q = q.with_for_update()
-    row = conn.execute(q).first()
+    row = conn.execute(_NODE_LOCKED if lock else _NODE, {"sid": sid}).first()
     return None if row is None else _from_row(row, get_selectors(conn, sid))
 
 
@@ -181,16 +187,16 @@ def admit(
     """Attestation's read-decide-write: the current node (row locked), ``build``'s verdict on
     it, then its insert or update with its selectors, all in the caller's transaction."""
     sid = str(spiffe_id)
-    row = conn.execute(select(N).where(N.c.spiffe_id == sid).with_for_update()).first()
+    row = conn.execute(_NODE_LOCKED, {"sid": sid}).first()
     current = None if row is None else _from_row(row, get_selectors(conn, sid))
     node = build(current)
     if node.spiffe_id != spiffe_id:
         raise InvalidArgument(f"attested node {str(node.spiffe_id)!r} is not {sid!r}")
     validate_node(node)
     if row is None:
-        conn.execute(insert(N).values(**_values(node)))
+        conn.execute(_INSERT_NODE, _values(node))
     else:
-        conn.execute(update(N).where(N.c.id == row.id).values(**_values(node)))
+        conn.execute(_UPDATE_NODE_ROW, {"row_id": row.id, **_values(node)})
     selectors = tuple(dict.fromkeys(node.selectors))
     if current is None or current.selectors != selectors:
         # a re-attestation usually reports the same selectors: rows already as they should be
