@@ -6,8 +6,10 @@ naming the rule it broke (one rule per message, in the spirit of go-spiffe's spi
 
 from __future__ import annotations
 
+import re
 import string
 from dataclasses import dataclass
+from functools import lru_cache
 
 from plastron.errors import InvalidSpiffeId
 
@@ -17,6 +19,9 @@ MAX_TRUST_DOMAIN_BYTES = 255
 
 _TD_CHARS = frozenset(string.ascii_lowercase + string.digits + ".-_")
 _PATH_CHARS = frozenset(string.ascii_letters + string.digits + ".-_")
+# The shape almost every ID has: checked in one pass, then built without checking again. Dot
+# segments and anything else go through the rule-by-rule checks below, which name the rule.
+_CANONICAL = re.compile(r"spiffe://([a-z0-9._-]{1,255})((?:/[A-Za-z0-9._-]+)*)")
 
 
 def _check_trust_domain(name: str, whole: str) -> None:
@@ -117,6 +122,14 @@ class SpiffeId:
 
     @classmethod
     def parse(cls, text: str) -> SpiffeId:
+        if isinstance(text, str) and len(text) <= MAX_ID_BYTES:
+            canonical = _CANONICAL.fullmatch(text)
+            if canonical is not None and "/." not in text:
+                return _unchecked(_trust_domain(canonical[1]), canonical[2])
+        return cls._parse_checked(text)
+
+    @classmethod
+    def _parse_checked(cls, text: str) -> SpiffeId:
         if not isinstance(text, str):
             raise InvalidSpiffeId("SPIFFE ID must be a string")
         if not text:
@@ -152,6 +165,19 @@ class SpiffeId:
 
     def __str__(self) -> str:
         return f"{SCHEME}{self.trust_domain.name}{self.path}"
+
+
+@lru_cache(maxsize=1024)
+def _trust_domain(name: str) -> TrustDomain:
+    return TrustDomain(name)
+
+
+def _unchecked(td: TrustDomain, path: str) -> SpiffeId:
+    """A SpiffeId from parts already known valid (the canonical pattern matched)."""
+    sid = object.__new__(SpiffeId)
+    object.__setattr__(sid, "trust_domain", td)
+    object.__setattr__(sid, "path", path)
+    return sid
 
 
 def server_id(td: TrustDomain) -> SpiffeId:

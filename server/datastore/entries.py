@@ -225,7 +225,7 @@ class _Children:
         )
         for eid, typ, val in conn.execute(
             scoped(sq, selectors.c.registered_entry_id).order_by(selectors.c.id)
-        ):
+        ).all():
             found = cache.get((typ, val))
             if found is None:
                 found = cache[(typ, val)] = Selector(typ, val)
@@ -234,7 +234,7 @@ class _Children:
         dq: Select[Any] = select(dns_names.c.registered_entry_id, dns_names.c.value)
         for eid, val in conn.execute(
             scoped(dq, dns_names.c.registered_entry_id).order_by(dns_names.c.id)
-        ):
+        ).all():
             self.dns[eid].append(val)
         self.federated: dict[int, list[TrustDomain]] = defaultdict(list)
         f = federated_registration_entries
@@ -243,8 +243,25 @@ class _Children:
         )
         for eid, td in conn.execute(
             scoped(fq, f.c.registered_entry_id).order_by(bundles.c.trust_domain)
-        ):
+        ).all():
             self.federated[eid].append(TrustDomain(td))
+
+
+_ENTRY_COLUMNS = (
+    E.c.id,
+    E.c.entry_id,
+    E.c.spiffe_id,
+    E.c.parent_id,
+    E.c.ttl,
+    E.c.jwt_svid_ttl,
+    E.c.admin,
+    E.c.downstream,
+    E.c.expiry,
+    E.c.revision_number,
+    E.c.store_svid,
+    E.c.hint,
+    E.c.created_at,
+)
 
 
 def _load_chunk(conn: Connection, pks: Sequence[int] | None) -> list[RegistrationEntry]:
@@ -258,27 +275,47 @@ def _load_chunk(conn: Connection, pks: Sequence[int] | None) -> list[Registratio
             found = ids[text] = SpiffeId.parse(text)
         return found
 
-    query = select(E) if pks is None else select(E).where(E.c.id.in_(pks))
-    rows = conn.execute(query.order_by(E.c.id))
+    query = select(*_ENTRY_COLUMNS)
+    if pks is not None:
+        query = query.where(E.c.id.in_(pks))
+    rows = conn.execute(query.order_by(E.c.id)).all()
+    no_children: tuple[()] = ()
+    sels, federated, dns = children.selectors, children.federated, children.dns
+    # Positional tuples, not Row attribute lookups: this loop runs once per entry on every
+    # full cache rebuild (100,000 entries and more).
     return [
         RegistrationEntry(
-            entry_id=row.entry_id,
-            spiffe_id=spiffe(row.spiffe_id),
-            parent_id=spiffe(row.parent_id),
-            selectors=tuple(children.selectors.get(row.id, ())),
-            x509_svid_ttl=int(row.ttl),
-            jwt_svid_ttl=int(row.jwt_svid_ttl),
-            federates_with=tuple(children.federated.get(row.id, ())),
-            admin=bool(row.admin),
-            downstream=bool(row.downstream),
-            expires_at=int(row.expiry),
-            dns_names=tuple(children.dns.get(row.id, ())),
-            revision_number=int(row.revision_number),
-            store_svid=bool(row.store_svid),
-            hint=row.hint,
-            created_at=int(row.created_at),
+            entry_id=entry_id,
+            spiffe_id=SpiffeId.parse(spiffe_id),
+            parent_id=spiffe(parent_id),
+            selectors=tuple(sels.get(pk, no_children)),
+            x509_svid_ttl=int(ttl),
+            jwt_svid_ttl=int(jwt_ttl),
+            federates_with=tuple(federated.get(pk, no_children)),
+            admin=bool(admin),
+            downstream=bool(downstream),
+            expires_at=int(expiry),
+            dns_names=tuple(dns.get(pk, no_children)),
+            revision_number=int(revision),
+            store_svid=bool(store_svid),
+            hint=hint,
+            created_at=int(created_at),
         )
-        for row in rows
+        for (
+            pk,
+            entry_id,
+            spiffe_id,
+            parent_id,
+            ttl,
+            jwt_ttl,
+            admin,
+            downstream,
+            expiry,
+            revision,
+            store_svid,
+            hint,
+            created_at,
+        ) in rows
     ]
 
 

@@ -73,6 +73,18 @@ class ExactText(TypeDecorator[str]):
             return bytes(value).decode("utf-8")
         return value  # type: ignore[no-any-return]
 
+    # Elsewhere than MySQL the value passes through unchanged: no per-value call at all (a
+    # full entry-cache rebuild reads 700,000 of these; the pass-through calls were 10% of it).
+    def bind_processor(self, dialect: Dialect) -> Any:
+        if dialect.name in MYSQL_DIALECTS:
+            return super().bind_processor(dialect)
+        return self.impl_instance.bind_processor(dialect)
+
+    def result_processor(self, dialect: Dialect, coltype: Any) -> Any:
+        if dialect.name in MYSQL_DIALECTS:
+            return super().result_processor(dialect, coltype)
+        return self.impl_instance.result_processor(dialect, coltype)
+
 
 def text_str(length: int) -> ExactText:
     return ExactText(length)
