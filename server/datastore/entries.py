@@ -15,6 +15,7 @@ from sqlalchemy.engine import Connection
 
 from plastron.datastore import EntryFilters
 from plastron.errors import DataStoreError, InvalidArgument, NotFound
+from plastron.gcpause import gc_paused
 from plastron.records import RegistrationEntry
 from plastron.selector import Selector
 from plastron.server.datastore import events
@@ -208,6 +209,12 @@ def load_entries(conn: Connection, pks: Sequence[int] | None) -> list[Registrati
     for chunk in chunks:
         out.extend(_load_chunk(conn, chunk))
     return out
+
+
+def load_all_entries(conn: Connection) -> list[RegistrationEntry]:
+    """Every entry (the cache's full rebuild), built with the cyclic collector paused."""
+    with gc_paused():
+        return load_entries(conn, None)
 
 
 class _Children:

@@ -381,7 +381,7 @@ class SqlDataStore(JoinTokenMethods, ExchangedCredentialMethods):
 
     async def list_all_entries(self) -> list[RegistrationEntry]:
         return await self._tx.read(
-            "list_all_entries", lambda c: entries.load_entries(c, None), snapshot=True
+            "list_all_entries", entries.load_all_entries, snapshot=True
         )
 
     async def prune_entries(self, expires_before: int) -> int:
