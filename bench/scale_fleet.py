@@ -106,7 +106,8 @@ def _insert_entries(conn: Connection, chunk: Sequence[RegistrationEntry], now: i
     conn.execute(insert(registered_entries), [_entry_row(e, now) for e in chunk])
     ids = [e.entry_id for e in chunk]
     E = registered_entries
-    pks = dict(conn.execute(select(E.c.entry_id, E.c.id).where(E.c.entry_id.in_(ids))).all())
+    found = conn.execute(select(E.c.entry_id, E.c.id).where(E.c.entry_id.in_(ids)))
+    pks: dict[str, int] = {str(eid): int(pk) for eid, pk in found}
     rows = [
         {"registered_entry_id": pks[e.entry_id], "type": s.type, "value": s.value}
         for e in chunk
