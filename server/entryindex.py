@@ -16,10 +16,10 @@ hash, and a 5,000-entry lookup hashes about three IDs per entry.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from operator import attrgetter
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from plastron.records import RegistrationEntry
 from plastron.selector import Selector
@@ -27,6 +27,7 @@ from plastron.spiffe.ids import SpiffeId
 
 K = TypeVar("K")
 V = TypeVar("V")
+T = TypeVar("T")
 _ENTRY_ID = attrgetter("entry_id")
 Child = tuple[RegistrationEntry, str]
 """An entry and its SPIFFE ID as a string (the key of the entries it parents)."""
@@ -60,6 +61,11 @@ class EntryIndex:
         self._agents_by_selector: dict[Selector, set[str]] = defaultdict(set)
         self._node_selectors: dict[str, frozenset[Selector]] = {}
         self._answers: dict[str, Answer] = {}
+        # Forms derived from an entry (its wire encoding), made once per entry version: per
+        # deriving function, entry id → (the entry it was made from, the form).
+        self._memos: dict[
+            Callable[[RegistrationEntry], Any], dict[str, tuple[RegistrationEntry, Any]]
+        ] = {}
 
     # ---- entries ----------------------------------------------------------------------------
 
@@ -83,6 +89,8 @@ class EntryIndex:
         key, parent = self._keys[entry_id]
         self._forget_reached_by(old, parent)
         del self.entries[entry_id], self._keys[entry_id]
+        for memo in self._memos.values():
+            memo.pop(entry_id, None)
         siblings = self._children.get(parent)
         if siblings is not None:
             siblings.pop(entry_id, None)
@@ -95,6 +103,19 @@ class EntryIndex:
 
     def entries_with_spiffe_id(self, spiffe_id: SpiffeId) -> list[RegistrationEntry]:
         return [self.entries[eid] for eid in sorted(self._by_spiffe_id.get(str(spiffe_id), ()))]
+
+    def derived(
+        self, entries: Iterable[RegistrationEntry], make: Callable[[RegistrationEntry], T]
+    ) -> list[T]:
+        """``make(entry)`` for each entry, remembered until the entry changes or goes."""
+        memo = self._memos.setdefault(make, {})
+        out: list[T] = []
+        for entry in entries:
+            hit = memo.get(entry.entry_id)
+            if hit is None or hit[0] is not entry:
+                hit = memo[entry.entry_id] = (entry, make(entry))
+            out.append(hit[1])
+        return out
 
     # ---- agents -----------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from plastron.proto.spire.api.server.entry.v1 import entry_grpc, entry_pb2
 from plastron.proto.spire.api.types import entry_pb2 as types_entry
 from plastron.proto.spire.api.types import federateswith_pb2, selector_pb2
 from plastron.records import RegistrationEntry
+from plastron.server.api import authorized_wire as wire
 from plastron.server.api.authz import current_caller
 from plastron.server.api.context import ApiContext
 from plastron.server.api.status import status_proto
@@ -217,6 +218,10 @@ class EntryService(entry_grpc.EntryBase):
         assert req is not None
         entries = self._authorized()
         mask = _mask(req)
+        if mask is None:
+            encoded = self.ctx.cache.derived(entries, wire.encode_entry)
+            await stream.send_message(wire.get_response(encoded))
+            return
         await stream.send_message(
             entry_pb2.GetAuthorizedEntriesResponse(
                 entries=[entry_to_proto(e, mask) for e in entries]
@@ -232,27 +237,13 @@ class EntryService(entry_grpc.EntryBase):
         entries = self._authorized()
         mask = _mask(req)
         if len(entries) <= SYNC_PAGE_SIZE:
-            await stream.send_message(
-                entry_pb2.SyncAuthorizedEntriesResponse(
-                    entries=[entry_to_proto(e, mask) for e in entries]
-                )
-            )
+            await stream.send_message(self._sync_entries(entries, mask, more=False))
             return
+        encoded = self.ctx.cache.derived(entries, wire.encode_entry)
         for start in range(0, len(entries), SYNC_PAGE_SIZE):
-            page = entries[start : start + SYNC_PAGE_SIZE]
-            await stream.send_message(
-                entry_pb2.SyncAuthorizedEntriesResponse(
-                    entry_revisions=[
-                        entry_pb2.EntryRevision(
-                            id=e.entry_id,
-                            revision_number=e.revision_number,
-                            created_at=e.created_at,
-                        )
-                        for e in page
-                    ],
-                    more=start + SYNC_PAGE_SIZE < len(entries),
-                )
-            )
+            page = encoded[start : start + SYNC_PAGE_SIZE]
+            more = start + SYNC_PAGE_SIZE < len(entries)
+            await stream.send_message(wire.sync_revisions(page, more=more))
         by_id = {e.entry_id: e for e in entries}
         while True:
             ask = await stream.recv_message()
@@ -260,13 +251,18 @@ class EntryService(entry_grpc.EntryBase):
                 return
             wanted = [by_id[i] for i in ask.ids if i in by_id]
             for start in range(0, max(len(wanted), 1), SYNC_PAGE_SIZE):
-                page = wanted[start : start + SYNC_PAGE_SIZE]
-                await stream.send_message(
-                    entry_pb2.SyncAuthorizedEntriesResponse(
-                        entries=[entry_to_proto(e, mask) for e in page],
-                        more=start + SYNC_PAGE_SIZE < len(wanted),
-                    )
-                )
+                page_entries = wanted[start : start + SYNC_PAGE_SIZE]
+                more = start + SYNC_PAGE_SIZE < len(wanted)
+                await stream.send_message(self._sync_entries(page_entries, mask, more=more))
+
+    def _sync_entries(
+        self, entries: Sequence[RegistrationEntry], mask: Any, *, more: bool
+    ) -> entry_pb2.SyncAuthorizedEntriesResponse:
+        if mask is None:
+            return wire.sync_entries(self.ctx.cache.derived(entries, wire.encode_entry), more=more)
+        return entry_pb2.SyncAuthorizedEntriesResponse(
+            entries=[entry_to_proto(e, mask) for e in entries], more=more
+        )
 
     def _authorized(self) -> Sequence[RegistrationEntry]:
         agent = current_caller().agent
