@@ -142,16 +142,23 @@ class Authorizer:
     async def _authorize_agent(self, sid: SpiffeId, leaf: x509.Certificate) -> AttestedNode:
         reasons = status_pb2.PermissionDeniedDetails
         self._require_unexpired(leaf, "agent", reasons.AGENT_EXPIRED)
+        serial = str(leaf.serial_number)
+        known = self._cache.attested_node(sid)
+        if known is not None and known.cert_serial == serial:
+            return known  # banned records (empty serial) never match: they are read again
+        epoch = self._cache.node_epoch
         node = await self._nodes.fetch_attested_node(sid)
         if node is None:
             raise permission_denied(f"agent {sid} is not attested", reasons.AGENT_NOT_ATTESTED)
         if node.cert_serial == "":
             raise permission_denied(f"agent {sid} is banned", reasons.AGENT_BANNED)
-        serial = str(leaf.serial_number)
         if serial == node.cert_serial:
+            self._cache.remember_node(node, epoch)
             return node
         if node.new_cert_serial and serial == node.new_cert_serial:
-            # First use of a renewed SVID activates it (SPIRE semantics).
+            # First use of a renewed SVID activates it (SPIRE semantics); the old one stops
+            # authorizing at once.
+            self._cache.forget_node(sid)
             return await self._nodes.update_attested_node(
                 sid,
                 cert_serial=node.new_cert_serial,

@@ -380,9 +380,7 @@ class SqlDataStore(JoinTokenMethods, ExchangedCredentialMethods):
         return await self._tx.read("count_entries", lambda c: entries.count_entries(c, where))
 
     async def list_all_entries(self) -> list[RegistrationEntry]:
-        return await self._tx.read(
-            "list_all_entries", entries.load_all_entries, snapshot=True
-        )
+        return await self._tx.read("list_all_entries", entries.load_all_entries, snapshot=True)
 
     async def prune_entries(self, expires_before: int) -> int:
         now = self._now()

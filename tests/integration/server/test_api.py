@@ -290,6 +290,22 @@ async def test_ban_and_evict(harness: Harness) -> None:
     assert err.value.details[0].reason == status_pb2.PermissionDeniedDetails.AGENT_NOT_ATTESTED
 
 
+async def test_a_ban_made_by_another_server_refuses_the_agent_after_the_cache_poll(
+    harness: Harness,
+) -> None:
+    agent = await harness.attest(await harness.join_token())
+    stub = harness.entry_stub(await harness.tls(agent))
+    await stub.GetAuthorizedEntries(entry_pb2.GetAuthorizedEntriesRequest())  # remembered
+    datastore, cache = harness.server.datastore, harness.server.cache
+    assert datastore is not None and cache is not None
+    # Straight to the shared datastore, as another server's BanAgent would write it.
+    await datastore.update_attested_node(agent.spiffe_id, cert_serial="", new_cert_serial="")
+    await cache.refresh()
+    with pytest.raises(GRPCError) as err:
+        await stub.GetAuthorizedEntries(entry_pb2.GetAuthorizedEntriesRequest())
+    assert err.value.details[0].reason == status_pb2.PermissionDeniedDetails.AGENT_BANNED
+
+
 async def test_renew_agent_promotes_new_serial(harness: Harness) -> None:
     agent = await harness.attest(await harness.join_token())
     stub = agent_grpc.AgentStub(await harness.tls(agent))

@@ -161,3 +161,41 @@ async def test_a_repeated_lookup_drops_an_entry_once_it_expires(tmp_path: Path) 
         assert {x.entry_id for x in cache.authorized_entries(AGENT)} == all_three
     finally:
         await ds.close()
+
+
+async def test_remembered_agents_are_forgotten_on_their_node_events(tmp_path: Path) -> None:
+    clock = ManualClock()
+    ds = await open_datastore(
+        SqlConfig(database_type="sqlite3", data_dir=str(tmp_path)), clock=clock
+    )
+    try:
+        node = AttestedNode(
+            spiffe_id=AGENT, attestation_type="x", cert_serial="1", cert_not_after=0
+        )
+        other = AttestedNode(
+            spiffe_id=OTHER, attestation_type="x", cert_serial="2", cert_not_after=0
+        )
+        await ds.upsert_attested_node_with_selectors(node)
+        await ds.upsert_attested_node_with_selectors(other)
+        cache = AuthorizedEntryCache(TD, ds, clock)
+        await cache.rebuild()
+        cache.remember_node(node, cache.node_epoch)
+        cache.remember_node(other, cache.node_epoch)
+        assert cache.attested_node(AGENT) == node
+
+        await ds.update_attested_node(AGENT, cert_serial="")  # banned, by any server
+        await cache.refresh()
+        assert cache.attested_node(AGENT) is None
+        assert cache.attested_node(OTHER) == other  # no event of its own: kept
+
+        # A read that started before node events were applied may predate them: not kept.
+        epoch = cache.node_epoch
+        await ds.update_attested_node(AGENT, cert_serial="3")
+        await cache.refresh()
+        cache.remember_node(node, epoch)
+        assert cache.attested_node(AGENT) is None
+
+        await cache.rebuild()
+        assert cache.attested_node(OTHER) is None
+    finally:
+        await ds.close()
