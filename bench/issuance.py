@@ -16,42 +16,34 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
-import hashlib
+import contextlib
 import multiprocessing
 import os
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
-import pkcs11
+import psutil
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from grpclib.client import Channel
-from pkcs11 import Mechanism, ObjectClass
-from pkcs11_raw import MESSAGE, cert_signer, rate
+from issuance_limits import BareRates, bare_rates, csr
 from softhsm_token import SoftHsmToken, init_token
 
-from plastron.hsm.keymanager import create_pkcs11_key_manager
-from plastron.hsm.session import PKCS11_LOCK
-from plastron.keymanager import KeyType
 from plastron.proto.spire.api.server.agent.v1 import agent_grpc, agent_pb2
 from plastron.proto.spire.api.server.entry.v1 import entry_grpc, entry_pb2
 from plastron.proto.spire.api.server.svid.v1 import svid_grpc, svid_pb2
 from plastron.proto.spire.api.types import entry_pb2 as types_entry
 from plastron.server.ca.batch_signing import default_workers
-from plastron.server.ca.csr import csr_public_key, parse_csr
 from plastron.server.config import parse_server_config
 from plastron.server.runtime import PlastronServer
 from plastron.spiffe.bundle import Bundle
-from plastron.spiffe.ids import SpiffeId, TrustDomain, server_id
-from plastron.spiffe.x509svid import make_ca_certificate, make_x509_svid
+from plastron.spiffe.ids import TrustDomain, server_id
 from plastron.transport.client import open_channel
 from plastron.transport.tls import client_ssl_context
 
@@ -78,9 +70,26 @@ def mode_plugins(mode: str, tmp: Path, token: SoftHsmToken) -> str:
     )
 
 
-def csr(key: ec.EllipticCurvePrivateKey) -> bytes:
-    b = x509.CertificateSigningRequestBuilder().subject_name(x509.Name([]))
-    return b.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
+class Run(NamedTuple):
+    """One timed run of the agent process: SVIDs received, seconds, and its own CPU seconds."""
+
+    svids: int
+    seconds: float
+    cpu: float
+
+
+class ModeResult(NamedTuple):
+    """One mode at one concurrency: the median rate, and the CPU each process spent per SVID
+    over all its runs (load on the machine slows the rate; it barely moves these)."""
+
+    rate: float
+    server_us: float  # the server process: event loop, its threads (the bench's are idle)
+    workers_us: float  # the CA's worker processes together
+    agent_us: float
+
+    @property
+    def total_us(self) -> float:
+        return self.server_us + self.workers_us + self.agent_us
 
 
 class AgentCredentials(NamedTuple):
@@ -162,7 +171,7 @@ async def _agent_load(conn: Connection, agent: AgentCredentials, request: bytes)
     loop = asyncio.get_running_loop()
     while (order := await loop.run_in_executor(None, conn.recv)) is not None:
         seconds, concurrency = order
-        began = time.perf_counter()
+        began, cpu = time.perf_counter(), time.process_time()
 
         async def caller(began: float = began, seconds: float = seconds) -> int:
             done = 0
@@ -172,7 +181,7 @@ async def _agent_load(conn: Connection, agent: AgentCredentials, request: bytes)
             return done
 
         counts = await asyncio.gather(*(caller() for _ in range(concurrency)))
-        conn.send(sum(counts) / (time.perf_counter() - began))
+        conn.send(Run(sum(counts), time.perf_counter() - began, time.process_time() - cpu))
     channel.close()
 
 
@@ -183,7 +192,7 @@ async def run_mode(
     runs: int,
     concurrencies: tuple[int, ...] = (1,),
     csr_workers: int | None = None,
-) -> dict[int, float]:
+) -> dict[int, ModeResult]:
     with tempfile.TemporaryDirectory(prefix="plastron-issuance-") as d:
         tmp = Path(d)
         conf = f"""
@@ -218,20 +227,24 @@ plugins {{ {mode_plugins(mode, tmp, token)}
                     for r in created.results
                 ]
             )
-            return await _drive(agent, req.SerializeToString(), seconds, runs, concurrencies)
+            return await _drive(
+                server, agent, req.SerializeToString(), seconds, runs, concurrencies
+            )
         finally:
             local.close()
             await server.stop()
 
 
 async def _drive(
+    server: PlastronServer,
     agent: AgentCredentials,
     request: bytes,
     seconds: float,
     runs: int,
     concurrencies: tuple[int, ...],
-) -> dict[int, float]:
-    """Median SVIDs/s of ``runs`` runs per concurrency by an agent process, while we serve."""
+) -> dict[int, ModeResult]:
+    """Per concurrency, the median SVIDs/s of ``runs`` runs by an agent process, and the CPU
+    per SVID of each process, while we serve."""
     loop = asyncio.get_running_loop()
     ours, theirs = multiprocessing.get_context("spawn").Pipe()
     process = multiprocessing.get_context("spawn").Process(
@@ -242,19 +255,44 @@ async def _drive(
         ready = await loop.run_in_executor(None, _receive, ours, process)
         if ready != "ready":
             raise RuntimeError(f"the agent process could not start: {ready}")
-        medians = {}
+        results = {}
         for concurrency in concurrencies:
-            rates = []
+            rates, svids, agent_cpu = [], 0, 0.0
+            before = _server_cpu(server)
             for _ in range(runs):
                 ours.send((seconds, concurrency))
-                rates.append(float(await loop.run_in_executor(None, _receive, ours, process)))
-            medians[concurrency] = statistics.median(rates)
+                run = await loop.run_in_executor(None, _receive, ours, process)
+                assert isinstance(run, Run)
+                rates.append(run.svids / run.seconds)
+                svids += run.svids
+                agent_cpu += run.cpu
+            after = _server_cpu(server)
+            results[concurrency] = ModeResult(
+                statistics.median(rates),
+                server_us=1e6 * (after[0] - before[0]) / svids,
+                workers_us=1e6 * (after[1] - before[1]) / svids,
+                agent_us=1e6 * agent_cpu / svids,
+            )
         ours.send(None)
-        return medians
+        return results
     finally:
         await loop.run_in_executor(None, process.join, 10)
         if process.is_alive():
             process.kill()
+
+
+def _server_cpu(server: PlastronServer) -> tuple[float, float]:
+    """CPU seconds so far of the server process and of its CA's worker processes together
+    (the workers are started by the warm-up batch, so the same ones before and after a run)."""
+    assert server.ca is not None
+    workers = 0.0
+    for state in server.ca.batches.pool.workers():
+        if state.alive and state.pid is not None:
+            with contextlib.suppress(psutil.Error):
+                times = psutil.Process(state.pid).cpu_times()
+                workers += times.user + times.system
+    own = psutil.Process().cpu_times()
+    return own.user + own.system, workers
 
 
 def _receive(conn: Connection, process: multiprocessing.process.BaseProcess) -> object:
@@ -263,61 +301,6 @@ def _receive(conn: Connection, process: multiprocessing.process.BaseProcess) -> 
         if not process.is_alive():
             raise RuntimeError(f"the agent process exited with code {process.exitcode}")
     return conn.recv()
-
-
-class BareRates(NamedTuple):
-    c_sign: float  # python-pkcs11 C_Sign, ECDSA P-256
-    builder: float  # CertificateBuilder.sign with the HSM key (SAN only)
-    svid: float  # make_x509_svid with the HSM key: the exact certificate the server issues
-    csr_check: float  # load + verify one workload CSR (every BatchNewX509SVID item does this)
-
-
-def svid_signer(hsm_key: ec.EllipticCurvePrivateKey) -> Callable[[], object]:
-    now = dt.datetime.now(dt.UTC)
-    ca = make_ca_certificate(
-        trust_domain=TD,
-        public_key=hsm_key.public_key(),
-        issuer=None,
-        issuer_key=hsm_key,
-        not_before=now,
-        not_after=now + dt.timedelta(days=1),
-    )
-    leaf = ec.generate_private_key(ec.SECP256R1()).public_key()
-    sid = SpiffeId.parse("spiffe://example.org/w/0")
-    end = now + dt.timedelta(hours=1)
-    return lambda: make_x509_svid(
-        spiffe_id=sid, public_key=leaf, issuer=ca, issuer_key=hsm_key, not_before=now, not_after=end
-    )
-
-
-def csr_checker() -> Callable[[], object]:
-    der = csr(ec.generate_private_key(ec.SECP256R1()))
-    return lambda: csr_public_key(parse_csr(der))
-
-
-def bare_rates(token: SoftHsmToken, seconds: float, runs: int) -> BareRates:
-    km = create_pkcs11_key_manager(token.plugin_data(), trust_domain=TD, server_id="bare")
-    try:
-        km.generate_key("x509-CA-A", KeyType.EC_P256)
-        hsm_key = km.signer("x509-CA-A")
-        label = km.label_for("x509-CA-A")
-        digest = hashlib.sha256(MESSAGE).digest()
-        with PKCS11_LOCK:
-            session = pkcs11.lib(token.module_path).get_token(token_label=token.token_label).open()
-            raw: Any = session.get_key(object_class=ObjectClass.PRIVATE_KEY, label=label)
-        c_sign = statistics.median(
-            rate(lambda: raw.sign(digest, mechanism=Mechanism.ECDSA), seconds) for _ in range(runs)
-        )
-        assert isinstance(hsm_key, ec.EllipticCurvePrivateKey)
-        medians = [
-            statistics.median(rate(fn, seconds) for _ in range(runs))
-            for fn in (cert_signer(hsm_key), svid_signer(hsm_key), csr_checker())
-        ]
-        with PKCS11_LOCK:
-            session.close()
-        return BareRates(c_sign, *medians)
-    finally:
-        km.close()
 
 
 def main() -> int:
@@ -336,7 +319,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="plastron-issuance-hsm-") as hsm_dir:
         base = Path(hsm_dir)
         bare = bare_rates(init_token(base, "bare"), args.seconds, args.runs)
-        results: dict[str, dict[int, float]] = {}
+        results: dict[str, dict[int, ModeResult]] = {}
         for mode in args.modes.split(","):
             token = init_token(base, f"issuance-{mode}")
             results[mode] = asyncio.run(
@@ -354,37 +337,65 @@ def main() -> int:
     return 0
 
 
-def print_table(results: dict[str, dict[int, float]], bare: BareRates) -> None:
+def print_table(results: dict[str, dict[int, ModeResult]], bare: BareRates) -> None:
     print(
-        f"{'mode':<16} {'in flight':>9} {'SVIDs/s':>9}  {'raw limit (same run)':<42} {'ratio':>6}"
+        f"{'mode':<16} {'in flight':>9} {'SVIDs/s':>9}  {'raw limit (same run)':<44} {'ratio':>6}"
+        "   CPU us/SVID: server + workers + agent = total"
     )
     for mode, by_concurrency in results.items():
-        for concurrency, value in by_concurrency.items():
+        for concurrency, result in by_concurrency.items():
             memory = results.get("memory", {}).get(concurrency)
             label, limit = {
-                "disk": ("memory mode", memory),
-                "pkcs11": ("bare HSM-signed CertificateBuilder", bare.builder),
-                "pkcs11-upstream": ("memory mode", memory),
+                "memory": ("in-process CertificateBuilder", bare.memory_builder.rate),
+                "disk": ("memory mode", memory.rate if memory else None),
+                "pkcs11": ("bare HSM-signed CertificateBuilder", bare.builder.rate),
+                "pkcs11-upstream": ("memory mode", memory.rate if memory else None),
             }.get(mode, ("-", None))
-            ratio = f"{value / limit:6.2f}" if limit else "     -"
+            ratio = f"{result.rate / limit:6.2f}" if limit else "     -"
             limit_text = f"{label} {limit:,.0f}/s" if limit else label
-            print(f"{mode:<16} {concurrency:>9} {value:>9,.0f}  {limit_text:<42} {ratio}")
+            print(
+                f"{mode:<16} {concurrency:>9} {result.rate:>9,.0f}  {limit_text:<44} {ratio}"
+                f"   {result.server_us:4.0f} + {result.workers_us:4.0f} + {result.agent_us:3.0f}"
+                f" = {result.total_us:4.0f}"
+            )
     print(
-        f"bare python-pkcs11 C_Sign ECDSA P-256: {bare.c_sign:,.0f}/s; "
-        f"bare HSM-signed CertificateBuilder: {bare.builder:,.0f}/s; "
-        f"HSM-signed SVID (make_x509_svid, the server's template): {bare.svid:,.0f}/s; "
-        f"CSR load+verify: {bare.csr_check:,.0f}/s"
+        "raw limits, rate (CPU per call): "
+        f"bare python-pkcs11 C_Sign ECDSA P-256 {bare.c_sign.rate:,.0f}/s "
+        f"({bare.c_sign.cpu_us:.0f} us); bare HSM-signed CertificateBuilder "
+        f"{bare.builder.rate:,.0f}/s ({bare.builder.cpu_us:.0f} us); HSM-signed SVID "
+        f"(make_x509_svid, the server's template) {bare.svid.rate:,.0f}/s "
+        f"({bare.svid.cpu_us:.0f} us); CSR load+verify {bare.csr_check.rate:,.0f}/s "
+        f"({bare.csr_check.cpu_us:.0f} us); in-process CertificateBuilder "
+        f"{bare.memory_builder.rate:,.0f}/s ({bare.memory_builder.cpu_us:.0f} us)"
     )
-    # The CPU every pkcs11-mode SVID needs before any RPC, against what the goal (0.6 of the
-    # bare builder) leaves per SVID on all of this machine's cores, agent included.
-    needed = 1e6 / bare.svid + 1e6 / bare.csr_check
-    goal = 0.6 * bare.builder
+    print_ceilings(results, bare)
+
+
+def print_ceilings(results: dict[str, dict[int, ModeResult]], bare: BareRates) -> None:
+    """What the CPU figures allow with every core to the server and its agent: each mode's
+    SVIDs/s if the cores did nothing else, as a ratio to its raw limit's CPU rate."""
     cores = os.cpu_count() or 1
+    limits = {"memory": bare.memory_builder, "pkcs11": bare.builder}
+    for mode, by_concurrency in results.items():
+        limit = limits.get(mode)
+        if limit is None:
+            continue
+        ceilings = ", ".join(
+            f"{c} in flight {cores * 1e6 / r.total_us:,.0f}/s"
+            f" ({cores * limit.cpu_us / r.total_us:.2f})"
+            for c, r in by_concurrency.items()
+        )
+        print(
+            f"{mode}: on {cores} cores with nothing else running, its CPU per SVID allows "
+            f"{ceilings} against the raw limit's {1e6 / limit.cpu_us:,.0f}/s on one core"
+        )
+    # The CPU every pkcs11-mode SVID needs before any RPC (the HSM signature and the CSR check).
+    needed = bare.svid.cpu_us + bare.csr_check.cpu_us
     print(
-        f"CPU per pkcs11-mode SVID before any RPC: HSM-signed SVID {1e6 / bare.svid:.0f} us + "
-        f"CSR check {1e6 / bare.csr_check:.0f} us = {needed:.0f} us; the goal, {goal:,.0f} "
-        f"SVIDs/s, allows {cores * 1e6 / goal:.0f} us of CPU per SVID on {cores} cores for that, "
-        "the RPC at both ends and the agent"
+        f"CPU per pkcs11-mode SVID before any RPC: HSM-signed SVID {bare.svid.cpu_us:.0f} us + "
+        f"CSR check {bare.csr_check.cpu_us:.0f} us = {needed:.0f} us; 0.6 of the bare builder "
+        f"leaves {cores * bare.builder.cpu_us / 0.6:.0f} us of CPU per SVID on {cores} cores "
+        "for that, the RPC at both ends and the agent"
     )
 
 
