@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
@@ -231,15 +231,18 @@ class AuthorizedEntryCache:
         now = int(self._clock.now().timestamp())
         return list(self._index.answer(agent_id, now).entries)
 
+    def authorized_entries_by_id(self, agent_id: SpiffeId) -> Mapping[str, RegistrationEntry]:
+        """The same entries by entry id, for checking many items of one call (a batch) against
+        them; read-only, and not to be kept past the call (it is the kept answer's own map,
+        replaced when a change reaches the agent or one of its entries expires)."""
+        now = int(self._clock.now().timestamp())
+        return self._index.answer(agent_id, now).by_id
+
     def authorized_entry(self, agent_id: SpiffeId, entry_id: str) -> RegistrationEntry | None:
         """The entry if the agent may mint it, else None (checked on every signing call)."""
         if entry_id not in self._index.entries:
             return None
-        now = int(self._clock.now().timestamp())
-        for entry in self._index.answer(agent_id, now).entries:
-            if entry.entry_id == entry_id:
-                return entry
-        return None
+        return self.authorized_entries_by_id(agent_id).get(entry_id)
 
     def derived(
         self, entries: Iterable[RegistrationEntry], make: Callable[[RegistrationEntry], T]

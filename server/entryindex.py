@@ -16,9 +16,10 @@ hash, and a 5,000-entry lookup hashes about three IDs per entry.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from operator import attrgetter
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 from plastron.records import RegistrationEntry
@@ -41,6 +42,8 @@ class Answer:
     computed_at: int
     valid_until: int
     """The earliest expiry among the entries (0: none expires): at it the answer shrinks."""
+    by_id: Mapping[str, RegistrationEntry]
+    """The same entries by entry id (read-only): a batch checks each of its items here."""
 
     def holds_at(self, now: int) -> bool:
         # An earlier time than computed_at (a clock set back) may see an expired entry alive.
@@ -159,7 +162,12 @@ class EntryIndex:
         if found is None or not found.holds_at(now):
             entries = self._compute(agent_id, key, now)
             expiries = [e.expires_at for e in entries if e.expires_at]
-            found = self._answers[key] = Answer(tuple(entries), now, min(expiries, default=0))
+            found = self._answers[key] = Answer(
+                tuple(entries),
+                now,
+                min(expiries, default=0),
+                MappingProxyType({e.entry_id: e for e in entries}),
+            )
         return found
 
     def _compute(self, agent_id: SpiffeId, key: str, now: int) -> list[RegistrationEntry]:

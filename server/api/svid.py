@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
@@ -13,14 +14,14 @@ from plastron.proto.spire.api.server.svid.v1 import svid_grpc, svid_pb2
 from plastron.records import RegistrationEntry
 from plastron.server.api.authz import current_caller
 from plastron.server.api.context import ApiContext
-from plastron.server.api.status import status_proto, unimplemented
+from plastron.server.api.status import item_status, unimplemented
 from plastron.server.bundles import load_bundle
 from plastron.server.ca.batch_signing import SignedX509Svid, WorkloadCsr
 from plastron.server.ca.csr import csr_public_key, csr_uri_and_dns, parse_csr
 from plastron.spiffe.bundle import Bundle
 from plastron.wire.ids import spiffe_id_from_proto
 from plastron.wire.limits import MAX_X509_SVID_BATCH, check_jwt_audience
-from plastron.wire.svids import jwt_svid_to_proto, x509_svid_der_to_proto, x509_svid_to_proto
+from plastron.wire.svids import jwt_svid_to_proto, x509_svid_to_proto
 
 
 class SvidService(svid_grpc.SVIDBase):
@@ -74,17 +75,20 @@ class SvidService(svid_grpc.SVIDBase):
         agent = caller.agent
         assert agent is not None
         await self.ctx.sign_limiter.wait(caller.host, len(req.params))
-        authorized = {e.entry_id: e for e in self.ctx.cache.authorized_entries(agent.spiffe_id)}
-        results: list[svid_pb2.BatchNewX509SVIDResponse.Result | None] = []
-        slots: list[tuple[int, RegistrationEntry]] = []  # (result slot, entry) of each request
+        authorized = self.ctx.cache.authorized_entries_by_id(agent.spiffe_id)
+        # Every item's Result is added now, in request order, and filled in place as its SVID
+        # or refusal comes: no per-item message is built and then copied into the response.
+        response = svid_pb2.BatchNewX509SVIDResponse()
+        slots: list[tuple[Any, RegistrationEntry]] = []  # (its Result, entry) of each request
         requests: list[WorkloadCsr] = []
         for i, param in enumerate(req.params):
+            result = response.results.add()
             try:
                 entry = _authorize(param, authorized, i)
             except PlastronError as exc:
-                results.append(_failed(exc))
+                _set_failed(result, exc)
                 continue
-            slots.append((i, entry))
+            slots.append((result, entry))
             requests.append(
                 WorkloadCsr(
                     spiffe_id=entry.spiffe_id,
@@ -94,16 +98,14 @@ class SvidService(svid_grpc.SVIDBase):
                     dns_names=entry.dns_names,
                 )
             )
-            results.append(None)
         signing = self.ctx.ca.sign_workload_x509_svids(requests)
         async with contextlib.aclosing(signing):
             slot = iter(slots)
             async for signed in signing:
-                i, entry = next(slot)
-                results[i] = _batch_result(signed, entry)
-        answered = [r for r in results if r is not None]
-        assert len(answered) == len(results), "every item gets its own result"
-        await stream.send_message(svid_pb2.BatchNewX509SVIDResponse(results=answered))
+                result, entry = next(slot)
+                _set_batch_result(result, signed, entry)
+        assert next(slot, None) is None, "every item gets its own result"
+        await stream.send_message(response)
 
     async def NewJWTSVID(self, stream: Stream[Any, Any]) -> None:
         req = await stream.recv_message()
@@ -154,7 +156,9 @@ class SvidService(svid_grpc.SVIDBase):
         await unimplemented(stream, "BatchNewWITSVID")
 
 
-def _authorize(param: Any, authorized: dict[str, RegistrationEntry], i: int) -> RegistrationEntry:
+def _authorize(
+    param: Any, authorized: Mapping[str, RegistrationEntry], i: int
+) -> RegistrationEntry:
     if not param.entry_id:
         raise InvalidArgument(f"params[{i}].entry_id: missing")
     entry = authorized.get(param.entry_id)
@@ -163,18 +167,25 @@ def _authorize(param: Any, authorized: dict[str, RegistrationEntry], i: int) -> 
     return entry
 
 
-def _failed(exc: PlastronError) -> svid_pb2.BatchNewX509SVIDResponse.Result:
-    return svid_pb2.BatchNewX509SVIDResponse.Result(status=status_proto(exc))
+def _set_failed(result: Any, exc: PlastronError) -> None:
+    """Fill a ``BatchNewX509SVIDResponse.Result`` with the item's refusal."""
+    result.status.SetInParent()
+    result.status.code, result.status.message = item_status(exc)
 
 
-def _batch_result(
-    signed: SignedX509Svid | PlastronError, entry: RegistrationEntry
-) -> svid_pb2.BatchNewX509SVIDResponse.Result:
+def _set_batch_result(
+    result: Any, signed: SignedX509Svid | PlastronError, entry: RegistrationEntry
+) -> None:
+    """Fill a ``BatchNewX509SVIDResponse.Result`` in place: the same message
+    ``x509_svid_der_to_proto`` builds, with an OK status that is present on the wire (SPIRE's
+    agent reads ``Status.Code`` without a nil check)."""
     if isinstance(signed, PlastronError):
-        return _failed(signed)
-    return svid_pb2.BatchNewX509SVIDResponse.Result(
-        status=status_proto(None),
-        svid=x509_svid_der_to_proto(
-            list(signed.chain), entry.spiffe_id, signed.not_after, entry.hint
-        ),
-    )
+        _set_failed(result, signed)
+        return
+    result.status.SetInParent()
+    svid = result.svid
+    svid.cert_chain.extend(signed.chain)
+    svid.id.trust_domain = entry.spiffe_id.trust_domain.name
+    svid.id.path = entry.spiffe_id.path
+    svid.expires_at = int(signed.not_after.timestamp())
+    svid.hint = entry.hint

@@ -5,7 +5,7 @@ batch signer that runs in this process, in a signing thread or in a worker proce
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -29,6 +29,23 @@ class LeafPlan:
     not_after: dt.datetime
     dns_names: tuple[str, ...] = ()
     subject: x509.Name | None = None  # None: SPIRE's default subject
+
+    def __reduce__(self) -> tuple[Callable[..., LeafPlan], tuple[object, ...]]:
+        # Plans cross the pipe to the signing workers by the batch. A frozen dataclass pickles
+        # its fields one by one through dataclasses.fields(), the SPIFFE ID as two more; the ID
+        # as text is cheaper at both ends, and the worker gets it parsed (checked) afresh.
+        return _plan_from_pickle, (
+            str(self.spiffe_id),
+            self.not_after,
+            self.dns_names,
+            self.subject,
+        )
+
+
+def _plan_from_pickle(
+    spiffe_id: str, not_after: dt.datetime, dns_names: tuple[str, ...], subject: x509.Name | None
+) -> LeafPlan:
+    return LeafPlan(SpiffeId.parse(spiffe_id), not_after, dns_names, subject)
 
 
 def check_workload_path(spiffe_id: SpiffeId, what: str) -> None:

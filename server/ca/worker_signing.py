@@ -23,7 +23,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from cryptography import x509
 
@@ -50,15 +50,17 @@ from plastron.wire.keys import public_key_from_der, spki_der
 ErrorReport = tuple[str, str]
 
 
-@dataclass(frozen=True)
-class CheckTask:
+# The tasks are NamedTuples rather than frozen dataclasses: they cross the pipe for every chunk
+# of every batch, and a frozen dataclass pickles through dataclasses.fields() field by field.
+
+
+class CheckTask(NamedTuple):
     """CSRs to check; the answer is, per CSR, its key's SPKI DER or the refusal's message."""
 
     items: tuple[CsrItem, ...]
 
 
-@dataclass(frozen=True)
-class LeafOrder:
+class LeafOrder(NamedTuple):
     """One leaf: the agent's CSR (and its field name for error messages) and what the CA
     decided for it."""
 
@@ -67,8 +69,7 @@ class LeafOrder:
     plan: LeafPlan
 
 
-@dataclass(frozen=True)
-class SignTask:
+class SignTask(NamedTuple):
     """Leaves to check and sign; the answer is a :data:`SignAnswer`."""
 
     issuer: bytes  # the signing CA's certificate, DER

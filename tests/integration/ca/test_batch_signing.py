@@ -10,6 +10,7 @@ import datetime as dt
 import functools
 import itertools
 import os
+import pickle
 import signal
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -25,6 +26,8 @@ from plastron.keymanager import KeyManager, KeyManagerOpener, MemoryKeyManager
 from plastron.server.ca.batch_signing import (
     CHUNK,
     MIN_POOLED,
+    SIGN_CHUNK,
+    SIGN_MIN_SHARE,
     BatchSigner,
     SignedX509Svid,
     WorkloadCsr,
@@ -33,10 +36,11 @@ from plastron.server.ca.batch_signing import (
 )
 from plastron.server.ca.config import CAConfig
 from plastron.server.ca.key_runner import KeyRunner
+from plastron.server.ca.leaves import LeafPlan
 from plastron.server.ca.server_ca import ServerCA
 from plastron.server.ca.store import MemoryCAStore
 from plastron.server.ca.worker_pool import WorkerPool
-from plastron.server.ca.worker_signing import CheckTask, WorkerTasks
+from plastron.server.ca.worker_signing import CheckTask, LeafOrder, SignTask, WorkerTasks
 from plastron.spiffe.ids import TrustDomain
 
 TD = TrustDomain("example.org")
@@ -213,15 +217,38 @@ async def test_the_pool_keeps_at_most_its_pipe_depth_in_a_pipe() -> None:
 
 @pytest.mark.parametrize("n", [16, 17, 20, 31, 50, 99, 100, 500])
 @pytest.mark.parametrize("workers", [1, 2, 3, 4, 8])
-def test_signing_chunks_share_a_batch_evenly(n: int, workers: int) -> None:
-    bounds = even_chunks(n, workers)
+@pytest.mark.parametrize(("size", "min_share"), [(CHUNK, CHUNK // 2), (SIGN_CHUNK, SIGN_MIN_SHARE)])
+def test_signing_chunks_share_a_batch_evenly(
+    n: int, workers: int, size: int, min_share: int
+) -> None:
+    bounds = even_chunks(n, workers, size, min_share)
     assert bounds[0][0] == 0 and bounds[-1][1] == n
     assert all(a[1] == b[0] for a, b in itertools.pairwise(bounds))
     sizes = [end - start for start, end in bounds]
     assert max(sizes) - min(sizes) <= 1 and min(sizes) >= 1
-    assert max(sizes) <= 2 * CHUNK
-    if n // workers >= CHUNK // 2:  # enough for every worker: each gets the same share
+    assert max(sizes) <= 2 * size
+    if n // workers >= min_share:  # enough for every worker: each gets the same share
         assert len(bounds) % workers == 0, bounds
+
+
+def test_a_batch_of_50_is_one_sign_task_per_worker() -> None:
+    """Each sign task costs a pickle, a pipe write and a wakeup at both ends: a batch the
+    agent sends (50) goes out as one task per worker, not in ten-CSR pieces."""
+    assert even_chunks(50, 2, SIGN_CHUNK, SIGN_MIN_SHARE) == [(0, 25), (25, 50)]
+    assert even_chunks(16, 2, SIGN_CHUNK, SIGN_MIN_SHARE) == [(0, 8), (8, 16)]
+
+
+def test_a_sign_task_crosses_the_pipe_whole() -> None:
+    """What the worker unpickles is the order the server made; the SPIFFE ID travels as text
+    and is parsed (so checked) again on the worker's side."""
+    plan = LeafPlan(TD.spiffe_id("/w/1"), START, ("a.example.org",))
+    task = SignTask(b"issuer", "x509-CA-A", START, (LeafOrder(b"csr", "params[0].csr", plan),))
+    data = pickle.dumps(task, protocol=pickle.HIGHEST_PROTOCOL)
+    assert pickle.loads(data) == task
+    assert b"spiffe://example.org/w/1" in data
+    forged = data.replace(b"spiffe://example.org/w/1", b"spiffe://example.org//w1")
+    with pytest.raises(PlastronError, match="empty"):
+        pickle.loads(forged)
 
 
 class OpenableKeyManager(MemoryKeyManager):

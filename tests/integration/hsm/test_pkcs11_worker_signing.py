@@ -192,9 +192,7 @@ def test_key_that_does_not_match_the_ca_certificate_is_refused(
     answer = signer.run(task)
     assert isinstance(answer, tuple)
     assert answer[0] == "KeyManagerError" and "does not match the CA certificate" in answer[1]
-    good = dataclasses.replace(
-        task, issuer=ca.x509_authority()[0].public_bytes(serialization.Encoding.DER)
-    )
+    good = task._replace(issuer=ca.x509_authority()[0].public_bytes(serialization.Encoding.DER))
     [leaf] = signer.run(good)
     assert isinstance(leaf, bytes)
     x509.load_der_x509_certificate(leaf).verify_directly_issued_by(ca.x509_authority()[0])

@@ -6,6 +6,8 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
+import pytest
+
 from plastron.clock import ManualClock
 from plastron.records import AttestedNode, RegistrationEntry
 from plastron.selector import Selector
@@ -153,12 +155,23 @@ async def test_a_repeated_lookup_drops_an_entry_once_it_expires(tmp_path: Path) 
         assert {x.entry_id for x in cache.authorized_entries(AGENT)} == all_three
         assert {x.entry_id for x in cache.authorized_entries(AGENT)} == all_three
 
+        by_id = cache.authorized_entries_by_id(AGENT)  # what a batch checks its items against
+        assert set(by_id) == all_three and by_id[child.entry_id] == child
+
         clock.advance(dt.timedelta(seconds=60))  # nothing changed in the datastore
         assert [x.entry_id for x in cache.authorized_entries(AGENT)] == [lasting.entry_id]
         assert cache.authorized_entry(AGENT, child.entry_id) is None
+        assert list(cache.authorized_entries_by_id(AGENT)) == [lasting.entry_id]
 
         clock.advance(dt.timedelta(seconds=-30))  # a clock set back sees it alive again
         assert {x.entry_id for x in cache.authorized_entries(AGENT)} == all_three
+
+        added = await ds.create_entry(e(sid("/added"), AGENT))
+        await cache.refresh()
+        assert set(cache.authorized_entries_by_id(AGENT)) == {*all_three, added.entry_id}
+        assert cache.authorized_entry(AGENT, added.entry_id) == added
+        with pytest.raises(TypeError):  # the cache's own answer: nobody may change it
+            cache.authorized_entries_by_id(AGENT)["x"] = added  # type: ignore[index]
     finally:
         await ds.close()
 
