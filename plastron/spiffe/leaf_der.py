@@ -151,7 +151,7 @@ class LeafTemplate:
     hash_algorithm: hashes.SHA256 | hashes.SHA384 | hashes.SHA512
     is_rsa: bool
 
-    def sign(
+    def sign_der(
         self,
         *,
         key: PrivateKey,
@@ -162,8 +162,8 @@ class LeafTemplate:
         public_key: PublicKey,
         sans: tuple[str, Sequence[str]],
         san_critical: bool,
-    ) -> x509.Certificate:
-        """One signed leaf; ``sans`` is (the SPIFFE ID, the DNS names), already checked."""
+    ) -> bytes:
+        """One signed leaf's DER; ``sans`` is (the SPIFFE ID, the DNS names), already checked."""
         spki = spki_der(public_key)
         uri, dns_names = sans
         general_names = tlv(_SAN_URI, uri.encode("ascii"))
@@ -194,14 +194,10 @@ class LeafTemplate:
         else:
             assert isinstance(key, ec.EllipticCurvePrivateKey)
             signature = key.sign(tbs, self._ecdsa)
-        der = tlv(
+        return tlv(
             _SEQUENCE,
             tbs + self.signature_algorithm + tlv(_BIT_STRING, b"\x00" + signature),
         )
-        try:
-            return x509.load_der_x509_certificate(der)
-        except ValueError as exc:  # our encoder's bug, never the caller's input
-            raise InvalidSvid(f"the assembled leaf certificate does not parse: {exc}") from exc
 
     @functools.cached_property
     def _ecdsa(self) -> ec.ECDSA:
@@ -289,3 +285,47 @@ def make_leaf_template(
         hash_algorithm=hash_algorithm,
         is_rsa=is_rsa,
     )
+
+
+def signature_hash(key: PrivateKey) -> hashes.SHA256 | hashes.SHA384 | hashes.SHA512:
+    """The digest SPIRE pairs with the signing key: SHA-384 for P-384, SHA-512 for P-521."""
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        if key.curve.name == "secp384r1":
+            return hashes.SHA384()
+        if key.curve.name == "secp521r1":
+            return hashes.SHA512()
+        return hashes.SHA256()
+    return hashes.SHA256()
+
+
+def authority_key_id(issuer: x509.Certificate) -> x509.AuthorityKeyIdentifier:
+    try:
+        skid = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    except x509.ExtensionNotFound:
+        # An upstream CA without SKID: derive the id the same way we derive our own.
+        return x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.public_key())  # type: ignore[arg-type]
+    return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(skid)
+
+
+_LEAF_TEMPLATES: dict[tuple[x509.Certificate, type], LeafTemplate] = {}
+_MAX_LEAF_TEMPLATES = 16
+_LAST_LEAF_TEMPLATE: list[tuple[x509.Certificate, type, LeafTemplate] | None] = [None]
+
+
+def leaf_template(issuer: x509.Certificate, key: PrivateKey) -> LeafTemplate:
+    """SPIRE's leaf parts that depend only on the issuer and its key, made once per issuer.
+
+    The issuer fixes the key's algorithm and curve, hence the signature hash; the key's type
+    only tells a real key from one that signs elsewhere (HSM)."""
+    last = _LAST_LEAF_TEMPLATE[0]
+    if last is not None and last[0] is issuer and last[1] is type(key):
+        return last[2]  # the same CA object as the last leaf's: no certificate hashing
+    cache_key = (issuer, type(key))
+    cached = _LEAF_TEMPLATES.get(cache_key)
+    if cached is None:
+        cached = make_leaf_template(issuer, key, signature_hash(key), authority_key_id(issuer))
+        if len(_LEAF_TEMPLATES) >= _MAX_LEAF_TEMPLATES:
+            _LEAF_TEMPLATES.clear()  # CAs rotate rarely; a handful of live issuers at most
+        _LEAF_TEMPLATES[cache_key] = cached
+    _LAST_LEAF_TEMPLATE[0] = (issuer, type(key), cached)  # one tuple, replaced whole
+    return cached

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509 import verification
 from cryptography.x509.oid import NameOID
@@ -20,7 +20,12 @@ from cryptography.x509.oid import NameOID
 from plastron.errors import FailedPrecondition, InvalidSpiffeId, InvalidSvid
 from plastron.keymanager import PrivateKey, PublicKey
 from plastron.spiffe.ids import SpiffeId, TrustDomain
-from plastron.spiffe.leaf_der import LeafTemplate, der_header, make_leaf_template
+from plastron.spiffe.leaf_der import (
+    authority_key_id,
+    der_header,
+    leaf_template,
+    signature_hash,
+)
 from plastron.wire.keys import spki_der
 from plastron.wire.limits import MAX_DNS_NAME_CHARS, MAX_DNS_NAMES
 
@@ -40,34 +45,16 @@ _EMPTY_NAME_DER = x509.Name([]).public_bytes()
 
 
 def _utc(when: _dt.datetime, name: str) -> _dt.datetime:
+    if when.tzinfo is _dt.UTC:  # the server's clock: astimezone() costs a few µs per leaf
+        return when
     if when.tzinfo is None:
         raise ValueError(f"{name} must be timezone-aware (got naive {when.isoformat()})")
     return when.astimezone(_dt.UTC)
 
 
-def signature_hash(key: PrivateKey) -> hashes.SHA256 | hashes.SHA384 | hashes.SHA512:
-    """The digest SPIRE pairs with the signing key: SHA-384 for P-384, SHA-512 for P-521."""
-    if isinstance(key, ec.EllipticCurvePrivateKey):
-        if key.curve.name == "secp384r1":
-            return hashes.SHA384()
-        if key.curve.name == "secp521r1":
-            return hashes.SHA512()
-        return hashes.SHA256()
-    return hashes.SHA256()
-
-
 def random_serial() -> int:
     """A random serial in [1, 2^128), as SPIRE draws it."""
     return secrets.randbelow(SERIAL_LIMIT - 1) + 1
-
-
-def _authority_key_id(issuer: x509.Certificate) -> x509.AuthorityKeyIdentifier:
-    try:
-        skid = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-    except x509.ExtensionNotFound:
-        # An upstream CA without SKID: derive the id the same way we derive our own.
-        return x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.public_key())  # type: ignore[arg-type]
-    return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(skid)
 
 
 def _validity(
@@ -97,7 +84,39 @@ def make_x509_svid(
     subject: x509.Name | None = None,
     serial: int | None = None,
 ) -> x509.Certificate:
-    """Sign a leaf X509-SVID with SPIRE's template; not_after is clamped to the issuer's."""
+    """Sign a leaf X509-SVID with SPIRE's template; not_after is clamped to the issuer's. The
+    leaf is parsed back: a guard against the DER encoder's own bugs, which a caller that only
+    passes the DER on (:func:`make_x509_svid_der`, a batch) leaves to the encoder's tests."""
+    der = make_x509_svid_der(
+        spiffe_id=spiffe_id,
+        public_key=public_key,
+        issuer=issuer,
+        issuer_key=issuer_key,
+        not_before=not_before,
+        not_after=not_after,
+        dns_names=dns_names,
+        subject=subject,
+        serial=serial,
+    )
+    try:
+        return x509.load_der_x509_certificate(der)
+    except ValueError as exc:  # our encoder's bug, never the caller's input
+        raise InvalidSvid(f"the assembled leaf certificate does not parse: {exc}") from exc
+
+
+def make_x509_svid_der(
+    *,
+    spiffe_id: SpiffeId,
+    public_key: PublicKey,
+    issuer: x509.Certificate,
+    issuer_key: PrivateKey,
+    not_before: _dt.datetime,
+    not_after: _dt.datetime,
+    dns_names: Sequence[str] = (),
+    subject: x509.Name | None = None,
+    serial: int | None = None,
+) -> bytes:
+    """:func:`make_x509_svid`'s leaf as DER, not parsed back."""
     if not spiffe_id.path:
         raise InvalidSvid(f"an X509-SVID leaf needs a SPIFFE ID with a path (got {spiffe_id})")
     if len(dns_names) > MAX_DNS_NAMES:
@@ -125,7 +144,7 @@ def make_x509_svid(
             ).public_bytes()
     else:
         subject_der = subject.public_bytes()
-    return _leaf_template(issuer, issuer_key).sign(
+    return leaf_template(issuer, issuer_key).sign_der(
         key=issuer_key,
         serial=serial if serial is not None else random_serial(),
         not_before=start,
@@ -137,26 +156,6 @@ def make_x509_svid(
         # The spec: the SAN extension is critical when the subject is empty.
         san_critical=subject_der == _EMPTY_NAME_DER,
     )
-
-
-_LEAF_TEMPLATES: dict[tuple[x509.Certificate, type], LeafTemplate] = {}
-_MAX_LEAF_TEMPLATES = 16
-
-
-def _leaf_template(issuer: x509.Certificate, key: PrivateKey) -> LeafTemplate:
-    """SPIRE's leaf parts that depend only on the issuer and its key, made once per issuer.
-
-    The issuer fixes the key's algorithm and curve, hence the signature hash; the key's type
-    only tells a real key from one that signs elsewhere (HSM)."""
-    cache_key = (issuer, type(key))
-    cached = _LEAF_TEMPLATES.get(cache_key)
-    if cached is not None:
-        return cached
-    template = make_leaf_template(issuer, key, signature_hash(key), _authority_key_id(issuer))
-    if len(_LEAF_TEMPLATES) >= _MAX_LEAF_TEMPLATES:
-        _LEAF_TEMPLATES.clear()  # CAs rotate rarely; a handful of live issuers at most
-    _LEAF_TEMPLATES[cache_key] = template
-    return template
 
 
 def make_ca_certificate(
@@ -186,7 +185,7 @@ def make_ca_certificate(
         akid = x509.AuthorityKeyIdentifier.from_issuer_public_key(public_key)
         issuer_name = subject
     else:
-        akid = _authority_key_id(issuer)
+        akid = authority_key_id(issuer)
         issuer_name = issuer.subject
     builder = (
         x509.CertificateBuilder()

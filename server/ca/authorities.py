@@ -37,7 +37,8 @@ from plastron.server.metrics import CA_EVENTS
 from plastron.spiffe.bundle import Bundle, JwtAuthority
 from plastron.spiffe.ids import TrustDomain
 from plastron.spiffe.jwtsvid import new_key_id
-from plastron.spiffe.x509svid import make_ca_certificate, signature_hash
+from plastron.spiffe.leaf_der import signature_hash
+from plastron.spiffe.x509svid import make_ca_certificate
 from plastron.upstream import UpstreamAuthority, UpstreamUnsupported
 from plastron.wire.keys import spki_der
 

@@ -9,12 +9,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
 from plastron.errors import InvalidArgument, PlastronError
 from plastron.keymanager import PrivateKey, PublicKey
 from plastron.spiffe.ids import SpiffeId
-from plastron.spiffe.x509svid import make_x509_svid
+from plastron.spiffe.x509svid import make_x509_svid, make_x509_svid_der
 
 #: A leaf's DER, or why it was refused.
 LeafDer = bytes | PlastronError
@@ -100,9 +99,18 @@ def sign_leaves(
             check_workload_path(plan.spiffe_id, "X509-SVID")
             if isinstance(key, PlastronError):
                 raise key
-            leaf = sign_leaf(plan, key, issuer=issuer, issuer_key=issuer_key, not_before=not_before)
+            leaf = make_x509_svid_der(
+                spiffe_id=plan.spiffe_id,
+                public_key=key,
+                issuer=issuer,
+                issuer_key=issuer_key,
+                not_before=not_before,
+                not_after=plan.not_after,
+                dns_names=plan.dns_names,
+                subject=plan.subject,
+            )
         except PlastronError as exc:
             out.append(exc)
         else:
-            out.append(leaf.public_bytes(serialization.Encoding.DER))
+            out.append(leaf)
     return out

@@ -24,8 +24,15 @@ from spiffe_pki import TD, WORKLOAD
 from plastron.errors import InvalidSvid
 from plastron.keymanager import PrivateKey, PublicKey
 from plastron.spiffe.ids import SpiffeId
-from plastron.spiffe.leaf_der import der_oid, der_positive_integer, der_time, subject_key_id, tlv
-from plastron.spiffe.x509svid import make_ca_certificate, make_x509_svid, signature_hash
+from plastron.spiffe.leaf_der import (
+    der_oid,
+    der_positive_integer,
+    der_time,
+    signature_hash,
+    subject_key_id,
+    tlv,
+)
+from plastron.spiffe.x509svid import make_ca_certificate, make_x509_svid, make_x509_svid_der
 
 NOW = dt.datetime(2026, 12, 1, 12, 0, 0, 123456, tzinfo=dt.UTC)  # sub-second on purpose
 SPIRE_SUBJECT = [
@@ -278,3 +285,43 @@ def test_an_unsupported_issuer_key_is_refused() -> None:
             not_before=NOW,
             not_after=NOW + dt.timedelta(hours=1),
         )
+
+
+@pytest.mark.parametrize("kind", ["p256", "rsa2048"])
+def test_the_der_only_leaf_is_the_parsed_leaf(kind: str) -> None:
+    """A batch passes leaves on as DER without parsing them back: the same certificate."""
+    leaf_key = ec.generate_private_key(ec.SECP256R1()).public_key()
+    args = {
+        "spiffe_id": WORKLOAD,
+        "public_key": leaf_key,
+        "issuer": issuer_for(kind),
+        "issuer_key": key(kind),
+        "not_before": NOW,
+        "not_after": NOW + dt.timedelta(hours=1),
+        "dns_names": ("a.example.org",),
+        "serial": 7,
+    }
+    der = make_x509_svid_der(**args)  # type: ignore[arg-type]
+    parsed = make_x509_svid(**args)  # type: ignore[arg-type]
+    assert x509.load_der_x509_certificate(der).tbs_certificate_bytes == (
+        parsed.tbs_certificate_bytes
+    )
+    x509.load_der_x509_certificate(der).verify_directly_issued_by(issuer_for(kind))
+
+
+def test_a_leaf_from_another_issuer_object_uses_that_issuer() -> None:
+    """The template of the last issuer is reused only for that very certificate object."""
+    leaves = [
+        make_x509_svid(
+            spiffe_id=WORKLOAD,
+            public_key=key("p256").public_key(),
+            issuer=issuer_for(kind),
+            issuer_key=key(kind),
+            not_before=NOW,
+            not_after=NOW + dt.timedelta(hours=1),
+        )
+        for kind in ("p256", "p384", "p256")
+    ]
+    for leaf, kind in zip(leaves, ("p256", "p384", "p256"), strict=True):
+        leaf.verify_directly_issued_by(issuer_for(kind))
+        assert leaf.issuer == issuer_for(kind).subject
