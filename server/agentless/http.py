@@ -54,6 +54,13 @@ def load_serving_cert(files: ExchangeServingCert) -> ssl.SSLContext:
     )
 
 
+def check_exchange_listener(config: ExchangeListenerConfig | None) -> None:
+    """``validate`` and ``run``: a ``serving_cert_file`` pair must load (ConfigError naming the
+    files otherwise), before anything is opened."""
+    if config is not None and config.serving_cert_file is not None:
+        load_serving_cert(config.serving_cert_file)
+
+
 def _reply(status: int, doc: dict[str, Any]) -> bytes:
     body = json.dumps(doc).encode()
     head = (

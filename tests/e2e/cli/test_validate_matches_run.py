@@ -156,6 +156,24 @@ SERVER_CASES: list[ServerCase] = [
         "connection_string",
     ),
     (
+        "agentless serving cert missing",
+        lambda b: _server_conf(
+            b,
+            server="agentless_exchange { serving_cert_file {"
+            f' cert_file_path = "{b}/nocert.pem" key_file_path = "{b}/ca.key" }} }}',
+        ),
+        "server.agentless_exchange.serving_cert_file: cannot load",
+    ),
+    (
+        "agentless serving cert unparseable",
+        lambda b: _server_conf(
+            b,
+            server="agentless_exchange { serving_cert_file {"
+            f' cert_file_path = "{b}/garbage.pem" key_file_path = "{b}/ca.key" }} }}',
+        ),
+        "garbage.pem",
+    ),
+    (
         "data_dir open to others",
         lambda b: _server_conf(b, data="shared"),
         "shared",
