@@ -3,7 +3,12 @@ and builds the half."""
 
 from __future__ import annotations
 
-from plastron.attestors.x509pop.agent import X509PopAgentAttestor
+from plastron.attestors.x509pop.agent import (
+    X509PopAgentAttestor,
+    check_key_matches,
+    load_chain,
+    load_file_key,
+)
 from plastron.attestors.x509pop.config import (
     X509PopAgentConfig,
     X509PopServerConfig,
@@ -20,9 +25,13 @@ def check_server(plugin: PluginConfig, context: PluginContext) -> None:
 
 
 def check_agent(plugin: PluginConfig, context: PluginContext) -> None:
-    """The settings and files; a private_key_uri is opened only by the factory (it may log in
+    """The settings and files, read as the attestor reads them at start (the chain, the key
+    file and that they match); a private_key_uri is opened only by the factory (it may log in
     to a token)."""
-    X509PopAgentConfig.from_settings(plugin.settings(), base_dir=context.base_dir)
+    config = X509PopAgentConfig.from_settings(plugin.settings(), base_dir=context.base_dir)
+    chain = load_chain(config)
+    if config.private_key_path is not None:
+        check_key_matches(load_file_key(config.private_key_path), chain[0])
 
 
 def create_server_attestor(plugin: PluginConfig, context: PluginContext) -> X509PopServerAttestor:

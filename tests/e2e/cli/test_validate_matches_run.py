@@ -303,6 +303,24 @@ AGENT_CASES: list[ServerCase] = [
         ),
         "notoken",
     ),
+    (
+        "x509pop certificate missing",
+        lambda b: _agent_conf(
+            b,
+            plugins='NodeAttestor "x509pop" { plugin_data {'
+            f' certificate_path = "{b}/nocert.pem" private_key_path = "{b}/ca.key" }} }}',
+        ).replace('NodeAttestor "join_token" { plugin_data {} }', ""),
+        "certificate_path",
+    ),
+    (
+        "x509pop key unparseable",
+        lambda b: _agent_conf(
+            b,
+            plugins='NodeAttestor "x509pop" { plugin_data {'
+            f' certificate_path = "{b}/ca.pem" private_key_path = "{b}/garbage.pem" }} }}',
+        ).replace('NodeAttestor "join_token" { plugin_data {} }', ""),
+        "garbage.pem",
+    ),
     ("data_dir open to others", lambda b: _agent_conf(b, data="shared"), "shared"),
     (
         "unsupported plugin type",
