@@ -8,8 +8,8 @@ A marker is the HTML comment on the line right before a block's opening fence:
 - ``<!-- illustrative: <one-line reason> -->``: the block cannot run here (a real cloud metadata
   service, a real Kubernetes cluster, ...), and the reason says why.
 
-- ``<!-- untested: <reason> -->``: runnable here but not run yet; the inventory allows no more
-  of these than it lists (UNTESTED_AT_MOST), so the number only goes down.
+There is no third kind: a block that can run here is run (an ``untested`` marker, once allowed
+for a few, is now a block without a marker).
 
 tests/docs/test_docs_inventory.py fails on any shell or HCL block without one of these.
 """
@@ -23,7 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 SHELL_LANGUAGES = frozenset({"sh", "bash", "shell", "console"})
 FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>```+|~~~+)(?P<lang>[^`\s]*)\s*$")
-MARKER = re.compile(r"^\s*<!--\s*(?P<kind>test|illustrative|untested):\s*(?P<value>.*?)\s*-->\s*$")
+MARKER = re.compile(r"^\s*<!--\s*(?P<kind>test|illustrative):\s*(?P<value>.*?)\s*-->\s*$")
 # A line that starts one of the commands the docs use: what makes an untyped or ``text`` block
 # a command block that needs a marker.
 COMMAND_LINE = re.compile(

@@ -137,15 +137,21 @@ plugins {
 """
 
 
-def start_server(port: int, conf: str = SERVER_CONF) -> str:
-    """Shell text: write the server config, start the server, wait until it answers."""
+def start_server(port: int, conf: str = SERVER_CONF, *, socket_path: str | None = None) -> str:
+    """Shell text: write the server config, start the server, wait until it answers.
+
+    ``socket_path``: the admin socket, where a page names another than the default."""
+    conf = conf.replace("PORT", str(port))
+    healthcheck = "plastron-server healthcheck"
+    if socket_path is not None:
+        conf = conf.replace("  data_dir", f'  socket_path  = "{socket_path}"\n  data_dir', 1)
+        healthcheck += f" -socketPath {socket_path}"
     return "\n".join(
         [
             "mkdir -p /etc/plastron /var/lib/plastron && chmod 700 /var/lib/plastron",
-            f"cat > /etc/plastron/server.conf <<'CONF'\n{conf.replace('PORT', str(port))}CONF",
+            f"cat > /etc/plastron/server.conf <<'CONF'\n{conf}CONF",
             "plastron-server run -config /etc/plastron/server.conf > server.log 2>&1 &",
-            "for i in $(seq 600); do plastron-server healthcheck >/dev/null 2>&1 && break; "
-            "sleep 0.1; done",
-            "plastron-server healthcheck >/dev/null || { cat server.log; exit 1; }",
+            f"for i in $(seq 600); do {healthcheck} >/dev/null 2>&1 && break; sleep 0.1; done",
+            f"{healthcheck} >/dev/null || {{ cat server.log; exit 1; }}",
         ]
     )

@@ -1,7 +1,8 @@
 """The pages' admin commands, run as written against one server on the default admin socket:
 entries (agentless.md, sds.md, nested.md), the CA rotation by hand and the SQLite backup
 (operations.md), federation bootstrapping (federation.md), and the coming-from-spire.md steps
-that talk to a server. tests/docs/doc_shell.py says how the blocks run.
+that talk to a server, and its step 4 check of a workload through an agent moved to Plastron.
+tests/docs/doc_shell.py says how the blocks run.
 """
 
 from __future__ import annotations
@@ -36,6 +37,35 @@ SPIRE_STAND_IN = f"""mkdir -p /tmp/plastron/spire && cat > /tmp/plastron/spire/s
 plastron-server run -config /tmp/plastron/spire/server.conf > spire.log 2>&1 &
 spire-server() {{ plastron-server "$@" -socketPath /tmp/plastron/spire/api.sock; }}
 for i in $(seq 600); do spire-server healthcheck >/dev/null 2>&1 && break; sleep 0.1; done"""
+
+
+# coming-from-spire.md's step 4: an agent moved to Plastron, serving the socket workloads
+# already use, attested with a join token; this shell's uid is a registered workload.
+AGENT_SOCKET = "/run/plastron-agent/api.sock"
+MOVED_AGENT = f"""TOKEN=$(plastron-server token generate -spiffeID spiffe://new.example.org/node |
+  awk '/^Token:/ {{print $2}}')
+plastron-server entry create -parentID spiffe://new.example.org/node \\
+  -spiffeID spiffe://new.example.org/web -selector unix:uid:$(id -u) > /dev/null
+plastron-server bundle show > /etc/plastron/bundle.pem
+cat > /etc/plastron/agent.conf <<'CONF'
+agent {{
+  trust_domain      = "new.example.org"
+  server_address    = "127.0.0.1"
+  server_port       = SERVER_PORT
+  data_dir          = "/var/lib/plastron-agent"
+  trust_bundle_path = "/etc/plastron/bundle.pem"
+  socket_path       = "{AGENT_SOCKET}"
+}}
+plugins {{
+  KeyManager "memory"       {{ plugin_data {{}} }}
+  NodeAttestor "join_token" {{ plugin_data {{}} }}
+  WorkloadAttestor "unix"   {{ plugin_data {{}} }}
+}}
+CONF
+plastron-agent run -config /etc/plastron/agent.conf -joinToken "$TOKEN" > agent.log 2>&1 &
+fetch() {{ plastron-agent api fetch x509 -socketPath {AGENT_SOCKET} -silent 2>/dev/null; }}
+for i in $(seq 600); do fetch && break; sleep 0.1; done
+fetch || {{ cat agent.log; exit 1; }}"""
 
 
 def _with_authority_ids(block: Block) -> Block:
@@ -80,12 +110,18 @@ def test_admin_blocks_run_against_one_server(tmp_path: Path) -> None:
 
 def test_coming_from_spire_blocks(tmp_path: Path) -> None:
     blocks = blocks_tested_by(__file__, "test_coming_from_spire_blocks")
+    port = free_port()
+    # the agent starts before the step that checks a workload through it
+    steps = [
+        MOVED_AGENT.replace("SERVER_PORT", str(port)) if AGENT_SOCKET in b.text else ""
+        for b in blocks
+    ]
     run = run_page(
         tmp_path,
         [
-            start_server(free_port(), SERVER_CONF.replace('"example.org"', '"new.example.org"')),
+            start_server(port, SERVER_CONF.replace('"example.org"', '"new.example.org"')),
             SPIRE_STAND_IN.replace("SPIRE_PORT", str(free_port())),
-            *blocks,
+            *(step for pair in zip(steps, blocks, strict=True) for step in pair),
             'plastron-server bundle list -format spiffe > "$RESULTS/bundles.txt"',
             'spire-server bundle list -format spiffe >> "$RESULTS/bundles.txt"',
         ],
@@ -95,6 +131,10 @@ def test_coming_from_spire_blocks(tmp_path: Path) -> None:
     bundles = (tmp_path / "results" / "bundles.txt").read_text()
     # each side holds the other's bundle as a federated one
     assert "* example.org\n" in bundles and "* new.example.org\n" in bundles, bundles
+    workload_check = next(b for b in blocks if AGENT_SOCKET in b.text)
+    checked = run.output_of(workload_check)
+    assert "spiffe://new.example.org/web" in checked, checked
+    assert "spiffe://new.example.org/spire/agent/join_token/" in checked, checked
 
 
 def _database_reachable(command: list[str]) -> bool:
