@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import cast
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from plastron.configs.plugin_blocks import PluginConfig
 from plastron.configs.unsupported import refuse_unsupported
@@ -90,9 +94,39 @@ def create_sql_datastore(
     return open_store
 
 
+def _check_tls_files(config: SqlConfig) -> None:
+    """MySQL's TLS files (the only driver given them) are readable PEM: the driver reads them
+    at the first connection, where a bad one fails after data_dir was made."""
+    pem_files = (
+        ("root_ca_path", config.root_ca_path, x509.load_pem_x509_certificates),
+        ("client_cert_path", config.client_cert_path, x509.load_pem_x509_certificates),
+        ("client_key_path", config.client_key_path, _load_unencrypted_key),
+    )
+    for key, path, parse in pem_files:
+        if not path:
+            continue
+        try:
+            parse(Path(path).read_bytes())
+        except OSError as exc:
+            raise ConfigError(
+                f'DataStore "sql": cannot read {key} {path!r}: {exc.strerror}'
+            ) from None
+        except (ValueError, TypeError):
+            raise ConfigError(
+                f'DataStore "sql": {key} {path!r} is not PEM the driver can use'
+            ) from None
+
+
+def _load_unencrypted_key(data: bytes) -> object:
+    return serialization.load_pem_private_key(data, password=None)
+
+
 def check_sql_datastore(plugin: PluginConfig, context: PluginContext) -> None:
-    """The settings and the connection string's shape; no connection."""
-    to_driver_target(sql_config(plugin, context))
+    """The settings, the connection string's shape and MySQL's TLS files; no connection."""
+    config = sql_config(plugin, context)
+    to_driver_target(config)
+    if config.database_type == "mysql":
+        _check_tls_files(config)
 
 
 def register(registries: Registries) -> None:

@@ -174,6 +174,26 @@ SERVER_CASES: list[ServerCase] = [
         "garbage.pem",
     ),
     (
+        "mysql root CA missing",
+        lambda b: _server_conf(
+            b,
+            plugins='DataStore "sql" { plugin_data { database_type = "mysql"'
+            ' connection_string = "root@tcp(127.0.0.1:3306)/spire"'
+            f' root_ca_path = "{b}/noca.pem" }} }}',
+        ),
+        "root_ca_path",
+    ),
+    (
+        "mysql client key unparseable",
+        lambda b: _server_conf(
+            b,
+            plugins='DataStore "sql" { plugin_data { database_type = "mysql"'
+            ' connection_string = "root@tcp(127.0.0.1:3306)/spire"'
+            f' client_cert_path = "{b}/ca.pem" client_key_path = "{b}/garbage.pem" }} }}',
+        ),
+        "client_key_path",
+    ),
+    (
         "data_dir open to others",
         lambda b: _server_conf(b, data="shared"),
         "shared",
