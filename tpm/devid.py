@@ -250,6 +250,28 @@ class TpmDevidAgentConfig:
         return cls(cert, priv, pub, chosen)
 
 
+def read_devid_files(cert_path: str, priv_path: str, pub_path: str) -> tuple[list[bytes], KeyBlob]:
+    """The DevID chain (DER, as the PEM file orders it) and key blobs, read without the TPM:
+    by ``validate`` and by the attestor at start. ConfigError naming the setting otherwise."""
+
+    def read(path: str, key: str) -> bytes:
+        try:
+            return Path(path).read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"tpm_devid: cannot read {key} {path!r}: {exc.strerror}") from None
+
+    pem = read(cert_path, "devid_cert_path")
+    try:
+        chain = [
+            c.public_bytes(serialization.Encoding.DER) for c in x509.load_pem_x509_certificates(pem)
+        ]
+    except ValueError:
+        raise ConfigError(
+            f"tpm_devid: devid_cert_path {cert_path!r} holds no PEM certificate"
+        ) from None
+    return chain, KeyBlob(read(priv_path, "devid_priv_path"), read(pub_path, "devid_pub_path"))
+
+
 class TpmDevidAgentAttestor:
     """Agent half: DevID key blobs (TPM2B_PRIVATE / TPM2B_PUBLIC files as tpm2_create writes
     them, under the owner SRK) and the DevID certificate chain (PEM)."""
@@ -269,11 +291,9 @@ class TpmDevidAgentAttestor:
         from plastron.tpm.device import TpmDevice  # noqa: PLC0415  # agent only: tpm2-pytss
 
         self.device = TpmDevice(tcti)
-        pem = Path(devid_cert_path).read_bytes()
-        self._chain = [
-            c.public_bytes(serialization.Encoding.DER) for c in x509.load_pem_x509_certificates(pem)
-        ]
-        self._devid = KeyBlob(Path(devid_priv_path).read_bytes(), Path(devid_pub_path).read_bytes())
+        self._chain, self._devid = read_devid_files(
+            devid_cert_path, devid_priv_path, devid_pub_path
+        )
         self._ek_type, self._ak_type = ek_type, ak_type
         self._ak: KeyBlob | None = None
 

@@ -54,7 +54,9 @@ def _check_devid_server(plugin: PluginConfig, context: PluginContext) -> None:
 
 
 def _check_devid_agent(plugin: PluginConfig, context: PluginContext) -> None:
-    devid.TpmDevidAgentConfig.from_settings(plugin.settings(), context)
+    """The settings and the DevID files, read as the attestor reads them; no TPM is opened."""
+    cfg = devid.TpmDevidAgentConfig.from_settings(plugin.settings(), context)
+    devid.read_devid_files(cfg.devid_cert_path, cfg.devid_priv_path, cfg.devid_pub_path)
 
 
 def _key_manager_tcti(plugin: PluginConfig, context: PluginContext) -> Tcti:

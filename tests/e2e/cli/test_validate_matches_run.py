@@ -341,6 +341,16 @@ AGENT_CASES: list[ServerCase] = [
         ).replace('NodeAttestor "join_token" { plugin_data {} }', ""),
         "garbage.pem",
     ),
+    (
+        "tpm_devid certificate missing",
+        lambda b: _agent_conf(
+            b,
+            plugins='NodeAttestor "tpm_devid" { plugin_data {'
+            f' devid_cert_path = "{b}/nodevid.pem" devid_priv_path = "{b}/ca.key"'
+            f' devid_pub_path = "{b}/ca.key" }} }}',
+        ).replace('NodeAttestor "join_token" { plugin_data {} }', ""),
+        "devid_cert_path",
+    ),
     ("data_dir open to others", lambda b: _agent_conf(b, data="shared"), "shared"),
     (
         "unsupported plugin type",

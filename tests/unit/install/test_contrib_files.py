@@ -189,7 +189,8 @@ def _ca_pem(name: str) -> tuple[bytes, bytes]:
 
 def _make_named_files(plugin: PluginConfig, base: Path) -> None:
     """Create the relative files a plugin names: certificates (with the key beside a
-    ``.crt.pem``), and a directory of one CA for an extension-less name."""
+    ``.crt.pem``), a directory of one CA for an extension-less name, and TPM key blobs
+    (``.priv``, ``.pub``: validate reads them, only the TPM parses them)."""
     cert_pem, key_pem = _ca_pem(plugin.name)
     for value in plugin.plugin_data.values():
         if not isinstance(value, str) or value.startswith("/") or "/" in value:
@@ -200,6 +201,8 @@ def _make_named_files(plugin: PluginConfig, base: Path) -> None:
             target.chmod(0o600)
         elif value.endswith(".pem"):
             target.write_bytes(cert_pem)
+        elif value.endswith((".priv", ".pub")):
+            target.write_bytes(b"a stand-in TPM2B blob")
         elif "." not in value and value.endswith("cas"):
             target.mkdir(exist_ok=True)
             (target / "ca.pem").write_bytes(cert_pem)
