@@ -17,6 +17,7 @@ from plastron.errors import ConfigError, Unavailable
 from plastron.files import check_private_dir
 from plastron.host_services import HostServices
 from plastron.keymanager import KeyManager
+from plastron.logs import check_log_file
 from plastron.plugins import (
     SHARED_PLUGIN_MODULES,
     PluginContext,
@@ -51,11 +52,13 @@ def agent_plugins() -> Registries:
 def check_agent_plugins(config: AgentConfig) -> None:
     """Every enabled plugin of ``config`` is one this build has, with its extra installed, and
     its checker passes (every plugin_data key and value, the files it names); the join token
-    file and the bootstrap bundle file are readable, and an existing data_dir is private.
+    file and the bootstrap bundle file are readable, log_file can be opened, and an existing
+    data_dir is private.
     Nothing is built, opened or created: this is what ``validate`` checks and what ``run``
     checks before touching data_dir."""
     registries = agent_plugins()
     resolve_join_token(config, None)  # join_token_file readable
+    check_log_file(config.log_file)
     if config.data_dir.exists():
         check_private_dir(config.data_dir, "data_dir")
     if config.trust_bundle_path is not None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import errno
 import json
 import logging
 import os
@@ -179,6 +180,24 @@ def open_log_file(path: str) -> TextIO:
     # Messages can carry text from untrusted input; one that UTF-8 cannot encode (a lone
     # surrogate) is escaped instead of failing the write, as Python's own stderr does.
     return open(fd, "a", encoding="utf-8", errors="backslashreplace", buffering=1)
+
+
+def check_log_file(path: str) -> None:
+    """``validate``, and ``run`` before it makes anything: ``log_file`` (when set) could be
+    opened as :func:`open_log_file` opens it, the same error otherwise; nothing is created."""
+    if not path:
+        return
+    if os.path.exists(path):
+        problem = errno.EISDIR if os.path.isdir(path) else None
+        writable = os.access(path, os.W_OK)
+    else:
+        parent = os.path.dirname(os.path.abspath(path))
+        problem = None if os.path.isdir(parent) else errno.ENOENT
+        writable = os.access(parent, os.W_OK | os.X_OK)
+    if problem is None and not writable:
+        problem = errno.EACCES
+    if problem is not None:
+        raise ConfigError(f"cannot open log_file {path}: {os.strerror(problem)}")
 
 
 def configure_logging(level: str, fmt: str = "text", file: str = "") -> None:

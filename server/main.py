@@ -10,7 +10,7 @@ from pathlib import Path
 from plastron.configs.overrides import SERVER_RUN_FLAGS, add_override_flags, overrides_from
 from plastron.errors import PlastronError
 from plastron.files import check_private_dir, ensure_private_dir, restrict_umask
-from plastron.logs import configure_logging
+from plastron.logs import check_log_file, configure_logging
 from plastron.server.agentless.http import check_exchange_listener
 from plastron.server.ca.config import ca_config
 from plastron.server.cli.args import FlagParser, flag
@@ -51,12 +51,14 @@ async def serve(config: ServerConfig) -> None:
 def check_config(config: ServerConfig) -> list[str]:
     """What ``validate`` checks and ``run`` checks before it opens anything: every plugin's
     settings and files, the datastore connection string's shape, the CA settings, the serving
-    certificates of the bundle endpoint and the agentless exchange, an existing
-    data_dir's ownership and mode. Returns SPIRE's warnings (TTLs ca_ttl cannot honour)."""
+    certificates of the bundle endpoint and the agentless exchange, that log_file can be opened,
+    an existing data_dir's ownership and mode. Returns SPIRE's warnings (TTLs ca_ttl cannot
+    honour)."""
     check_server_plugins(config, load_server_plugins())  # a missing extra: before any file
     warnings = ca_config(config).ttl_warnings()
     check_bundle_endpoint(config.federation.bundle_endpoint, config.config_dir)
     check_exchange_listener(config.agentless_exchange)
+    check_log_file(config.log_file)
     if config.data_dir.exists():
         check_private_dir(config.data_dir, "data_dir")
     return warnings

@@ -194,6 +194,11 @@ SERVER_CASES: list[ServerCase] = [
         "client_key_path",
     ),
     (
+        "log_file directory missing",
+        lambda b: _server_conf(b, server=f'log_file = "{b}/nologs/server.log"'),
+        "nologs/server.log: No such file or directory",
+    ),
+    (
         "data_dir open to others",
         lambda b: _server_conf(b, data="shared"),
         "shared",
@@ -350,6 +355,11 @@ AGENT_CASES: list[ServerCase] = [
             f' devid_pub_path = "{b}/ca.key" }} }}',
         ).replace('NodeAttestor "join_token" { plugin_data {} }', ""),
         "devid_cert_path",
+    ),
+    (
+        "log_file directory missing",
+        lambda b: _agent_conf(b, agent=f'log_file = "{b}/nologs/agent.log"'),
+        "nologs/agent.log: No such file or directory",
     ),
     ("data_dir open to others", lambda b: _agent_conf(b, data="shared"), "shared"),
     (

@@ -5,8 +5,19 @@ from __future__ import annotations
 import json
 import logging
 import re
+from pathlib import Path
 
-from plastron.logs import JsonFormatter, LogfmtFormatter, fields, logfmt_value
+import pytest
+
+from plastron.errors import ConfigError
+from plastron.logs import (
+    JsonFormatter,
+    LogfmtFormatter,
+    check_log_file,
+    fields,
+    logfmt_value,
+    open_log_file,
+)
 from plastron.spiffe.ids import SpiffeId
 
 
@@ -69,3 +80,15 @@ def test_no_python_reprs_in_text_values() -> None:
     assert logfmt_value("two words") == '"two words"'
     assert logfmt_value(b"secret") == '"<6 bytes>"'
     assert logfmt_value(["a", 1]) == "a,1"
+
+
+def test_check_log_file_refuses_what_opening_refuses_and_creates_nothing(tmp_path: Path) -> None:
+    for bad in (tmp_path / "no" / "x.log", tmp_path):
+        with pytest.raises(ConfigError) as checked:
+            check_log_file(str(bad))
+        with pytest.raises(ConfigError) as opened:
+            open_log_file(str(bad))
+        assert str(checked.value) == str(opened.value)
+    check_log_file(str(tmp_path / "new.log"))
+    assert not (tmp_path / "new.log").exists()
+    check_log_file("")  # no log_file: stderr
