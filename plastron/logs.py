@@ -25,6 +25,7 @@ import os
 import re
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, TextIO
 
 from plastron.errors import ConfigError
@@ -182,16 +183,20 @@ def open_log_file(path: str) -> TextIO:
     return open(fd, "a", encoding="utf-8", errors="backslashreplace", buffering=1)
 
 
-def check_log_file(path: str) -> None:
+def check_log_file(path: str, made_by_run: Path | None = None) -> None:
     """``validate``, and ``run`` before it makes anything: ``log_file`` (when set) could be
-    opened as :func:`open_log_file` opens it, the same error otherwise; nothing is created."""
+    opened as :func:`open_log_file` opens it, the same error otherwise; nothing is created.
+    ``made_by_run``: a directory run makes before it opens the log (the server's data_dir),
+    fine as the file's directory while it does not exist yet."""
     if not path:
         return
+    parent = os.path.dirname(os.path.abspath(path))
     if os.path.exists(path):
         problem = errno.EISDIR if os.path.isdir(path) else None
         writable = os.access(path, os.W_OK)
+    elif made_by_run is not None and parent == os.path.abspath(made_by_run):
+        return  # run checks that data_dir can be made, and makes it private
     else:
-        parent = os.path.dirname(os.path.abspath(path))
         problem = None if os.path.isdir(parent) else errno.ENOENT
         writable = os.access(parent, os.W_OK | os.X_OK)
     if problem is None and not writable:

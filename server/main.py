@@ -58,7 +58,7 @@ def check_config(config: ServerConfig) -> list[str]:
     warnings = ca_config(config).ttl_warnings()
     check_bundle_endpoint(config.federation.bundle_endpoint, config.config_dir)
     check_exchange_listener(config.agentless_exchange)
-    check_log_file(config.log_file)
+    check_log_file(config.log_file, made_by_run=config.data_dir)
     if config.data_dir.exists():
         check_private_dir(config.data_dir, "data_dir")
     return warnings

@@ -92,3 +92,5 @@ def test_check_log_file_refuses_what_opening_refuses_and_creates_nothing(tmp_pat
     check_log_file(str(tmp_path / "new.log"))
     assert not (tmp_path / "new.log").exists()
     check_log_file("")  # no log_file: stderr
+    # the server's data_dir, made by run before it opens the log
+    check_log_file(str(tmp_path / "data" / "server.log"), made_by_run=tmp_path / "data")
