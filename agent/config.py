@@ -48,6 +48,9 @@ MAX_CACHE_SIZE = 10_000_000
 @dataclass(frozen=True)
 class AgentExperimental:
     sync_interval: dt.timedelta = dt.timedelta(seconds=5)
+    # Plastron's own: keep an EntryNotifier/Watch stream to the server and sync as soon as it
+    # pushes a change (agent/entry_push.py); false: poll every sync_interval only, as SPIRE.
+    entry_push: bool = True
 
 
 @dataclass(frozen=True)
@@ -126,7 +129,8 @@ def _trust_bundle_source(a: Block) -> dict[str, Any]:
 def _experimental(block: Block) -> AgentExperimental:
     refuse_unsupported(block, AGENT_EXPERIMENTAL_UNSUPPORTED)
     experimental = AgentExperimental(
-        sync_interval=block.duration("sync_interval", AgentExperimental.sync_interval)
+        sync_interval=block.duration("sync_interval", AgentExperimental.sync_interval),
+        entry_push=block.boolean("entry_push", AgentExperimental.entry_push),
     )
     block.finish()
     return experimental

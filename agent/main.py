@@ -2,7 +2,8 @@
 
 Start-up: a stored agent SVID that is still valid (and whose key the KeyManager still holds) is
 resumed without attesting; otherwise the node attests over TLS verified against the bootstrap
-bundle. Then every ``sync_interval`` (woken early when a workload waits for an SVID): rotate the
+bundle. Then every ``sync_interval`` (woken early when a workload waits for an SVID, and when the
+server pushes that entries changed, agent/entry_push.py): rotate the
 agent SVID if due, then sync entries, bundles and SVIDs (re-issuing the workload SVIDs chained
 to an authority the bundle flags tainted), then rotate the agent SVID again if that bundle
 tainted its authority. Errors back off; the cache keeps
@@ -26,6 +27,7 @@ from grpclib.exceptions import GRPCError
 from plastron.agent.adminapi.endpoint import AdminSources, start_admin_endpoint
 from plastron.agent.cache import WorkloadCache
 from plastron.agent.config import AgentConfig
+from plastron.agent.entry_push import EntryPushListener
 from plastron.agent.identity import AgentIdentity, IdentitySources
 from plastron.agent.metrics import RPC, SYNC_DURATION, SYNCS
 from plastron.agent.plugin_loading import (
@@ -107,6 +109,10 @@ class AgentRuntime:
             self.clock,
             config.workload_x509_svid_key_type,
         )
+        self.entries_changed = asyncio.Event()  # set by the server's push
+        self.entry_push = EntryPushListener(
+            self.client, self.entries_changed, config.experimental.sync_interval.total_seconds()
+        )
         self.health = AgentHealth()
         self.telemetry = AgentTelemetry(config.telemetry)
         self.tpm_probe = self._build_tpm_probe()
@@ -181,6 +187,7 @@ class AgentRuntime:
             await self.client.post_status(0, AGENT_VERSION)
         while not self.stop.is_set():
             delay = interval
+            self.entries_changed.clear()  # a push from here on asks for one more round
             try:
                 await self._step()
                 backoff = MIN_BACKOFF
@@ -199,6 +206,7 @@ class AgentRuntime:
             waits = [
                 asyncio.create_task(self.stop.wait()),
                 asyncio.create_task(wait_or_wake(self.cache.svid_wanted, delay)),
+                asyncio.create_task(self.entries_changed.wait()),
             ]
             try:
                 await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
@@ -244,9 +252,16 @@ class AgentRuntime:
         )
         admin = await self._start_admin_socket(service)
         health_http = await self._start_health_listener()
+        push = None
+        if self.config.experimental.entry_push:
+            push = asyncio.create_task(self.entry_push.run(), name="entry-push")
         try:
             await self._loop()
         finally:
+            if push is not None:
+                push.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await push
             if health_http is not None:
                 await health_http.close()
             if admin is not None:

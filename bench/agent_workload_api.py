@@ -8,7 +8,8 @@ to reach a connected workload (real server + agent processes).
 Prints one table: each figure, the raw limit measured in the same run (a bare gRPC health
 round trip on the same socket; the agent's CPU for a bare health call on a new connection,
 read from its /proc/<pid>/stat; the RSS of the same process with one SVID; the agent's sync
-interval) and the ratio. Medians of --runs repetitions.
+interval, which bounds it without the server's entry push; bench/propagation.py has the
+push's figures in full) and the ratio. Medians of --runs repetitions.
 
     .venv/bin/python bench/agent_workload_api.py [--runs 3] [--skip-e2e] [--callers 1000]
         [--svids 10000]
@@ -403,9 +404,9 @@ def main() -> int:
             med = statistics.median(times)
             rows.append(
                 (
-                    "entry created -> workload stream",
+                    "entry created -> workload stream (push)",
                     f"{med:.2f} s",
-                    "5 s (sync interval)",
+                    "5 s (sync interval: no push)",
                     f"{med / 5:.2f}x",
                 )
             )

@@ -21,6 +21,8 @@ BENCHMARKS: list[tuple[str, list[str]]] = [
     ("scale.py", ["--entries", "10000", "--runs", "3"]),
     ("issuance.py", []),
     ("agent_workload_api.py", ["--runs", "1"]),
+    ("propagation.py", ["--agents", "200", "--runs", "20", "--poll-runs", "3"]),
+    ("ha_lag.py", ["--seconds", "5", "--intervals", "1s,500ms"]),
     ("tpm_attest.py", ["--rounds", "20"]),
     ("tpm_attest_server.py", ["--rounds", "15", "--seconds", "3"]),
     ("tpm_tls_handshake.py", ["--rounds", "30"]),

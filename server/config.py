@@ -17,6 +17,7 @@ from typing import Any
 
 from plastron.configs.block import Block
 from plastron.configs.document import parse_document, read_config_file
+from plastron.configs.duration import parse_duration
 from plastron.configs.overrides import Overrides
 from plastron.configs.plugin_blocks import PluginConfig, PluginSet, parse_plugins
 from plastron.configs.sections import (
@@ -66,6 +67,13 @@ class RateLimitConfig:
 class ServerExperimental:
     # Deadline for each AttestAgent challenge round: an agent that never answers is dropped.
     challenge_timeout: dt.timedelta = dt.timedelta(seconds=30)
+    # How often the entry cache reads the datastore's change events: the lag until another
+    # server's write is seen here (and pushed to this server's agents). Each poll is two
+    # indexed SELECTs of the events after the last one applied.
+    entry_cache_poll_interval: dt.timedelta = dt.timedelta(milliseconds=500)
+
+
+ENTRY_CACHE_POLL_BOUNDS = ("50ms", "5m")
 
 
 @dataclass(frozen=True)
@@ -182,8 +190,18 @@ def _experimental(block: Block) -> ServerExperimental:
     d = ServerExperimental
     experimental = ServerExperimental(
         challenge_timeout=block.duration("challenge_timeout", d.challenge_timeout),
+        entry_cache_poll_interval=block.duration(
+            "entry_cache_poll_interval", d.entry_cache_poll_interval
+        ),
     )
     block.finish()
+    low, high = ENTRY_CACHE_POLL_BOUNDS
+    interval = experimental.entry_cache_poll_interval
+    if not parse_duration(low) <= interval <= parse_duration(high):
+        raise ConfigError(
+            "server.experimental.entry_cache_poll_interval must be between "
+            f"{low} and {high} ({interval.total_seconds():g}s)"
+        )
     return experimental
 
 

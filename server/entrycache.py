@@ -9,6 +9,10 @@ It is built from a full datastore read, then kept current by replaying the datas
 events (entry and node events), so several servers sharing one database converge within one
 poll interval. Events can commit out of id order across servers; ids above the contiguous
 watermark are remembered and a gap is given up on after ``gap_timeout``.
+
+Every applied change is also told to the cache's listeners as a :class:`CacheChange`: the agents
+whose kept answer it reached, and the agents whose node record changed, so the server can push
+"sync now" to them (server/entrywatchers.py, server/api/entrynotifier.py).
 """
 
 from __future__ import annotations
@@ -80,6 +84,22 @@ class _EventCursor:
             self.watermark = nxt
 
 
+@dataclass(frozen=True)
+class CacheChange:
+    """What one applied change reached. Only agents with a kept answer are named (an agent is
+    given one by any lookup: see :meth:`AuthorizedEntryCache.keep_answer`)."""
+
+    agents: frozenset[str] = frozenset()
+    """The agents (their SPIFFE IDs as text) whose authorized entries the change may alter."""
+    nodes: frozenset[str] = frozenset()
+    """The agents whose node record changed (selectors, serials, ban, eviction)."""
+    everything: bool = False
+    """A full rebuild: every kept answer is gone."""
+
+
+ChangeListener = Callable[[CacheChange], None]
+
+
 class AuthorizedEntryCache:
     def __init__(
         self,
@@ -93,7 +113,7 @@ class AuthorizedEntryCache:
         self._source = source
         self._clock = clock
         self._gap_timeout = gap_timeout
-        self._index = EntryIndex(self._server_id)
+        self._index = self._new_index()
         self._entry_cursor = _EventCursor()
         self._node_cursor = _EventCursor()
         self._lock = asyncio.Lock()
@@ -103,6 +123,31 @@ class AuthorizedEntryCache:
         # Attested agents as the AGENT policy last read them (see remember_node).
         self._agents: dict[SpiffeId, AttestedNode] = {}
         self.node_epoch = 0
+        self._listeners: list[ChangeListener] = []
+        self._reached: set[str] = set()  # since the last tell
+
+    def _new_index(self) -> EntryIndex:
+        index = EntryIndex(self._server_id)
+        index.on_reach = self._note_reached
+        return index
+
+    def _note_reached(self, agent_key: str) -> None:
+        self._reached.add(agent_key)
+
+    def add_listener(self, listener: ChangeListener) -> None:
+        """Call ``listener`` (synchronously: it must not block) after every applied change."""
+        self._listeners.append(listener)
+
+    def _tell(self, nodes: Iterable[SpiffeId] = (), *, everything: bool = False) -> None:
+        change = CacheChange(frozenset(self._reached), frozenset(str(n) for n in nodes), everything)
+        self._reached.clear()
+        if not (change.agents or change.nodes or change.everything):
+            return
+        for listener in self._listeners:
+            try:
+                listener(change)
+            except Exception:  # one broken listener must not stop the cache's updates
+                log.exception("entry cache listener failed")
 
     # ---- building -------------------------------------------------------------------------
 
@@ -117,7 +162,7 @@ class AuthorizedEntryCache:
             entry_event, node_event = await self._source.latest_event_ids()
             entries = await self._source.list_all_entries()
             nodes = await self._source.list_node_selectors()
-            index = EntryIndex(self._server_id)
+            index = self._new_index()
             with gc_paused():
                 for entry in entries:
                     index.put(entry)
@@ -130,6 +175,7 @@ class AuthorizedEntryCache:
             self._entry_cursor = _EventCursor(watermark=entry_event)
             self._node_cursor = _EventCursor(watermark=node_event)
             self.version += 1
+            self._tell(everything=True)
 
     async def refresh(self) -> bool:
         """Apply new change events; returns True if anything changed.
@@ -159,10 +205,11 @@ class AuthorizedEntryCache:
         )
         now = self._clock.now()
         changed = self._apply_entry_events(batch, now)
-        changed = self._apply_node_events(batch, now) or changed
-        if changed:
+        nodes = self._apply_node_events(batch, now)
+        if changed or nodes:
             self.version += 1
-        return changed
+        self._tell(nodes)
+        return changed or bool(nodes)
 
     def _apply_entry_events(self, batch: ChangeBatch, now: dt.datetime) -> bool:
         cursor = self._entry_cursor
@@ -176,17 +223,20 @@ class AuthorizedEntryCache:
         cursor.advance(now, self._gap_timeout)
         return bool(fresh)
 
-    def _apply_node_events(self, batch: ChangeBatch, now: dt.datetime) -> bool:
+    def _apply_node_events(self, batch: ChangeBatch, now: dt.datetime) -> list[SpiffeId]:
+        """Apply the batch's new node events; returns the agents whose record changed."""
         cursor = self._node_cursor
         fresh = [(i, sid) for i, sid in batch.node_events if i not in cursor.seen_above]
+        changed: list[SpiffeId] = []
         for spiffe_text in sorted({sid for _, sid in fresh}):
             node_id = SpiffeId.parse(spiffe_text)
             self._index.set_node_selectors(node_id, batch.node_selectors.get(spiffe_text, ()))
             self.forget_node(node_id)
+            changed.append(node_id)
         for event_id, _ in fresh:
             cursor.mark(event_id)
         cursor.advance(now, self._gap_timeout)
-        return bool(fresh)
+        return changed
 
     # ---- attested agents ----------------------------------------------------------------
 
@@ -218,6 +268,7 @@ class AuthorizedEntryCache:
         self._index.set_node_selectors(node_id, selectors)
         self.forget_node(node_id)
         self.version += 1
+        self._tell([node_id])
 
     def matching_aliases(self, agent_id: SpiffeId) -> list[RegistrationEntry]:
         """Node-alias entries whose selectors are all among the agent's node selectors."""
@@ -237,6 +288,11 @@ class AuthorizedEntryCache:
         replaced when a change reaches the agent or one of its entries expires)."""
         now = int(self._clock.now().timestamp())
         return self._index.answer(agent_id, now).by_id
+
+    def keep_answer(self, agent_id: SpiffeId) -> None:
+        """Compute the agent's answer now and keep it, so that the next change reaching the
+        agent is told to the listeners (only kept answers are dropped, and so noticed)."""
+        self._index.answer(agent_id, int(self._clock.now().timestamp()))
 
     def authorized_entry(self, agent_id: SpiffeId, entry_id: str) -> RegistrationEntry | None:
         """The entry if the agent may mint it, else None (checked on every signing call)."""

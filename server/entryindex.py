@@ -7,7 +7,8 @@ answers a change can reach are dropped: a change to an entry parented to P reach
 that reach P, found by walking upward from P (entries whose SPIFFE ID is P, then their
 parents, up to agent IDs and aliases); a change to an alias reaches the agents it matches; a
 change to an agent's node selectors reaches that agent. The walk may over-approximate (an
-expired entry on the path still counts), never under.
+expired entry on the path still counts), never under. Each agent whose kept answer a change
+drops is told to ``on_reach`` (the entry push: server/entrywatchers.py).
 
 IDs are indexed as strings: a SpiffeId hashes through two dataclass tuples, a str caches its
 hash, and a 5,000-entry lookup hashes about three IDs per entry.
@@ -64,6 +65,8 @@ class EntryIndex:
         self._agents_by_selector: dict[Selector, set[str]] = defaultdict(set)
         self._node_selectors: dict[str, frozenset[Selector]] = {}
         self._answers: dict[str, Answer] = {}
+        # Told the ID of each agent whose kept answer a change drops.
+        self.on_reach: Callable[[str], None] | None = None
         # Forms derived from an entry (its wire encoding), made once per entry version: per
         # deriving function, entry id → (the entry it was made from, the form).
         self._memos: dict[
@@ -131,7 +134,7 @@ class EntryIndex:
             self._node_selectors[key] = held
             for sel in held:
                 self._agents_by_selector[sel].add(key)
-        self._answers.pop(key, None)
+        self._drop(key)
 
     def matching_aliases(self, agent_id: SpiffeId) -> list[RegistrationEntry]:
         """Node-alias entries whose selectors are all among the agent's node selectors."""
@@ -205,7 +208,7 @@ class EntryIndex:
             if key in seen:
                 continue
             seen.add(key)
-            self._answers.pop(key, None)  # the agent with this ID, if any
+            self._drop(key)  # the agent with this ID, if any
             for eid in self._by_spiffe_id.get(key, ()):
                 holder_parent = self._keys[eid][1]
                 if holder_parent == self._server_key:
@@ -215,7 +218,11 @@ class EntryIndex:
 
     def _forget(self, agents: Iterable[str]) -> None:
         for agent in agents:
-            self._answers.pop(agent, None)
+            self._drop(agent)
+
+    def _drop(self, key: str) -> None:
+        if self._answers.pop(key, None) is not None and self.on_reach is not None:
+            self.on_reach(key)
 
 
 def _discard(index: dict[K, set[V]], key: K, item: V) -> None:

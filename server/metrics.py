@@ -78,3 +78,13 @@ SUBSYSTEM_UP = CallbackGauge(
     lambda: (),
 )
 REGISTRY.register(SUBSYSTEM_UP)
+ENTRY_WATCH_STREAMS = Gauge(
+    "plastron_server_entry_watch_streams",
+    "Open EntryNotifier/Watch streams (agents told at once of entry changes that concern them)",
+    registry=REGISTRY,
+)
+ENTRY_PUSHES = Counter(
+    "plastron_server_entry_pushes",
+    '"Sync now" messages sent on EntryNotifier/Watch streams',
+    registry=REGISTRY,
+)

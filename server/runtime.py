@@ -41,6 +41,7 @@ from plastron.server.ca.store import DataStoreCAStore
 from plastron.server.ca.upstream_sync import follow_upstream
 from plastron.server.config import ServerConfig
 from plastron.server.entrycache import AuthorizedEntryCache
+from plastron.server.entrywatchers import EntryWatchers
 from plastron.server.federation.endpoint import BundleEndpointServer
 from plastron.server.federation.manager import FederationManager
 from plastron.server.health import HealthChecker
@@ -66,7 +67,6 @@ from plastron.version import package_version
 
 log = logging.getLogger(__name__)
 
-CACHE_POLL_SECONDS = 1.0
 CACHE_REBUILD_SECONDS = 3600.0
 BUNDLE_POLL_SECONDS = 5.0
 UPSTREAM_POLL_SECONDS = 5.0  # how often a nested server reads its upstream's bundle (SPIRE)
@@ -339,6 +339,7 @@ class PlastronServer:
             on_change=self._apply_local_change,
             on_authorities_change=self._apply_authorities_change,
             federation=self.federation,
+            entry_watchers=EntryWatchers(self.cache),
         )
 
     def _register_health(self) -> None:
@@ -449,9 +450,10 @@ class PlastronServer:
         assert self.cache is not None
         last_rebuild = time.monotonic()
         failures = FailureReporter("entry-cache", log)
+        poll = self.config.experimental.entry_cache_poll_interval.total_seconds()
         while not self._stop.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._cache_dirty.wait(), CACHE_POLL_SECONDS)
+                await asyncio.wait_for(self._cache_dirty.wait(), poll)
             self._cache_dirty.clear()
             try:
                 if time.monotonic() - last_rebuild > CACHE_REBUILD_SECONDS:

@@ -13,6 +13,7 @@ from plastron.server.api.bundle import BundleService
 from plastron.server.api.context import ApiContext
 from plastron.server.api.debug import DebugService, HealthService
 from plastron.server.api.entry import EntryService
+from plastron.server.api.entrynotifier import WATCH, WATCH_REQUEST_BYTES, EntryNotifierService
 from plastron.server.api.localauthority import LocalAuthorityService
 from plastron.server.api.logger import LoggerService
 from plastron.server.api.svid import SvidService
@@ -30,10 +31,12 @@ ATTEST_AGENT = "/spire.api.server.agent.v1.Agent/AttestAgent"
 
 def server_grpc_limits(connections: ConnectionLimits) -> GrpcLimits:
     """gRPC's 4 MiB per request message, except AttestAgent: anyone may call it, and its rounds
-    (payload, challenge answers) are small."""
+    (payload, challenge answers) are small; and EntryNotifier/Watch, whose request is empty."""
     return GrpcLimits(
         connections=connections,
-        messages=MessageLimits(per_method={ATTEST_AGENT: SMALL_MESSAGE_BYTES}),
+        messages=MessageLimits(
+            per_method={ATTEST_AGENT: SMALL_MESSAGE_BYTES, WATCH: WATCH_REQUEST_BYTES}
+        ),
     )
 
 
@@ -48,6 +51,7 @@ def build_services(
         AgentService(ctx),
         BundleService(ctx),
         EntryService(ctx),
+        EntryNotifierService(ctx),
         LocalAuthorityService(ctx),
         SvidService(ctx),
         TrustDomainService(ctx),

@@ -11,6 +11,7 @@ from plastron.datastore import DataStore
 from plastron.server.api.ratelimit import ATTEST_PER_SECOND, SIGN_PER_SECOND, RateLimiter
 from plastron.server.ca.server_ca import ServerCA
 from plastron.server.entrycache import AuthorizedEntryCache
+from plastron.server.entrywatchers import EntryWatchers
 from plastron.server.federation.manager import FederationManager
 from plastron.spiffe.ids import TrustDomain
 
@@ -41,6 +42,8 @@ class ApiContext:
     on_authorities_change: Callable[[], Awaitable[None]] = _nothing
     # Keeps foreign bundles fresh; the TrustDomain API's RefreshBundle asks it to fetch now.
     federation: FederationManager | None = None
+    # The agents' EntryNotifier/Watch streams (None: the service answers UNIMPLEMENTED).
+    entry_watchers: EntryWatchers | None = None
 
     def now_unix(self) -> int:
         return int(self.clock.now().timestamp())

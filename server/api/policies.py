@@ -22,6 +22,8 @@ _LA = "/spire.api.server.localauthority.v1.LocalAuthority/"
 _HEALTH = "/grpc.health.v1.Health/"
 # Plastron's own (not SPIRE's): served only with server.agentless_exchange configured.
 _EXCHANGE = "/plastron.agentless.v1.TokenExchange/"
+# Plastron's own: entry changes pushed to agents (server/api/entrynotifier.py).
+_NOTIFIER = "/plastron.entrynotifier.v1.EntryNotifier/"
 
 POLICIES: dict[str, Policy] = {
     _AGENT + "CountAgents": A | L,
@@ -83,4 +85,5 @@ POLICIES: dict[str, Policy] = {
     _HEALTH + "Watch": L,
     _HEALTH + "List": L,
     _EXCHANGE + "Exchange": ANY,  # the platform credential is the proof
+    _NOTIFIER + "Watch": AG,  # as SyncAuthorizedEntries, which the push asks the agent to call
 }

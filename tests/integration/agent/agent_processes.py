@@ -133,9 +133,11 @@ class AgentProcess:
         agent_extra: str = "",
         plugins_extra: str = "",
         td: str = TD,
+        experimental_extra: str = "",
     ) -> None:
         """``server_port``: where the agent dials its server (a relay), if not the server's;
-        ``plugins_extra``: more plugin blocks (e.g. another WorkloadAttestor)."""
+        ``plugins_extra``: more plugin blocks (e.g. another WorkloadAttestor);
+        ``experimental_extra``: more keys of the agent's ``experimental`` block."""
         self.base = base
         self.socket_path = str(base / "agent" / "public" / "api.sock")
         self.data_dir = base / "agent-data"
@@ -151,7 +153,7 @@ agent {{
   socket_path = "{self.socket_path}"
   trust_bundle_path = "{base}/bootstrap.pem"
   log_level = "INFO"
-  experimental {{ sync_interval = "{sync_interval}" }}
+  experimental {{ sync_interval = "{sync_interval}" {experimental_extra} }}
   {agent_extra}
 }}
 plugins {{

@@ -16,6 +16,7 @@ Transport failures and deadlines are neither: they fail the test.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, cast
@@ -24,6 +25,7 @@ import pytest
 from grpclib.client import Channel
 from grpclib.const import Cardinality, Status
 from grpclib.exceptions import GRPCError
+from h2.exceptions import StreamClosedError
 
 from plastron.server.health import HealthChecker
 from plastron.server.services import build_services
@@ -134,6 +136,9 @@ EXPECTED: dict[str, str] = {
     _HEALTH + "Check": "local",
     _HEALTH + "List": "local",
     _HEALTH + "Watch": "local",
+    # Plastron's own (not SPIRE's): the entry push asks the agent to call
+    # SyncAuthorizedEntries, so it is authorized as that call is.
+    "/plastron.entrynotifier.v1.EntryNotifier/Watch": "agent",
 }
 
 
@@ -214,6 +219,9 @@ async def call_status(channel: Channel, method: ServedMethod) -> Status:
             await stream.send_message(method.request_type(), end=True)
             await stream.recv_message()
             # A reply means the handler ran; a streaming method may not end by itself.
+            if method.cardinality.server_streaming:
+                with contextlib.suppress(StreamClosedError):  # unless it did end already
+                    await stream.cancel()
             return Status.OK
     except GRPCError as exc:
         return exc.status

@@ -1,0 +1,86 @@
+"""The server's entry push, end to end: real server and agent processes and a workload.
+
+The agents here sync every hour, so an entry created on the server that reaches the workload
+within the test's deadline can only have come through the push (the agent's initial sync ran
+before the entry existed). An agent with the push turned off (polling only, as a SPIRE agent)
+still gets its entries at its sync interval."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from agent_processes import TD, AgentProcess, ServerProcess, poll
+
+NODE = f"spiffe://{TD}/node"
+FIRST = f"spiffe://{TD}/first"
+PUSHED = f"spiffe://{TD}/pushed"
+
+
+@pytest.fixture
+def base() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="pep-", dir="/tmp"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def server(base: Path) -> Iterator[ServerProcess]:
+    srv = ServerProcess(base)
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def fetched_ids(agent: AgentProcess) -> set[str]:
+    """The SPIFFE IDs the workload (this test's uid) gets from the agent now."""
+    out = agent.cli("api", "fetch", "x509")
+    if out.returncode != 0:
+        return set()
+    return {
+        line.split("\t")[-1] for line in out.stdout.splitlines() if line.startswith("SPIFFE ID")
+    }
+
+
+def started_agent(base: Path, server: ServerProcess, experimental: str = "") -> AgentProcess:
+    agent = AgentProcess(base, server, sync_interval="1h", experimental_extra=experimental)
+    server.create_entry(NODE, FIRST, agent.uid_selector)
+    agent.start(server.join_token(NODE))
+    # The workload holds its first SVID: from here on the agent wants no SVID of its own
+    # accord, and its next poll is an hour away.
+    poll("first SVID", lambda: FIRST in fetched_ids(agent))
+    return agent
+
+
+def test_an_entry_created_on_the_server_is_pushed_to_the_workload(
+    base: Path, server: ServerProcess
+) -> None:
+    agent = started_agent(base, server)
+    try:
+        # Whether the stream is up yet or not: the message each new stream starts with makes
+        # the agent sync too, so there is no race to lose here.
+        server.create_entry(NODE, PUSHED, agent.uid_selector)
+        poll("pushed SVID", lambda: PUSHED in fetched_ids(agent))
+        assert "server does not push entry changes" not in agent.log_text()
+    finally:
+        agent.stop()
+
+
+def test_an_agent_that_only_polls_still_gets_its_entries(base: Path, server: ServerProcess) -> None:
+    agent = AgentProcess(base, server, sync_interval="1s", experimental_extra="entry_push = false")
+    server.create_entry(NODE, FIRST, agent.uid_selector)
+    agent.start(server.join_token(NODE))
+    try:
+        poll("first SVID", lambda: FIRST in fetched_ids(agent))
+        server.create_entry(NODE, PUSHED, agent.uid_selector)
+        poll("polled SVID", lambda: PUSHED in fetched_ids(agent))
+    finally:
+        agent.stop()
