@@ -3,18 +3,20 @@ an entry written through server 1 takes to be in server 2's authorized-entry cac
 server 1 takes --rate writes per second.
 
 Both are real ``plastron-server run`` processes on a PostgreSQL database this script creates
-and drops (``postgres@127.0.0.1:5432``). An agent attested to server 2 holds an
-``EntryNotifier/Watch`` stream there; the entries are parented to it, so server 2 pushes as soon
-as its cache applied them (it reads the change events every
+and drops (``postgres@127.0.0.1:5432``). --observers agents attested to server 2 each hold an
+``EntryNotifier/Watch`` stream there; the entries are parented to them in turn, so server 2
+pushes as soon as its cache applied them (it reads the change events every
 ``experimental.entry_cache_poll_interval``). On each push the agent calls GetAuthorizedEntries on
 server 2; an entry's lag is from its BatchCreateEntry returning on server 1 (committed) until it
-is first in that answer (the answer's own time included, so the figure errs high).
+is first in that answer (the answer's own time included, so the figure errs high; several
+observers keep each answer small, as an ordinary agent's is).
 
 Figures per poll interval (--intervals): lag p50 / p99 / max over every entry written, beside
 the raw limit: the poll interval itself (the lag of an entry committed just after a poll), and
 the create RPC's p50; the write rate server 1 sustained.
 
-    .venv/bin/python bench/ha_lag.py [--rate 100] [--seconds 15] [--intervals 1s,500ms]
+    .venv/bin/python bench/ha_lag.py [--rate 100] [--seconds 15] [--intervals 1s,500ms,250ms]
+        [--observers 20]
 """
 
 from __future__ import annotations
@@ -72,8 +74,8 @@ def endpoint(server: ServerProcess) -> ServerEndpoint:
 class Writer:
     """Entries parented to ``parent`` through server 1, at ``rate`` per second."""
 
-    def __init__(self, server: ServerEndpoint, parent: SpiffeId, rate: float) -> None:
-        self.server, self.parent, self.rate = server, parent, rate
+    def __init__(self, server: ServerEndpoint, parents: list[SpiffeId], rate: float) -> None:
+        self.server, self.parents, self.rate = server, parents, rate
         self.committed: dict[str, float] = {}
         self.create_times: list[float] = []
 
@@ -91,7 +93,8 @@ class Writer:
                 if delay > 0:
                     await asyncio.sleep(delay)
                 sent = time.perf_counter()
-                message = entry_message(f"/ha/{uuid.uuid4().hex}", self.parent, "unix:uid:1")
+                parent = self.parents[i % len(self.parents)]
+                message = entry_message(f"/ha/{uuid.uuid4().hex}", parent, "unix:uid:1")
                 entry_id = await self.server.create_entry(channel, message)
                 done = time.perf_counter()
                 self.committed[entry_id] = done
@@ -101,7 +104,7 @@ class Writer:
 
 
 class Observer:
-    """The agent on server 2: on every push, which entries its server now authorizes."""
+    """The agents on server 2: on every push, which entries their server now authorizes."""
 
     def __init__(self) -> None:
         self.seen: dict[str, float] = {}
@@ -131,10 +134,10 @@ async def one_interval(
     first: ServerProcess, second: ServerProcess, args: argparse.Namespace
 ) -> dict[str, float]:
     one, two = endpoint(first), endpoint(second)
-    agent_id, chain, key = await two.attest()
+    agents = [await two.attest() for _ in range(args.observers)]
     observer = Observer()
-    watching = asyncio.create_task(observer.run(two, chain, key))
-    writer = Writer(one, agent_id, args.rate)
+    watching = [asyncio.create_task(observer.run(two, chain, key)) for _, chain, key in agents]
+    writer = Writer(one, [agent_id for agent_id, _, _ in agents], args.rate)
     try:
         rate = await writer.run(args.seconds)
         last = max(writer.committed.values())
@@ -143,7 +146,8 @@ async def one_interval(
                 raise RuntimeError("entries written on server 1 never reached server 2's cache")
             await asyncio.sleep(0.05)
     finally:
-        watching.cancel()
+        for task in watching:
+            task.cancel()
     lags = [observer.seen[eid] - done for eid, done in writer.committed.items()]
     return {
         "rate": rate,
@@ -195,7 +199,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rate", type=float, default=100.0, help="writes per second on server 1")
     ap.add_argument("--seconds", type=float, default=15.0, help="how long server 1 is written")
-    ap.add_argument("--intervals", default="1s,500ms", help="server 2's entry_cache_poll_interval")
+    ap.add_argument("--intervals", default="1s,500ms,250ms", help="server 2's entry_cache_poll_interval")
+    ap.add_argument("--observers", type=int, default=20, help="agents on server 2")
     args = ap.parse_args()
     dbname = f"plastron_ha_{uuid.uuid4().hex[:12]}"
     try:

@@ -22,7 +22,7 @@ BENCHMARKS: list[tuple[str, list[str]]] = [
     ("issuance.py", []),
     ("agent_workload_api.py", ["--runs", "1"]),
     ("propagation.py", ["--agents", "200", "--runs", "20", "--poll-runs", "3"]),
-    ("ha_lag.py", ["--seconds", "5", "--intervals", "1s,500ms"]),
+    ("ha_lag.py", ["--seconds", "5", "--intervals", "1s,250ms"]),
     ("tpm_attest.py", ["--rounds", "20"]),
     ("tpm_attest_server.py", ["--rounds", "15", "--seconds", "3"]),
     ("tpm_tls_handshake.py", ["--rounds", "30"]),

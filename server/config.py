@@ -68,9 +68,9 @@ class ServerExperimental:
     # Deadline for each AttestAgent challenge round: an agent that never answers is dropped.
     challenge_timeout: dt.timedelta = dt.timedelta(seconds=30)
     # How often the entry cache reads the datastore's change events: the lag until another
-    # server's write is seen here (and pushed to this server's agents). Each poll is two
-    # indexed SELECTs of the events after the last one applied.
-    entry_cache_poll_interval: dt.timedelta = dt.timedelta(milliseconds=500)
+    # server's write is seen here (and pushed to this server's agents). Each poll is one read
+    # (the events after the cursors and what they name, in one transaction).
+    entry_cache_poll_interval: dt.timedelta = dt.timedelta(milliseconds=250)
 
 
 ENTRY_CACHE_POLL_BOUNDS = ("50ms", "5m")

@@ -17,16 +17,16 @@ AGENT = """agent {{ trust_domain = "example.org" data_dir = "/d" server_address 
 plugins {{ NodeAttestor "join_token" {{}} }}"""
 
 
-def test_defaults_push_and_poll_every_half_second() -> None:
+def test_defaults_push_and_poll_every_quarter_second() -> None:
     server = parse_server_config(SERVER.format(body=""))
-    assert server.experimental.entry_cache_poll_interval == dt.timedelta(milliseconds=500)
+    assert server.experimental.entry_cache_poll_interval == dt.timedelta(milliseconds=250)
     assert parse_agent_config(AGENT.format(body="")).experimental.entry_push is True
 
 
 def test_values_are_read() -> None:
-    body = 'experimental { entry_cache_poll_interval = "250ms" }'
+    body = 'experimental { entry_cache_poll_interval = "2s" }'
     server = parse_server_config(SERVER.format(body=body))
-    assert server.experimental.entry_cache_poll_interval == dt.timedelta(milliseconds=250)
+    assert server.experimental.entry_cache_poll_interval == dt.timedelta(seconds=2)
     agent = parse_agent_config(AGENT.format(body="experimental { entry_push = false }"))
     assert agent.experimental.entry_push is False
 
