@@ -199,7 +199,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rate", type=float, default=100.0, help="writes per second on server 1")
     ap.add_argument("--seconds", type=float, default=15.0, help="how long server 1 is written")
-    ap.add_argument("--intervals", default="1s,500ms,250ms", help="server 2's entry_cache_poll_interval")
+    ap.add_argument(
+        "--intervals", default="1s,500ms,250ms", help="server 2's entry_cache_poll_interval"
+    )
     ap.add_argument("--observers", type=int, default=20, help="agents on server 2")
     args = ap.parse_args()
     dbname = f"plastron_ha_{uuid.uuid4().hex[:12]}"
