@@ -206,7 +206,9 @@ class K8sWorkloadAttestor:
 
 
 def check(plugin: PluginConfig, context: PluginContext) -> None:
-    parse_config(plugin.settings(), context)
+    """The settings and the kubelet credentials (CA, token or client keypair), read as the
+    attestor reads them at start; the kubelet is not contacted."""
+    KubeletClient.open(parse_config(plugin.settings(), context).kubelet)
 
 
 def create(plugin: PluginConfig, context: PluginContext) -> K8sWorkloadAttestor:

@@ -38,6 +38,17 @@ AGENT_PLUGINS = {
 }
 
 
+# Shell for a mount namespace with a fresh /run: a pod's service account, where the k8s
+# attestor reads the kubelet CA and token by default (/var/run is /run where tests run).
+SERVICE_ACCOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
+IN_A_POD = (
+    f'[ "$(readlink -f /var/run)" = /run ] && mkdir -p {SERVICE_ACCOUNT} && '
+    "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=k8s-ca "
+    f"-keyout /dev/null -out {SERVICE_ACCOUNT}/ca.crt 2>/dev/null && "
+    f"echo example-token > {SERVICE_ACCOUNT}/token"
+)
+
+
 def move_paths_under(root: Path, text: str) -> str:
     """/etc/plastron..., /var/lib/plastron..., /run/plastron..., /tmp/plastron... under root."""
     return DOC_PATH.sub(lambda m: f"{root}{m.group(0)}", text)

@@ -25,6 +25,7 @@ from plastron.oidc.config import load_oidc_config
 from plastron.server.cli.main import main as server_main
 from tests.docs.doc_blocks import Block, blocks_tested_by
 from tests.docs.hcl_fixtures import (
+    IN_A_POD,
     agent_config_around,
     make_named_files,
     move_paths_under,
@@ -84,18 +85,15 @@ def test_oidc_config(block: Block, tmp_path: Path) -> None:
     assert config.domains, re.sub(r"\s+", " ", block.text)
 
 
-@pytest.mark.skipif(
+needs_root = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("unshare") is None, reason="needs root and unshare"
 )
-@_blocks("test_agent_fragment_on_a_systemd_host")
-def test_agent_fragment_on_a_systemd_host(block: Block, tmp_path: Path) -> None:
-    """The systemd attestor refuses a host without systemd, as this CI container is: validated
-    in a mount namespace whose /run has what a systemd host's has (/run/systemd/system)."""
-    path = _config_file(tmp_path, agent_config_around(block.text))
-    script = (
-        "mount -t tmpfs tmpfs /run && mkdir -p /run/systemd/system && "
-        f'exec "$0" -m plastron.agent.cli.main validate -config {path}'
-    )
+
+
+def _agent_validates_on_a_host(path: Path, host: str) -> None:
+    """``validate`` in a mount namespace whose fresh /run has what ``host`` (shell) puts there."""
+    validate = f'exec "$0" -m plastron.agent.cli.main validate -config {path}'
+    script = f"mount -t tmpfs tmpfs /run && {host} && {validate}"
     done = subprocess.run(
         ["unshare", "--mount", "bash", "-euo", "pipefail", "-c", script, sys.executable],
         capture_output=True,
@@ -105,3 +103,22 @@ def test_agent_fragment_on_a_systemd_host(block: Block, tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "Agent configuration file is valid." in done.stdout
+
+
+@needs_root
+@_blocks("test_agent_fragment_on_a_systemd_host")
+def test_agent_fragment_on_a_systemd_host(block: Block, tmp_path: Path) -> None:
+    """The systemd attestor refuses a host without systemd, as this CI container is: validated
+    in a mount namespace whose /run has what a systemd host's has (/run/systemd/system)."""
+    path = _config_file(tmp_path, agent_config_around(block.text))
+    _agent_validates_on_a_host(path, "mkdir -p /run/systemd/system")
+
+
+@needs_root
+@_blocks("test_agent_fragment_in_a_pod")
+def test_agent_fragment_in_a_pod(block: Block, tmp_path: Path) -> None:
+    """The k8s attestor reads the kubelet CA and the service account token when it is built,
+    and so does validate: validated in a mount namespace whose /run has a pod's service
+    account."""
+    path = _config_file(tmp_path, agent_config_around(block.text))
+    _agent_validates_on_a_host(path, IN_A_POD)

@@ -357,6 +357,15 @@ AGENT_CASES: list[ServerCase] = [
         "devid_cert_path",
     ),
     (
+        "k8s kubelet CA missing",
+        lambda b: _agent_conf(
+            b,
+            plugins='WorkloadAttestor "k8s" { plugin_data { node_name = "n"'
+            f' kubelet_ca_path = "{b}/noca.pem" token_path = "{b}/open.pin" }} }}',
+        ),
+        "noca.pem",
+    ),
+    (
         "log_file directory missing",
         lambda b: _agent_conf(b, agent=f'log_file = "{b}/nologs/agent.log"'),
         "nologs/agent.log: No such file or directory",

@@ -7,6 +7,7 @@ systemd host or pod service account is built by its real factory."""
 from __future__ import annotations
 
 import datetime as dt
+import os
 import shutil
 import subprocess
 import sys
@@ -27,6 +28,7 @@ from plastron.plugins import Registry, load_plugins
 from plastron.server.config import load_server_config
 from plastron.server.plugin_loading import SERVER_PLUGIN_MODULES
 from plastron.spiffe.ids import SpiffeId, TrustDomain
+from tests.docs.hcl_fixtures import IN_A_POD
 
 ROOT = Path(__file__).resolve().parents[3]
 SYSTEMD = ROOT / "contrib" / "systemd"
@@ -39,8 +41,10 @@ ANALYZE = shutil.which("systemd-analyze")
 NEEDS_HARDWARE = {("KeyManager", "pkcs11"), ("KeyManager", "tpm")}
 AGENT_NEEDS_HARDWARE = {("NodeAttestor", "tpm"), ("NodeAttestor", "tpm_devid")}
 # Plugins that read their host when built: built only on such a host. validate refuses the
-# systemd attestor on a host without systemd; it does not read the k8s credentials.
+# systemd attestor on a host without systemd; the k8s attestor's config is validated in a mount
+# namespace with a pod's service account (its kubelet CA and token), as validate reads them.
 NEEDS_HOST_TO_VALIDATE = {("WorkloadAttestor", "systemd"): Path("/run/systemd/system")}
+VALIDATED_IN_A_POD = 'WorkloadAttestor "k8s"'
 NEEDS_HOST = NEEDS_HOST_TO_VALIDATE | {
     ("WorkloadAttestor", "k8s"): Path("/var/run/secrets/kubernetes.io/serviceaccount"),
 }
@@ -125,8 +129,14 @@ def test_agent_can_read_its_callers_proc() -> None:
 
 def _cli(role: str, config: Path) -> subprocess.CompletedProcess[str]:
     module = f"plastron.{role}.cli.main"
+    command = [sys.executable, "-m", module, "validate", "-config", str(config)]
+    if VALIDATED_IN_A_POD in config.read_text():
+        if os.geteuid() != 0 or shutil.which("unshare") is None:
+            pytest.skip("validating a pod's config needs root and unshare (a mount namespace)")
+        script = f'mount -t tmpfs tmpfs /run && {IN_A_POD} && exec "$@"'
+        command = ["unshare", "--mount", "bash", "-euo", "pipefail", "-c", script, "-", *command]
     return subprocess.run(
-        [sys.executable, "-m", module, "validate", "-config", str(config)],
+        command,
         capture_output=True,
         text=True,
         timeout=120,
