@@ -38,6 +38,7 @@ from h2.events import RequestReceived
 from h2.exceptions import ProtocolError
 from h2.settings import SettingCodes, Settings
 
+from plastron.transport.codec import PreEncodedProtoCodec
 from plastron.transport.limits import (
     CONNECTION_WINDOW_BYTES,
     STREAM_WINDOW_BYTES,
@@ -345,7 +346,9 @@ class BoundedServer(Server):
         observer: ConnectionObserver | None = None,
     ) -> None:
         # The receive windows are set per connection by _BoundedProtocol, not by Configuration.
-        super().__init__(handlers, status_details_codec=status_details_codec)
+        super().__init__(
+            handlers, codec=PreEncodedProtoCodec(), status_details_codec=status_details_codec
+        )
         self.limits = limits or GrpcLimits()
         self.peers = PeerConnections(self.limits.connections.max_connections_per_peer)
         self.observer = observer

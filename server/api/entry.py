@@ -17,6 +17,7 @@ from plastron.server.api.authz import current_caller
 from plastron.server.api.context import ApiContext
 from plastron.server.api.status import status_proto
 from plastron.spiffe.ids import TrustDomain
+from plastron.transport.codec import Encoded
 from plastron.wire.entries import (
     ENTRY_MASK_FIELDS,
     entry_from_proto,
@@ -257,7 +258,7 @@ class EntryService(entry_grpc.EntryBase):
 
     def _sync_entries(
         self, entries: Sequence[RegistrationEntry], mask: Any, *, more: bool
-    ) -> entry_pb2.SyncAuthorizedEntriesResponse:
+    ) -> entry_pb2.SyncAuthorizedEntriesResponse | Encoded:
         if mask is None:
             return wire.sync_entries(self.ctx.cache.derived(entries, wire.encode_entry), more=more)
         return entry_pb2.SyncAuthorizedEntriesResponse(

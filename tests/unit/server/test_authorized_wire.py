@@ -4,6 +4,7 @@ those built field by field, and an entry is encoded again once it changes."""
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 from plastron.proto.spire.api.server.entry.v1 import entry_pb2
 from plastron.records import RegistrationEntry
@@ -11,9 +12,16 @@ from plastron.selector import Selector
 from plastron.server.api import authorized_wire as wire
 from plastron.server.entryindex import EntryIndex
 from plastron.spiffe.ids import SpiffeId, TrustDomain, server_id
+from plastron.transport.codec import Encoded, PreEncodedProtoCodec
 from plastron.wire.entries import entry_to_proto
 
 TD = TrustDomain("example.org")
+
+
+def decoded(encoded: Encoded) -> Any:
+    """The message the codec would put on the wire, as the client reads it back."""
+    data = PreEncodedProtoCodec().encode(encoded, encoded.message_type)
+    return encoded.message_type.FromString(data)
 
 
 def entries(count: int) -> list[RegistrationEntry]:
@@ -42,7 +50,7 @@ def entries(count: int) -> list[RegistrationEntry]:
 def test_get_response_equals_the_message_built_field_by_field() -> None:
     for count in (0, 1, 7):
         es = entries(count)
-        got = wire.get_response([wire.encode_entry(e) for e in es])
+        got = decoded(wire.get_response([wire.encode_entry(e) for e in es]))
         want = entry_pb2.GetAuthorizedEntriesResponse(entries=[entry_to_proto(e) for e in es])
         assert got == want
 
@@ -51,18 +59,20 @@ def test_sync_pages_equal_the_messages_built_field_by_field() -> None:
     es = entries(5)
     encoded = [wire.encode_entry(e) for e in es]
     for more in (False, True):
-        assert wire.sync_entries(encoded, more=more) == entry_pb2.SyncAuthorizedEntriesResponse(
+        want_entries = entry_pb2.SyncAuthorizedEntriesResponse(
             entries=[entry_to_proto(e) for e in es], more=more
         )
+        assert decoded(wire.sync_entries(encoded, more=more)) == want_entries
         revisions = [
             entry_pb2.EntryRevision(
                 id=e.entry_id, revision_number=e.revision_number, created_at=e.created_at
             )
             for e in es
         ]
-        assert wire.sync_revisions(encoded, more=more) == entry_pb2.SyncAuthorizedEntriesResponse(
+        want_revisions = entry_pb2.SyncAuthorizedEntriesResponse(
             entry_revisions=revisions, more=more
         )
+        assert decoded(wire.sync_revisions(encoded, more=more)) == want_revisions
 
 
 def test_an_entry_is_encoded_again_once_it_changes() -> None:
@@ -83,4 +93,4 @@ def test_an_entry_is_encoded_again_once_it_changes() -> None:
     index.put(changed)
     (again,) = index.derived([changed], encode)
     assert calls == ["", "changed"]
-    assert wire.get_response([again]).entries[0].hint == "changed"
+    assert decoded(wire.get_response([again])).entries[0].hint == "changed"
