@@ -7,13 +7,17 @@ still gets its entries at its sync interval."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import tempfile
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from agent_processes import TD, AgentProcess, ServerProcess, poll
+
+from tests.processes import free_port
 
 NODE = f"spiffe://{TD}/node"
 FIRST = f"spiffe://{TD}/first"
@@ -72,6 +76,38 @@ def test_an_entry_created_on_the_server_is_pushed_to_the_workload(
         assert "server does not push entry changes" not in agent.log_text()
     finally:
         agent.stop()
+
+
+def server_metric(port: int, name: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    match = re.search(rf"^{name} (\S+)$", text, re.MULTILINE)
+    assert match, f"{name} not served"
+    return float(match.group(1))
+
+
+def test_the_servers_stream_is_gone_once_the_agent_is(base: Path) -> None:
+    """No leak on disconnect: the server's count of open Watch streams goes back to zero."""
+    port = free_port()
+    server = ServerProcess(base)
+    prometheus = f'telemetry {{ Prometheus {{ host = "127.0.0.1" port = {port} }} }}\n'
+    server.config.write_text(server.config.read_text() + prometheus)
+    server.start()
+    try:
+        agent = started_agent(base, server)
+        try:
+            streams = "plastron_server_entry_watch_streams"
+            poll("agent's stream open", lambda: server_metric(port, streams) == 1)
+            pushes = server_metric(port, "plastron_server_entry_pushes_total")
+            server.create_entry(NODE, PUSHED, agent.uid_selector)
+            poll(
+                "pushed", lambda: server_metric(port, "plastron_server_entry_pushes_total") > pushes
+            )
+        finally:
+            agent.stop()
+        poll("stream closed", lambda: server_metric(port, streams) == 0)
+    finally:
+        server.stop()
 
 
 def test_an_agent_that_only_polls_still_gets_its_entries(base: Path, server: ServerProcess) -> None:
