@@ -151,7 +151,9 @@ def start_server(port: int, conf: str = SERVER_CONF, *, socket_path: str | None 
             "mkdir -p /etc/plastron /var/lib/plastron && chmod 700 /var/lib/plastron",
             f"cat > /etc/plastron/server.conf <<'CONF'\n{conf}CONF",
             "plastron-server run -config /etc/plastron/server.conf > server.log 2>&1 &",
-            f"for i in $(seq 600); do {healthcheck} >/dev/null 2>&1 && break; sleep 0.1; done",
-            f"{healthcheck} >/dev/null || {{ cat server.log; exit 1; }}",
+            "ready=",
+            f"for i in $(seq 600); do {healthcheck} >/dev/null 2>&1 && ready=1 && break; "
+            "sleep 0.1; done",
+            '[ -n "$ready" ] || { cat server.log; exit 1; }',  # one healthcheck fewer: ~1 s
         ]
     )

@@ -64,8 +64,9 @@ plugins {{
 CONF
 plastron-agent run -config /etc/plastron/agent.conf -joinToken "$TOKEN" > agent.log 2>&1 &
 fetch() {{ plastron-agent api fetch x509 -socketPath {AGENT_SOCKET} -silent 2>/dev/null; }}
-for i in $(seq 600); do fetch && break; sleep 0.1; done
-fetch || {{ cat agent.log; exit 1; }}"""
+ready=
+for i in $(seq 600); do fetch && ready=1 && break; sleep 0.1; done
+[ -n "$ready" ] || {{ cat agent.log; exit 1; }}"""
 
 
 def _with_authority_ids(block: Block) -> Block:
