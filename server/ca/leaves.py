@@ -5,6 +5,7 @@ batch signer that runs in this process, in a signing thread or in a worker proce
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -44,7 +45,14 @@ class LeafPlan:
 def _plan_from_pickle(
     spiffe_id: str, not_after: dt.datetime, dns_names: tuple[str, ...], subject: x509.Name | None
 ) -> LeafPlan:
-    return LeafPlan(SpiffeId.parse(spiffe_id), not_after, dns_names, subject)
+    return LeafPlan(_parsed_id(spiffe_id), not_after, dns_names, subject)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parsed_id(text: str) -> SpiffeId:
+    """SpiffeId.parse, remembered: agents renew the same workloads batch after batch, and a
+    SpiffeId is immutable. A text that does not parse raises every time (nothing is cached)."""
+    return SpiffeId.parse(text)
 
 
 def check_workload_path(spiffe_id: SpiffeId, what: str) -> None:
