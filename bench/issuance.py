@@ -7,7 +7,12 @@ rate and the bare HSM-signed ``CertificateBuilder`` rate measured in the same ru
 in its own process; each mode is measured with 1 and with 4 batches in flight (``--concurrency``),
 as a server with several agents sees them. In pkcs11 mode the CA's worker processes (one per core)
 each log in to the token and sign their share of a batch; the bare rates are one process, one
-session.
+session. Memory mode is set beside the in-process ``CertificateBuilder`` rate.
+
+Beside each rate: the CPU per SVID of the server process, of the CA's worker processes and of
+the agent (psutil, over all runs), and what that CPU allows on this machine's cores with
+nothing else running; on a machine shared with other work the rates follow the load, the CPU
+per SVID much less (bench/issuance_limits.py measures the raw limits the same way).
 
     .venv/bin/python bench/issuance.py [--seconds 2] [--runs 3] [--concurrency 1,4]
 """
