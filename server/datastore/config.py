@@ -22,6 +22,10 @@ DEFAULT_DATABASE_TYPE: DatabaseType = "sqlite3"
 DEFAULT_SQLITE_FILE = "datastore.sqlite3"
 
 
+#: MySQL's TLS files, given to the driver apart from the connection string (as SPIRE does).
+_MYSQL_TLS_KEYS = ("root_ca_path", "client_cert_path", "client_key_path")
+
+
 @dataclass(frozen=True)
 class SqlConfig:
     database_type: DatabaseType = DEFAULT_DATABASE_TYPE
@@ -54,6 +58,19 @@ class SqlConfig:
             raise ConfigError(f"conn_max_lifetime must not be negative ({self.conn_max_lifetime})")
         if not 1 <= self.max_workers <= 256:
             raise ConfigError(f"max_workers must be within 1..256 (got {self.max_workers})")
+        tls_files = [k for k in _MYSQL_TLS_KEYS if getattr(self, k)]
+        if tls_files and self.database_type != "mysql":
+            # SPIRE reads these for MySQL only; taking them and not using them would leave the
+            # operator believing the connection verifies a CA it never loads
+            hint = (
+                " (PostgreSQL: sslrootcert, sslcert and sslkey in connection_string)"
+                if self.database_type == "postgres"
+                else ""
+            )
+            raise ConfigError(
+                f'{tls_files[0]} is for database_type "mysql" only, not'
+                f" {self.database_type!r}{hint}"
+            )
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,8 @@ server {
 }
 plugins {
   DataStore "sql" { plugin_data {
-    database_type = "postgres"
-    connection_string = "dbname=spire"
+    database_type = "mysql"
+    connection_string = "spire:pw@tcp(db.example.org:3306)/spire"
     root_ca_path = "tls/root.pem"
     client_cert_path = "/abs/client.pem"
   } }
@@ -66,7 +66,7 @@ def test_datastore_tls_files_resolve_from_the_config_directory(tmp_path: Path) -
     sql = sql_config(cfg.datastore, PluginContext(base_dir=cfg.config_dir))
     assert sql.root_ca_path == str(tmp_path / "tls" / "root.pem")
     assert sql.client_cert_path == "/abs/client.pem"
-    assert sql.connection_string == "dbname=spire"  # a connection string, not a file path
+    assert sql.connection_string == "spire:pw@tcp(db.example.org:3306)/spire"  # a connection string, not a file path
 
 
 def test_agent_disk_key_manager_directory_resolves_from_the_config_directory(

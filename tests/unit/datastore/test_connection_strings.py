@@ -180,3 +180,11 @@ def test_page_tokens() -> None:
     for bad_token in ("x", "-1", "1" * 21, "١٢"):
         with pytest.raises(InvalidArgument, match="page_token"):
             parse_page(1, bad_token)
+
+
+@pytest.mark.parametrize("database_type", ["postgres", "sqlite3"])
+@pytest.mark.parametrize("key", ["root_ca_path", "client_cert_path", "client_key_path"])
+def test_mysql_tls_files_are_refused_for_other_databases(database_type: str, key: str) -> None:
+    config = SqlConfig(database_type=database_type, connection_string="dbname=x", **{key: "/a.pem"})
+    with pytest.raises(ConfigError, match=f'^{key} is for database_type "mysql" only, not '):
+        config.validate()
