@@ -26,7 +26,7 @@ from typing import Protocol, TypeVar
 
 from plastron.clock import Clock
 from plastron.datastore import ChangeBatch
-from plastron.gcpause import gc_paused
+from plastron.gcpause import freeze_after, gc_paused, thaw_and_collect
 from plastron.records import AttestedNode, RegistrationEntry
 from plastron.selector import Selector
 from plastron.server.entryindex import EntryIndex
@@ -159,6 +159,7 @@ class AuthorizedEntryCache:
 
     async def _rebuild(self) -> None:
         async with self._lock:
+            thaw_and_collect()  # the previous build's objects: one full pass, then freed
             entry_event, node_event = await self._source.latest_event_ids()
             entries = await self._source.list_all_entries()
             nodes = await self._source.list_node_selectors()
@@ -168,7 +169,11 @@ class AuthorizedEntryCache:
                     index.put(entry)
                 for node_id, selectors in nodes.items():
                     index.set_node_selectors(node_id, selectors)
-            self._index = index
+
+            def swap() -> None:
+                self._index = index
+
+            freeze_after(swap)
             self._agents.clear()
             self.node_epoch += 1
             # Events at or below the ids read before the full load are already reflected.
