@@ -36,6 +36,9 @@ from plastron.spiffe.ids import SpiffeId, TrustDomain, server_id
 log = logging.getLogger(__name__)
 
 EVENT_BATCH = 5000
+# From this many entries a rebuilt cache is frozen out of the cyclic collector's sight
+# (plastron/gcpause.py); below it a full collection over the cache is cheap anyway.
+FREEZE_FROM_ENTRIES = 10_000
 T = TypeVar("T")
 
 
@@ -173,7 +176,10 @@ class AuthorizedEntryCache:
             def swap() -> None:
                 self._index = index
 
-            freeze_after(swap)
+            if len(entries) >= FREEZE_FROM_ENTRIES:
+                freeze_after(swap)
+            else:
+                swap()
             self._agents.clear()
             self.node_epoch += 1
             # Events at or below the ids read before the full load are already reflected.
