@@ -66,7 +66,8 @@ def test_datastore_tls_files_resolve_from_the_config_directory(tmp_path: Path) -
     sql = sql_config(cfg.datastore, PluginContext(base_dir=cfg.config_dir))
     assert sql.root_ca_path == str(tmp_path / "tls" / "root.pem")
     assert sql.client_cert_path == "/abs/client.pem"
-    assert sql.connection_string == "spire:pw@tcp(db.example.org:3306)/spire"  # a connection string, not a file path
+    # a connection string, not a file path
+    assert sql.connection_string == "spire:pw@tcp(db.example.org:3306)/spire"
 
 
 def test_agent_disk_key_manager_directory_resolves_from_the_config_directory(
