@@ -50,6 +50,7 @@ from plastron.agent.workloadapi.service import WorkloadAPIService
 from plastron.clock import Clock, SystemClock
 from plastron.errors import AttestationFailed, PlastronError
 from plastron.files import ensure_private_dir
+from plastron.gcpause import LongLivedFreezer
 from plastron.health_http import HealthHttpConfig, HealthHttpServer
 from plastron.logs import configure_logging, fields
 from plastron.transport.server import RunningServer
@@ -117,6 +118,9 @@ class AgentRuntime:
         self.telemetry = AgentTelemetry(config.telemetry)
         self.tpm_probe = self._build_tpm_probe()
         self.stop = asyncio.Event()
+        # Installed while serving: full collections skip the cache and open streams (gcpause).
+        self.gc_freezer = LongLivedFreezer()
+        self._gc_settled = False
 
     def _build_tpm_probe(self) -> TpmProbe | None:
         """A probe of the TPM the agent's plugins use, when one does and something shows its
@@ -165,9 +169,19 @@ class AgentRuntime:
         try:
             await self._sync_round()
             outcome = "success"
+            self._freeze_long_lived()
         finally:
             SYNCS.labels(outcome).inc()
             SYNC_DURATION.labels(outcome).observe(time.perf_counter() - started)
+
+    def _freeze_long_lived(self) -> None:
+        """After the first successful sync the cache is built: freeze it now, rather than in
+        the first automatic full collection; later, thaw (one full pause) only when due."""
+        if not self._gc_settled:
+            self.gc_freezer.settle()
+            self._gc_settled = True
+        else:
+            self.gc_freezer.thaw_if_due()
 
     async def _sync_round(self) -> None:
         try:
@@ -255,9 +269,11 @@ class AgentRuntime:
         push = None
         if self.config.experimental.entry_push:
             push = asyncio.create_task(self.entry_push.run(), name="entry-push")
+        self.gc_freezer.install()
         try:
             await self._loop()
         finally:
+            self.gc_freezer.uninstall()
             if push is not None:
                 push.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import gc
 import os
 import shutil
 import signal
@@ -33,13 +34,14 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ec
 from grpclib.client import Channel
-from workload_callers import Burst, burst, under_load
+from workload_callers import Burst, UnderLoad, burst, under_load
 
 from plastron.agent.cache import WorkloadCache, WorkloadEntry
 from plastron.agent.workloadapi.endpoint import AgentHealth, start_endpoint
 from plastron.agent.workloadapi.service import WorkloadAPIService
 from plastron.agent.workloadattestor.unix import UnixWorkloadAttestor
 from plastron.clock import SystemClock
+from plastron.gcpause import LongLivedFreezer
 from plastron.proto.grpc.health.v1 import health_pb2
 from plastron.proto.grpc.health.v1.health_grpc import HealthStub
 from plastron.proto.workload import workload_pb2 as pb
@@ -52,6 +54,7 @@ from plastron.transport.limits import ConnectionLimits
 
 TD = TrustDomain("bench.example")
 HEADER = {"workload.spiffe.io": "true"}
+NEW_CALLERS = 200  # one after another, each on a new connection, per held-stream count
 
 
 # ---- the serving side (runs in a child process so client and server do not share a loop) ----
@@ -106,10 +109,40 @@ def _fill(cache: WorkloadCache, svids: int) -> Callable[[], None]:
     return rotate
 
 
-async def serve(socket_path: str, svids: int) -> None:
+class CollectorPauses:
+    """The serving child's full collections: how many, and the longest (a loop pause)."""
+
+    def __init__(self) -> None:
+        self.full = 0
+        self.longest = 0.0
+        self._started = 0.0
+
+    def on_collection(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        elif info["generation"] == 2:
+            self.full += 1
+            self.longest = max(self.longest, time.perf_counter() - self._started)
+
+    def __str__(self) -> str:
+        return f"{self.full} full collections, longest {self.longest * 1e3:.0f} ms"
+
+
+async def _thaw_when_due(freezer: LongLivedFreezer) -> None:
+    while True:  # the agent checks after each sync (every 5 s by default)
+        await asyncio.sleep(5)
+        freezer.thaw_if_due()
+
+
+async def serve(socket_path: str, svids: int, freeze: bool) -> None:
     clock = SystemClock()
     cache = WorkloadCache(TD, clock, max_x509_svids=max(svids, 1))
     rotate = _fill(cache, svids)
+    freezer = LongLivedFreezer()
+    if freeze:  # as the agent does from its first sync on (plastron.gcpause)
+        freezer.settle()
+        freezer.install()
+        thawing = asyncio.create_task(_thaw_when_due(freezer))
     asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, rotate)
     service = WorkloadAPIService(cache, [UnixWorkloadAttestor()], clock)
     # Every bench caller is this uid; real workloads are spread over many, each under the cap.
@@ -117,9 +150,15 @@ async def serve(socket_path: str, svids: int) -> None:
     server = await start_endpoint(
         socket_path, [service, AgentHealth()], service.callers, connections=per_uid
     )
+    pauses = CollectorPauses()
+    gc.callbacks.append(pauses.on_collection)
     print("ready", flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    gc.callbacks.remove(pauses.on_collection)
+    print(f"# serving child ({svids} SVIDs): {pauses}; thaws {freezer.thaws}", file=sys.stderr)
     await server.close()
+    if freeze:
+        thawing.cancel()
 
 
 # ---- the client side -------------------------------------------------------------------------
@@ -174,10 +213,11 @@ def pct(values: list[float], q: float) -> float:
 
 
 class ServingChild:
-    def __init__(self, work: Path, svids: int) -> None:
+    def __init__(self, work: Path, svids: int, freeze: bool = True) -> None:
         self.socket_path = str(work / f"api-{svids}.sock")
+        mode = "freeze" if freeze else "no-freeze"
         self.proc = subprocess.Popen(
-            [sys.executable, __file__, "--serve", self.socket_path, str(svids)],
+            [sys.executable, __file__, "--serve", self.socket_path, str(svids), mode],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
         )
@@ -266,9 +306,9 @@ def _median_burst(path: str, pid: int, callers: int, runs: int, health: bool) ->
     return out
 
 
-def per_connection_rows(work: Path, runs: int, callers: int, raw: float) -> list[Row]:
+def per_connection_rows(work: Path, runs: int, callers: int, raw: float, freeze: bool) -> list[Row]:
     """Each caller on its own connection: a burst of ``callers``; agent CPU per caller."""
-    child = ServingChild(work, 1)
+    child = ServingChild(work, 1, freeze)
     try:
         svid = _median_burst(child.socket_path, child.proc.pid, callers, runs, False)
         bare = _median_burst(child.socket_path, child.proc.pid, callers, runs, True)
@@ -302,28 +342,49 @@ def per_connection_rows(work: Path, runs: int, callers: int, raw: float) -> list
     ]
 
 
-def held_streams_rows(work: Path, runs: int, streams: int, svids: int, raw: float) -> list[Row]:
-    """``streams`` held open on an agent caching ``svids``: new callers, rotation, RSS."""
-    child = ServingChild(work, svids)
+def _new_caller_rows(runs_by_count: dict[int, list[UnderLoad]], raw: float) -> list[Row]:
+    rows = []
+    for count, runs_out in runs_by_count.items():
+        opened = min(r.streams for r in runs_out)
+        p50 = statistics.median(pct(r.new_caller_latencies, 0.5) for r in runs_out)
+        p99 = statistics.median(pct(r.new_caller_latencies, 0.99) for r in runs_out)
+        worst = max(max(r.new_caller_latencies) for r in runs_out)
+        rows.append(
+            (
+                f"new caller 1st msg p50/p99/max, {opened}/{count} streams open",
+                f"{p50 * 1e3:.1f} / {p99 * 1e3:.1f} / {worst * 1e3:.0f} ms",
+                f"{raw * 1e3:.2f} ms",
+                f"{p99 / raw:.1f}x",
+            )
+        )
+    return rows
+
+
+def held_streams_rows(
+    work: Path, runs: int, streams: int, svids: int, raw: float, freeze: bool
+) -> list[Row]:
+    """0, 100 and ``streams`` held open on an agent caching ``svids`` (same child): new
+    callers' first message (the 0 row is the raw limit of the held ones), rotation, RSS."""
+    child = ServingChild(work, svids, freeze)
+    counts = sorted({0, min(100, streams), streams})
+    by_count: dict[int, list[UnderLoad]] = {n: [] for n in counts}
     try:
-        runs_out = [
-            asyncio.run(under_load(child.socket_path, child.proc.pid, streams, 50))
+        for _ in range(runs):
+            for n in counts:
+                run = under_load(child.socket_path, child.proc.pid, n, NEW_CALLERS, rotate=False)
+                by_count[n].append(asyncio.run(run))
+        rotations = [
+            asyncio.run(under_load(child.socket_path, child.proc.pid, streams, 0))
             for _ in range(runs)
         ]
     finally:
         child.close()
-    p99 = statistics.median(pct(r.new_caller_latencies, 0.99) for r in runs_out)
-    reach = statistics.median(r.rotation_reach for r in runs_out)
-    reached = min(r.reached for r in runs_out)
-    opened = min(r.streams for r in runs_out)
-    rss = statistics.median(r.agent_rss_kib for r in runs_out)
+    reach = statistics.median(r.rotation_reach for r in rotations)
+    reached = min(r.reached for r in rotations)
+    opened = min(r.streams for r in rotations)
+    rss = statistics.median(r.agent_rss_kib for r in rotations)
     return [
-        (
-            f"new caller 1st msg p99, {opened}/{streams} streams open",
-            f"{p99 * 1e3:.2f} ms",
-            f"{raw * 1e3:.2f} ms",
-            f"{p99 / raw:.1f}x",
-        ),
+        *_new_caller_rows(by_count, raw),
         (
             f"rotation reaches {reached}/{opened} open streams",
             f"{reach * 1e3:.0f} ms",
@@ -339,83 +400,105 @@ def held_streams_rows(work: Path, runs: int, streams: int, svids: int, raw: floa
     ]
 
 
-def main() -> int:
+def multiplexed_rows(socket_path: str, runs: int, raw: float) -> list[Row]:
+    """1, 100 and 1,000 streams multiplexed 100 per connection: first message p50/p99."""
+    rows = []
+    for streams in (1, 100, 1000):
+        p50s, p99s = [], []
+        for _ in range(runs):
+            lat = asyncio.run(stream_latencies(socket_path, streams))
+            p50s.append(pct(lat, 0.5))
+            p99s.append(pct(lat, 0.99))
+        for name, value in (("p50", statistics.median(p50s)), ("p99", statistics.median(p99s))):
+            rows.append(
+                (
+                    f"FetchX509SVID 1st msg {name}, {streams} streams",
+                    f"{value * 1e3:.2f} ms",
+                    f"{raw * 1e3:.2f} ms",
+                    f"{value / raw:.1f}x",
+                )
+            )
+    return rows
+
+
+def rss_rows(work: Path, freeze: bool) -> list[Row]:
+    fresh = ServingChild(work, 1, freeze)  # baseline before any client load
+    base_rss = fresh.rss_kib()
+    fresh.close()
+    big = ServingChild(work, 1000, freeze)
+    rss = big.rss_kib()
+    big.close()
+    return [
+        (
+            "agent RSS, 1000 cached SVIDs",
+            f"{rss / 1024:.1f} MiB",
+            f"{base_rss / 1024:.1f} MiB (1 SVID)",
+            f"{rss / base_rss:.2f}x",
+        )
+    ]
+
+
+def propagation_rows(runs: int) -> list[Row]:
+    med = statistics.median(entry_propagation(runs))
+    return [
+        (
+            "entry created -> workload stream (push)",
+            f"{med:.2f} s",
+            "5 s (sync interval: no push)",
+            f"{med / 5:.2f}x",
+        )
+    ]
+
+
+def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--skip-e2e", action="store_true")
     parser.add_argument("--callers", type=int, default=1000, help="callers, own connection each")
     parser.add_argument("--svids", type=int, default=10_000, help="SVIDs cached, held streams")
-    parser.add_argument("--serve", nargs=2, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    parser.add_argument(
+        "--no-freeze",
+        action="store_true",
+        help="serve without the agent's gc freezing of long-lived objects (the 'before')",
+    )
+    parser.add_argument(
+        "--held-only", action="store_true", help="only the held-streams figures (and raw limit)"
+    )
+    parser.add_argument("--serve", nargs=3, help=argparse.SUPPRESS)
+    return parser.parse_args()
+
+
+def main() -> int:
+    args = _arguments()
     if args.serve:
-        asyncio.run(serve(args.serve[0], int(args.serve[1])))
+        asyncio.run(serve(args.serve[0], int(args.serve[1]), args.serve[2] == "freeze"))
         return 0
     work = Path(tempfile.mkdtemp(prefix="pab-", dir="/tmp"))
-    rows: list[tuple[str, str, str, str]] = []
+    rows: list[Row] = []
+    freeze = not args.no_freeze
     try:
-        child = ServingChild(work, 1)
+        child = ServingChild(work, 1, freeze)
         raw = statistics.median(
             pct(asyncio.run(health_latencies(child.socket_path, 200)), 0.5)
             for _ in range(args.runs)
         )
         rows.append(("health round trip p50 (raw limit)", f"{raw * 1e3:.2f} ms", "", ""))
-        for streams in (1, 100, 1000):
-            p50s, p99s = [], []
-            for _ in range(args.runs):
-                lat = asyncio.run(stream_latencies(child.socket_path, streams))
-                p50s.append(pct(lat, 0.5))
-                p99s.append(pct(lat, 0.99))
-            p50, p99 = statistics.median(p50s), statistics.median(p99s)
-            rows.append(
-                (
-                    f"FetchX509SVID 1st msg p50, {streams} streams",
-                    f"{p50 * 1e3:.2f} ms",
-                    f"{raw * 1e3:.2f} ms",
-                    f"{p50 / raw:.1f}x",
-                )
-            )
-            rows.append(
-                (
-                    f"FetchX509SVID 1st msg p99, {streams} streams",
-                    f"{p99 * 1e3:.2f} ms",
-                    f"{raw * 1e3:.2f} ms",
-                    f"{p99 / raw:.1f}x",
-                )
-            )
+        if not args.held_only:
+            rows += multiplexed_rows(child.socket_path, args.runs, raw)
         child.close()
-        rows += per_connection_rows(work, args.runs, args.callers, raw)
-        rows += held_streams_rows(work, args.runs, args.callers, args.svids, raw)
-        fresh = ServingChild(work, 1)  # baseline before any client load
-        base_rss = fresh.rss_kib()
-        fresh.close()
-        big = ServingChild(work, 1000)
-        rss = big.rss_kib()
-        big.close()
-        rows.append(
-            (
-                "agent RSS, 1000 cached SVIDs",
-                f"{rss / 1024:.1f} MiB",
-                f"{base_rss / 1024:.1f} MiB (1 SVID)",
-                f"{rss / base_rss:.2f}x",
-            )
-        )
-        if not args.skip_e2e:
-            times = entry_propagation(args.runs)
-            med = statistics.median(times)
-            rows.append(
-                (
-                    "entry created -> workload stream (push)",
-                    f"{med:.2f} s",
-                    "5 s (sync interval: no push)",
-                    f"{med / 5:.2f}x",
-                )
-            )
+        if not args.held_only:
+            rows += per_connection_rows(work, args.runs, args.callers, raw, freeze)
+        rows += held_streams_rows(work, args.runs, args.callers, args.svids, raw, freeze)
+        if not args.held_only:
+            rows += rss_rows(work, freeze)
+        if not (args.skip_e2e or args.held_only):
+            rows += propagation_rows(args.runs)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     width = max(len(r[0]) for r in rows)
-    print(f"{'figure':<{width}}  {'value':>12}  {'raw limit':>24}  {'ratio':>7}")
+    print(f"{'figure':<{width}}  {'value':>16}  {'raw limit':>24}  {'ratio':>7}")
     for name, value, limit, ratio in rows:
-        print(f"{name:<{width}}  {value:>12}  {limit:>24}  {ratio:>7}")
+        print(f"{name:<{width}}  {value:>16}  {limit:>24}  {ratio:>7}")
     return 0
 
 

@@ -147,14 +147,20 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for {pid}")
 
 
-async def under_load(path: str, agent_pid: int, streams: int, new_callers: int) -> UnderLoad:
-    """Hold ``streams`` open; time ``new_callers`` new callers one after another; then rotate
-    (SIGUSR1 to the serving child) and time the update's arrival on every held stream."""
+async def under_load(
+    path: str, agent_pid: int, streams: int, new_callers: int, *, rotate: bool = True
+) -> UnderLoad:
+    """Hold ``streams`` open; time ``new_callers`` new callers one after another; then, if
+    ``rotate``, rotate (SIGUSR1 to the serving child) and time the update's arrival on every
+    held stream."""
     held = HeldStreams()
     try:
-        await held.open(path, streams)
+        if streams:
+            await held.open(path, streams)
         latencies = [await _svid_on_new_connection(path) for _ in range(new_callers)]
         rss = rss_kib(agent_pid)
+        if not rotate or not held.opened:
+            return UnderLoad(latencies, 0.0, held.opened, 0, rss)
         asked = time.perf_counter()
         os.kill(agent_pid, signal.SIGUSR1)
         deadline = asked + 30
