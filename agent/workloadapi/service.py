@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from google.protobuf.message import Message
@@ -22,6 +23,7 @@ from grpclib.exceptions import GRPCError
 from plastron.agent.cache import WorkloadCache, WorkloadEntry, WorkloadUpdate
 from plastron.agent.workloadapi import messages
 from plastron.agent.workloadapi.callers import CallerAttestation, entitled_entries
+from plastron.agent.workloadapi.encoded import ResponseMemo
 from plastron.agent.workloadapi.peertracker import CallerWatcher
 from plastron.agent.workloadapi.status import mapped_errors
 from plastron.clock import Clock
@@ -36,6 +38,7 @@ from plastron.spiffe.jwtsvid import (
     parse_jwt_svid_insecure,
     validate_jwt_svid,
 )
+from plastron.transport.codec import Encoded
 from plastron.wire.limits import check_jwt_audience
 from plastron.workloadattestor import WorkloadAttestor
 
@@ -48,6 +51,33 @@ class JwtSvidSource(Protocol):
     """Where the agent gets new JWT-SVIDs (the server's NewJWTSVID)."""
 
     async def new_jwt_svid(self, entry: WorkloadEntry, audience: tuple[str, ...]) -> JwtSvid: ...
+
+
+@dataclass(frozen=True)
+class _Stream:
+    """A streaming method: its name, response type and response for a state (None: none
+    yet)."""
+
+    method: str
+    message_type: type[Message]
+    build: Callable[[WorkloadUpdate], Message | None]
+
+
+_X509_SVIDS = _Stream(
+    "FetchX509SVID",
+    pb.X509SVIDResponse,
+    lambda u: messages.x509_svid_response(u) if u.identities else None,
+)
+_X509_BUNDLES = _Stream(
+    "FetchX509Bundles",
+    pb.X509BundlesResponse,
+    lambda u: messages.x509_bundles_response(u) if u.bundle is not None else None,
+)
+_JWT_BUNDLES = _Stream(
+    "FetchJWTBundles",
+    pb.JWTBundlesResponse,
+    lambda u: messages.jwt_bundles_response(u) if u.bundle is not None else None,
+)
 
 
 class WorkloadAPIService(SpiffeWorkloadAPIBase):
@@ -64,6 +94,8 @@ class WorkloadAPIService(SpiffeWorkloadAPIBase):
         self.attestation = CallerAttestation(attestors)
         """Caller identification, shared with the other services on the socket (Envoy SDS)."""
         self.callers = self.attestation.tracker
+        self._responses = ResponseMemo()
+        """Each distinct state's response, encoded once for every stream in that state."""
         """Record of each connection's caller, made at accept by the endpoint serving this."""
 
     # ---- caller identification -------------------------------------------------------------
@@ -78,61 +110,42 @@ class WorkloadAPIService(SpiffeWorkloadAPIBase):
         return entitled_entries(self._cache, selectors)
 
     async def _stream_state(
-        self,
-        stream: Any,
-        caller: CallerWatcher,
-        selectors: frozenset[Selector],
-        build: Callable[[WorkloadUpdate], Message | None],
+        self, stream: Any, caller: CallerWatcher, selectors: frozenset[Selector], how: _Stream
     ) -> None:
-        """Send ``build(update)`` now and on each change until the caller leaves, or is no
+        """Send ``how.build(update)`` now and on each change until the caller leaves, or is no
         longer the process that connected (the stream then ends PermissionDenied)."""
         last: bytes | None = None
         with self._cache.subscribe(selectors) as sub:
             while True:
                 update = await sub.next()
                 self._require_entries(selectors)
-                msg = build(update)
-                if msg is None:  # entitled, but nothing minted yet: wait for the sync
+                data = self._responses.encoded(how.method, update, how.build)
+                if data is None:  # entitled, but nothing minted yet: wait for the sync
                     continue
-                data = msg.SerializeToString(deterministic=True)
                 if data != last:
                     caller.check()
-                    await stream.send_message(msg)
+                    await stream.send_message(Encoded(data, how.message_type))
                     last = data
 
     # ---- methods ---------------------------------------------------------------------------
 
-    async def _serve_stream(
-        self, stream: Any, method: str, build: Callable[[WorkloadUpdate], Message | None]
-    ) -> None:
-        """The three streaming methods: attest the caller, then stream ``build`` of its state
-        (``None``: nothing to send yet)."""
-        async with mapped_errors(method):
+    async def _serve_stream(self, stream: Any, how: _Stream) -> None:
+        """The three streaming methods: attest the caller, then stream ``how.build`` of its
+        state (``None``: nothing to send yet)."""
+        async with mapped_errors(how.method):
             caller, selectors = await self._attest_caller(stream)
             await stream.recv_message()
             self._require_entries(selectors)
-            await self._stream_state(stream, caller, selectors, build)
+            await self._stream_state(stream, caller, selectors, how)
 
     async def FetchX509SVID(self, stream: Any) -> None:
-        await self._serve_stream(
-            stream,
-            "FetchX509SVID",
-            lambda u: messages.x509_svid_response(u) if u.identities else None,
-        )
+        await self._serve_stream(stream, _X509_SVIDS)
 
     async def FetchX509Bundles(self, stream: Any) -> None:
-        await self._serve_stream(
-            stream,
-            "FetchX509Bundles",
-            lambda u: messages.x509_bundles_response(u) if u.bundle is not None else None,
-        )
+        await self._serve_stream(stream, _X509_BUNDLES)
 
     async def FetchJWTBundles(self, stream: Any) -> None:
-        await self._serve_stream(
-            stream,
-            "FetchJWTBundles",
-            lambda u: messages.jwt_bundles_response(u) if u.bundle is not None else None,
-        )
+        await self._serve_stream(stream, _JWT_BUNDLES)
 
     async def FetchJWTSVID(self, stream: Any) -> None:
         async with mapped_errors("FetchJWTSVID"):
