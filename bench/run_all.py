@@ -27,6 +27,7 @@ BENCHMARKS: list[tuple[str, list[str]]] = [
     ("tpm_attest_server.py", ["--rounds", "15", "--seconds", "3"]),
     ("tpm_tls_handshake.py", ["--rounds", "30"]),
     ("attest_server.py", ["--rounds", "10", "--seconds", "2"]),
+    ("token_exchange.py", []),
 ]
 
 
