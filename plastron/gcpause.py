@@ -77,9 +77,10 @@ class LongLivedFreezer:
     since.
 
     Frozen objects that later become cyclic garbage (a closed connection's) are not reclaimed
-    until :meth:`thaw_if_due` thaws everything and runs one full collection, which happens
-    every ``thaw_every`` seconds, or sooner once the frozen set has grown past ``growth``
-    times its size after the last thaw, so such garbage stays bounded by the live set.
+    until everything is thawed and walked by one full collection: every ``thaw_every`` seconds
+    (:meth:`thaw_if_due`, from the process's loop), and as soon as the frozen set has grown
+    past ``growth`` times its size after the last thaw (checked at each full collection), so
+    such garbage stays bounded by a share of the live set.
     """
 
     def __init__(
@@ -94,12 +95,32 @@ class LongLivedFreezer:
         self._clock = clock
         self._last_thaw = clock()
         self._frozen_after_thaw = gc.get_freeze_count()
+        self._thawing = False
         self.thaws = 0
 
     def _on_collection(self, phase: str, info: dict[str, int]) -> None:
         # Called by the collector itself; freezing here moves exactly the survivors.
-        if phase == "stop" and info.get("generation") == 2:
-            gc.freeze()
+        if phase != "stop" or info.get("generation") != 2:
+            return
+        gc.freeze()
+        if self._thawing:  # this one walked everything: what survived is the live set
+            self._thawed()
+        elif self._grown():
+            # Past the bound: the next full collection walks everything and frees the frozen
+            # garbage (checked here, not only on the loop, so a burst of closed connections
+            # cannot pile up between two checks).
+            gc.unfreeze()
+            self._thawing = True
+
+    def _grown(self) -> bool:
+        floor = max(_MIN_FROZEN_FOR_GROWTH_THAW, self._frozen_after_thaw)
+        return gc.get_freeze_count() > self._growth * floor
+
+    def _thawed(self) -> None:
+        self._thawing = False
+        self._last_thaw = self._clock()
+        self._frozen_after_thaw = gc.get_freeze_count()
+        self.thaws += 1
 
     def install(self) -> None:
         if self._on_collection not in gc.callbacks:
@@ -126,12 +147,10 @@ class LongLivedFreezer:
     def thaw_if_due(self) -> bool:
         """Thaw and collect once (one full pause) if it is time or the frozen set has grown;
         True if it did."""
-        frozen = gc.get_freeze_count()
-        grown = frozen > self._growth * max(_MIN_FROZEN_FOR_GROWTH_THAW, self._frozen_after_thaw)
-        if not grown and self._clock() - self._last_thaw < self._thaw_every:
+        if not self._grown() and self._clock() - self._last_thaw < self._thaw_every:
             return False
-        thaw_and_collect()  # the collection's survivors are frozen again (see _on_collection)
-        self._last_thaw = self._clock()
-        self._frozen_after_thaw = gc.get_freeze_count()
-        self.thaws += 1
+        self._thawing = True
+        thaw_and_collect()  # its survivors are frozen again (see _on_collection)
+        if self._thawing:  # not installed: nothing froze them
+            self._thawed()
         return True

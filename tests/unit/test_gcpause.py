@@ -91,7 +91,7 @@ def test_cyclic_garbage_frozen_while_alive_is_reclaimed_when_the_thaw_is_due() -
         gc.unfreeze()
 
 
-def test_a_frozen_set_grown_past_the_bound_is_thawed_before_its_time() -> None:
+def test_a_frozen_set_grown_past_the_bound_is_walked_by_the_next_full_collection() -> None:
     freezer = LongLivedFreezer(thaw_every=3600.0, growth=1.5, clock=FakeClock())
     try:
         with freezer:
@@ -100,11 +100,14 @@ def test_a_frozen_set_grown_past_the_bound_is_thawed_before_its_time() -> None:
             node, alive = _cycle()
             gc.collect()
             del node
-            assert not freezer.thaw_if_due()  # grown by one object: not yet
+            gc.collect()  # grown by one object: still frozen, not reclaimed
+            assert alive() is not None and freezer.thaws == 0
             grown = [Node() for _ in range(int(1.5 * max(base, 50_000)) + 1)]
+            gc.collect()  # survivors frozen: past the bound, so all thawed for the next one
+            assert alive() is not None and gc.get_freeze_count() == 0
             gc.collect()
-            assert freezer.thaw_if_due()
-            assert alive() is None
-            del grown
+            assert alive() is None and freezer.thaws == 1
+            assert gc.get_freeze_count() >= len(grown)  # the live set, frozen again
+            assert not freezer.thaw_if_due()
     finally:
         gc.unfreeze()
