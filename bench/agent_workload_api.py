@@ -34,7 +34,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ec
 from grpclib.client import Channel
-from workload_callers import Burst, UnderLoad, burst, under_load
+from workload_callers import Burst, HeldSweep, burst, held_sweep
 
 from plastron.agent.cache import WorkloadCache, WorkloadEntry
 from plastron.agent.workloadapi.endpoint import AgentHealth, start_endpoint
@@ -342,13 +342,14 @@ def per_connection_rows(work: Path, runs: int, callers: int, raw: float, freeze:
     ]
 
 
-def _new_caller_rows(runs_by_count: dict[int, list[UnderLoad]], raw: float) -> list[Row]:
+def _new_caller_rows(sweeps: list[HeldSweep], raw: float) -> list[Row]:
     rows = []
-    for count, runs_out in runs_by_count.items():
-        opened = min(r.streams for r in runs_out)
-        p50 = statistics.median(pct(r.new_caller_latencies, 0.5) for r in runs_out)
-        p99 = statistics.median(pct(r.new_caller_latencies, 0.99) for r in runs_out)
-        worst = max(max(r.new_caller_latencies) for r in runs_out)
+    for count in sweeps[0].new_caller_latencies:
+        lats = [s.new_caller_latencies[count] for s in sweeps]
+        opened = min(s.opened[count] for s in sweeps)
+        p50 = statistics.median(pct(lat, 0.5) for lat in lats)
+        p99 = statistics.median(pct(lat, 0.99) for lat in lats)
+        worst = max(max(lat) for lat in lats)
         rows.append(
             (
                 f"new caller 1st msg p50/p99/max, {opened}/{count} streams open",
@@ -363,28 +364,24 @@ def _new_caller_rows(runs_by_count: dict[int, list[UnderLoad]], raw: float) -> l
 def held_streams_rows(
     work: Path, runs: int, streams: int, svids: int, raw: float, freeze: bool
 ) -> list[Row]:
-    """0, 100 and ``streams`` held open on an agent caching ``svids`` (same child): new
-    callers' first message (the 0 row is the raw limit of the held ones), rotation, RSS."""
-    child = ServingChild(work, svids, freeze)
+    """0, 100 and ``streams`` held open on an agent caching ``svids`` (a new agent per run):
+    new callers' first message (the 0 row is the raw limit of the others), rotation, RSS."""
     counts = sorted({0, min(100, streams), streams})
-    by_count: dict[int, list[UnderLoad]] = {n: [] for n in counts}
-    try:
-        for _ in range(runs):
-            for n in counts:
-                run = under_load(child.socket_path, child.proc.pid, n, NEW_CALLERS, rotate=False)
-                by_count[n].append(asyncio.run(run))
-        rotations = [
-            asyncio.run(under_load(child.socket_path, child.proc.pid, streams, 0))
-            for _ in range(runs)
-        ]
-    finally:
-        child.close()
-    reach = statistics.median(r.rotation_reach for r in rotations)
-    reached = min(r.reached for r in rotations)
-    opened = min(r.streams for r in rotations)
-    rss = statistics.median(r.agent_rss_kib for r in rotations)
+    sweeps = []
+    for _ in range(runs):
+        child = ServingChild(work, svids, freeze)
+        try:
+            sweeps.append(
+                asyncio.run(held_sweep(child.socket_path, child.proc.pid, counts, NEW_CALLERS))
+            )
+        finally:
+            child.close()
+    reach = statistics.median(s.rotation_reach for s in sweeps)
+    reached = min(s.reached for s in sweeps)
+    opened = min(s.opened[streams] for s in sweeps)
+    rss = statistics.median(s.agent_rss_kib for s in sweeps)
     return [
-        *_new_caller_rows(by_count, raw),
+        *_new_caller_rows(sweeps, raw),
         (
             f"rotation reaches {reached}/{opened} open streams",
             f"{reach * 1e3:.0f} ms",

@@ -130,14 +130,17 @@ class HeldStreams:
 
 
 @dataclass
-class UnderLoad:
-    new_caller_latencies: list[float]
-    rotation_reach: float
+class HeldSweep:
+    """New callers' first messages with more and more streams held open, then a rotation."""
+
+    new_caller_latencies: dict[int, list[float]] = field(default_factory=dict)
+    """By the number of streams asked to be held open while they were timed."""
+    opened: dict[int, int] = field(default_factory=dict)
+    """By the same number: how many were open (the others were refused)."""
+    rotation_reach: float = 0.0
     """Seconds from asking the agent to rotate until the last open stream had the new SVID."""
-    streams: int
-    """Streams that opened (the others were refused)."""
-    reached: int
-    agent_rss_kib: int
+    reached: int = 0
+    agent_rss_kib: int = 0
 
 
 def rss_kib(pid: int) -> int:
@@ -147,26 +150,39 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for {pid}")
 
 
-async def under_load(
-    path: str, agent_pid: int, streams: int, new_callers: int, *, rotate: bool = True
-) -> UnderLoad:
-    """Hold ``streams`` open; time ``new_callers`` new callers one after another; then, if
-    ``rotate``, rotate (SIGUSR1 to the serving child) and time the update's arrival on every
-    held stream."""
-    held = HeldStreams()
+async def _rotation_reach(groups: list[HeldStreams], agent_pid: int, out: HeldSweep) -> None:
+    opened = sum(g.opened for g in groups)
+    asked = time.perf_counter()
+    os.kill(agent_pid, signal.SIGUSR1)
+    deadline = asked + 30
+    while sum(len(g.updates) for g in groups) < opened and time.perf_counter() < deadline:
+        await asyncio.sleep(0.01)
+    updates = [u for g in groups for u in g.updates]
+    out.rotation_reach = max(updates) - asked if updates else float("inf")
+    out.reached = len(updates)
+
+
+async def held_sweep(path: str, agent_pid: int, counts: list[int], new_callers: int) -> HeldSweep:
+    """For each of ``counts`` (ascending): hold that many streams open (opening only the ones
+    more than before, none closed in between, as on a node whose workloads stay), then time
+    ``new_callers`` new callers one after another. Then rotate (SIGUSR1 to the serving child)
+    and time the update's arrival on every held stream."""
+    out = HeldSweep()
+    groups: list[HeldStreams] = []
     try:
-        if streams:
-            await held.open(path, streams)
-        latencies = [await _svid_on_new_connection(path) for _ in range(new_callers)]
-        rss = rss_kib(agent_pid)
-        if not rotate or not held.opened:
-            return UnderLoad(latencies, 0.0, held.opened, 0, rss)
-        asked = time.perf_counter()
-        os.kill(agent_pid, signal.SIGUSR1)
-        deadline = asked + 30
-        while len(held.updates) < held.opened and time.perf_counter() < deadline:
-            await asyncio.sleep(0.01)
-        reach = max(held.updates) - asked if held.updates else float("inf")
-        return UnderLoad(latencies, reach, held.opened, len(held.updates), rss)
+        for count in sorted(counts):
+            held = sum(g.opened + g.failed for g in groups)
+            if count > held:
+                groups.append(HeldStreams())
+                await groups[-1].open(path, count - held)
+            out.opened[count] = sum(g.opened for g in groups)
+            out.new_caller_latencies[count] = [
+                await _svid_on_new_connection(path) for _ in range(new_callers)
+            ]
+        out.agent_rss_kib = rss_kib(agent_pid)
+        if groups:
+            await _rotation_reach(groups, agent_pid, out)
+        return out
     finally:
-        await held.close()
+        for group in groups:
+            await group.close()

@@ -87,7 +87,7 @@ class LongLivedFreezer:
         self,
         *,
         thaw_every: float = 3600.0,
-        growth: float = 1.5,
+        growth: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._thaw_every = thaw_every
