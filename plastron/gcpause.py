@@ -140,8 +140,9 @@ class LongLivedFreezer:
     def settle(self) -> None:
         """One full collection now, its survivors frozen: after a process has built what it
         will keep (the agent's first sync), so the first automatic one does not walk it."""
-        gc.collect()
+        gc.collect()  # if installed, its callback may have thawed: this freezes them all
         gc.freeze()
+        self._thawing = False
         self._frozen_after_thaw = gc.get_freeze_count()
 
     def thaw_if_due(self) -> bool:

@@ -103,8 +103,9 @@ def test_a_frozen_set_grown_past_the_bound_is_walked_by_the_next_full_collection
             gc.collect()  # grown by one object: still frozen, not reclaimed
             assert alive() is not None and freezer.thaws == 0
             grown = [Node() for _ in range(int(1.5 * max(base, 50_000)) + 1)]
-            gc.collect()  # survivors frozen: past the bound, so all thawed for the next one
-            assert alive() is not None and gc.get_freeze_count() == 0
+            # Survivors frozen, past the bound: all thawed for the next full collection (an
+            # automatic one during the build above may already have been that one).
+            gc.collect()
             gc.collect()
             assert alive() is None and freezer.thaws == 1
             assert gc.get_freeze_count() >= len(grown)  # the live set, frozen again
