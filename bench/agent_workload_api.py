@@ -155,7 +155,7 @@ async def serve(socket_path: str, svids: int, freeze: bool) -> None:
     print("ready", flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
     gc.callbacks.remove(pauses.on_collection)
-    print(f"# serving child ({svids} SVIDs): {pauses}; thaws {freezer.thaws}", file=sys.stderr)
+    print(f"gc {pauses.full} {pauses.longest} {freezer.thaws}", flush=True)
     await server.close()
     if freeze:
         thawing.cancel()
@@ -232,10 +232,15 @@ class ServingChild:
                 return int(line.split()[1])
         raise RuntimeError("no VmRSS")
 
-    def close(self) -> None:
-        assert self.proc.stdin is not None
+    def close(self) -> tuple[int, float, int]:
+        """Stop the child; its full collections, the longest (seconds) and its thaws."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
         self.proc.stdin.close()
+        report = self.proc.stdout.readline().split()
         self.proc.wait(timeout=30)
+        if len(report) != 4 or report[0] != b"gc":
+            raise RuntimeError("serving child did not report its collections")
+        return int(report[1]), float(report[2]), int(report[3])
 
 
 async def _watch_until(socket_path: str, spiffe_id: str, started: asyncio.Event) -> float:
@@ -313,7 +318,7 @@ def per_connection_rows(work: Path, runs: int, callers: int, raw: float, freeze:
         svid = _median_burst(child.socket_path, child.proc.pid, callers, runs, False)
         bare = _median_burst(child.socket_path, child.proc.pid, callers, runs, True)
     finally:
-        child.close()
+        _, pause, thaws = child.close()
     connected = statistics.median(len(b.latencies) for b in svid)
     p50 = statistics.median(pct(b.latencies, 0.5) for b in svid if b.latencies)
     p99 = statistics.median(pct(b.latencies, 0.99) for b in svid if b.latencies)
@@ -339,6 +344,7 @@ def per_connection_rows(work: Path, runs: int, callers: int, raw: float, freeze:
             f"{bare_cpu * 1e3:.2f} ms (health, new conn)",
             f"{cpu / bare_cpu:.2f}x" if bare_cpu else "n/a",
         ),
+        (f"longest full collection (thaws), {n}", f"{pause * 1e3:.0f} ms ({thaws})", "", ""),
     ]
 
 
@@ -367,7 +373,7 @@ def held_streams_rows(
     """0, 100 and ``streams`` held open on an agent caching ``svids`` (a new agent per run):
     new callers' first message (the 0 row is the raw limit of the others), rotation, RSS."""
     counts = sorted({0, min(100, streams), streams})
-    sweeps = []
+    sweeps, longest, thaws = [], [], []
     for _ in range(runs):
         child = ServingChild(work, svids, freeze)
         try:
@@ -375,7 +381,9 @@ def held_streams_rows(
                 asyncio.run(held_sweep(child.socket_path, child.proc.pid, counts, NEW_CALLERS))
             )
         finally:
-            child.close()
+            _, pause, thawed = child.close()
+        longest.append(pause)
+        thaws.append(thawed)
     reach = statistics.median(s.rotation_reach for s in sweeps)
     reached = min(s.reached for s in sweeps)
     opened = min(s.opened[streams] for s in sweeps)
@@ -387,6 +395,12 @@ def held_streams_rows(
             f"{reach * 1e3:.0f} ms",
             "1 s (goal)",
             f"{reach:.2f}x",
+        ),
+        (
+            f"longest full collection (thaws), {streams} streams + {svids} SVIDs",
+            f"{max(longest) * 1e3:.0f} ms ({max(thaws)})",
+            "",
+            "",
         ),
         (
             f"agent RSS, {streams} streams + {svids} SVIDs",
