@@ -246,24 +246,9 @@ class AgentRuntime:
         service = WorkloadAPIService(
             self.cache, self.workload_attestors, self.clock, jwt_source=self.sync
         )
-        handlers: list[Any] = [service, self.health]
-        if not self.config.disable_sds_api:
-            handlers.append(
-                SecretDiscoveryService(self.cache, service.attestation, self.config.sds)
-            )
         probing = await self._start_tpm_probe()
         self.telemetry.start(self.identity, self.cache, self.clock, self._subsystems)
-        server = await start_endpoint(
-            str(self.config.socket_path),
-            [RPC.instrument(handler) for handler in handlers],
-            service.callers,
-            connections=self.config.grpc_limits,
-        )
-        log.info(
-            "workload API%s listening socket_path=%s",
-            "" if self.config.disable_sds_api else " and Envoy SDS",
-            self.config.socket_path,
-        )
+        server = await self._start_workload_endpoint(service)
         admin = await self._start_admin_socket(service)
         health_http = await self._start_health_listener()
         push = None
@@ -291,6 +276,26 @@ class AgentRuntime:
                     await probing
         log.info("agent stopped")
         return 0
+
+    async def _start_workload_endpoint(self, service: WorkloadAPIService) -> RunningServer:
+        """The Workload API (and Envoy SDS unless disabled) and health on the agent's socket."""
+        handlers: list[Any] = [service, self.health]
+        if not self.config.disable_sds_api:
+            handlers.append(
+                SecretDiscoveryService(self.cache, service.attestation, self.config.sds)
+            )
+        server = await start_endpoint(
+            str(self.config.socket_path),
+            [RPC.instrument(handler) for handler in handlers],
+            service.callers,
+            connections=self.config.grpc_limits,
+        )
+        log.info(
+            "workload API%s listening socket_path=%s",
+            "" if self.config.disable_sds_api else " and Envoy SDS",
+            self.config.socket_path,
+        )
+        return server
 
     async def _start_admin_socket(self, service: WorkloadAPIService) -> RunningServer | None:
         sources = AdminSources(
