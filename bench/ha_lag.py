@@ -6,7 +6,7 @@ Both are real ``plastron-server run`` processes on a PostgreSQL database this sc
 and drops (``postgres@127.0.0.1:5432``). --observers agents attested to server 2 each hold an
 ``EntryNotifier/Watch`` stream there; the entries are parented to them in turn, so server 2
 pushes as soon as its cache applied them (it reads the change events every
-``experimental.entry_cache_poll_interval``). On each push the agent calls GetAuthorizedEntries on
+``experimental.cache_reload_interval``). On each push the agent calls GetAuthorizedEntries on
 server 2; an entry's lag is from its BatchCreateEntry returning on server 1 (committed) until it
 is first in that answer (the answer's own time included, so the figure errs high; several
 observers keep each answer small, as an ordinary agent's is).
@@ -60,7 +60,7 @@ def datastore_block(dbname: str) -> str:
 def start_server(dbname: str, interval: str) -> ServerProcess:
     server = ServerProcess(
         short_base("pha-"),
-        extra_server=f'experimental {{ entry_cache_poll_interval = "{interval}" }}',
+        extra_server=f'experimental {{ cache_reload_interval = "{interval}" }}',
         plugins=datastore_block(dbname),
     )
     server.start()
@@ -200,7 +200,7 @@ def main() -> int:
     ap.add_argument("--rate", type=float, default=100.0, help="writes per second on server 1")
     ap.add_argument("--seconds", type=float, default=15.0, help="how long server 1 is written")
     ap.add_argument(
-        "--intervals", default="1s,500ms,250ms", help="server 2's entry_cache_poll_interval"
+        "--intervals", default="1s,500ms,250ms", help="server 2's cache_reload_interval"
     )
     ap.add_argument("--observers", type=int, default=20, help="agents on server 2")
     args = ap.parse_args()

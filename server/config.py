@@ -70,7 +70,7 @@ class ServerExperimental:
     # How often the entry cache reads the datastore's change events: the lag until another
     # server's write is seen here (and pushed to this server's agents). Each poll is one read
     # (the events after the cursors and what they name, in one transaction).
-    entry_cache_poll_interval: dt.timedelta = dt.timedelta(milliseconds=250)
+    cache_reload_interval: dt.timedelta = dt.timedelta(milliseconds=250)
 
 
 ENTRY_CACHE_POLL_BOUNDS = ("50ms", "5m")
@@ -190,16 +190,14 @@ def _experimental(block: Block) -> ServerExperimental:
     d = ServerExperimental
     experimental = ServerExperimental(
         challenge_timeout=block.duration("challenge_timeout", d.challenge_timeout),
-        entry_cache_poll_interval=block.duration(
-            "entry_cache_poll_interval", d.entry_cache_poll_interval
-        ),
+        cache_reload_interval=block.duration("cache_reload_interval", d.cache_reload_interval),
     )
     block.finish()
     low, high = ENTRY_CACHE_POLL_BOUNDS
-    interval = experimental.entry_cache_poll_interval
+    interval = experimental.cache_reload_interval
     if not parse_duration(low) <= interval <= parse_duration(high):
         raise ConfigError(
-            "server.experimental.entry_cache_poll_interval must be between "
+            "server.experimental.cache_reload_interval must be between "
             f"{low} and {high} ({interval.total_seconds():g}s)"
         )
     return experimental

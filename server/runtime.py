@@ -450,7 +450,7 @@ class PlastronServer:
         assert self.cache is not None
         last_rebuild = time.monotonic()
         failures = FailureReporter("entry-cache", log)
-        poll = self.config.experimental.entry_cache_poll_interval.total_seconds()
+        poll = self.config.experimental.cache_reload_interval.total_seconds()
         while not self._stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._cache_dirty.wait(), poll)

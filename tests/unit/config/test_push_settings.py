@@ -19,25 +19,25 @@ plugins {{ NodeAttestor "join_token" {{}} }}"""
 
 def test_defaults_push_and_poll_every_quarter_second() -> None:
     server = parse_server_config(SERVER.format(body=""))
-    assert server.experimental.entry_cache_poll_interval == dt.timedelta(milliseconds=250)
+    assert server.experimental.cache_reload_interval == dt.timedelta(milliseconds=250)
     assert parse_agent_config(AGENT.format(body="")).experimental.entry_push is True
 
 
 def test_values_are_read() -> None:
-    body = 'experimental { entry_cache_poll_interval = "2s" }'
+    body = 'experimental { cache_reload_interval = "2s" }'
     server = parse_server_config(SERVER.format(body=body))
-    assert server.experimental.entry_cache_poll_interval == dt.timedelta(seconds=2)
+    assert server.experimental.cache_reload_interval == dt.timedelta(seconds=2)
     agent = parse_agent_config(AGENT.format(body="experimental { entry_push = false }"))
     assert agent.experimental.entry_push is False
 
 
 @pytest.mark.parametrize("value", ["10ms", "6m"])
 def test_a_poll_interval_out_of_bounds_is_refused_with_the_bounds(value: str) -> None:
-    body = f'experimental {{ entry_cache_poll_interval = "{value}" }}'
+    body = f'experimental {{ cache_reload_interval = "{value}" }}'
     with pytest.raises(ConfigError) as raised:
         parse_server_config(SERVER.format(body=body))
     message = str(raised.value)
-    assert "server.experimental.entry_cache_poll_interval" in message
+    assert "server.experimental.cache_reload_interval" in message
     assert "50ms" in message and "5m" in message
 
 

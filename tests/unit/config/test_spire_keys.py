@@ -79,7 +79,6 @@ SERVER_KEYS: dict[str, str] = {
 SERVER_EXPERIMENTAL_KEYS = (
     "agent_spiffe_id_as_selector",
     "auth_opa_policy_engine",
-    "cache_reload_interval",
     "full_cache_reload_interval",
     "events_based_cache",
     "prune_events_older_than",
@@ -293,6 +292,16 @@ def test_each_spire_key_is_implemented_or_refused(
     parse(_document(section, base, key, _sample(key), plugins))
     if behaviour != WIRED_BY_TELEMETRY:
         assert _test_exists(behaviour), f"{section}.{key}: no test {behaviour}"
+
+
+def test_spire_experimental_cache_reload_interval_is_implemented() -> None:
+    """The one SPIRE server ``experimental`` key Plastron implements (the entry cache's poll)."""
+    text = _document(
+        "server", SERVER_BASE, "experimental", '{ cache_reload_interval = "2s" }', SERVER_PLUGINS
+    )
+    assert parse_server_config(text).experimental.cache_reload_interval.total_seconds() == 2
+    behaviour = "tests/integration/server/test_cache_reload_interval.py"
+    assert _test_exists(f"{behaviour}::test_a_long_interval_keeps_it_out_until_the_next_poll")
 
 
 @pytest.mark.parametrize(
