@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from plastron.server.entrycache import AuthorizedEntryCache, CacheChange
 from plastron.server.metrics import ENTRY_WATCH_STREAMS
+from plastron.server.pushbudget import PushBudget
 from plastron.spiffe.ids import SpiffeId
 
 MAX_STREAMS_PER_AGENT = 2
@@ -49,9 +50,12 @@ class EntryWatchers:
         *,
         max_streams_per_agent: int = MAX_STREAMS_PER_AGENT,
         min_gap: float = PUSH_MIN_GAP_SECONDS,
+        budget: PushBudget | None = None,
     ) -> None:
         self.cache = cache
         self.min_gap = min_gap
+        self.budget = budget or PushBudget()
+        """Pushes a second across all streams (server/pushbudget.py)."""
         self._max_per_agent = max_streams_per_agent
         self._by_agent: dict[str, list[Watcher]] = defaultdict(list)
         cache.add_listener(self._on_change)

@@ -10,10 +10,12 @@ cache's poll interval), so agents of every server sharing a datastore are pushed
 Bounds: the stream is authorized as the agent (its X509-SVID, as SyncAuthorizedEntries); each
 agent keeps at most ``max_streams_per_agent`` streams (a new one ends the oldest, so a
 reconnect after a silently dropped connection is never locked out); pushes are coalesced (one
-pending flag per stream, never a queue) and at most one per ``min_gap`` seconds; a push the
-agent does not read within ``SEND_TIMEOUT`` resets the stream. The stream ends when the agent
-is banned or evicted, when the SVID it was opened with is no longer the agent's active one, and
-when that SVID expires. A dropped connection cancels the handler, which unregisters it.
+pending flag per stream, never a queue) and at most one per ``min_gap`` seconds; all streams
+together stay within the server-wide push budget (server/pushbudget.py: a push over it waits
+its turn, its flag kept); a push the agent does not read within ``SEND_TIMEOUT`` resets the
+stream. The stream ends when the agent is banned or evicted, when the SVID it was opened with
+is no longer the agent's active one, and when that SVID expires. A dropped connection cancels
+the handler, which unregisters it.
 """
 
 from __future__ import annotations
@@ -60,6 +62,8 @@ class EntryNotifierService(EntryNotifierBase):
         try:
             watcher.pending = True  # the first message: the stream is up, sync now
             while await self._next(watcher, expires_at):
+                # Changes that come while the push waits for its slot go out with it.
+                await asyncio.sleep(watchers.budget.reserve())
                 if not await self._push(stream, watchers, watcher):
                     return
                 await asyncio.sleep(watchers.min_gap)  # changes meanwhile: one more push
