@@ -51,6 +51,14 @@ class AgentExperimental:
     # Plastron's own: keep an EntryNotifier/Watch stream to the server and sync as soon as it
     # pushes a change (agent/entry_push.py); false: poll every sync_interval only, as SPIRE.
     entry_push: bool = True
+    # Plastron's own: HTTP/2 keepalive of the server connection while a call (the push stream)
+    # is open: PING after this long silent, drop the connection if nothing comes back within
+    # server_keepalive_timeout (plastron/transport/keepalive.py).
+    server_keepalive_time: dt.timedelta = dt.timedelta(seconds=30)
+    server_keepalive_timeout: dt.timedelta = dt.timedelta(seconds=10)
+
+
+KEEPALIVE_BOUNDS = (dt.timedelta(seconds=1), dt.timedelta(minutes=10))
 
 
 @dataclass(frozen=True)
@@ -131,9 +139,22 @@ def _experimental(block: Block) -> AgentExperimental:
     experimental = AgentExperimental(
         sync_interval=block.duration("sync_interval", AgentExperimental.sync_interval),
         entry_push=block.boolean("entry_push", AgentExperimental.entry_push),
+        server_keepalive_time=_keepalive(block, "server_keepalive_time"),
+        server_keepalive_timeout=_keepalive(block, "server_keepalive_timeout"),
     )
     block.finish()
     return experimental
+
+
+def _keepalive(block: Block, key: str) -> dt.timedelta:
+    value = block.duration(key, getattr(AgentExperimental, key))
+    low, high = KEEPALIVE_BOUNDS
+    if not low <= value <= high:
+        raise ConfigError(
+            f"agent.experimental.{key} must be between {low.total_seconds():g}s and"
+            f" {high.total_seconds() / 60:g}m ({value.total_seconds():g}s)"
+        )
+    return value
 
 
 def _sds(block: Block) -> SdsConfig:

@@ -53,6 +53,7 @@ from plastron.files import ensure_private_dir
 from plastron.gcpause import LongLivedFreezer
 from plastron.health_http import HealthHttpConfig, HealthHttpServer
 from plastron.logs import configure_logging, fields
+from plastron.transport.keepalive import Keepalive
 from plastron.transport.server import RunningServer
 from plastron.version import package_version
 
@@ -86,7 +87,12 @@ class AgentRuntime:
         self.workload_attestors = build_workload_attestors(config)
         self.storage = AgentStorage(config.data_dir)
         td = config.trust_domain
-        self.client = ServerClient(config.server_address, config.server_port, td)
+        experimental = config.experimental
+        keepalive = Keepalive(
+            experimental.server_keepalive_time.total_seconds(),
+            experimental.server_keepalive_timeout.total_seconds(),
+        )
+        self.client = ServerClient(config.server_address, config.server_port, td, keepalive)
         self.cache = WorkloadCache(
             td,
             self.clock,

@@ -36,6 +36,7 @@ from plastron.spiffe.bundle import Bundle
 from plastron.spiffe.ids import TrustDomain, server_id
 from plastron.spiffe.jwtsvid import JwtSvid, parse_jwt_svid_insecure
 from plastron.transport.client import SpiffeChannel
+from plastron.transport.keepalive import Keepalive
 from plastron.transport.tls import client_ssl_context
 from plastron.wire.svids import chain_from_proto
 
@@ -82,8 +83,17 @@ def insecure_bootstrap_context() -> ssl.SSLContext:
 
 
 class ServerClient:
-    def __init__(self, host: str, port: int, trust_domain: TrustDomain) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        trust_domain: TrustDomain,
+        keepalive: Keepalive | None = None,
+    ) -> None:
         self._host, self._port, self.trust_domain = host, port, trust_domain
+        # Probes the connection while a call is open, so the push stream on a half-open
+        # connection ends (and is reopened) instead of waiting forever.
+        self._keepalive = keepalive or Keepalive()
         self._source: TlsIdentitySource | None = None
         self._channel: Channel | None = None
         self._channel_identity: TlsIdentity | None = None
@@ -115,7 +125,11 @@ class ServerClient:
             else:
                 ctx = insecure_bootstrap_context()
             self._channel = SpiffeChannel(
-                self._host, self._port, ssl=ctx, expected_server_id=server_id(self.trust_domain)
+                self._host,
+                self._port,
+                ssl=ctx,
+                expected_server_id=server_id(self.trust_domain),
+                keepalive=self._keepalive,
             )
             self._channel_identity = identity
         return self._channel

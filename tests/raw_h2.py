@@ -22,6 +22,7 @@ from h2.events import (
     ConnectionTerminated,
     DataReceived,
     Event,
+    PingAckReceived,
     RemoteSettingsChanged,
     ResponseReceived,
     StreamEnded,
@@ -83,6 +84,7 @@ class RawH2Client:
         self.goaway: ConnectionTerminated | None = None
         self.connection_lost = False
         self.server_settings: dict[int, int] = {}
+        self.ping_acks = 0
         self._flush()
 
     @classmethod
@@ -197,6 +199,14 @@ class RawH2Client:
                 self.server_settings[int(code)] = int(change.new_value)
         elif isinstance(event, ConnectionTerminated):
             self.goaway = event
+        elif isinstance(event, PingAckReceived):
+            self.ping_acks += 1
+
+    def ping(self, count: int = 1) -> None:
+        """Send ``count`` PINGs back to back, without reading."""
+        for n in range(count):
+            self.h2.ping(struct.pack("!Q", n))
+        self._flush()
 
     def wait_settings(self, deadline: float = 30.0) -> dict[int, int]:
         """The server's SETTINGS (the first frame it sends)."""

@@ -12,8 +12,9 @@ globally):
   of grpclib's traceback.
 - :class:`_BoundedProcessor` / :class:`_BoundedProtocol` (one connection): at most
   SETTINGS_MAX_CONCURRENT_STREAMS calls at once from the first frame on (more are refused with
-  REFUSED_STREAM), bounded receive windows, and a cap on open connections per peer (over it:
-  GOAWAY ENHANCE_YOUR_CALM, then close).
+  REFUSED_STREAM), bounded receive windows, a cap on open connections per peer (over it:
+  GOAWAY ENHANCE_YOUR_CALM, then close), and a cap on how often a peer may PING (over it:
+  GOAWAY ENHANCE_YOUR_CALM "too_many_pings", then close; plastron/transport/keepalive.py).
 """
 
 from __future__ import annotations
@@ -34,11 +35,12 @@ from grpclib.server import Handler, Server
 from h2.config import H2Configuration
 from h2.connection import H2Connection
 from h2.errors import ErrorCodes
-from h2.events import RequestReceived
+from h2.events import PingReceived, RequestReceived
 from h2.exceptions import ProtocolError
 from h2.settings import SettingCodes, Settings
 
 from plastron.transport.codec import PreEncodedProtoCodec
+from plastron.transport.keepalive import GOAWAY_TOO_MANY_PINGS, PingStrikes
 from plastron.transport.limits import (
     CONNECTION_WINDOW_BYTES,
     STREAM_WINDOW_BYTES,
@@ -236,6 +238,29 @@ class PeerConnections:
         self._warned.discard(peer)
 
 
+class _ServerConnection(Connection):
+    """grpclib's connection, telling its PING strikes when it sends headers or data."""
+
+    def __init__(
+        self,
+        connection: H2Connection,
+        transport: asyncio.Transport,
+        *,
+        config: Configuration,
+        ping_strikes: PingStrikes,
+    ) -> None:
+        super().__init__(connection, transport, config=config)
+        self.ping_strikes = ping_strikes
+
+    def headers_send_process(self) -> None:
+        super().headers_send_process()
+        self.ping_strikes.sent_headers_or_data()
+
+    def data_send_process(self) -> None:
+        super().data_send_process()
+        self.ping_strikes.sent_headers_or_data()
+
+
 class _BoundedProtocol(H2Protocol):
     """One HTTP/2 connection with the limits in force from its first frame."""
 
@@ -256,6 +281,7 @@ class _BoundedProtocol(H2Protocol):
         self._transport: asyncio.BaseTransport | None = None
         self._peer = ""
         self._admitted = False
+        self._closing = False
 
     def _new_h2_connection(self) -> H2Connection:
         h2_conn = H2Connection(config=self.h2_config)
@@ -282,7 +308,9 @@ class _BoundedProtocol(H2Protocol):
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         h2_conn = self._new_h2_connection()
-        self.connection = Connection(h2_conn, transport, config=self.config)
+        self.connection = _ServerConnection(
+            h2_conn, transport, config=self.config, ping_strikes=PingStrikes(self._limits.pings)
+        )
         self.processor = _BoundedProcessor(
             self.handler,
             self.connection,
@@ -307,7 +335,7 @@ class _BoundedProtocol(H2Protocol):
         self.connection.initialize()
 
     def data_received(self, data: bytes) -> None:
-        if not self._admitted:
+        if not self._admitted or self._closing:
             return
         try:
             events = self.connection.feed(data)
@@ -318,10 +346,32 @@ class _BoundedProtocol(H2Protocol):
             self.connection.flush()
             self.processor.close("Protocol error")
             return
+        if not self._pings_allowed(events):
+            return
         self.connection.flush()
         for event in events:
             self.processor.process(event)
         self.connection.flush()
+
+    def _pings_allowed(self, events: list[Any]) -> bool:
+        """Count the PINGs just read against the connection's strikes; over them, drop the
+        answers h2 queued (a PING loop gets none for this read) and close with GOAWAY."""
+        assert isinstance(self.connection, _ServerConnection)
+        now = asyncio.get_running_loop().time()
+        strikes = self.connection.ping_strikes
+        pings = (e for e in events if isinstance(e, PingReceived))
+        if all(strikes.ping_received(now) for _ in pings):
+            return True
+        log.debug("closing the connection of %s: too many PINGs", self._peer)
+        self._closing = True  # nothing more is read from it
+        h2_conn = self.connection._connection
+        h2_conn.data_to_send()  # discarded: the connection is closing
+        h2_conn.close_connection(
+            error_code=ErrorCodes.ENHANCE_YOUR_CALM, additional_data=GOAWAY_TOO_MANY_PINGS
+        )
+        self.connection.flush()
+        self.processor.close("too many PINGs")
+        return False
 
     def connection_lost(self, exc: BaseException | None) -> None:
         try:

@@ -11,22 +11,40 @@ from __future__ import annotations
 import ssl as _ssl
 from typing import Any
 
-from grpclib.client import Channel
+from grpclib.client import Channel, Handler
+from grpclib.protocol import H2Protocol
 
 from plastron.errors import InvalidArgument
+from plastron.transport.keepalive import Keepalive, KeepaliveProtocol
 from plastron.transport.tls import IdMatcher, PeerIdentityError, verify_peer_spiffe_id
 
 Address = str | tuple[str, int]
 
 
 class SpiffeChannel(Channel):
-    """A grpclib Channel that only talks to a server holding the expected SPIFFE ID."""
+    """A grpclib Channel that only talks to a server holding the expected SPIFFE ID; with
+    ``keepalive``, each of its connections is probed while a call is open
+    (plastron/transport/keepalive.py)."""
 
     def __init__(
-        self, host: str, port: int, *, ssl: _ssl.SSLContext, expected_server_id: IdMatcher
+        self,
+        host: str,
+        port: int,
+        *,
+        ssl: _ssl.SSLContext,
+        expected_server_id: IdMatcher,
+        keepalive: Keepalive | None = None,
     ) -> None:
         super().__init__(host, port, ssl=ssl)
         self._expected_server_id = expected_server_id
+        self._keepalive = keepalive
+
+    def _protocol_factory(self) -> H2Protocol:
+        if self._keepalive is None:
+            return super()._protocol_factory()
+        return KeepaliveProtocol(
+            Handler(), self._config, self._h2_config, keepalive=self._keepalive
+        )
 
     async def _create_connection(self) -> Any:
         protocol = await super()._create_connection()

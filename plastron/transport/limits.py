@@ -64,11 +64,23 @@ class MessageLimits:
 
 
 @dataclass(frozen=True)
+class PingLimits:
+    """How often a peer may PING a server (gRPC's keepalive enforcement; the strikes are
+    counted by plastron/transport/keepalive.py)."""
+
+    min_interval: float = 0.5
+    """Half the shortest keepalive ``time`` a Plastron client may set: its PINGs never come
+    this close together, a PING loop does at once."""
+    max_strikes: int = 2
+
+
+@dataclass(frozen=True)
 class GrpcLimits:
     """Everything a bounded server enforces."""
 
     connections: ConnectionLimits = ConnectionLimits()
     messages: MessageLimits = MessageLimits()
+    pings: PingLimits = PingLimits()
 
 
 SOMAXCONN_PATH = "/proc/sys/net/core/somaxconn"

@@ -7,8 +7,10 @@ still gets its entries at its sync interval."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import signal
 import tempfile
 import urllib.request
 from collections.abc import Iterator
@@ -22,6 +24,8 @@ from tests.processes import free_port
 NODE = f"spiffe://{TD}/node"
 FIRST = f"spiffe://{TD}/first"
 PUSHED = f"spiffe://{TD}/pushed"
+AFTER_RESUME = f"spiffe://{TD}/after-resume"
+KEEPALIVE_GAVE_UP = "keepalive PING unanswered"
 
 
 @pytest.fixture
@@ -118,5 +122,34 @@ def test_an_agent_that_only_polls_still_gets_its_entries(base: Path, server: Ser
         poll("first SVID", lambda: FIRST in fetched_ids(agent))
         server.create_entry(NODE, PUSHED, agent.uid_selector)
         poll("polled SVID", lambda: PUSHED in fetched_ids(agent))
+    finally:
+        agent.stop()
+
+
+def test_a_server_that_stops_answering_is_noticed_and_the_push_resumes_with_it(
+    base: Path, server: ServerProcess
+) -> None:
+    """SIGSTOP keeps the server's TCP connections up (its kernel still ACKs) while nothing
+    answers: the half-open connection a vanished host or a dropped NAT mapping leaves. Without
+    keepalive the agent's push stream would wait on it forever (its poll is an hour away)."""
+    keepalive = 'server_keepalive_time = "1s" server_keepalive_timeout = "2s"'
+    agent = started_agent(base, server, keepalive)
+    assert server.proc.process is not None
+    pid = server.proc.process.pid
+    try:
+        server.create_entry(NODE, PUSHED, agent.uid_selector)
+        poll("pushed SVID (the stream is up)", lambda: PUSHED in fetched_ids(agent))
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            poll(
+                "agent gave the silent connection up", lambda: KEEPALIVE_GAVE_UP in agent.log_text()
+            )
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        server.create_entry(NODE, AFTER_RESUME, agent.uid_selector)
+        poll("pushed SVID after the server resumed", lambda: AFTER_RESUME in fetched_ids(agent))
+        log = agent.log_text()
+        assert log.count(KEEPALIVE_GAVE_UP) == 1, log
+        assert "entry push stream lost" in log
     finally:
         agent.stop()

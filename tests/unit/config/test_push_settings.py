@@ -44,3 +44,28 @@ def test_a_poll_interval_out_of_bounds_is_refused_with_the_bounds(value: str) ->
 def test_entry_push_must_be_a_boolean() -> None:
     with pytest.raises(ConfigError, match="entry_push"):
         parse_agent_config(AGENT.format(body='experimental { entry_push = "no" }'))
+
+
+def test_the_server_keepalive_defaults_and_values() -> None:
+    default = parse_agent_config(AGENT.format(body="")).experimental
+    assert (default.server_keepalive_time, default.server_keepalive_timeout) == (
+        dt.timedelta(seconds=30),
+        dt.timedelta(seconds=10),
+    )
+    body = 'experimental { server_keepalive_time = "2m" server_keepalive_timeout = "5s" }'
+    agent = parse_agent_config(AGENT.format(body=body)).experimental
+    assert (agent.server_keepalive_time, agent.server_keepalive_timeout) == (
+        dt.timedelta(minutes=2),
+        dt.timedelta(seconds=5),
+    )
+
+
+@pytest.mark.parametrize("key", ["server_keepalive_time", "server_keepalive_timeout"])
+@pytest.mark.parametrize("value", ["500ms", "11m"])
+def test_a_server_keepalive_out_of_bounds_is_refused_with_the_bounds(key: str, value: str) -> None:
+    body = f'experimental {{ {key} = "{value}" }}'
+    with pytest.raises(ConfigError) as raised:
+        parse_agent_config(AGENT.format(body=body))
+    message = str(raised.value)
+    assert f"agent.experimental.{key}" in message
+    assert "1s" in message and "10m" in message
