@@ -30,7 +30,7 @@ import asyncio
 import logging
 import struct
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from grpclib.config import Configuration
 from grpclib.protocol import AbstractHandler, H2Protocol
@@ -60,10 +60,20 @@ class Keepalive:
             )
 
 
+class ProbedConnection(Protocol):
+    """What the watchdog needs of a connection (:class:`KeepaliveProtocol`)."""
+
+    def has_open_calls(self) -> bool: ...
+
+    def send_ping(self, opaque: bytes) -> None: ...
+
+    def abort(self) -> None: ...
+
+
 class KeepaliveWatchdog:
     """The timer of one client connection (see the module docstring)."""
 
-    def __init__(self, protocol: KeepaliveProtocol, keepalive: Keepalive, peer: str) -> None:
+    def __init__(self, protocol: ProbedConnection, keepalive: Keepalive, peer: str) -> None:
         self._protocol = protocol
         self._keepalive = keepalive
         self._peer = peer
