@@ -55,7 +55,11 @@ def _cycle() -> tuple[Node, weakref.ref[Node]]:
 
 
 def test_survivors_of_a_full_collection_are_frozen_while_installed() -> None:
-    freezer = LongLivedFreezer()
+    # whatever earlier tests in this process left frozen must not make the freezer see
+    # growth and thaw (that is the next tests' subject), so start from nothing frozen and
+    # with no growth bound
+    gc.unfreeze()
+    freezer = LongLivedFreezer(growth=float("inf"))
     kept = [Node() for _ in range(1000)]
     try:
         with freezer:
