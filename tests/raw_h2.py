@@ -23,6 +23,7 @@ from h2.events import (
     DataReceived,
     Event,
     PingAckReceived,
+    PingReceived,
     RemoteSettingsChanged,
     ResponseReceived,
     StreamEnded,
@@ -85,6 +86,7 @@ class RawH2Client:
         self.connection_lost = False
         self.server_settings: dict[int, int] = {}
         self.ping_acks = 0
+        self.pings_received = 0
         self._flush()
 
     @classmethod
@@ -201,6 +203,8 @@ class RawH2Client:
             self.goaway = event
         elif isinstance(event, PingAckReceived):
             self.ping_acks += 1
+        elif isinstance(event, PingReceived):
+            self.pings_received += 1  # h2 has queued the ACK
 
     def ping(self, count: int = 1) -> None:
         """Send ``count`` PINGs back to back, without reading."""

@@ -14,7 +14,9 @@ globally):
   SETTINGS_MAX_CONCURRENT_STREAMS calls at once from the first frame on (more are refused with
   REFUSED_STREAM), bounded receive windows, a cap on open connections per peer (over it:
   GOAWAY ENHANCE_YOUR_CALM, then close), and a cap on how often a peer may PING (over it:
-  GOAWAY ENHANCE_YOUR_CALM "too_many_pings", then close; plastron/transport/keepalive.py).
+  GOAWAY ENHANCE_YOUR_CALM "too_many_pings", then close), and keepalive: a connection silent
+  for ``GrpcLimits.keepalive`` is PINGed and dropped if it stays silent
+  (plastron/transport/keepalive.py).
 """
 
 from __future__ import annotations
@@ -40,7 +42,13 @@ from h2.exceptions import ProtocolError
 from h2.settings import SettingCodes, Settings
 
 from plastron.transport.codec import PreEncodedProtoCodec
-from plastron.transport.keepalive import GOAWAY_TOO_MANY_PINGS, PingStrikes
+from plastron.transport.keepalive import (
+    GOAWAY_TOO_MANY_PINGS,
+    H2Probe,
+    KeepaliveWatchdog,
+    PingStrikes,
+    peer_name,
+)
 from plastron.transport.limits import (
     CONNECTION_WINDOW_BYTES,
     STREAM_WINDOW_BYTES,
@@ -282,6 +290,7 @@ class _BoundedProtocol(H2Protocol):
         self._peer = ""
         self._admitted = False
         self._closing = False
+        self._watchdog: KeepaliveWatchdog | None = None
 
     def _new_h2_connection(self) -> H2Connection:
         h2_conn = H2Connection(config=self.h2_config)
@@ -328,15 +337,28 @@ class _BoundedProtocol(H2Protocol):
             transport.close()
             return
         self._admitted = True
+        self._start_keepalive(transport)
         if self._observer is not None:
             self._transport = transport
             self._observer.connection_made(transport)
         self.connection.flush()
         self.connection.initialize()
 
+    def _start_keepalive(self, transport: asyncio.Transport) -> None:
+        if self._limits.keepalive is not None:
+            self._watchdog = KeepaliveWatchdog(
+                H2Probe(self.connection, transport),
+                self._limits.keepalive,
+                f"connection from {peer_name(transport)}",
+                logging.INFO,  # routine: a peer that went away without a word
+            )
+            self._watchdog.start()
+
     def data_received(self, data: bytes) -> None:
         if not self._admitted or self._closing:
             return
+        if self._watchdog is not None:
+            self._watchdog.received()
         try:
             events = self.connection.feed(data)
         except ProtocolError as exc:
@@ -374,6 +396,8 @@ class _BoundedProtocol(H2Protocol):
         return False
 
     def connection_lost(self, exc: BaseException | None) -> None:
+        if self._watchdog is not None:
+            self._watchdog.stop()
         try:
             super().connection_lost(exc)
         finally:

@@ -8,6 +8,10 @@ connection (the server host gone, a NAT mapping dropped) leaves a long-lived str
 agent's ``EntryNotifier/Watch`` waiting forever. Any bytes from the server count as an answer,
 as in grpc-go: a connection busy receiving needs no PING.
 
+**Server**: the same timer on every connection a ``BoundedServer`` admits, with or without calls
+(``GrpcLimits.keepalive``, 5 min / 20 s): a peer that vanished would otherwise hold its
+connection, and an agent's Watch stream on it, for good.
+
 grpclib 0.4 has keepalive settings of its own (``Configuration(_keepalive_time=...)``), but
 they do not fit a server-streaming call: it pings only while a stream is in h2's OPEN state (a
 client that has sent its whole request is half-closed and is never probed unless pings are
@@ -29,39 +33,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from grpclib.config import Configuration
-from grpclib.protocol import AbstractHandler, H2Protocol
+from grpclib.protocol import AbstractHandler, Connection, H2Protocol
 from h2.config import H2Configuration
 
-from plastron.transport.limits import PingLimits
+from plastron.transport.limits import MIN_KEEPALIVE_TIME, Keepalive, PingLimits
 
 log = logging.getLogger(__name__)
 
 
-MIN_KEEPALIVE_TIME = PingLimits.min_interval * 2
-"""The shortest ``Keepalive.time``: twice what a server lets pass between PINGs."""
-
-
-@dataclass(frozen=True)
-class Keepalive:
-    """A client connection's keepalive: PING after ``time`` s silent, give up ``timeout`` s on."""
-
-    time: float = 30.0
-    timeout: float = 10.0
-
-    def __post_init__(self) -> None:
-        if self.time < MIN_KEEPALIVE_TIME or self.timeout <= 0:
-            raise ValueError(
-                f"keepalive: time must be at least {MIN_KEEPALIVE_TIME:g}s (got {self.time:g}s)"
-                f" and timeout positive (got {self.timeout:g}s)"
-            )
+__all__ = ["MIN_KEEPALIVE_TIME", "H2Probe", "Keepalive", "KeepaliveProtocol", "KeepaliveWatchdog"]
 
 
 class ProbedConnection(Protocol):
-    """What the watchdog needs of a connection (:class:`KeepaliveProtocol`)."""
+    """What the watchdog needs of a connection (:class:`H2Probe`)."""
 
     def has_open_calls(self) -> bool: ...
 
@@ -71,12 +58,20 @@ class ProbedConnection(Protocol):
 
 
 class KeepaliveWatchdog:
-    """The timer of one client connection (see the module docstring)."""
+    """The keepalive timer of one connection (see the module docstring); ``describe`` names
+    the connection in the one line logged (at ``level``) when it gives up."""
 
-    def __init__(self, protocol: ProbedConnection, keepalive: Keepalive, peer: str) -> None:
+    def __init__(
+        self,
+        protocol: ProbedConnection,
+        keepalive: Keepalive,
+        describe: str,
+        level: int = logging.WARNING,
+    ) -> None:
         self._protocol = protocol
         self._keepalive = keepalive
-        self._peer = peer
+        self._describe = describe
+        self._level = level
         self._loop = asyncio.get_running_loop()
         self._last_received = self._loop.time()
         self._ping_sent_at: float | None = None
@@ -112,7 +107,7 @@ class KeepaliveWatchdog:
         silent = now - self._last_received
         if silent < time:
             self._schedule(time - silent)
-        elif not self._protocol.has_open_calls():
+        elif not (self._keepalive.without_calls or self._protocol.has_open_calls()):
             self._schedule(time)  # idle: nothing waits on this connection
         else:
             self._protocol.send_ping(struct.pack("!d", now))
@@ -122,14 +117,41 @@ class KeepaliveWatchdog:
     def _expire(self, silent: float) -> None:
         self.expired = True
         self._handle = None
-        log.warning(
-            "server connection %s silent for %.0fs, keepalive PING unanswered after %gs;"
-            " closing it",
-            self._peer,
+        log.log(
+            self._level,
+            "%s silent for %.0fs, keepalive PING unanswered after %gs; closing it",
+            self._describe,
             silent,
             self._keepalive.timeout,
         )
         self._protocol.abort()
+
+
+class H2Probe:
+    """A grpclib connection as the watchdog probes it."""
+
+    def __init__(self, connection: Connection, transport: asyncio.Transport) -> None:
+        self._connection = connection
+        self._transport = transport
+
+    def has_open_calls(self) -> bool:
+        """A call is under way: a stream not yet closed on both sides."""
+        return any(not stream.closed for stream in self._connection._connection.streams.values())
+
+    def send_ping(self, opaque: bytes) -> None:
+        self._connection._connection.ping(opaque)
+        self._connection.flush()
+
+    def abort(self) -> None:
+        """Drop the connection now (no TLS close_notify to wait for): its calls end at once."""
+        self._transport.abort()
+
+
+def peer_name(transport: asyncio.BaseTransport) -> str:
+    peername: Any = transport.get_extra_info("peername")
+    if isinstance(peername, tuple) and len(peername) >= 2:
+        return f"{peername[0]}:{peername[1]}"
+    return "a Unix socket peer"
 
 
 class KeepaliveProtocol(H2Protocol):
@@ -145,16 +167,14 @@ class KeepaliveProtocol(H2Protocol):
     ) -> None:
         super().__init__(handler, config, h2_config)
         self._keepalive = keepalive
-        self._transport: asyncio.Transport | None = None
         self.watchdog: KeepaliveWatchdog | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
-        peername: Any = transport.get_extra_info("peername")
-        peer = f"{peername[0]}:{peername[1]}" if peername else "?"
-        self.watchdog = KeepaliveWatchdog(self, self._keepalive, peer)
+        probe = H2Probe(self.connection, transport)
+        describe = f"server connection {peer_name(transport)}"
+        self.watchdog = KeepaliveWatchdog(probe, self._keepalive, describe)
         self.watchdog.start()
 
     def data_received(self, data: bytes) -> None:
@@ -166,20 +186,6 @@ class KeepaliveProtocol(H2Protocol):
         if self.watchdog is not None:
             self.watchdog.stop()
         super().connection_lost(exc)
-
-    def has_open_calls(self) -> bool:
-        """A call is under way: a stream not yet closed on both sides."""
-        h2_conn = self.connection._connection
-        return any(not stream.closed for stream in h2_conn.streams.values())
-
-    def send_ping(self, opaque: bytes) -> None:
-        self.connection._connection.ping(opaque)
-        self.connection.flush()
-
-    def abort(self) -> None:
-        """Drop the connection now (no TLS close_notify to wait for): its calls end at once."""
-        if self._transport is not None:
-            self._transport.abort()
 
 
 GOAWAY_TOO_MANY_PINGS = b"too_many_pings"

@@ -74,6 +74,35 @@ class PingLimits:
     max_strikes: int = 2
 
 
+MIN_KEEPALIVE_TIME = PingLimits.min_interval * 2
+"""The shortest ``Keepalive.time``: twice what a server lets pass between PINGs."""
+
+
+@dataclass(frozen=True)
+class Keepalive:
+    """HTTP/2 keepalive of one connection (plastron/transport/keepalive.py): PING after
+    ``time`` seconds without a byte from the peer, drop the connection if still nothing
+    ``timeout`` seconds on. Only while a call is open unless ``without_calls`` (gRPC's
+    keepalive_permit_without_calls)."""
+
+    time: float = 30.0
+    timeout: float = 10.0
+    without_calls: bool = False
+
+    def __post_init__(self) -> None:
+        if self.time < MIN_KEEPALIVE_TIME or self.timeout <= 0:
+            raise ValueError(
+                f"keepalive: time must be at least {MIN_KEEPALIVE_TIME:g}s (got {self.time:g}s)"
+                f" and timeout positive (got {self.timeout:g}s)"
+            )
+
+
+SERVER_KEEPALIVE = Keepalive(time=300.0, timeout=20.0, without_calls=True)
+"""A server probes any connection silent for 5 minutes, idle or not: a peer that vanished
+(host gone, NAT mapping dropped) would otherwise hold its connection, and an agent's Watch
+stream on it, for good. A live Plastron agent is never that silent (its syncs, its own PINGs)."""
+
+
 @dataclass(frozen=True)
 class GrpcLimits:
     """Everything a bounded server enforces."""
@@ -81,6 +110,7 @@ class GrpcLimits:
     connections: ConnectionLimits = ConnectionLimits()
     messages: MessageLimits = MessageLimits()
     pings: PingLimits = PingLimits()
+    keepalive: Keepalive | None = SERVER_KEEPALIVE
 
 
 SOMAXCONN_PATH = "/proc/sys/net/core/somaxconn"

@@ -15,7 +15,7 @@ from h2.settings import SettingCodes
 
 from plastron.proto.workload import workload_pb2
 from plastron.transport.bounded import PeerConnections
-from plastron.transport.limits import ConnectionLimits, GrpcLimits, MessageLimits
+from plastron.transport.limits import ConnectionLimits, GrpcLimits, Keepalive, MessageLimits
 from plastron.transport.server import RunningServer, start_server
 from tests.raw_h2 import CallOutcome, RawH2Client, declared_prefix, grpc_frame
 from tests.unit.transport.test_transport_uds import TinyWorkloadApi
@@ -125,3 +125,36 @@ def test_peer_connections_count_each_peer_on_its_own() -> None:
     for _ in range(2):
         peers.release("10.0.0.1")
     assert peers.open_count("10.0.0.1") == 0
+
+
+async def test_a_peer_that_stops_answering_is_dropped_and_one_that_answers_is_kept(
+    tmp_path: Path,
+) -> None:
+    """The server's keepalive: a silent connection is PINGed; no answer, no connection."""
+    limits = GrpcLimits(keepalive=Keepalive(time=1.0, timeout=0.5, without_calls=True))
+    path = str(tmp_path / "ka.sock")
+    async with await start_server([TinyWorkloadApi()], uds_path=path, limits=limits):
+        silent, live = RawH2Client.unix(path), RawH2Client.unix(path)
+        try:
+            await _in_thread(silent.wait_settings)
+            await _in_thread(live.wait_settings)
+            await _in_thread(lambda: _until_dropped(silent, live))
+            assert not live.connection_lost and live.goaway is None
+            assert live.pings_received >= 1  # it was probed too, and answered
+        finally:
+            silent.close()
+            live.close()
+
+
+def _until_dropped(silent: RawH2Client, live: RawH2Client) -> None:
+    """Keep ``live`` answering until the server closes ``silent``, whose bytes are read off
+    the socket but never given to h2 (so nothing is answered)."""
+    silent.sock.settimeout(0.05)
+    for _ in range(600):  # 30 s of 50 ms reads: a generous deadline
+        live.receive(0.05)
+        try:
+            if silent.sock.recv(65536) == b"":
+                return
+        except TimeoutError:
+            pass
+    raise AssertionError("the silent connection was not dropped")

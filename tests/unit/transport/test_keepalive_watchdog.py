@@ -99,3 +99,15 @@ async def test_a_connection_busy_receiving_needs_no_ping() -> None:
 def test_a_keepalive_below_the_floor_is_refused(time: float, timeout: float) -> None:
     with pytest.raises(ValueError, match="keepalive"):
         Keepalive(time=time, timeout=timeout)
+
+
+async def test_without_calls_an_idle_silent_connection_is_probed_too() -> None:
+    """The server's keepalive: a vanished peer's idle connection is not held for good."""
+    conn = StandIn(open_calls=False, answers=False)
+    conn.watchdog = KeepaliveWatchdog(
+        conn, Keepalive(MIN_KEEPALIVE_TIME, 0.2, without_calls=True), "connection from x"
+    )
+    conn.watchdog.start()
+    await until("aborted", lambda: conn.aborted)
+    conn.watchdog.stop()
+    assert (conn.pings, conn.aborted) == (1, 1)
