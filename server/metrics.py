@@ -88,3 +88,8 @@ ENTRY_PUSHES = Counter(
     '"Sync now" messages sent on EntryNotifier/Watch streams',
     registry=REGISTRY,
 )
+ENTRY_PUSHES_DEFERRED = Counter(
+    "plastron_server_entry_pushes_deferred",
+    "Entry pushes that waited for the server-wide push budget (server/pushbudget.py)",
+    registry=REGISTRY,
+)

@@ -36,7 +36,7 @@ from plastron.records import AttestedNode
 from plastron.server.api.authz import current_caller, permission_denied
 from plastron.server.api.context import ApiContext
 from plastron.server.entrywatchers import MAX_STREAMS_PER_AGENT, EntryWatchers, Watcher
-from plastron.server.metrics import ENTRY_PUSHES
+from plastron.server.metrics import ENTRY_PUSHES, ENTRY_PUSHES_DEFERRED
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,9 @@ class EntryNotifierService(EntryNotifierBase):
             watcher.pending = True  # the first message: the stream is up, sync now
             while await self._next(watcher, expires_at):
                 # Changes that come while the push waits for its slot go out with it.
-                await asyncio.sleep(watchers.budget.reserve())
+                if wait := watchers.budget.reserve():
+                    ENTRY_PUSHES_DEFERRED.inc()
+                    await asyncio.sleep(wait)
                 if not await self._push(stream, watchers, watcher):
                     return
                 await asyncio.sleep(watchers.min_gap)  # changes meanwhile: one more push

@@ -24,6 +24,7 @@ from plastron.server.datastore.config import SqlConfig
 from plastron.server.datastore.store import open_datastore
 from plastron.server.entrycache import AuthorizedEntryCache
 from plastron.server.entrywatchers import EntryWatchers
+from plastron.server.metrics import REGISTRY
 from plastron.server.pushbudget import PushBudget
 from plastron.spiffe.ids import SpiffeId, TrustDomain
 from tests.integration.server.test_entry_watchers import entry
@@ -83,6 +84,10 @@ async def watch(service: EntryNotifierService, agent: SpiffeId, stream: Recordin
     await service.Watch(stream)  # type: ignore[arg-type]
 
 
+def deferred_total() -> float:
+    return REGISTRY.get_sample_value("plastron_server_entry_pushes_deferred_total") or 0.0
+
+
 async def until(what: str, condition: Any) -> None:
     loop = asyncio.get_running_loop()
     end = loop.time() + DEADLINE
@@ -101,6 +106,7 @@ async def test_streams_over_the_budget_are_served_later_and_changes_meanwhile_ri
     watchers = EntryWatchers(cache, min_gap=0.0, budget=budget)
     ctx = SimpleNamespace(entry_watchers=watchers, clock=ManualClock(), datastore=ds)
     service = EntryNotifierService(ctx)  # type: ignore[arg-type]
+    deferred_before = deferred_total()
     streams = [RecordingStream() for _ in AGENTS]
     tasks = [
         asyncio.create_task(watch(service, agent, stream))
@@ -116,6 +122,7 @@ async def test_streams_over_the_budget_are_served_later_and_changes_meanwhile_ri
         await until("the first stream told of the alias", lambda: len(streams[0].sent) == 2)
         await asyncio.sleep(2 * len(AGENTS) / RATE)  # anything still owed would be sent by now
         assert budget.deferred >= 2
+        assert deferred_total() - deferred_before == budget.deferred  # the operator's view
         # The waiting streams' one push carried the alias too (its revision or later).
         assert [len(s.sent) for s in streams] == [2, 1, 1]
         assert min(streams[1].sent[0], streams[2].sent[0]) >= streams[0].sent[1]
