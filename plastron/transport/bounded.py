@@ -17,6 +17,10 @@ globally):
   GOAWAY ENHANCE_YOUR_CALM "too_many_pings", then close), and keepalive: a connection silent
   for ``GrpcLimits.keepalive`` is PINGed and dropped if it stays silent
   (plastron/transport/keepalive.py).
+
+A TLS listener (:meth:`BoundedServer.start_tls`) wraps each connection in
+:class:`~plastron.transport.tls_read_buffer.SharedReadBufferSSLProtocol` rather than asyncio's
+own, which holds a 256 KiB read buffer per connection.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import ssl
 from collections import Counter
 from collections.abc import Collection, Coroutine
 from typing import Any, Protocol
@@ -57,6 +62,7 @@ from plastron.transport.limits import (
     MessageLimits,
 )
 from plastron.transport.peer import socket_peer_credentials
+from plastron.transport.tls_read_buffer import SharedReadBufferSSLProtocol
 
 if not grpclib.__version__.startswith("0.4."):  # pragma: no cover - caught at import in CI
     raise ImportError(
@@ -439,6 +445,23 @@ class BoundedServer(Server):
             peers=self.peers,
             observer=self.observer,
         )
+
+    async def start_tls(
+        self, host: str, port: int, *, ssl_context: ssl.SSLContext, backlog: int
+    ) -> None:
+        """Serve TLS on ``host:port``: grpclib's ``start(ssl=...)``, but each connection's TLS
+        layer is a :class:`SharedReadBufferSSLProtocol` (no 256 KiB read buffer of its own)."""
+        if self._server is not None:
+            raise RuntimeError("Server is already started")
+        loop = asyncio.get_running_loop()
+
+        def tls_protocol() -> asyncio.BaseProtocol:
+            return SharedReadBufferSSLProtocol(loop, self._protocol_factory(), ssl_context)
+
+        self._server = await loop.create_server(
+            tls_protocol, host, port, backlog=backlog, reuse_address=True
+        )
+        self._server_closed_fut = loop.create_future()
 
 
 __all__ = [

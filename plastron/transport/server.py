@@ -82,13 +82,11 @@ async def start_server(
         raise InvalidArgument(f"server: TCP listener {tcp[0]}:{tcp[1]} requires a TLS context")
     running = RunningServer()
     try:
-        if tcp is not None:
+        if tcp is not None and ssl is not None:  # no TLS context was refused above
             server = BoundedServer(
                 handlers, limits=limits, status_details_codec=status_details_codec
             )
-            await server.start(
-                tcp[0], tcp[1], ssl=ssl, reuse_address=True, backlog=listen_backlog()
-            )
+            await server.start_tls(tcp[0], tcp[1], ssl_context=ssl, backlog=listen_backlog())
             running.servers.append(server)
             bound = server._server.sockets[0].getsockname()  # type: ignore[union-attr]
             running.tcp_address = (str(bound[0]), int(bound[1]))

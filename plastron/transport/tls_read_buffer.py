@@ -1,0 +1,63 @@
+"""Server-side TLS connections that share one read buffer per thread.
+
+asyncio's ``SSLProtocol`` (Python 3.11+) gives every connection its own 256 KiB ``bytearray``
+for ``recv_into`` and zero-fills it at once, so each idle TLS connection holds 256 KiB of
+resident memory, most of what an idle connection costs (bench/conn_memory.py; 10,000 agents
+would be 2.5 GiB for this buffer alone). The buffer is only in use between the event loop's
+``get_buffer()`` and the ``buffer_updated()`` that follows it in the same callback, which copies
+the bytes into the connection's OpenSSL memory BIO at once: nothing else runs in between, so
+every connection served by one thread's event loop can read into the same buffer. Reads stay
+256 KiB at a time. OpenSSL's own record buffers are already released when idle (CPython sets
+``SSL_MODE_RELEASE_BUFFERS`` on every context). Certificate checks, timeouts and limits are
+asyncio's, unchanged: only where the ciphertext lands before decryption differs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import threading
+from asyncio.sslproto import SSLProtocol
+
+_READ_BYTES = SSLProtocol.max_size  # asyncio's read size, kept
+
+
+class _ThreadBuffer(threading.local):
+    view: memoryview | None = None
+
+
+_buffer = _ThreadBuffer()
+
+
+def _read_buffer() -> memoryview:
+    if _buffer.view is None:
+        _buffer.view = memoryview(bytearray(_READ_BYTES))
+    return _buffer.view
+
+
+class SharedReadBufferSSLProtocol(SSLProtocol):
+    """asyncio's server-side TLS protocol without a read buffer of its own."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        app_protocol: asyncio.BaseProtocol,
+        ctx: ssl.SSLContext,
+    ) -> None:
+        # The base class allocates bytearray(self.max_size) here; make that an empty one.
+        self.max_size = 0  # type: ignore[misc]  # shadowed for __init__ only
+        try:
+            # No waiter: a failed handshake closes the connection (asyncio's accept path
+            # passes one only to log it in debug mode).
+            super().__init__(loop, app_protocol, ctx, None, server_side=True)  # type: ignore[arg-type]
+        finally:
+            del self.max_size  # back to the class's read size for decrypting
+        if len(self._ssl_buffer_view) != 0:  # pragma: no cover - a future asyncio
+            raise RuntimeError(
+                "asyncio.sslproto.SSLProtocol no longer sizes its buffer by max_size"
+            )
+
+    def get_buffer(self, n: int) -> memoryview:
+        # buffer_updated() reads self._ssl_buffer_view; point it at the shared buffer.
+        self._ssl_buffer_view = _read_buffer()
+        return self._ssl_buffer_view
