@@ -44,9 +44,10 @@ from h2.connection import H2Connection
 from h2.errors import ErrorCodes
 from h2.events import PingReceived, RequestReceived
 from h2.exceptions import ProtocolError
-from h2.settings import SettingCodes, Settings
+from h2.settings import SettingCodes
 
 from plastron.transport.codec import PreEncodedProtoCodec
+from plastron.transport.h2_settings import CompactSettings
 from plastron.transport.keepalive import (
     GOAWAY_TOO_MANY_PINGS,
     H2Probe,
@@ -73,29 +74,6 @@ if not grpclib.__version__.startswith("0.4."):  # pragma: no cover - caught at i
 log = logging.getLogger(__name__)
 
 _HTTP2_INITIAL_WINDOW = 65_535
-
-
-class _SettingValues(list[Any]):
-    """One HTTP/2 setting's current value, then values sent or received but not yet
-    acknowledged: h2 keeps these in a ``deque``, which allocates a 64-slot block even when
-    it holds one value (about 600 bytes; 2 x 8 settings, about 10 KiB per connection)."""
-
-    def popleft(self) -> Any:
-        return self.pop(0)
-
-
-class _CompactSettings(Settings):
-    """h2's Settings, each setting's values in a :class:`_SettingValues` instead of a deque."""
-
-    def __init__(self, client: bool = True, initial_values: dict[Any, int] | None = None) -> None:
-        super().__init__(client, initial_values)
-        compact = {key: _SettingValues(values) for key, values in self._settings.items()}
-        self._settings = compact  # type: ignore[assignment]  # the deque's methods h2 calls
-
-    def __setitem__(self, key: SettingCodes | int, value: int) -> None:
-        if key not in self._settings:  # h2 would start a deque here
-            self._settings[key] = _SettingValues([None])  # type: ignore[assignment]
-        super().__setitem__(key, value)
 
 
 class _BoundedStream(Stream):
@@ -323,8 +301,8 @@ class _BoundedProtocol(H2Protocol):
 
     def _new_h2_connection(self) -> H2Connection:
         h2_conn = H2Connection(config=self.h2_config)
-        h2_conn.remote_settings = _CompactSettings(client=True)  # as h2 makes it, compact
-        h2_conn.local_settings = _CompactSettings(
+        h2_conn.remote_settings = CompactSettings(client=True)  # as h2 makes it, compact
+        h2_conn.local_settings = CompactSettings(
             client=False,
             initial_values={
                 SettingCodes.MAX_HEADER_LIST_SIZE: H2Connection.DEFAULT_MAX_HEADER_LIST_SIZE,

@@ -8,7 +8,7 @@ import pytest
 from h2.exceptions import InvalidSettingsValueError
 from h2.settings import SettingCodes, Settings
 
-from plastron.transport.bounded import _CompactSettings
+from plastron.transport.h2_settings import CompactSettings
 
 
 def _values(settings: Settings) -> tuple[object, ...]:
@@ -33,15 +33,15 @@ def _cycle(settings: Settings) -> list[tuple[object, ...]]:
 @pytest.mark.parametrize("client", [True, False])
 def test_compact_settings_change_as_h2s_do(client: bool) -> None:
     initial = {SettingCodes.MAX_HEADER_LIST_SIZE: 65536}
-    assert _cycle(_CompactSettings(client, initial)) == _cycle(Settings(client, initial))
+    assert _cycle(CompactSettings(client, initial)) == _cycle(Settings(client, initial))
 
 
 def test_compact_settings_refuse_what_h2_refuses() -> None:
-    settings = _CompactSettings(client=False)
+    settings = CompactSettings(client=False)
     with pytest.raises(InvalidSettingsValueError):
         settings[SettingCodes.INITIAL_WINDOW_SIZE] = 1 << 31
     with pytest.raises(InvalidSettingsValueError):
-        _CompactSettings(client=False, initial_values={SettingCodes.MAX_FRAME_SIZE: 1})
+        CompactSettings(client=False, initial_values={SettingCodes.MAX_FRAME_SIZE: 1})
 
 
 def _bytes_for(make: type[Settings]) -> int:
@@ -57,4 +57,4 @@ def _bytes_for(make: type[Settings]) -> int:
 
 
 def test_compact_settings_take_a_fraction_of_h2s_memory() -> None:
-    assert _bytes_for(_CompactSettings) * 3 < _bytes_for(Settings)
+    assert _bytes_for(CompactSettings) * 3 < _bytes_for(Settings)
