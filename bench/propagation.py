@@ -30,6 +30,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from conn_memory import memory
 from grpclib.client import Channel
 from push_clients import TD, LightAgent, ServerEndpoint, entry_message, light_agents, pct
 
@@ -131,10 +132,19 @@ async def measure(
     work: Path, server: ServerProcess, args: argparse.Namespace
 ) -> list[tuple[str, Samples]]:
     endpoint = ServerEndpoint(server.socket_path, server.port)
+    assert server.proc.process is not None
+    rss_before = memory(server.proc.process.pid)[0]
     started = time.perf_counter()
     agents = await light_agents(endpoint, args.agents)
     print(
         f"{len(agents)} light agents attested and watching in {time.perf_counter() - started:.1f}s"
+    )
+    await asyncio.sleep(2)
+    per_agent = (memory(server.proc.process.pid)[0] - rss_before) / max(1, len(agents))
+    print(
+        f"server RSS per light agent (mTLS connection + Watch stream): {per_agent / 1024:.0f} KiB;"
+        f" 10,000 agents: {(rss_before + per_agent * 10_000) / (1 << 20):.0f} MiB (goal 1 GiB;"
+        " bench/conn_memory.py measures it, beside the raw TLS limit)"
     )
     results: list[tuple[str, Samples]] = []
     try:

@@ -22,6 +22,7 @@ BENCHMARKS: list[tuple[str, list[str]]] = [
     ("issuance.py", []),
     ("agent_workload_api.py", ["--runs", "1"]),
     ("propagation.py", ["--agents", "200", "--runs", "20", "--poll-runs", "3"]),
+    ("conn_memory.py", ["--steps", "200,1000", "--clients", "2"]),
     ("ha_lag.py", ["--seconds", "5", "--intervals", "1s,250ms"]),
     ("tpm_attest.py", ["--rounds", "20"]),
     ("tpm_attest_server.py", ["--rounds", "15", "--seconds", "3"]),
