@@ -161,6 +161,9 @@ def test_delegate_gets_svid_of_a_process_by_pid(env: Env) -> None:
     sleeper = subprocess.Popen(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}",
                                 "--clear-groups", "sleep", "120"])  # fmt: skip
     try:
+        # until setpriv has dropped to nobody and exec'd sleep, the PID is root's setpriv, and
+        # the agent rightly attests it as root (a delegate asking then gets the root entry)
+        poll("the sleeper runs as nobody", lambda: _runs_as(sleeper.pid, "sleep", NOBODY))
         with channel(env) as ch:
             stub = di_grpc.DelegatedIdentityStub(ch)
             stream = stub.SubscribeToX509SVIDsByPID(
@@ -178,6 +181,17 @@ def test_delegate_gets_svid_of_a_process_by_pid(env: Env) -> None:
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+def _runs_as(pid: int, comm: str, uid: int) -> bool:
+    """Whether process ``pid`` is running ``comm`` with real and effective uid ``uid``."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+        name = Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return False
+    uids = next(line.split()[1:3] for line in status.splitlines() if line.startswith("Uid:"))
+    return name == comm and uids == [str(uid), str(uid)]
 
 
 def _as_user(uid: int, socket_path: Path) -> dict[str, object]:
