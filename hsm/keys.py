@@ -10,7 +10,7 @@ family works on every conformant module. Nothing private can be exported from th
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Self
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -45,7 +45,31 @@ def _no_export(label: str) -> NoReturn:
     raise KeyManagerError(f"pkcs11: key {label!r} is held in the HSM and cannot be exported")
 
 
-class HsmEllipticCurvePrivateKey(ec.EllipticCurvePrivateKey):
+class _HeldInToken:
+    """What both key kinds answer alike: the private half cannot leave the token (no
+    serialisation, no pickling), and a copy is the same handle."""
+
+    _label: str
+
+    def private_bytes(
+        self,
+        encoding: serialization.Encoding,
+        format: serialization.PrivateFormat,
+        encryption_algorithm: serialization.KeySerializationEncryption,
+    ) -> bytes:
+        _no_export(self._label)
+
+    def __copy__(self) -> Self:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, object]) -> Self:
+        return self
+
+    def __reduce__(self) -> NoReturn:
+        _no_export(self._label)
+
+
+class HsmEllipticCurvePrivateKey(_HeldInToken, ec.EllipticCurvePrivateKey):
     """An EC key in the token; ``sign`` returns DER, :meth:`sign_raw` returns JWS r||s."""
 
     blocking = True
@@ -98,25 +122,8 @@ class HsmEllipticCurvePrivateKey(ec.EllipticCurvePrivateKey):
     def private_numbers(self) -> ec.EllipticCurvePrivateNumbers:
         _no_export(self._label)
 
-    def private_bytes(
-        self,
-        encoding: serialization.Encoding,
-        format: serialization.PrivateFormat,
-        encryption_algorithm: serialization.KeySerializationEncryption,
-    ) -> bytes:
-        _no_export(self._label)
 
-    def __copy__(self) -> HsmEllipticCurvePrivateKey:
-        return self
-
-    def __deepcopy__(self, memo: dict[int, object]) -> HsmEllipticCurvePrivateKey:
-        return self
-
-    def __reduce__(self) -> NoReturn:
-        _no_export(self._label)
-
-
-class HsmRsaPrivateKey(rsa.RSAPrivateKey):
+class HsmRsaPrivateKey(_HeldInToken, rsa.RSAPrivateKey):
     """An RSA key in the token: PKCS#1 v1.5 and PSS (MGF1 with the same hash)."""
 
     blocking = True
@@ -173,21 +180,4 @@ class HsmRsaPrivateKey(rsa.RSAPrivateKey):
         raise KeyManagerError(f"pkcs11: key {self._label!r} is a signing key; decryption is off")
 
     def private_numbers(self) -> rsa.RSAPrivateNumbers:
-        _no_export(self._label)
-
-    def private_bytes(
-        self,
-        encoding: serialization.Encoding,
-        format: serialization.PrivateFormat,
-        encryption_algorithm: serialization.KeySerializationEncryption,
-    ) -> bytes:
-        _no_export(self._label)
-
-    def __copy__(self) -> HsmRsaPrivateKey:
-        return self
-
-    def __deepcopy__(self, memo: dict[int, object]) -> HsmRsaPrivateKey:
-        return self
-
-    def __reduce__(self) -> NoReturn:
         _no_export(self._label)

@@ -244,7 +244,33 @@ def key_info(key_id: str, public_key: PublicKey) -> KeyInfo:
     return KeyInfo(key_id, key_type_of(public_key), public_key, fingerprint(public_key))
 
 
-class MemoryKeyManager:
+class _KeysInProcess:
+    """The reads the memory and disk managers share: their keys are a dict under a lock."""
+
+    _keys: dict[str, PrivateKey]
+    _lock: threading.Lock
+
+    def _not_found(self, key_id: str) -> str:
+        return f"key {key_id!r} not found"
+
+    def get_public_key(self, key_id: str) -> PublicKey:
+        return self.signer(key_id).public_key()
+
+    def get_public_keys(self) -> list[KeyInfo]:
+        with self._lock:
+            items = sorted(self._keys.items())
+        return [key_info(kid, key.public_key()) for kid, key in items]
+
+    def signer(self, key_id: str) -> PrivateKey:
+        check_key_id(key_id)
+        with self._lock:
+            key = self._keys.get(key_id)
+        if key is None:
+            raise NotFound(self._not_found(key_id))
+        return key
+
+
+class MemoryKeyManager(_KeysInProcess):
     """Keys in process memory only: lost on restart (SPIRE's ``memory`` KeyManager)."""
 
     name = "memory"
@@ -263,29 +289,13 @@ class MemoryKeyManager:
             self._keys[key_id] = key
         return key.public_key()
 
-    def get_public_key(self, key_id: str) -> PublicKey:
-        return self.signer(key_id).public_key()
-
-    def get_public_keys(self) -> list[KeyInfo]:
-        with self._lock:
-            items = sorted(self._keys.items())
-        return [key_info(kid, key.public_key()) for kid, key in items]
-
-    def signer(self, key_id: str) -> PrivateKey:
-        check_key_id(key_id)
-        with self._lock:
-            key = self._keys.get(key_id)
-        if key is None:
-            raise NotFound(f"key {key_id!r} not found")
-        return key
-
     def destroy_key(self, key_id: str) -> None:
         check_key_id(key_id)
         with self._lock:
             self._keys.pop(key_id, None)
 
 
-class DiskKeyManager:
+class DiskKeyManager(_KeysInProcess):
     """Keys persisted as unencrypted PKCS#8 PEM in ``<directory>/keys.json`` (SPIRE's ``disk``).
 
     The file is 0600 inside a directory that only its owner may write; every change rewrites the
@@ -324,21 +334,8 @@ class DiskKeyManager:
             self._keys = updated
         return key.public_key()
 
-    def get_public_key(self, key_id: str) -> PublicKey:
-        return self.signer(key_id).public_key()
-
-    def get_public_keys(self) -> list[KeyInfo]:
-        with self._lock:
-            items = sorted(self._keys.items())
-        return [key_info(kid, key.public_key()) for kid, key in items]
-
-    def signer(self, key_id: str) -> PrivateKey:
-        check_key_id(key_id)
-        with self._lock:
-            key = self._keys.get(key_id)
-        if key is None:
-            raise NotFound(f"key {key_id!r} not found in {str(self._path)!r}")
-        return key
+    def _not_found(self, key_id: str) -> str:
+        return f"key {key_id!r} not found in {str(self._path)!r}"
 
     def destroy_key(self, key_id: str) -> None:
         check_key_id(key_id)

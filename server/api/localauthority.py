@@ -11,7 +11,9 @@ never interleaves with a rotation tick.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
@@ -82,6 +84,39 @@ def _authority_id(held: X509CA | JwtKey | None) -> str:
     return held.authority_id if isinstance(held, X509CA) else held.kid
 
 
+A = TypeVar("A", X509CA, JwtKey)
+
+
+@dataclass(frozen=True)
+class _Kind(Generic[A]):
+    """How the calls that are the same for X.509 and JWT authorities reach one kind's slots."""
+
+    name: str
+    state: Callable[[A], la.AuthorityState]
+    current: Callable[[AuthorityManager], A | None]
+    next: Callable[[AuthorityManager], A | None]
+    prepare: Callable[[AuthorityManager], Awaitable[A]]
+    activate: Callable[[AuthorityManager], Awaitable[A]]
+
+
+_X509 = _Kind[X509CA](
+    "X.509",
+    x509_state,
+    lambda m: m.current_x509,
+    lambda m: m.next_x509,
+    lambda m: m.prepare_x509(),
+    lambda m: m.activate_x509(),
+)
+_JWT = _Kind[JwtKey](
+    "JWT",
+    jwt_state,
+    lambda m: m.current_jwt,
+    lambda m: m.next_jwt,
+    lambda m: m.prepare_jwt(),
+    lambda m: m.activate_jwt(),
+)
+
+
 class LocalAuthorityService(localauthority_grpc.LocalAuthorityBase):
     def __init__(self, ctx: ApiContext) -> None:
         self.ctx = ctx
@@ -104,57 +139,58 @@ class LocalAuthorityService(localauthority_grpc.LocalAuthorityBase):
         except PlastronError as exc:
             log.warning("server SVID not renewed after an authority change error=%s", exc)
 
-    def _current_x509(self) -> X509CA:
-        current = self._manager.current_x509
+    def _current(self, kind: _Kind[A]) -> A:
+        current = kind.current(self._manager)
         if current is None:
-            raise Unavailable("server is initializing: no active X.509 authority yet")
+            raise Unavailable(f"server is initializing: no active {kind.name} authority yet")
         return current
 
-    def _current_jwt(self) -> JwtKey:
-        current = self._manager.current_jwt
-        if current is None:
-            raise Unavailable("server is initializing: no active JWT authority yet")
-        return current
+    # -- get, prepare and activate: the same steps for both kinds of authority -------------
 
-    # -- X.509 ---------------------------------------------------------------------------
-
-    async def GetX509AuthorityState(self, stream: Stream[Any, Any]) -> None:
+    async def _get_state(self, stream: Stream[Any, Any], kind: _Kind[A], reply: Any) -> None:
         await self._request(stream)
-        resp = la.GetX509AuthorityStateResponse(active=x509_state(self._current_x509()))
-        nxt = self._manager.next_x509
+        resp = reply(active=kind.state(self._current(kind)))
+        nxt = kind.next(self._manager)
         if nxt is not None and nxt.status is AuthorityStatus.PREPARED:
-            resp.prepared.CopyFrom(x509_state(nxt))
+            resp.prepared.CopyFrom(kind.state(nxt))
         elif nxt is not None and nxt.status is AuthorityStatus.OLD:
-            resp.old.CopyFrom(x509_state(nxt))
+            resp.old.CopyFrom(kind.state(nxt))
         await stream.send_message(resp)
 
-    async def PrepareX509Authority(self, stream: Stream[Any, Any]) -> None:
+    async def _prepare(self, stream: Stream[Any, Any], kind: _Kind[A], reply: Any) -> None:
         await self._request(stream)
         async with self._manager.lock:
-            self._current_x509()
+            self._current(kind)
             try:
-                prepared = await self._manager.prepare_x509()
+                prepared = await kind.prepare(self._manager)
             except PlastronError as exc:
-                raise _prefixed("failed to prepare X.509 authority", exc) from exc
-        await stream.send_message(
-            la.PrepareX509AuthorityResponse(prepared_authority=x509_state(prepared))
-        )
+                raise _prefixed(f"failed to prepare {kind.name} authority", exc) from exc
+        await stream.send_message(reply(prepared_authority=kind.state(prepared)))
 
-    async def ActivateX509Authority(self, stream: Stream[Any, Any]) -> None:
+    async def _activate(self, stream: Stream[Any, Any], kind: _Kind[A], reply: Any) -> None:
         req = await self._request(stream)
         async with self._manager.lock:
             m = self._manager
             _check_next(
                 req.authority_id,
-                _authority_id(m.current_x509),
-                m.next_x509,
+                _authority_id(kind.current(m)),
+                kind.next(m),
                 verb="activate",
                 wanted=AuthorityStatus.PREPARED,
             )
-            active = await m.activate_x509()
-        await stream.send_message(
-            la.ActivateX509AuthorityResponse(activated_authority=x509_state(active))
-        )
+            active = await kind.activate(m)
+        await stream.send_message(reply(activated_authority=kind.state(active)))
+
+    # -- X.509 ---------------------------------------------------------------------------
+
+    async def GetX509AuthorityState(self, stream: Stream[Any, Any]) -> None:
+        await self._get_state(stream, _X509, la.GetX509AuthorityStateResponse)
+
+    async def PrepareX509Authority(self, stream: Stream[Any, Any]) -> None:
+        await self._prepare(stream, _X509, la.PrepareX509AuthorityResponse)
+
+    async def ActivateX509Authority(self, stream: Stream[Any, Any]) -> None:
+        await self._activate(stream, _X509, la.ActivateX509AuthorityResponse)
 
     def _old_local_x509(self, authority_id: str, verb: str) -> X509CA:
         m = self._manager
@@ -260,42 +296,13 @@ class LocalAuthorityService(localauthority_grpc.LocalAuthorityBase):
     # -- JWT -----------------------------------------------------------------------------
 
     async def GetJWTAuthorityState(self, stream: Stream[Any, Any]) -> None:
-        await self._request(stream)
-        resp = la.GetJWTAuthorityStateResponse(active=jwt_state(self._current_jwt()))
-        nxt = self._manager.next_jwt
-        if nxt is not None and nxt.status is AuthorityStatus.PREPARED:
-            resp.prepared.CopyFrom(jwt_state(nxt))
-        elif nxt is not None and nxt.status is AuthorityStatus.OLD:
-            resp.old.CopyFrom(jwt_state(nxt))
-        await stream.send_message(resp)
+        await self._get_state(stream, _JWT, la.GetJWTAuthorityStateResponse)
 
     async def PrepareJWTAuthority(self, stream: Stream[Any, Any]) -> None:
-        await self._request(stream)
-        async with self._manager.lock:
-            self._current_jwt()
-            try:
-                prepared = await self._manager.prepare_jwt()
-            except PlastronError as exc:
-                raise _prefixed("failed to prepare JWT authority", exc) from exc
-        await stream.send_message(
-            la.PrepareJWTAuthorityResponse(prepared_authority=jwt_state(prepared))
-        )
+        await self._prepare(stream, _JWT, la.PrepareJWTAuthorityResponse)
 
     async def ActivateJWTAuthority(self, stream: Stream[Any, Any]) -> None:
-        req = await self._request(stream)
-        async with self._manager.lock:
-            m = self._manager
-            _check_next(
-                req.authority_id,
-                _authority_id(m.current_jwt),
-                m.next_jwt,
-                verb="activate",
-                wanted=AuthorityStatus.PREPARED,
-            )
-            active = await m.activate_jwt()
-        await stream.send_message(
-            la.ActivateJWTAuthorityResponse(activated_authority=jwt_state(active))
-        )
+        await self._activate(stream, _JWT, la.ActivateJWTAuthorityResponse)
 
     async def TaintJWTAuthority(self, stream: Stream[Any, Any]) -> None:
         req = await self._request(stream)

@@ -27,6 +27,7 @@ from plastron.server.cli.render import (
     agent_lines,
     agent_selector_lines,
     plural,
+    print_count,
     print_json,
 )
 
@@ -133,10 +134,7 @@ def count(argv: list[str]) -> int:
     req = agentv1.CountAgentsRequest(filter=agentv1.CountAgentsRequest.Filter(**_filter_fields(ns)))
 
     resp = call_one(ns.socketPath, lambda c: c.agent.CountAgents, req)
-    if ns.output == "json":
-        print_json(resp)
-    else:
-        print(f"{resp.count} attested {plural(resp.count, 'agent', 'agents')}")
+    print_count(resp, ns.output, "attested agent", "attested agents")
     return 0
 
 

@@ -27,7 +27,7 @@ from plastron.server.cli.args import (
     read_input,
     socket_flag,
 )
-from plastron.server.cli.render import plural, print_json
+from plastron.server.cli.render import print_count, print_json
 from plastron.spiffe.bundle import Bundle, X509Authority
 from plastron.spiffe.ids import TrustDomain
 from plastron.wire.bundles import bundle_from_proto, bundle_to_proto
@@ -144,18 +144,14 @@ def set_bundle(argv: list[str]) -> int:
     bundle = parse_bundle(read_input(ns.path, "bundle data"), ns.format, td)
     req = bundlev1.BatchSetFederatedBundleRequest(bundle=[bundle_to_proto(bundle)])
 
-    resp = call_one(
-        ns.socketPath,
+    return _batch_one(
+        ns,
         lambda c: c.bundle.BatchSetFederatedBundle,
         req,
         context="failed to set federated bundle",
+        refused="failed to set federated bundle",
+        done="bundle set.",
     )
-    if ns.output == "json":
-        print_json(resp)
-    _check_single(resp, "failed to set federated bundle")
-    if ns.output == "pretty":
-        print("bundle set.")
-    return 0
 
 
 def delete(argv: list[str]) -> int:
@@ -169,17 +165,32 @@ def delete(argv: list[str]) -> int:
         trust_domains=[td.name], mode=_DELETE_MODES[ns.mode]
     )
 
-    resp = call_one(
-        ns.socketPath,
+    return _batch_one(
+        ns,
         lambda c: c.bundle.BatchDeleteFederatedBundle,
         req,
         context="failed to delete federated bundle",
+        refused=f'failed to delete federated bundle "{td.name}"',
+        done="bundle deleted.",
     )
+
+
+def _batch_one(
+    ns: argparse.Namespace,
+    rpc: Callable[[AdminClient], Any],
+    req: Any,
+    *,
+    context: str,
+    refused: str,
+    done: str,
+) -> int:
+    """Send a batch request for one bundle; print the answer and refuse a failed result."""
+    resp = call_one(ns.socketPath, rpc, req, context=context)
     if ns.output == "json":
         print_json(resp)
-    _check_single(resp, f'failed to delete federated bundle "{td.name}"')
+    _check_single(resp, refused)
     if ns.output == "pretty":
-        print("bundle deleted.")
+        print(done)
     return 0
 
 
@@ -197,10 +208,7 @@ def count(argv: list[str]) -> int:
     ns = parser.parse_args(argv)
 
     resp = call_one(ns.socketPath, lambda c: c.bundle.CountBundles, bundlev1.CountBundlesRequest())
-    if ns.output == "json":
-        print_json(resp)
-    else:
-        print(f"{resp.count} {plural(resp.count, 'bundle', 'bundles')}")
+    print_count(resp, ns.output, "bundle", "bundles")
     return 0
 
 

@@ -37,6 +37,7 @@ from plastron.server.cli.entry_input import (
 from plastron.server.cli.render import (
     entry_sort_key,
     plural,
+    print_count,
     print_entry,
     print_json,
 )
@@ -250,11 +251,7 @@ def count(argv: list[str]) -> int:
     )
 
     resp = call_one(ns.socketPath, lambda c: c.entry.CountEntries, req)
-    if ns.output == "json":
-        print_json(resp)
-    else:
-        n = resp.count
-        print(f"{n} registration {plural(n, 'entry', 'entries')}")
+    print_count(resp, ns.output, "registration entry", "registration entries")
     return 0
 
 

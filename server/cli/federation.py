@@ -190,30 +190,33 @@ def _print_results(
     return 0
 
 
-def create(argv: list[str]) -> int:
-    ns = _write_parser("create", "Creates a dynamic federation relationship").parse_args(argv)
+def _write(argv: list[str], verb: str, description: str, rpc: Any, request: Any) -> int:
+    ns = _write_parser(verb, description).parse_args(argv)
     rels = _relationships(ns)
-    req = tdv1.BatchCreateFederationRelationshipRequest(federation_relationships=rels)
     resp = call_one(
-        ns.socketPath,
-        lambda c: c.trustdomain.BatchCreateFederationRelationship,
-        req,
-        context="request failed",
+        ns.socketPath, rpc, request(federation_relationships=rels), context="request failed"
     )
-    return _print_results(resp, rels, "create", ns.output)
+    return _print_results(resp, rels, verb, ns.output)
+
+
+def create(argv: list[str]) -> int:
+    return _write(
+        argv,
+        "create",
+        "Creates a dynamic federation relationship",
+        lambda c: c.trustdomain.BatchCreateFederationRelationship,
+        tdv1.BatchCreateFederationRelationshipRequest,
+    )
 
 
 def update(argv: list[str]) -> int:
-    ns = _write_parser("update", "Updates a dynamic federation relationship").parse_args(argv)
-    rels = _relationships(ns)
-    req = tdv1.BatchUpdateFederationRelationshipRequest(federation_relationships=rels)
-    resp = call_one(
-        ns.socketPath,
+    return _write(
+        argv,
+        "update",
+        "Updates a dynamic federation relationship",
         lambda c: c.trustdomain.BatchUpdateFederationRelationship,
-        req,
-        context="request failed",
+        tdv1.BatchUpdateFederationRelationshipRequest,
     )
-    return _print_results(resp, rels, "update", ns.output)
 
 
 def _id_parser(verb: str, description: str, name: str = "id") -> argparse.ArgumentParser:

@@ -35,6 +35,14 @@ def plural(count: int, singular: str, plural_form: str) -> str:
     return singular if count == 1 else plural_form
 
 
+def print_count(resp: Any, output: str, singular: str, plural_form: str) -> None:
+    """A ``count`` verb's answer: the response as JSON, or SPIRE's "N things" line."""
+    if output == "json":
+        print_json(resp)
+    else:
+        print(f"{resp.count} {plural(resp.count, singular, plural_form)}")
+
+
 def id_string(sid: spiffeid_pb2.SPIFFEID | None) -> str:
     if sid is None or (not sid.trust_domain and not sid.path):
         return ""
