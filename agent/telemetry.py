@@ -4,25 +4,16 @@ health of each subsystem)."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 
 from plastron.agent.cache import WorkloadCache
 from plastron.agent.identity import AgentIdentity
 from plastron.agent.metrics import AGENT_SVID_REMAINING, CACHED_SVIDS, REGISTRY, SUBSYSTEM_UP
 from plastron.clock import Clock
-from plastron.configs.telemetry import TelemetryConfig
-from plastron.logs import fields
-from plastron.metrics import MetricsListener
-
-log = logging.getLogger(__name__)
+from plastron.metrics import Telemetry
 
 
-class AgentTelemetry:
-    def __init__(self, config: TelemetryConfig) -> None:
-        self._config = config
-        self.listener: MetricsListener | None = None
-
+class AgentTelemetry(Telemetry):
     def start(
         self,
         identity: AgentIdentity,
@@ -48,13 +39,4 @@ class AgentTelemetry:
         SUBSYSTEM_UP.samples = lambda: [
             ((name,), 1.0 if healthy else 0.0) for name, (healthy, _) in subsystems().items()
         ]
-        self.listener = MetricsListener(prometheus, REGISTRY)
-        self.listener.start()
-        log.info(
-            "metrics listening", extra=fields(address=f"{prometheus.host}:{self.listener.port}")
-        )
-
-    def close(self) -> None:
-        if self.listener is not None:
-            self.listener.close()
-            self.listener = None
+        self._listen(prometheus, REGISTRY)

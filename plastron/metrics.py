@@ -10,6 +10,7 @@ histograms in ``_seconds``. ``docs/operations.md`` lists every metric.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -28,8 +29,9 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from plastron.configs.telemetry import PrometheusConfig
+from plastron.configs.telemetry import PrometheusConfig, TelemetryConfig
 from plastron.errors import ConfigError
+from plastron.logs import fields
 
 # Latency buckets from 1 ms (a cached Workload API answer) to 30 s (an HSM under load).
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -191,3 +193,24 @@ class MetricsListener:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+
+
+class Telemetry:
+    """A process's ``telemetry { Prometheus {} }``: its ``/metrics`` listener once started."""
+
+    def __init__(self, config: TelemetryConfig) -> None:
+        self._config = config
+        self.listener: MetricsListener | None = None
+
+    def _listen(self, prometheus: PrometheusConfig, registry: CollectorRegistry) -> None:
+        self.listener = MetricsListener(prometheus, registry)
+        self.listener.start()
+        # Logged under the subclass's module: the agent's or the server's logger, as before.
+        logging.getLogger(type(self).__module__).info(
+            "metrics listening", extra=fields(address=f"{prometheus.host}:{self.listener.port}")
+        )
+
+    def close(self) -> None:
+        if self.listener is not None:
+            self.listener.close()
+            self.listener = None

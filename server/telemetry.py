@@ -4,18 +4,14 @@ health check of each subsystem)."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterable
 
 from plastron.clock import Clock
-from plastron.configs.telemetry import TelemetryConfig
-from plastron.logs import fields
-from plastron.metrics import MetricsListener
+from plastron.metrics import Telemetry
 from plastron.server.ca.server_ca import ServerCA
 from plastron.server.health import HealthChecker
 from plastron.server.metrics import CA_ACTIVE_REMAINING, REGISTRY, SUBSYSTEM_UP
 
-log = logging.getLogger(__name__)
 Labelled = Iterable[tuple[tuple[str, ...], float]]
 
 
@@ -43,11 +39,7 @@ def subsystems_up(health: HealthChecker) -> Callable[[], Labelled]:
     return samples
 
 
-class ServerTelemetry:
-    def __init__(self, config: TelemetryConfig) -> None:
-        self._config = config
-        self.listener: MetricsListener | None = None
-
+class ServerTelemetry(Telemetry):
     @property
     def enabled(self) -> bool:
         return self._config.prometheus is not None
@@ -58,13 +50,4 @@ class ServerTelemetry:
             return
         CA_ACTIVE_REMAINING.samples = ca_remaining(ca, clock)
         SUBSYSTEM_UP.samples = subsystems_up(health)
-        self.listener = MetricsListener(prometheus, REGISTRY)
-        self.listener.start()
-        log.info(
-            "metrics listening", extra=fields(address=f"{prometheus.host}:{self.listener.port}")
-        )
-
-    def close(self) -> None:
-        if self.listener is not None:
-            self.listener.close()
-            self.listener = None
+        self._listen(prometheus, REGISTRY)

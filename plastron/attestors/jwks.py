@@ -244,6 +244,12 @@ def verify_signature(token: str, keys: KeySet, *, method: str) -> VerifiedJwt:
     return VerifiedJwt(kid, header, _json_part(body, "claims", method))
 
 
+def verify_with(token: str, keys: str | KeySet, *, method: str) -> VerifiedJwt:
+    """:func:`verify_signature` with ``keys`` as the JWKS's JSON text or already parsed."""
+    key_set = keys if isinstance(keys, KeySet) else parse_key_set(keys, method=method)
+    return verify_signature(token, key_set, method=method)
+
+
 # ---- the claims --------------------------------------------------------------------------------
 
 

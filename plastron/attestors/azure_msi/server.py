@@ -17,9 +17,9 @@ from plastron.attestors.azure_msi.arm import ArmClient
 from plastron.attestors.azure_msi.config import AzureMsiServerConfig, template_values
 from plastron.attestors.azure_msi.token import NAME, verify
 from plastron.attestors.base import MAX_ATTESTATION_MESSAGE, AttestationResult, ChallengeFn
-from plastron.attestors.first_use import refuse_if_attested
-from plastron.attestors.jwks import header_kid, peek_claims
+from plastron.attestors.jwks import peek_claims
 from plastron.attestors.jwks_source import KeySource
+from plastron.attestors.token_attestor import TokenServerAttestor
 from plastron.clock import Clock
 from plastron.errors import AttestationFailed, InvalidArgument, InvalidSelector
 from plastron.host_services import AgentAttestedFn
@@ -41,7 +41,7 @@ def decode_payload(payload: bytes) -> str:
     return token
 
 
-class AzureMsiServerAttestor:
+class AzureMsiServerAttestor(TokenServerAttestor):
     name = NAME
 
     def __init__(
@@ -54,11 +54,8 @@ class AzureMsiServerAttestor:
         attested: AgentAttestedFn,
         clients: Mapping[str, ArmClient],
     ) -> None:
+        super().__init__(trust_domain, clock, keys=keys, attested=attested)
         self._config = config
-        self._td = trust_domain
-        self._clock = clock
-        self._keys = keys
-        self._attested = attested
         self._clients = clients
 
     def __repr__(self) -> str:
@@ -74,13 +71,12 @@ class AzureMsiServerAttestor:
             raise AttestationFailed(f"{NAME}: tenant {str(claimed)[:100]!r} is not authorized")
         proved = verify(
             token,
-            keys=await self._keys.get(header_kid(token)),
+            keys=await self._key_set(token),
             audience=tenant.resource_id,
             tenant=tenant.tenant_id,
             now=self._clock.now(),
         )
-        agent_id = self._config.agent_path_template.agent_id(self._td, template_values(proved))
-        await refuse_if_attested(NAME, agent_id, self._attested)
+        agent_id = await self._first_use(self._config.agent_path_template, template_values(proved))
         values = await self._clients[tenant.tenant_id.lower()].selectors(proved.principal_id)
         try:
             selectors = tuple(Selector(NAME, v) for v in values)

@@ -33,9 +33,8 @@ from plastron.attestors.jwks import (
     check_audience,
     check_issuer,
     check_times,
-    parse_key_set,
     string_claim,
-    verify_signature,
+    verify_with,
 )
 
 NAME = "azure_msi"
@@ -79,8 +78,7 @@ def verify(
     tenant IDs are GUIDs); the issuer must be that tenant's. Raises AttestationFailed
     (:class:`JwtRefused`) naming the first rule the token breaks.
     """
-    key_set = keys if isinstance(keys, KeySet) else parse_key_set(keys, method=NAME)
-    verified = verify_signature(token, key_set, method=NAME)
+    verified = verify_with(token, keys, method=NAME)
     claims = verified.claims
     tid = string_claim(claims, "tid", NAME)
     if tenant is not None and tid.lower() != tenant.lower():

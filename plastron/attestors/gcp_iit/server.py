@@ -13,12 +13,12 @@ leaves the trailing colon, as SPIRE).
 from __future__ import annotations
 
 from plastron.attestors.base import AttestationResult, ChallengeFn
-from plastron.attestors.first_use import refuse_if_attested
 from plastron.attestors.gcp_iit.compute import ComputeClient, Instance
 from plastron.attestors.gcp_iit.config import GcpIitServerConfig, template_values
 from plastron.attestors.gcp_iit.token import NAME, IdentityToken, verify
-from plastron.attestors.jwks import header_kid, token_from_payload
+from plastron.attestors.jwks import token_from_payload
 from plastron.attestors.jwks_source import KeySource
+from plastron.attestors.token_attestor import TokenServerAttestor
 from plastron.clock import Clock
 from plastron.errors import AttestationFailed, InvalidSelector
 from plastron.host_services import AgentAttestedFn
@@ -26,7 +26,7 @@ from plastron.selector import Selector
 from plastron.spiffe.ids import TrustDomain
 
 
-class GcpIitServerAttestor:
+class GcpIitServerAttestor(TokenServerAttestor):
     name = NAME
 
     def __init__(
@@ -39,11 +39,8 @@ class GcpIitServerAttestor:
         attested: AgentAttestedFn,
         compute: ComputeClient | None = None,
     ) -> None:
+        super().__init__(trust_domain, clock, keys=keys, attested=attested)
         self._config = config
-        self._td = trust_domain
-        self._clock = clock
-        self._keys = keys
-        self._attested = attested
         self._compute = compute
 
     def __repr__(self) -> str:
@@ -52,16 +49,14 @@ class GcpIitServerAttestor:
     async def attest(self, payload: bytes, challenge: ChallengeFn) -> AttestationResult:
         cfg = self._config
         token = token_from_payload(payload, method=NAME)
-        keys = await self._keys.get(header_kid(token))
         proved = verify(
             token,
-            keys=keys,
+            keys=await self._key_set(token),
             audience=cfg.audience,
             now=self._clock.now(),
             projectid_allow_list=cfg.projectid_allow_list,
         )
-        agent_id = cfg.agent_path_template.agent_id(self._td, template_values(proved))
-        await refuse_if_attested(NAME, agent_id, self._attested)
+        agent_id = await self._first_use(cfg.agent_path_template, template_values(proved))
         instance = None
         if self._compute is not None:
             instance = await self._compute.instance(

@@ -35,9 +35,8 @@ from plastron.attestors.jwks import (
     check_audience,
     check_issuer,
     check_times,
-    parse_key_set,
     string_claim,
-    verify_signature,
+    verify_with,
 )
 
 NAME = "gcp_iit"
@@ -101,8 +100,7 @@ def verify(
     minutes), the ``format=full`` claims, and — when ``projectid_allow_list`` is given — the
     project.
     """
-    key_set = keys if isinstance(keys, KeySet) else parse_key_set(keys, method=NAME)
-    verified = verify_signature(token, key_set, method=NAME)
+    verified = verify_with(token, keys, method=NAME)
     claims = verified.claims
     issuer = check_issuer(claims, ISSUERS, method=NAME)
     check_audience(claims, audience, method=NAME)
