@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from plastron.devkit.processes import DevKitError, ProcessBook, poll
+from plastron.spiffe.x509mint import CA_KEY_USAGE
 
 START_DEADLINE_S = 20.0
 EK_CERT_FILE = "ek-rsa2048.crt"  # the EK the agent's ek_type "auto" picks first
@@ -55,20 +56,6 @@ def missing_packages() -> list[str]:
     return sorted({pkg for tool, pkg in TOOLS.items() if shutil.which(tool) is None})
 
 
-def _ca_key_usage() -> x509.KeyUsage:
-    return x509.KeyUsage(
-        digital_signature=False,
-        content_commitment=False,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=True,
-        crl_sign=True,
-        encipher_only=False,
-        decipher_only=False,
-    )
-
-
 def make_manufacturer_ca(
     directory: Path, cn: str = "Plastron Test TPM Manufacturer"
 ) -> ManufacturerCa:
@@ -86,7 +73,7 @@ def make_manufacturer_ca(
         .not_valid_before(now - dt.timedelta(days=1))
         .not_valid_after(now + dt.timedelta(days=3650))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(_ca_key_usage(), critical=True)
+        .add_extension(CA_KEY_USAGE, critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
