@@ -16,7 +16,7 @@ import base64
 import binascii
 import datetime as _dt
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -223,19 +223,11 @@ class Bundle:
     ) -> Bundle:
         """Parse a SPIFFE bundle JWK Set for ``trust_domain``; InvalidBundle on anything wrong."""
         doc = _load_json_object(data, max_bytes, "SPIFFE bundle")
-        try:
-            return _bundle_from_jwks_doc(trust_domain, doc)
-        except InvalidBundle:
-            raise
-        except (
-            ValueError,
-            TypeError,
-            KeyError,
-            AttributeError,
-            OverflowError,
+        return _parsed(
+            lambda: _bundle_from_jwks_doc(trust_domain, doc),
+            f"SPIFFE bundle for {trust_domain}",
             RecursionError,
-        ) as exc:
-            raise InvalidBundle(f"SPIFFE bundle for {trust_domain} is malformed: {exc}") from exc
+        )
 
     # ---- internal storage format -------------------------------------------------------------
 
@@ -267,19 +259,22 @@ class Bundle:
     @classmethod
     def from_json(cls, data: bytes) -> Bundle:
         doc = _load_json_object(data, MAX_BUNDLE_BYTES, "stored bundle")
-        try:
-            return _bundle_from_storage_doc(doc)
-        except InvalidBundle:
-            raise
-        except (
-            ValueError,
-            TypeError,
-            KeyError,
-            AttributeError,
-            OverflowError,
-            InvalidSpiffeId,
-        ) as exc:
-            raise InvalidBundle(f"stored bundle is malformed: {exc}") from exc
+        return _parsed(lambda: _bundle_from_storage_doc(doc), "stored bundle", InvalidSpiffeId)
+
+
+# What reading a decoded document can raise on malformed content; anything else is a bug.
+_MALFORMED = (ValueError, TypeError, KeyError, AttributeError, OverflowError)
+
+
+def _parsed(parse: Callable[[], Bundle], what: str, also: type[Exception]) -> Bundle:
+    """``parse()``'s bundle; InvalidBundle naming ``what`` for malformed content (``also``: one
+    more exception type that means malformed for this format)."""
+    try:
+        return parse()
+    except InvalidBundle:
+        raise
+    except (*_MALFORMED, also) as exc:
+        raise InvalidBundle(f"{what} is malformed: {exc}") from exc
 
 
 def _load_json_object(data: bytes, max_bytes: int, what: str) -> dict[str, Any]:

@@ -162,13 +162,30 @@ def _text(value: object, name: str, limit: int = 256) -> str:
     return value
 
 
-def _x509_to_dict(r: X509CARecord) -> dict[str, Any]:
+def _slot_fields_to_dict(r: X509CARecord | JwtKeyRecord) -> dict[str, Any]:
+    """What every slot record holds, in the order the journal has always written it."""
     return {
         "slot_id": r.slot_id,
         "authority_id": r.authority_id,
         "issued_at": _ts(r.issued_at),
         "not_after": _ts(r.not_after),
         "status": r.status.value,
+    }
+
+
+def _slot_fields_from_dict(d: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "slot_id": _slot(d["slot_id"]),
+        "authority_id": _text(d["authority_id"], "authority_id"),
+        "issued_at": _from_ts(d["issued_at"]),
+        "not_after": _from_ts(d["not_after"]),
+        "status": AuthorityStatus(d["status"]),
+    }
+
+
+def _x509_to_dict(r: X509CARecord) -> dict[str, Any]:
+    return {
+        **_slot_fields_to_dict(r),
         "chain": [_b64(der) for der in r.chain_der],
         "upstream_authority_id": r.upstream_authority_id,
     }
@@ -179,33 +196,15 @@ def _x509_from_dict(d: dict[str, Any]) -> X509CARecord:
     if not isinstance(chain, list) or not 1 <= len(chain) <= 16:
         raise ValueError("chain must list 1 to 16 certificates")
     return X509CARecord(
-        slot_id=_slot(d["slot_id"]),
-        authority_id=_text(d["authority_id"], "authority_id"),
-        issued_at=_from_ts(d["issued_at"]),
-        not_after=_from_ts(d["not_after"]),
-        status=AuthorityStatus(d["status"]),
+        **_slot_fields_from_dict(d),
         chain_der=tuple(_unb64(c) for c in chain),
         upstream_authority_id=_text(d.get("upstream_authority_id", ""), "upstream_authority_id"),
     )
 
 
 def _jwt_to_dict(r: JwtKeyRecord) -> dict[str, Any]:
-    return {
-        "slot_id": r.slot_id,
-        "authority_id": r.authority_id,
-        "issued_at": _ts(r.issued_at),
-        "not_after": _ts(r.not_after),
-        "status": r.status.value,
-        "public_key": _b64(r.public_key_der),
-    }
+    return {**_slot_fields_to_dict(r), "public_key": _b64(r.public_key_der)}
 
 
 def _jwt_from_dict(d: dict[str, Any]) -> JwtKeyRecord:
-    return JwtKeyRecord(
-        slot_id=_slot(d["slot_id"]),
-        authority_id=_text(d["authority_id"], "authority_id"),
-        issued_at=_from_ts(d["issued_at"]),
-        not_after=_from_ts(d["not_after"]),
-        status=AuthorityStatus(d["status"]),
-        public_key_der=_unb64(d["public_key"]),
-    )
+    return JwtKeyRecord(**_slot_fields_from_dict(d), public_key_der=_unb64(d["public_key"]))

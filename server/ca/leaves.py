@@ -8,6 +8,7 @@ import datetime as dt
 import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from cryptography import x509
 
@@ -18,6 +19,7 @@ from plastron.spiffe.x509svid import make_x509_svid, make_x509_svid_der
 
 #: A leaf's DER, or why it was refused.
 LeafDer = bytes | PlastronError
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -79,7 +81,27 @@ def sign_leaf(
     not_before: dt.datetime,
 ) -> x509.Certificate:
     """The leaf of ``plan`` for ``public_key``, signed by ``issuer``'s key."""
-    return make_x509_svid(
+    return _signed(
+        make_x509_svid,
+        plan,
+        public_key,
+        issuer=issuer,
+        issuer_key=issuer_key,
+        not_before=not_before,
+    )
+
+
+def _signed(
+    make: Callable[..., T],
+    plan: LeafPlan,
+    public_key: PublicKey,
+    *,
+    issuer: x509.Certificate,
+    issuer_key: PrivateKey,
+    not_before: dt.datetime,
+) -> T:
+    """``make`` (the leaf as a certificate, or as DER) called with what ``plan`` says."""
+    return make(
         spiffe_id=plan.spiffe_id,
         public_key=public_key,
         issuer=issuer,
@@ -107,15 +129,13 @@ def sign_leaves(
             check_workload_path(plan.spiffe_id, "X509-SVID")
             if isinstance(key, PlastronError):
                 raise key
-            leaf = make_x509_svid_der(
-                spiffe_id=plan.spiffe_id,
-                public_key=key,
+            leaf = _signed(
+                make_x509_svid_der,
+                plan,
+                key,
                 issuer=issuer,
                 issuer_key=issuer_key,
                 not_before=not_before,
-                not_after=plan.not_after,
-                dns_names=plan.dns_names,
-                subject=plan.subject,
             )
         except PlastronError as exc:
             out.append(exc)
