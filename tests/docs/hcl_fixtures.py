@@ -11,9 +11,8 @@ from functools import cache
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+
+from tests.pki import self_signed
 
 DOC_PATH = re.compile(r"/(etc|var/lib|run|tmp)/plastron")
 QUOTED = re.compile(r'"([^"]*)"')
@@ -56,28 +55,13 @@ def move_paths_under(root: Path, text: str) -> str:
 
 @cache
 def _self_signed_ca() -> tuple[bytes, bytes]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "docs example CA")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.SubjectAlternativeName([x509.UniformResourceIdentifier("spiffe://example.org")]),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
+    ca = self_signed(
+        "docs example CA",
+        lifetime=datetime.timedelta(days=1),
+        ca=True,
+        sans=[x509.UniformResourceIdentifier("spiffe://example.org")],
     )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    return cert.public_bytes(serialization.Encoding.PEM), key_pem
+    return ca.cert_pem(), ca.key_pem()
 
 
 def _kubeconfig(ca: bytes) -> str:

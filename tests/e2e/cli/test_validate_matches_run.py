@@ -14,11 +14,10 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from tests.e2e.conftest import PlastronServerProcess
+from tests.pki import CA_KEY_USAGE, self_signed
 from tests.processes import free_port
 
 TIMEOUT = 60.0
@@ -26,32 +25,12 @@ SOFTHSM = "/usr/lib/softhsm/libsofthsm2.so"
 
 
 def _write_ca(base: Path) -> None:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "upstream")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=1))
-        .not_valid_after(now + dt.timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
-            critical=True,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    (base / "ca.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    (base / "ca.key").write_bytes(key_pem)
-    os.chmod(base / "ca.key", 0o600)
+    self_signed(
+        x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "upstream")]),
+        lifetime=dt.timedelta(days=30),
+        ca=True,
+        key_usage=CA_KEY_USAGE,
+    ).write(base / "ca.pem", base / "ca.key", key_mode=0o600)
 
 
 @pytest.fixture

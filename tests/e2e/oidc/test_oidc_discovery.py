@@ -8,7 +8,6 @@ JWT key after 30 s and signs with it from 50 s on: the test polls for that, with
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import shutil
 import ssl
@@ -24,11 +23,9 @@ from typing import Any
 import jwt
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from tests.e2e.conftest import PlastronServerProcess, server_config
+from tests.pki import self_signed
 from tests.processes import free_port, poll, stop_process
 
 AUDIENCE = "relying-party"
@@ -38,31 +35,8 @@ ROTATION_DEADLINE_SECONDS = 180.0
 
 def write_serving_cert(directory: Path) -> tuple[Path, Path]:
     """A self-signed certificate for ``localhost`` (what the relying party connects to)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=1))
-        .not_valid_after(now + dt.timedelta(hours=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "oidc-cert.pem", directory / "oidc-key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
+    serving = self_signed("localhost", ca=True, sans=[x509.DNSName("localhost")])
+    return serving.write(directory / "oidc-cert.pem", directory / "oidc-key.pem")
 
 
 @dataclass

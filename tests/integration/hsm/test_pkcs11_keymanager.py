@@ -11,7 +11,6 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
-from cryptography.x509.oid import NameOID
 from softhsm_token import SoftHsmToken
 
 from plastron.errors import InvalidArgument, KeyManagerError, NotFound
@@ -19,6 +18,7 @@ from plastron.hsm.keymanager import Pkcs11KeyManager, create_pkcs11_key_manager
 from plastron.hsm.keys import HsmEllipticCurvePrivateKey
 from plastron.keymanager import KeyManager, KeyType
 from plastron.spiffe.ids import TrustDomain
+from tests.pki import self_signed
 
 TD = TrustDomain("example.org")
 
@@ -26,19 +26,15 @@ pytestmark = pytest.mark.softhsm
 
 
 def _self_signed(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> x509.Certificate:
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "hsm test CA")])
-    start = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
-    return (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(start)
-        .not_valid_after(start + dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
+    return self_signed(
+        "hsm test CA",
+        key,
+        start=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+        lifetime=dt.timedelta(days=1),
+        backdate=dt.timedelta(0),
+        serial=1,
+        ca=True,
+    ).cert
 
 
 def test_is_a_keymanager(manager: Pkcs11KeyManager) -> None:

@@ -6,15 +6,12 @@ import datetime as dt
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from plastron.errors import ConfigError
 from plastron.server.config import ServerConfig, load_server_config, parse_server_config
 from plastron.server.main import check_config
 from plastron.spiffe.ids import SpiffeId, TrustDomain
+from tests.pki import self_signed
 
 
 def _parse(federation: str) -> ServerConfig:
@@ -118,27 +115,9 @@ def _write_config(tmp_path: Path, cert: str, key: str) -> Path:
 
 
 def test_validate_loads_the_serving_certificate_from_the_config_directory(tmp_path: Path) -> None:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bundle.example.org")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(now)
-        .not_valid_after(now + dt.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    (tmp_path / "ep.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (tmp_path / "ep.key").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    self_signed(
+        "bundle.example.org", lifetime=dt.timedelta(days=1), backdate=dt.timedelta(0), serial=1
+    ).write(tmp_path / "ep.crt", tmp_path / "ep.key")
     good = load_server_config(_write_config(tmp_path, "ep.crt", "ep.key"), expand_env=False)
     check_config(good)  # relative paths: from the config file's directory
     bad = load_server_config(_write_config(tmp_path, "ep.crt", "missing.key"), expand_env=False)

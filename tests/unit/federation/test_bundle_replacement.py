@@ -6,9 +6,6 @@ import datetime as dt
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from plastron.errors import FailedPrecondition
 from plastron.server.federation.client import _replace_if_newer
@@ -20,25 +17,13 @@ from plastron.server.federation.manager import (
 )
 from plastron.spiffe.bundle import Bundle, X509Authority
 from plastron.spiffe.ids import TrustDomain
+from tests.pki import self_signed
 
 TD = TrustDomain("beta.test")
 
 
 def _ca(lifetime: dt.timedelta = dt.timedelta(days=1)) -> x509.Certificate:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ca")])
-    now = dt.datetime.now(dt.UTC)
-    return (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(now)
-        .not_valid_after(now + lifetime)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
+    return self_signed("ca", lifetime=lifetime, backdate=dt.timedelta(0), serial=1, ca=True).cert
 
 
 def _bundle(sequence: int, *certs: x509.Certificate, hint: int | None = None) -> Bundle:

@@ -12,9 +12,7 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import NameOID
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -29,6 +27,7 @@ from plastron.tpm.credential import kdfa
 from plastron.tpm.messages import Challenge, Payload, Response
 from plastron.tpm.tcti import Tcti
 from plastron.tpm.verify import check_ak, check_ek_template
+from tests.pki import self_signed
 
 
 def ecc_public(attrs: int, *, curve: int = s.ECC_NIST_P256, policy: bytes = b"") -> bytes:
@@ -234,18 +233,7 @@ def test_devid_agent_config() -> None:
 
 
 def _self_signed(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> x509.Certificate:
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "server CA")])
-    now = dt.datetime.now(dt.UTC)
-    return (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(now)
-        .not_valid_after(now + dt.timedelta(hours=1))
-        .sign(key, hashes.SHA256())
-    )
+    return self_signed("server CA", key, backdate=dt.timedelta(0), serial=1).cert
 
 
 def test_tls_provider_refuses_server_keys_a_tpm_cannot_verify() -> None:

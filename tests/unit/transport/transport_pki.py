@@ -10,6 +10,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from tests.pki import CA_KEY_USAGE, self_signed
+
 NOW = datetime.datetime.now(datetime.UTC)
 
 
@@ -60,28 +62,14 @@ class PkiCa:
 
 
 def make_ca(trust_domain: str = "example.org") -> PkiCa:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"CA {trust_domain}")])
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(NOW - datetime.timedelta(minutes=1))
-        .not_valid_after(NOW + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
-            critical=True,
-        )
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.UniformResourceIdentifier(f"spiffe://{trust_domain}")]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
+    ca = self_signed(
+        f"CA {trust_domain}",
+        start=NOW,
+        lifetime=datetime.timedelta(days=1),
+        ca=True,
+        key_usage=CA_KEY_USAGE,
+        sans=[x509.UniformResourceIdentifier(f"spiffe://{trust_domain}")],
+        subject_key_id=True,
     )
-    return PkiCa(cert, key, trust_domain)
+    assert isinstance(ca.key, ec.EllipticCurvePrivateKey)
+    return PkiCa(ca.cert, ca.key, trust_domain)
