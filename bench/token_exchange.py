@@ -18,7 +18,6 @@ import asyncio
 import datetime as dt
 import itertools
 import json
-import os
 import shutil
 import ssl
 import statistics
@@ -30,19 +29,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ec
-from grpclib.client import Channel
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 from datastore_bench import new_database  # noqa: E402
 
-from plastron.proto.grpc.health.v1 import health_grpc, health_pb2  # noqa: E402
 from plastron.spiffe.ids import SpiffeId, TrustDomain  # noqa: E402
 from plastron.spiffe.jwtsvid import mint_jwt_svid  # noqa: E402
 from tests.cloud.gcp import gcp_claims  # noqa: E402
 from tests.cloud.tokens import Issuer  # noqa: E402
-from tests.processes import free_port  # noqa: E402
+from tests.processes import free_port, log_tail, wait_until_serving  # noqa: E402
 
 TD = "bench.example"
 AUDIENCE = ["https://api.bench.example"]
@@ -80,19 +77,6 @@ plugins {{
 """
 
 
-async def _healthy(socket_path: str) -> bool:
-    channel = Channel(path=socket_path)
-    try:
-        resp = await health_grpc.HealthStub(channel).Check(
-            health_pb2.HealthCheckRequest(), timeout=2.0
-        )
-        return bool(resp.status == health_pb2.HealthCheckResponse.SERVING)
-    except Exception:
-        return False
-    finally:
-        channel.close()
-
-
 def start_server(base: Path) -> subprocess.Popen[bytes]:
     with open(base / "server.log", "wb") as log:
         proc = subprocess.Popen(
@@ -100,16 +84,10 @@ def start_server(base: Path) -> subprocess.Popen[bytes]:
              str(base / "server.conf")],
             stdout=log, stderr=subprocess.STDOUT, cwd=base,
         )  # fmt: skip
-    deadline = time.monotonic() + START_DEADLINE
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError((base / "server.log").read_text()[-2000:])
-        sock = str(base / "api.sock")
-        if os.path.exists(sock) and asyncio.run(_healthy(sock)):
-            return proc
-        time.sleep(0.05)  # polling interval, not a readiness guess
-    proc.kill()
-    raise RuntimeError("server not healthy in time")
+    wait_until_serving(
+        proc, str(base / "api.sock"), START_DEADLINE, lambda: log_tail(base / "server.log", 2000)
+    )
+    return proc
 
 
 def cli(base: Path, *args: str) -> str:

@@ -14,7 +14,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,14 +22,12 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from grpclib.client import Channel
 
-from plastron.proto.grpc.health.v1 import health_grpc, health_pb2
 from plastron.proto.spire.api.server.agent.v1 import agent_grpc, agent_pb2
 from plastron.spiffe.ids import SpiffeId, TrustDomain, server_id
 from plastron.transport.client import open_channel
 from plastron.transport.tls import client_ssl_context
-from tests.processes import free_port, stop_process
+from tests.processes import free_port, log_tail, stop_process, wait_until_serving
 
 TRUST_DOMAIN = "example.org"
 START_DEADLINE_SECONDS = 60.0
@@ -59,19 +56,6 @@ plugins {{
   NodeAttestor "join_token" {{ plugin_data {{}} }}
 }}
 """
-
-
-async def _healthy(socket_path: str) -> bool:
-    channel = Channel(path=socket_path)
-    try:
-        resp = await health_grpc.HealthStub(channel).Check(
-            health_pb2.HealthCheckRequest(), timeout=2.0
-        )
-        return bool(resp.status == health_pb2.HealthCheckResponse.SERVING)
-    except Exception:
-        return False
-    finally:
-        channel.close()
 
 
 @dataclass
@@ -109,21 +93,10 @@ class PlastronServerProcess:
             cwd=self.base,
         )
         log.close()
-        deadline = time.monotonic() + START_DEADLINE_SECONDS
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log()}")
-            if os.path.exists(self.socket_path) and asyncio.run(_healthy(self.socket_path)):
-                return
-            time.sleep(0.05)  # polling interval, not a readiness guess
-        self.stop()
-        raise RuntimeError(f"server not healthy within {START_DEADLINE_SECONDS}s:\n{self.log()}")
+        wait_until_serving(self.process, self.socket_path, START_DEADLINE_SECONDS, self.log)
 
     def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-4000:]
-        except OSError:
-            return ""
+        return log_tail(self.log_path, 4000)
 
     def stop(self) -> None:
         stop_process(self.process)

@@ -9,13 +9,11 @@ Readiness is polled through the admin socket's health check with a deadline; no 
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +24,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from grpclib.client import Channel
 
-from plastron.proto.grpc.health.v1 import health_grpc, health_pb2
 from plastron.proto.spire.api.server.agent.v1 import agent_grpc, agent_pb2
 from plastron.proto.spire.api.server.bundle.v1 import bundle_grpc, bundle_pb2
 from plastron.proto.spire.api.server.entry.v1 import entry_grpc, entry_pb2
@@ -35,7 +32,7 @@ from plastron.proto.spire.api.types import entry_pb2 as types_entry
 from plastron.spiffe.ids import SpiffeId, TrustDomain, server_id
 from plastron.transport.client import open_channel
 from plastron.transport.tls import client_ssl_context
-from tests.processes import free_port, stop_process
+from tests.processes import free_port, log_tail, stop_process, wait_until_serving
 
 TD = TrustDomain("example.org")
 START_DEADLINE = 60.0
@@ -156,27 +153,7 @@ class ServerProcess:
                 cwd=self.base,
                 env=env,
             )
-        end = time.monotonic() + START_DEADLINE
-        while time.monotonic() < end:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited {self.process.returncode}:\n{self.log()}")
-            if os.path.exists(self.socket_path) and asyncio.run(self._healthy()):
-                return
-            time.sleep(0.05)  # polling interval, not a readiness guess
-        self.stop()
-        raise RuntimeError(f"server not healthy within {START_DEADLINE:g}s:\n{self.log()}")
-
-    async def _healthy(self) -> bool:
-        channel = Channel(path=self.socket_path)
-        try:
-            resp = await health_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(), timeout=2.0
-            )
-            return bool(resp.status == health_pb2.HealthCheckResponse.SERVING)
-        except Exception:
-            return False
-        finally:
-            channel.close()
+        wait_until_serving(self.process, self.socket_path, START_DEADLINE, self.log)
 
     def close_channels(self) -> None:
         """Close the channels opened so far (before their event loop ends)."""
@@ -189,10 +166,7 @@ class ServerProcess:
         stop_process(self.process)
 
     def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-6000:]
-        except OSError:
-            return ""
+        return log_tail(self.log_path)
 
     def rss_kib(self) -> int:
         """The server's resident set size (VmRSS) in KiB."""

@@ -6,10 +6,8 @@ Readiness is polled through the admin socket's health check with a deadline; no 
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import sys
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,13 +17,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from grpclib.client import Channel
 
-from plastron.proto.grpc.health.v1 import health_grpc, health_pb2
 from plastron.proto.spire.api.server.agent.v1 import agent_grpc, agent_pb2
 from plastron.proto.spire.api.server.bundle.v1 import bundle_grpc, bundle_pb2
 from plastron.spiffe.ids import SpiffeId, TrustDomain, server_id
 from plastron.transport.client import open_channel
 from plastron.transport.tls import client_ssl_context
-from tests.processes import free_port, stop_process
+from tests.processes import free_port, log_tail, stop_process, wait_until_serving
 
 TD = TrustDomain("example.org")
 BIN = Path(sys.executable).parent
@@ -80,35 +77,13 @@ class X509PopServer:
                 stderr=subprocess.STDOUT,
                 cwd=cwd,
             )
-        end = time.monotonic() + DEADLINE
-        while time.monotonic() < end:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited {self.process.returncode}:\n{self.log()}")
-            if Path(self.socket_path).exists() and asyncio.run(self._healthy()):
-                return
-            time.sleep(0.05)  # polling interval, not a readiness guess
-        raise RuntimeError(f"server not healthy within {DEADLINE}s:\n{self.log()}")
-
-    async def _healthy(self) -> bool:
-        channel = Channel(path=self.socket_path)
-        try:
-            resp = await health_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(), timeout=2.0
-            )
-            return bool(resp.status == health_pb2.HealthCheckResponse.SERVING)
-        except Exception:
-            return False
-        finally:
-            channel.close()
+        wait_until_serving(self.process, self.socket_path, DEADLINE, self.log)
 
     def stop(self) -> None:
         stop_process(self.process)
 
     def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-6000:]
-        except OSError:
-            return ""
+        return log_tail(self.log_path)
 
     # ---- admin (local socket) -------------------------------------------------------------
 
