@@ -11,7 +11,8 @@ never interleaves with a rotation tick.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -46,9 +47,14 @@ def jwt_state(key: JwtKey) -> la.AuthorityState:
     return la.AuthorityState(authority_id=key.kid, expires_at=int(key.not_after.timestamp()))
 
 
-def _prefixed(what: str, exc: PlastronError) -> PlastronError:
-    """``exc`` with SPIRE's "failed to …" prefix, keeping its kind (and so its code)."""
-    return type(exc)(f"{what}: {exc}")
+@contextmanager
+def _prefixing(what: str, kind: type[PlastronError] = PlastronError) -> Iterator[None]:
+    """A ``kind`` error raised inside, raised again with SPIRE's "failed to …" prefix ``what``,
+    keeping its type (and so its code)."""
+    try:
+        yield
+    except kind as exc:
+        raise type(exc)(f"{what}: {exc}") from exc
 
 
 def _check_next(
@@ -161,10 +167,8 @@ class LocalAuthorityService(localauthority_grpc.LocalAuthorityBase):
         await self._request(stream)
         async with self._manager.lock:
             self._current(kind)
-            try:
+            with _prefixing(f"failed to prepare {kind.name} authority"):
                 prepared = await kind.prepare(self._manager)
-            except PlastronError as exc:
-                raise _prefixed(f"failed to prepare {kind.name} authority", exc) from exc
         await stream.send_message(reply(prepared_authority=kind.state(prepared)))
 
     async def _activate(self, stream: Stream[Any, Any], kind: _Kind[A], reply: Any) -> None:
@@ -213,24 +217,18 @@ class LocalAuthorityService(localauthority_grpc.LocalAuthorityBase):
         req = await self._request(stream)
         async with self._manager.lock:
             old = self._old_local_x509(req.authority_id, "taint")
-            try:
+            with _prefixing("failed to taint X.509 authority"):
                 await self._manager.taint_x509(old.authority_id)
-            except PlastronError as exc:
-                raise _prefixed("failed to taint X.509 authority", exc) from exc
         await self._after_change()
         await stream.send_message(la.TaintX509AuthorityResponse(tainted_authority=x509_state(old)))
 
     async def RevokeX509Authority(self, stream: Stream[Any, Any]) -> None:
         req = await self._request(stream)
         async with self._manager.lock:
-            try:
+            with _prefixing("invalid authority ID", InvalidArgument):
                 old = self._old_local_x509(req.authority_id, "revoke")
-            except InvalidArgument as exc:
-                raise _prefixed("invalid authority ID", exc) from exc
-            try:
+            with _prefixing("failed to revoke X.509 authority"):
                 await self._manager.revoke_x509(old.authority_id, old)
-            except PlastronError as exc:
-                raise _prefixed("failed to revoke X.509 authority", exc) from exc
         await self._after_change()
         await stream.send_message(
             la.RevokeX509AuthorityResponse(
@@ -264,14 +262,10 @@ class LocalAuthorityService(localauthority_grpc.LocalAuthorityBase):
     async def TaintX509UpstreamAuthority(self, stream: Stream[Any, Any]) -> None:
         req = await self._request(stream)
         async with self._manager.lock:
-            try:
+            with _prefixing("provided subject key id is not valid", InvalidArgument):
                 skid, _ = self._old_upstream(req.subject_key_id)
-            except InvalidArgument as exc:
-                raise _prefixed("provided subject key id is not valid", exc) from exc
-            try:
+            with _prefixing("failed to taint upstream authority"):
                 await self._manager.taint_x509(skid)
-            except PlastronError as exc:
-                raise _prefixed("failed to taint upstream authority", exc) from exc
         await self._after_change()
         await stream.send_message(
             la.TaintX509UpstreamAuthorityResponse(upstream_authority_subject_key_id=skid)
@@ -280,14 +274,10 @@ class LocalAuthorityService(localauthority_grpc.LocalAuthorityBase):
     async def RevokeX509UpstreamAuthority(self, stream: Stream[Any, Any]) -> None:
         req = await self._request(stream)
         async with self._manager.lock:
-            try:
+            with _prefixing("invalid subject key ID", InvalidArgument):
                 skid, old = self._old_upstream(req.subject_key_id)
-            except InvalidArgument as exc:
-                raise _prefixed("invalid subject key ID", exc) from exc
-            try:
+            with _prefixing("failed to revoke X.509 upstream authority"):
                 await self._manager.revoke_x509(skid, old)
-            except PlastronError as exc:
-                raise _prefixed("failed to revoke X.509 upstream authority", exc) from exc
         await self._after_change()
         await stream.send_message(
             la.RevokeX509UpstreamAuthorityResponse(upstream_authority_subject_key_id=skid)
@@ -315,10 +305,8 @@ class LocalAuthorityService(localauthority_grpc.LocalAuthorityBase):
                 verb="taint",
                 wanted=AuthorityStatus.OLD,
             )
-            try:
+            with _prefixing("failed to taint JWT authority"):
                 await m.taint_jwt(req.authority_id)
-            except PlastronError as exc:
-                raise _prefixed("failed to taint JWT authority", exc) from exc
         await stream.send_message(
             la.TaintJWTAuthorityResponse(
                 tainted_authority=la.AuthorityState(authority_id=req.authority_id)
@@ -328,14 +316,10 @@ class LocalAuthorityService(localauthority_grpc.LocalAuthorityBase):
     async def RevokeJWTAuthority(self, stream: Stream[Any, Any]) -> None:
         req = await self._request(stream)
         async with self._manager.lock:
-            try:
+            with _prefixing("invalid authority ID", InvalidArgument):
                 retired = await self._revocable_jwt(req.authority_id)
-            except InvalidArgument as exc:
-                raise _prefixed("invalid authority ID", exc) from exc
-            try:
+            with _prefixing("failed to revoke JWT authority"):
                 await self._manager.revoke_jwt(req.authority_id, retired)
-            except PlastronError as exc:
-                raise _prefixed("failed to revoke JWT authority", exc) from exc
         await stream.send_message(
             la.RevokeJWTAuthorityResponse(
                 revoked_authority=la.AuthorityState(authority_id=req.authority_id)

@@ -169,6 +169,8 @@ async def test_jwt_prepare_activate_taint_revoke(tmp_path: Path) -> None:
             stub.RevokeJWTAuthority, la.RevokeJWTAuthorityRequest(authority_id=second.authority_id)
         )
         assert code == Status.INVALID_ARGUMENT and "prepared key" in msg, msg
+        # SPIRE's prefix names the step that refused; the refusal keeps its own code
+        assert msg.startswith("invalid authority ID: unable to use"), msg
         await stub.ActivateJWTAuthority(
             la.ActivateJWTAuthorityRequest(authority_id=second.authority_id)
         )
@@ -176,6 +178,7 @@ async def test_jwt_prepare_activate_taint_revoke(tmp_path: Path) -> None:
             stub.RevokeJWTAuthority, la.RevokeJWTAuthorityRequest(authority_id=first.authority_id)
         )
         assert code == Status.FAILED_PRECONDITION and "untainted" in msg, msg
+        assert msg.startswith("failed to revoke JWT authority: "), msg
         await stub.TaintJWTAuthority(la.TaintJWTAuthorityRequest(authority_id=first.authority_id))
         bundle = await h.bundle()
         assert {a.key_id: a.tainted for a in bundle.jwt_authorities} == {
