@@ -11,7 +11,6 @@ row" is checked on what the server actually wrote.
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import sqlite3
 import tempfile
@@ -227,18 +226,8 @@ def process_env(plugins: str) -> Iterator[AttestEnv]:
     """A real ``plastron-server run`` process with ``plugins`` beside join_token."""
     base = short_tmp("pt-nap-")
     port = free_port()
-    config = base / "server.conf"
-    config.write_text(server_conf(base, port, SERVER_SETTINGS, plugins))
-    env = dict(os.environ)
-    env.pop("SPIFFE_ENDPOINT_SOCKET", None)
-    process = PlastronServerProcess(
-        base=base,
-        config_path=config,
-        data_dir=base / "data",
-        port=port,
-        socket_path=str(base / "api.sock"),
-        log_path=base / "server.log",
-        env=env,
+    process = PlastronServerProcess.in_dir(
+        base, port, server_conf(base, port, SERVER_SETTINGS, plugins)
     )
     try:
         process.start()

@@ -76,6 +76,33 @@ class PlastronServerProcess:
     process: subprocess.Popen[bytes] | None = None
     env: dict[str, str] = field(default_factory=dict)
 
+    @classmethod
+    def in_dir(
+        cls,
+        base: Path,
+        port: int,
+        config: str,
+        *,
+        log_name: str = "server.log",
+        env: dict[str, str] | None = None,
+    ) -> PlastronServerProcess:
+        """A server living in ``base``: ``config`` written to server.conf, data under data/, the
+        admin socket at api.sock. Its environment is this process's without
+        SPIFFE_ENDPOINT_SOCKET (so it never finds an agent's) unless ``env`` is given."""
+        config_path = base / "server.conf"
+        config_path.write_text(config)
+        if env is None:
+            env = {k: v for k, v in os.environ.items() if k != "SPIFFE_ENDPOINT_SOCKET"}
+        return cls(
+            base=base,
+            config_path=config_path,
+            data_dir=base / "data",
+            port=port,
+            socket_path=str(base / "api.sock"),
+            log_path=base / log_name,
+            env=env,
+        )
+
     def start(self) -> None:
         log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
         self.process = subprocess.Popen(
@@ -170,20 +197,7 @@ def _short_tmp() -> Path:
 def plastron_server() -> Iterator[PlastronServerProcess]:
     base = _short_tmp()
     port = free_port()
-    socket_path = base / "api.sock"
-    config_path = base / "server.conf"
-    config_path.write_text(server_config(base, port, socket_path))
-    env = dict(os.environ)
-    env.pop("SPIFFE_ENDPOINT_SOCKET", None)
-    server = PlastronServerProcess(
-        base=base,
-        config_path=config_path,
-        data_dir=base / "data",
-        port=port,
-        socket_path=str(socket_path),
-        log_path=base / "server.log",
-        env=env,
-    )
+    server = PlastronServerProcess.in_dir(base, port, server_config(base, port, base / "api.sock"))
     try:
         server.start()
         yield server

@@ -42,15 +42,8 @@ def second_server() -> Iterator[PlastronServerProcess]:
     base = Path("/tmp") / f"pl-mig-{free_port()}"  # short: Unix socket path limit
     base.mkdir()
     port = free_port()
-    config = base / "server.conf"
-    config.write_text(server_config(base, port, base / "api.sock"))
-    server = PlastronServerProcess(
-        base=base,
-        config_path=config,
-        data_dir=base / "data",
-        port=port,
-        socket_path=str(base / "api.sock"),
-        log_path=base / "server.log",
+    server = PlastronServerProcess.in_dir(
+        base, port, server_config(base, port, base / "api.sock"), env={}
     )
     try:
         server.start()

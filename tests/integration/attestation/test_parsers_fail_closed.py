@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
-import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -102,16 +101,8 @@ def setup() -> Iterator[Setup]:
     node = make_leaf(ca, key=ec.generate_private_key(ec.SECP256R1()), **valid)
     (base / "x509pop-ca.pem").write_bytes(ca.pem())
     port = free_port()
-    config = base / "server.conf"
-    config.write_text(_config(base, port, trust, base / "x509pop-ca.pem"))
-    server = PlastronServerProcess(
-        base=base,
-        config_path=config,
-        data_dir=base / "data",
-        port=port,
-        socket_path=str(base / "api.sock"),
-        log_path=base / "server.log",
-        env={k: v for k, v in os.environ.items() if k != "SPIFFE_ENDPOINT_SOCKET"},
+    server = PlastronServerProcess.in_dir(
+        base, port, _config(base, port, trust, base / "x509pop-ca.pem")
     )
     try:
         server.start()

@@ -35,19 +35,9 @@ def unaudited_server() -> Iterator[PlastronServerProcess]:
 def _server(*, audit: bool) -> Iterator[PlastronServerProcess]:
     base = Path(tempfile.mkdtemp(prefix="pl-aud-", dir="/tmp"))
     port = free_port()
-    config = base / "server.conf"
     extra = AUDIT.format(base=base) if audit else ""
-    config.write_text(server_config(base, port, base / "api.sock", extra))
-    env = dict(os.environ)
-    env.pop("SPIFFE_ENDPOINT_SOCKET", None)
-    server = PlastronServerProcess(
-        base=base,
-        config_path=config,
-        data_dir=base / "data",
-        port=port,
-        socket_path=str(base / "api.sock"),
-        log_path=base / "stdout.log",
-        env=env,
+    server = PlastronServerProcess.in_dir(
+        base, port, server_config(base, port, base / "api.sock", extra), log_name="stdout.log"
     )
     try:
         server.start()
