@@ -85,12 +85,15 @@ class ServerEndpoint:
             raise RuntimeError(f"entry create refused: {result.status.message}")
         return str(result.entry.id)
 
-    async def attest(self) -> tuple[SpiffeId, list[x509.Certificate], ec.EllipticCurvePrivateKey]:
-        """A new agent: a join token from the admin socket, AttestAgent over TLS."""
+    async def attest(
+        self, token: str = ""
+    ) -> tuple[SpiffeId, list[x509.Certificate], ec.EllipticCurvePrivateKey]:
+        """A new agent: a join token (``token``, or a random one) from the admin socket,
+        AttestAgent over TLS."""
         local = self.local()
         try:
-            token = await agent_grpc.AgentStub(local).CreateJoinToken(
-                agent_pb2.CreateJoinTokenRequest(ttl=600), timeout=TIMEOUT
+            issued = await agent_grpc.AgentStub(local).CreateJoinToken(
+                agent_pb2.CreateJoinTokenRequest(ttl=600, token=token), timeout=TIMEOUT
             )
         finally:
             local.close()
@@ -102,7 +105,7 @@ class ServerEndpoint:
             .public_bytes(serialization.Encoding.DER)
         )
         params = agent_pb2.AttestAgentRequest.Params(
-            data={"type": "join_token", "payload": token.value.encode()}, params={"csr": csr}
+            data={"type": "join_token", "payload": issued.value.encode()}, params={"csr": csr}
         )
         channel = await self.tls(None)
         try:
@@ -150,11 +153,15 @@ class LightAgent:
         self.channel.close()
 
 
-async def light_agents(server: ServerEndpoint, count: int, batch: int = 50) -> list[LightAgent]:
-    """``count`` attested agents, each with its Watch stream up."""
+async def light_agents(
+    server: ServerEndpoint, count: int, batch: int = 50, tokens: list[str] | None = None
+) -> list[LightAgent]:
+    """``count`` attested agents, each with its Watch stream up; agent ``i`` attests with
+    join token ``tokens[i]`` if given (a fleet agent's ID), a random one otherwise."""
+    names = tokens if tokens is not None else [""] * count
     agents: list[LightAgent] = []
     for start in range(0, count, batch):
-        made = await asyncio.gather(*(server.attest() for _ in range(min(batch, count - start))))
+        made = await asyncio.gather(*(server.attest(t) for t in names[start : start + batch]))
         for sid, chain, key in made:
             agent = LightAgent(sid, await server.tls(chain, key))
             agent.task = asyncio.create_task(agent.watch())

@@ -22,6 +22,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from plastron.records import RegistrationEntry
 from plastron.selector import Selector
+from plastron.server.datastore import nodes
 from plastron.server.datastore.entries import entry_hash
 from plastron.server.datastore.schema import (
     attested_node_entries,
@@ -153,3 +154,14 @@ def bulk_populate(engine: Engine, n: int, *, leave_out_agents: int = 0) -> float
         with engine.begin() as conn:
             _insert_nodes(conn, n, chunk)
     return time.perf_counter() - started
+
+
+def bulk_node_selectors(engine: Engine, n: int, agents: Iterable[int]) -> None:
+    """Give the fleet agents ``agents`` (attested through the API, which leaves a join-token
+    agent without selectors) their node selectors, with the node events a server applies at
+    its next poll; one transaction per chunk instead of one per agent."""
+    now = int(time.time())
+    for chunk in _chunks(agents, 500):
+        with engine.begin() as conn:
+            for i in chunk:
+                nodes.set_selectors(conn, agent_id(i), node_selectors(n, i), now)
