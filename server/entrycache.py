@@ -295,7 +295,7 @@ class AuthorizedEntryCache:
 
     def authorized_entries_by_id(self, agent_id: SpiffeId) -> Mapping[str, RegistrationEntry]:
         """The same entries by entry id, for checking many items of one call (a batch) against
-        them; read-only, and not to be kept past the call (it is the kept answer's own map,
+        them; read-only, and not to be kept past the call (it is a view of the kept answer,
         replaced when a change reaches the agent or one of its entries expires)."""
         now = int(self._clock.now().timestamp())
         return self._index.answer(agent_id, now).by_id

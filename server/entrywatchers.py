@@ -18,6 +18,7 @@ from plastron.server.entrycache import AuthorizedEntryCache, CacheChange
 from plastron.server.metrics import ENTRY_WATCH_STREAMS
 from plastron.server.pushbudget import PushBudget
 from plastron.spiffe.ids import SpiffeId
+from plastron.transport.compact_streams import CompactEvent
 
 MAX_STREAMS_PER_AGENT = 2
 # After a push, further changes wait this long and go out as one: an agent whose entries change
@@ -26,13 +27,13 @@ MAX_STREAMS_PER_AGENT = 2
 PUSH_MIN_GAP_SECONDS = 0.2
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Watcher:
     """One open Watch stream: what the change listener marks, what the handler waits on."""
 
     agent_id: SpiffeId
     serial: str
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    wake: asyncio.Event = field(default_factory=CompactEvent)  # one per connected agent
     pending: bool = False
     """A change reached the agent since the last push."""
     node_changed: bool = False

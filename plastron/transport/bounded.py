@@ -38,7 +38,7 @@ from grpclib.config import Configuration
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 from grpclib.protocol import AbstractHandler, Connection, EventsProcessor, H2Protocol, Stream
-from grpclib.server import Handler, Server
+from grpclib.server import Server
 from h2.config import H2Configuration
 from h2.connection import H2Connection
 from h2.errors import ErrorCodes
@@ -47,6 +47,7 @@ from h2.exceptions import ProtocolError
 from h2.settings import SettingCodes
 
 from plastron.transport.codec import PreEncodedProtoCodec
+from plastron.transport.compact_streams import PromptHandler, compact_connection, compact_stream
 from plastron.transport.h2_settings import CompactSettings
 from plastron.transport.keepalive import (
     GOAWAY_TOO_MANY_PINGS,
@@ -91,6 +92,7 @@ class _BoundedStream(Stream):
         first_message_timeout: float,
     ) -> None:
         super().__init__(connection, h2_connection, transport, stream_id=stream_id)
+        compact_stream(self)
         self._method = method
         self._max_message_bytes = max_message_bytes
         self._first_message_timeout = first_message_timeout
@@ -265,6 +267,7 @@ class _ServerConnection(Connection):
         ping_strikes: PingStrikes,
     ) -> None:
         super().__init__(connection, transport, config=config)
+        compact_connection(self)
         self.ping_strikes = ping_strikes
 
     def headers_send_process(self) -> None:
@@ -437,7 +440,9 @@ class BoundedServer(Server):
 
     def _protocol_factory(self) -> H2Protocol:
         self.__gc_step__()
-        handler = Handler(self._mapping, self._codec, self._status_details_codec, self.__dispatch__)
+        handler = PromptHandler(
+            self._mapping, self._codec, self._status_details_codec, self.__dispatch__
+        )
         self._handlers.add(handler)
         return _BoundedProtocol(
             handler,

@@ -1,4 +1,5 @@
-"""Server-side TLS connections that share one read buffer per thread.
+"""Server-side TLS connections that share one read buffer per thread (and keep no parsed
+copy of the peer's certificate).
 
 asyncio's ``SSLProtocol`` (Python 3.11+) gives every connection its own 256 KiB ``bytearray``
 for ``recv_into`` and zero-fills it at once, so each idle TLS connection holds 256 KiB of
@@ -56,6 +57,14 @@ class SharedReadBufferSSLProtocol(SSLProtocol):
             raise RuntimeError(
                 "asyncio.sslproto.SSLProtocol no longer sizes its buffer by max_size"
             )
+
+    def _on_handshake_complete(self, handshake_exc: BaseException | None) -> None:
+        super()._on_handshake_complete(handshake_exc)
+        # asyncio keeps ssl_object.getpeercert()'s dict (subject, issuer, SANs as tuples of
+        # strings: about 2 KiB) in every connection's extra info for as long as it is open.
+        # Nothing here reads it: the peer is identified from the DER form, parsed once
+        # (plastron/transport/peer.py), and the SSLObject stays in the extra info.
+        self._extra.pop("peercert", None)
 
     def get_buffer(self, n: int) -> memoryview:
         # buffer_updated() reads self._ssl_buffer_view; point it at the shared buffer.

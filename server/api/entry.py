@@ -240,9 +240,9 @@ class EntryService(entry_grpc.EntryBase):
         if len(entries) <= SYNC_PAGE_SIZE:
             await stream.send_message(self._sync_entries(entries, mask, more=False))
             return
-        encoded = self.ctx.cache.derived(entries, wire.encode_entry)
+        revisions = self.ctx.cache.derived(entries, wire.encode_revision)
         for start in range(0, len(entries), SYNC_PAGE_SIZE):
-            page = encoded[start : start + SYNC_PAGE_SIZE]
+            page = revisions[start : start + SYNC_PAGE_SIZE]
             more = start + SYNC_PAGE_SIZE < len(entries)
             await stream.send_message(wire.sync_revisions(page, more=more))
         by_id = {e.entry_id: e for e in entries}

@@ -87,8 +87,11 @@ class EntryNotifierService(EntryNotifierBase):
             if remaining <= 0:
                 raise permission_denied("agent SVID has expired", _REASONS.AGENT_EXPIRED)
             watcher.wake.clear()
+            # asyncio.timeout, not wait_for: wait_for wraps the wait in a task of its own,
+            # held for as long as the agent is connected and idle (each of them).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(watcher.wake.wait(), remaining)
+                async with asyncio.timeout(remaining):
+                    await watcher.wake.wait()
         if watcher.node_changed:
             watcher.node_changed = False
             self._check_still_authorized(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import sys
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -235,7 +236,8 @@ class _Children:
         ).all():
             found = cache.get((typ, val))
             if found is None:
-                found = cache[(typ, val)] = Selector(typ, val)
+                # A type is shared by most selectors ("unix", "k8s"): one copy of it.
+                found = cache[(typ, val)] = Selector(sys.intern(typ), val)
             self.selectors[eid].append(found)
         self.dns: dict[int, list[str]] = defaultdict(list)
         dq: Select[Any] = select(dns_names.c.registered_entry_id, dns_names.c.value)

@@ -72,7 +72,8 @@ def test_sync_pages_equal_the_messages_built_field_by_field() -> None:
         want_revisions = entry_pb2.SyncAuthorizedEntriesResponse(
             entry_revisions=revisions, more=more
         )
-        assert decoded(wire.sync_revisions(encoded, more=more)) == want_revisions
+        encoded_revisions = [wire.encode_revision(e) for e in es]
+        assert decoded(wire.sync_revisions(encoded_revisions, more=more)) == want_revisions
 
 
 def test_an_entry_is_encoded_again_once_it_changes() -> None:
@@ -81,7 +82,7 @@ def test_an_entry_is_encoded_again_once_it_changes() -> None:
     index.put(first)
     calls: list[str] = []
 
-    def encode(e: RegistrationEntry) -> wire.EncodedEntry:
+    def encode(e: RegistrationEntry) -> bytes:
         calls.append(e.hint)
         return wire.encode_entry(e)
 

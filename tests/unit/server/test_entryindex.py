@@ -4,6 +4,7 @@ always equal a fresh computation, and answers a change cannot reach are kept."""
 from __future__ import annotations
 
 import random
+import tracemalloc
 
 from plastron.records import RegistrationEntry
 from plastron.selector import Selector
@@ -70,6 +71,11 @@ def test_kept_answers_always_equal_a_fresh_computation() -> None:
         expected = fresh(entries, nodes)
         for agent in AGENTS:
             assert ids(index, agent) == ids(expected, agent), (step, agent)
+            by_id = index.answer(agent, NOW).by_id
+            assert dict(by_id) == {e.entry_id: e for e in expected.answer(agent, NOW).entries}
+        for sid in IDS:  # several entries share each ID: the index's tuple of them follows
+            held = sorted(e.entry_id for e in entries.values() if e.spiffe_id == sid)
+            assert [e.entry_id for e in index.entries_with_spiffe_id(sid)] == held, (step, sid)
 
 
 def test_a_change_keeps_the_answers_it_cannot_reach() -> None:
@@ -122,3 +128,36 @@ def test_expired_entries_leave_the_answer_when_they_expire() -> None:
     index.put(entry("child", IDS[1], IDS[0]))
     assert ids(index, a) == ["child", "soon"]
     assert [e.entry_id for e in index.answer(a, NOW + 5).entries] == []
+
+
+def test_answers_by_id_find_every_entry_and_nothing_else() -> None:
+    index = EntryIndex(SERVER)
+    for i in range(0, 200, 2):  # ids e000, e002, ...: each odd one falls between two
+        index.put(entry(f"e{i:03}", SpiffeId(TD, f"/w/{i}"), AGENTS[0]))
+    by_id = index.answer(AGENTS[0], NOW).by_id
+    assert len(by_id) == 100 and list(by_id) == [f"e{i:03}" for i in range(0, 200, 2)]
+    for i in range(-1, 201):
+        eid = f"e{i:03}"
+        if i % 2 == 0 and 0 <= i < 200:
+            assert eid in by_id and by_id[eid].entry_id == eid and by_id.get(eid) is by_id[eid]
+        else:
+            assert eid not in by_id and by_id.get(eid) is None
+    assert "" not in by_id and "z" not in by_id
+    assert index.answer(AGENTS[1], NOW).by_id.get("e000") is None  # an agent with none
+
+
+def test_a_kept_answer_is_its_entries_and_no_map_of_them() -> None:
+    index = EntryIndex(SERVER)
+    for i in range(100):
+        index.put(entry(f"e{i:03}", SpiffeId(TD, f"/w/{i}"), AGENTS[0]))
+    index.answer(AGENTS[0], NOW)  # warm-up
+    tracemalloc.start()
+    try:
+        index.forget_answers()
+        before = tracemalloc.get_traced_memory()[0]
+        index.answer(AGENTS[0], NOW)
+        kept = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    # The tuple of 100 entries and the Answer: about 1 KiB (a dict by id added 4.6 KiB).
+    assert kept < 1536

@@ -131,3 +131,35 @@ async def test_connections_reading_at_once_each_get_their_own_bytes(ca: PkiCa) -
         server.close()
         await server.wait_closed()
     assert echoed == payloads
+
+
+async def test_a_connection_keeps_its_peer_certificate_only_in_der(
+    ca: PkiCa, tmp_path: Path
+) -> None:
+    svid = ca.svid("/spire/server")
+    client_svid = ca.svid("/spire/agent/x/1")
+    server_ctx = server_ssl_context(svid.chain, svid.key, lambda: [ca.cert])
+    client_ctx = client_ssl_context(
+        trust_bundle=[ca.cert], client_chain=client_svid.chain, client_key=client_svid.key
+    )
+    loop = asyncio.get_running_loop()
+    echoes: list[_Echo] = []
+
+    def protocol() -> SharedReadBufferSSLProtocol:
+        echoes.append(_Echo())
+        return SharedReadBufferSSLProtocol(loop, echoes[-1], server_ctx)
+
+    server = await loop.create_server(protocol, "127.0.0.1", 0)
+    try:
+        port = server.sockets[0].getsockname()[1]
+        assert await _echo_round_trip(port, client_ctx, b"x") == b"x"
+    finally:
+        server.close()
+        await server.wait_closed()
+    transport = echoes[0].transport
+    # asyncio's own would keep getpeercert()'s dict here (about 2 KiB per connection).
+    assert transport.get_extra_info("peercert") is None
+    ssl_object = transport.get_extra_info("ssl_object")
+    assert ssl_object.getpeercert(binary_form=True) == client_svid.chain[0].public_bytes(
+        serialization.Encoding.DER
+    )
