@@ -20,7 +20,9 @@ globally):
 
 A TLS listener (:meth:`BoundedServer.start_tls`) wraps each connection in
 :class:`~plastron.transport.tls_read_buffer.SharedReadBufferSSLProtocol` rather than asyncio's
-own, which holds a 256 KiB read buffer per connection.
+own, which holds a 256 KiB read buffer per connection. Connections and streams keep grpclib's
+events and queues in lists and drop finished calls at once
+(plastron/transport/compact_streams.py).
 """
 
 from __future__ import annotations
@@ -47,7 +49,12 @@ from h2.exceptions import ProtocolError
 from h2.settings import SettingCodes
 
 from plastron.transport.codec import PreEncodedProtoCodec
-from plastron.transport.compact_streams import PromptHandler, compact_connection, compact_stream
+from plastron.transport.compact_streams import (
+    PromptHandler,
+    compact_connection,
+    compact_decoder_table,
+    compact_stream,
+)
 from plastron.transport.h2_settings import CompactSettings
 from plastron.transport.keepalive import (
     GOAWAY_TOO_MANY_PINGS,
@@ -304,6 +311,7 @@ class _BoundedProtocol(H2Protocol):
 
     def _new_h2_connection(self) -> H2Connection:
         h2_conn = H2Connection(config=self.h2_config)
+        compact_decoder_table(h2_conn)
         h2_conn.remote_settings = CompactSettings(client=True)  # as h2 makes it, compact
         h2_conn.local_settings = CompactSettings(
             client=False,

@@ -31,6 +31,7 @@ from typing import Any
 
 from grpclib.protocol import Buffer, Connection, Stream
 from grpclib.server import Handler
+from h2.connection import H2Connection
 
 _NONE: tuple[()] = ()  # in place of an empty deque: len 0, false, nothing to pop
 
@@ -51,10 +52,13 @@ class CompactEvent(asyncio.Event):
         self._waiters = _Waiters()  # type: ignore[assignment]
 
 
+_FEW = 4  # items a queue holds in a tuple before it needs a deque
+
+
 class CompactQueue(asyncio.Queue[Any]):
     """asyncio's unbounded Queue with its getters and putters in lists, and its items in a
-    deque only while it holds two or more (one is a 1-tuple: a stream's end-of-stream mark
-    stays queued for as long as a Watch stream is open)."""
+    tuple while there are at most a few (a Watch stream's request leaves its end-of-stream
+    marks queued for as long as it is open), in a deque beyond."""
 
     _queue: deque[Any] | tuple[Any, ...]
 
@@ -72,20 +76,20 @@ class CompactQueue(asyncio.Queue[Any]):
         queue = self._queue
         if isinstance(queue, deque):
             queue.append(item)
-        elif queue:
-            self._queue = deque((*queue, item))
+        elif len(queue) < _FEW:
+            self._queue = (*queue, item)
         else:
-            self._queue = (item,)
+            self._queue = deque((*queue, item))
 
     def _get(self) -> Any:
         queue = self._queue
-        if not isinstance(queue, deque):
-            self._queue = _NONE  # asyncio gets only from a non-empty queue: this held one
-            return queue[0]
-        item = queue.popleft()
-        if not queue:
-            self._queue = _NONE
-        return item
+        if isinstance(queue, deque):
+            item = queue.popleft()
+            if not queue:
+                self._queue = _NONE
+            return item
+        self._queue = queue[1:]  # asyncio gets only from a non-empty queue
+        return queue[0]
 
 
 class CompactBuffer(Buffer):
@@ -123,6 +127,23 @@ def compact_stream(stream: Stream) -> None:
     stream.headers_received = CompactEvent()
     stream.trailers_received = CompactEvent()
     stream.buffer = CompactBuffer(stream.buffer._ack_callback)
+
+
+class _HeaderEntries(list[Any]):
+    """The part of ``deque`` hpack's HeaderTable uses on its entries."""
+
+    def appendleft(self, item: Any) -> None:
+        self.insert(0, item)
+
+
+def compact_decoder_table(h2_connection: H2Connection) -> None:
+    """The HPACK decoder's dynamic table of a new connection in a list. Its size is ours to
+    bound (SETTINGS_HEADER_TABLE_SIZE, 4,096 bytes: at most 128 entries of 32 bytes or more),
+    so inserting at the front stays cheap. The encoder's table keeps its deque: its size is
+    the peer's to set."""
+    table = h2_connection.decoder.header_table
+    assert not table.dynamic_entries  # nothing decoded yet
+    table.dynamic_entries = _HeaderEntries()  # type: ignore[assignment]
 
 
 class PromptHandler(Handler):

@@ -53,6 +53,10 @@ class SharedReadBufferSSLProtocol(SSLProtocol):
             super().__init__(loop, app_protocol, ctx, None, server_side=True)  # type: ignore[arg-type]
         finally:
             del self.max_size  # back to the class's read size for decrypting
+        # Application writes wait here only until they are encrypted, within the same call
+        # (after the handshake; before it grpclib writes nothing): a deque's 64-slot block
+        # (about 760 bytes per connection) for at most an item or two.
+        self._write_backlog = []  # type: ignore[assignment]  # append, [0], del [0], clear
         if len(self._ssl_buffer_view) != 0:  # pragma: no cover - a future asyncio
             raise RuntimeError(
                 "asyncio.sslproto.SSLProtocol no longer sizes its buffer by max_size"

@@ -133,7 +133,7 @@ async def test_connections_reading_at_once_each_get_their_own_bytes(ca: PkiCa) -
     assert echoed == payloads
 
 
-async def test_a_connection_keeps_its_peer_certificate_only_in_der(
+async def test_a_connection_keeps_its_peer_certificate_only_in_der_and_no_deque(
     ca: PkiCa, tmp_path: Path
 ) -> None:
     svid = ca.svid("/spire/server")
@@ -157,8 +157,10 @@ async def test_a_connection_keeps_its_peer_certificate_only_in_der(
         server.close()
         await server.wait_closed()
     transport = echoes[0].transport
-    # asyncio's own would keep getpeercert()'s dict here (about 2 KiB per connection).
+    # asyncio's own would keep getpeercert()'s dict here (about 2 KiB per connection), and its
+    # echo went through a write backlog in a deque (a 760-byte block per connection).
     assert transport.get_extra_info("peercert") is None
+    assert transport._ssl_protocol._write_backlog == []
     ssl_object = transport.get_extra_info("ssl_object")
     assert ssl_object.getpeercert(binary_form=True) == client_svid.chain[0].public_bytes(
         serialization.Encoding.DER
