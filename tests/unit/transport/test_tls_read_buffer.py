@@ -17,7 +17,7 @@ from transport_pki import PkiCa
 from plastron.transport.bounded import BoundedServer
 from plastron.transport.server import RunningServer, start_server
 from plastron.transport.tls import client_ssl_context, server_ssl_context
-from plastron.transport.tls_read_buffer import SharedReadBufferSSLProtocol
+from plastron.transport.tls_read_buffer import WRITE_PIECE_BYTES, SharedReadBufferSSLProtocol
 
 CONNECTIONS = 40
 # About 17 KiB here (HTTP/2 and grpclib state, the SSL objects' Python side). asyncio's own
@@ -165,3 +165,57 @@ async def test_a_connection_keeps_its_peer_certificate_only_in_der_and_no_deque(
     assert ssl_object.getpeercert(binary_form=True) == client_svid.chain[0].public_bytes(
         serialization.Encoding.DER
     )
+
+
+class _RecordedWrites:
+    """An SSLObject that records how much plaintext each write hands it."""
+
+    def __init__(self, sslobj: ssl.SSLObject) -> None:
+        self._sslobj = sslobj
+        self.sizes: list[int] = []
+
+    def write(self, data: bytes) -> int:
+        self.sizes.append(len(data))
+        return self._sslobj.write(data)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._sslobj, name)
+
+
+class _Sender(asyncio.Protocol):
+    def __init__(self, payload: bytes) -> None:
+        self.payload = payload
+        self.recorded: _RecordedWrites | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        protocol = transport._ssl_protocol  # type: ignore[attr-defined]
+        self.recorded = protocol._sslobj = _RecordedWrites(protocol._sslobj)
+        transport.write(self.payload)
+        transport.write(b"end")
+
+
+async def test_a_large_write_is_encrypted_in_pieces(ca: PkiCa) -> None:
+    # OpenSSL's outgoing memory BIO keeps the largest size it held: a 12 KiB response
+    # encrypted whole left each connection holding 16 KiB after it.
+    svid = ca.svid("/spire/server")
+    server_ctx = server_ssl_context(svid.chain, svid.key, lambda: [ca.cert])
+    payload = os.urandom(12_000) + b"x" * 50_000
+    sender = _Sender(payload)
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(
+        lambda: SharedReadBufferSSLProtocol(loop, sender, server_ctx), "127.0.0.1", 0
+    )
+    try:
+        port = server.sockets[0].getsockname()[1]
+        ctx = client_ssl_context(trust_bundle=[ca.cert])
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx)
+        got = await asyncio.wait_for(reader.readexactly(len(payload) + 3), 30)
+        writer.close()
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert got == payload + b"end"
+    assert sender.recorded is not None
+    assert max(sender.recorded.sizes) <= WRITE_PIECE_BYTES
+    assert sum(sender.recorded.sizes) == len(payload) + 3
