@@ -24,6 +24,7 @@ _READ_BYTES = SSLProtocol.max_size  # asyncio's read size, kept
 # Application data is encrypted at most this much at a time (see _write_appdata): 4 KiB keeps
 # the outgoing BIO under ~6 KiB for three socket writes per 12 KiB response.
 WRITE_PIECE_BYTES = 4096
+WRITE_PIECES = 16  # at most, for a write over 64 KiB (an agent with thousands of entries)
 
 
 class _ThreadBuffer(threading.local):
@@ -78,14 +79,17 @@ class SharedReadBufferSSLProtocol(SSLProtocol):
         # handing the ciphertext to the socket, and OpenSSL's memory BIO keeps the largest
         # size it ever held: one 12 KiB response (an agent's ~100 entries) left every agent's
         # connection holding about 16 KiB, a 1 MiB one 1.3 MiB. Fed in pieces, each drained
-        # to the socket before the next, the BIO stays under about 6 KiB. Flow
-        # control is asyncio's (a paused socket leaves the pieces in the BIO, counted).
+        # to the socket before the next, the BIO stays under about 6 KiB. A large write goes
+        # in at most WRITE_PIECES pieces (each piece costs a socket write): its connection
+        # keeps a sixteenth of it. Flow control is asyncio's (a paused socket leaves the
+        # pieces in the BIO, counted).
         for data in list_of_data:
             if len(data) <= WRITE_PIECE_BYTES:
                 super()._write_appdata([data])
                 continue
-            for start in range(0, len(data), WRITE_PIECE_BYTES):
-                super()._write_appdata([bytes(data[start : start + WRITE_PIECE_BYTES])])
+            piece = max(WRITE_PIECE_BYTES, -(-len(data) // WRITE_PIECES))
+            for start in range(0, len(data), piece):
+                super()._write_appdata([bytes(data[start : start + piece])])
 
     def get_buffer(self, n: int) -> memoryview:
         # buffer_updated() reads self._ssl_buffer_view; point it at the shared buffer.

@@ -17,7 +17,11 @@ from transport_pki import PkiCa
 from plastron.transport.bounded import BoundedServer
 from plastron.transport.server import RunningServer, start_server
 from plastron.transport.tls import client_ssl_context, server_ssl_context
-from plastron.transport.tls_read_buffer import WRITE_PIECE_BYTES, SharedReadBufferSSLProtocol
+from plastron.transport.tls_read_buffer import (
+    WRITE_PIECE_BYTES,
+    WRITE_PIECES,
+    SharedReadBufferSSLProtocol,
+)
 
 CONNECTIONS = 40
 # About 17 KiB here (HTTP/2 and grpclib state, the SSL objects' Python side). asyncio's own
@@ -184,14 +188,15 @@ class _RecordedWrites:
 
 class _Sender(asyncio.Protocol):
     def __init__(self, payload: bytes) -> None:
-        self.payload = payload
+        self.payload = payload  # written as two writes: its first 62,000 bytes, then the rest
         self.recorded: _RecordedWrites | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         protocol = transport._ssl_protocol  # type: ignore[attr-defined]
         self.recorded = protocol._sslobj = _RecordedWrites(protocol._sslobj)
-        transport.write(self.payload)
+        transport.write(self.payload[:62_000])
+        transport.write(self.payload[62_000:])
         transport.write(b"end")
 
 
@@ -200,8 +205,9 @@ async def test_a_large_write_is_encrypted_in_pieces(ca: PkiCa) -> None:
     # encrypted whole left each connection holding 16 KiB after it.
     svid = ca.svid("/spire/server")
     server_ctx = server_ssl_context(svid.chain, svid.key, lambda: [ca.cert])
-    payload = os.urandom(12_000) + b"x" * 50_000
-    sender = _Sender(payload)
+    payload = os.urandom(12_000) + b"x" * 50_000  # under 64 KiB: 4 KiB pieces
+    huge = os.urandom(1 << 20)  # over it: 16 pieces
+    sender = _Sender(payload + huge)
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
         lambda: SharedReadBufferSSLProtocol(loop, sender, server_ctx), "127.0.0.1", 0
@@ -210,12 +216,14 @@ async def test_a_large_write_is_encrypted_in_pieces(ca: PkiCa) -> None:
         port = server.sockets[0].getsockname()[1]
         ctx = client_ssl_context(trust_bundle=[ca.cert])
         reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx)
-        got = await asyncio.wait_for(reader.readexactly(len(payload) + 3), 30)
+        got = await asyncio.wait_for(reader.readexactly(len(payload) + len(huge) + 3), 30)
         writer.close()
     finally:
         server.close()
         await server.wait_closed()
-    assert got == payload + b"end"
+    assert got == payload + huge + b"end"
     assert sender.recorded is not None
-    assert max(sender.recorded.sizes) <= WRITE_PIECE_BYTES
-    assert sum(sender.recorded.sizes) == len(payload) + 3
+    sizes = sender.recorded.sizes
+    assert sum(sizes) == len(payload) + len(huge) + 3
+    assert max(sizes[:-17]) <= WRITE_PIECE_BYTES  # the first write's pieces
+    assert sizes[-17:] == [(1 << 20) // WRITE_PIECES] * WRITE_PIECES + [3]
