@@ -11,7 +11,8 @@ or items in a ``collections.deque``, and even an empty deque allocates a 64-slot
   ``remove`` and waking them all are linear on a deque too.
 - A stream's *data* (DATA frames queued, then acknowledged chunks) can be many items, one per
   frame a peer chose to send: those stay in deques, whose ``popleft`` is O(1), but a deque
-  exists only while it holds something (an idle stream holds none).
+  exists only while it is needed (queued items: more than four, in a tuple until then).
+- The HPACK decoder's dynamic table is a list: its size is ours to bound.
 
 And grpclib's ``Handler`` keeps each finished call's stream and task until every tenth new call
 on the connection (its ``__gc_interval__``), so a connection whose agent syncs every few

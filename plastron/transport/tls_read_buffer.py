@@ -22,7 +22,7 @@ from asyncio.sslproto import SSLProtocol
 
 _READ_BYTES = SSLProtocol.max_size  # asyncio's read size, kept
 # Application data is encrypted at most this much at a time (see _write_appdata): 4 KiB keeps
-# the outgoing BIO under ~6 KiB for three socket writes per 12 KiB response.
+# the outgoing BIO under ~6 KiB, three encryption calls for a 12 KiB response.
 WRITE_PIECE_BYTES = 4096
 WRITE_PIECES = 16  # at most, for a write over 64 KiB (an agent with thousands of entries)
 
@@ -43,6 +43,10 @@ def _read_buffer() -> memoryview:
 class SharedReadBufferSSLProtocol(SSLProtocol):
     """asyncio's server-side TLS protocol without a read buffer of its own."""
 
+    # Set by asyncio's SSLProtocol (3.11+); typeshed does not list them.
+    _outgoing: ssl.MemoryBIO
+    _ssl_writing_paused: bool
+
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
@@ -61,6 +65,7 @@ class SharedReadBufferSSLProtocol(SSLProtocol):
         # (after the handshake; before it grpclib writes nothing): a deque's 64-slot block
         # (about 760 bytes per connection) for at most an item or two.
         self._write_backlog = []  # type: ignore[assignment]  # append, [0], del [0], clear
+        self._gathered: list[bytes] | None = None  # ciphertext of a write being pieced
         if len(self._ssl_buffer_view) != 0:  # pragma: no cover - a future asyncio
             raise RuntimeError(
                 "asyncio.sslproto.SSLProtocol no longer sizes its buffer by max_size"
@@ -78,18 +83,41 @@ class SharedReadBufferSSLProtocol(SSLProtocol):
         # asyncio encrypts each write whole into the connection's outgoing memory BIO before
         # handing the ciphertext to the socket, and OpenSSL's memory BIO keeps the largest
         # size it ever held: one 12 KiB response (an agent's ~100 entries) left every agent's
-        # connection holding about 16 KiB, a 1 MiB one 1.3 MiB. Fed in pieces, each drained
-        # to the socket before the next, the BIO stays under about 6 KiB. A large write goes
-        # in at most WRITE_PIECES pieces (each piece costs a socket write): its connection
-        # keeps a sixteenth of it. Flow control is asyncio's (a paused socket leaves the
-        # pieces in the BIO, counted).
+        # connection holding about 16 KiB, a 1 MiB one 1.3 MiB. A large write is encrypted in
+        # pieces here, the BIO emptied after each (it stays under about 6 KiB), and the
+        # ciphertext goes to the socket in one write, as asyncio's would.
         for data in list_of_data:
             if len(data) <= WRITE_PIECE_BYTES:
                 super()._write_appdata([data])
-                continue
-            piece = max(WRITE_PIECE_BYTES, -(-len(data) // WRITE_PIECES))
+            else:
+                self._write_in_pieces(data)
+
+    def _write_in_pieces(self, data: bytes) -> None:
+        # A write over 64 KiB goes in at most WRITE_PIECES pieces (each costs an encryption
+        # call): its connection keeps a sixteenth of it.
+        piece = max(WRITE_PIECE_BYTES, -(-len(data) // WRITE_PIECES))
+        self._gathered = []
+        try:
             for start in range(0, len(data), piece):
                 super()._write_appdata([bytes(data[start : start + piece])])
+        finally:
+            gathered, self._gathered = self._gathered, None
+        sock = self._transport
+        if gathered and isinstance(sock, asyncio.WriteTransport) and not sock.is_closing():
+            sock.write(b"".join(gathered))
+            self._control_app_writing()  # type: ignore[attr-defined]  # as asyncio's
+
+    def _process_outgoing(self) -> None:
+        # Within _write_in_pieces (and only there), the ciphertext is gathered instead of
+        # written. A socket that paused writing before it keeps asyncio's way: the ciphertext
+        # waits in the BIO, counted by asyncio's flow control.
+        if self._gathered is None or self._ssl_writing_paused:
+            super()._process_outgoing()  # type: ignore[misc]
+            return
+        data = self._outgoing.read()
+        if data:
+            self._gathered.append(data)
+        self._control_app_writing()  # type: ignore[attr-defined]
 
     def get_buffer(self, n: int) -> memoryview:
         # buffer_updated() reads self._ssl_buffer_view; point it at the shared buffer.

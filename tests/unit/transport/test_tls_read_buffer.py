@@ -190,17 +190,21 @@ class _Sender(asyncio.Protocol):
     def __init__(self, payload: bytes) -> None:
         self.payload = payload  # written as two writes: its first 62,000 bytes, then the rest
         self.recorded: _RecordedWrites | None = None
+        self.socket_writes: list[int] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         protocol = transport._ssl_protocol  # type: ignore[attr-defined]
         self.recorded = protocol._sslobj = _RecordedWrites(protocol._sslobj)
+        sock, self.socket_writes = protocol._transport, []
+        write = sock.write
+        sock.write = lambda data: (self.socket_writes.append(len(data)), write(data))
         transport.write(self.payload[:62_000])
         transport.write(self.payload[62_000:])
         transport.write(b"end")
 
 
-async def test_a_large_write_is_encrypted_in_pieces(ca: PkiCa) -> None:
+async def test_a_large_write_is_encrypted_in_pieces_and_sent_in_one(ca: PkiCa) -> None:
     # OpenSSL's outgoing memory BIO keeps the largest size it held: a 12 KiB response
     # encrypted whole left each connection holding 16 KiB after it.
     svid = ca.svid("/spire/server")
@@ -227,3 +231,5 @@ async def test_a_large_write_is_encrypted_in_pieces(ca: PkiCa) -> None:
     assert sum(sizes) == len(payload) + len(huge) + 3
     assert max(sizes[:-17]) <= WRITE_PIECE_BYTES  # the first write's pieces
     assert sizes[-17:] == [(1 << 20) // WRITE_PIECES] * WRITE_PIECES + [3]
+    # The ciphertext of each write still goes to the socket in one write, as asyncio's does.
+    assert len(sender.socket_writes) == 3 and sender.socket_writes[2] < 100
