@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from scale_fleet import TD, agent_count, agent_id, node_selectors
+from scale_raw import RawServer, call_cpu
 from scale_server import (
     ServerProcess,
     attest,
@@ -32,6 +33,7 @@ SAMPLE_AGENTS = 20  # attested through the API; agent 0 parents N/20 entries, th
 SYNC_INTERVAL_S = 5.0
 CALLS = 200
 CALLS_BIG = 50
+SYNC_FLOOR_CALLS = 300  # 0.2 s of server CPU or more: /proc counts in 10 ms ticks
 CHANGE_ROUNDS = 5
 VISIBLE_TRIALS = 20
 VISIBLE_TIMEOUT_S = 10.0
@@ -85,9 +87,10 @@ async def timed(call: Callable[[Any], Awaitable[int]], stub: Any, times: int) ->
     return out
 
 
-async def call_rows(agents: Agents) -> list[Row]:
+async def call_rows(server: ServerProcess, agents: Agents, raw: RawServer) -> list[Row]:
     """Each call's latency beside the same call by an agent authorized for nothing (TLS,
-    HTTP/2, grpclib, authorization: everything but the entries)."""
+    HTTP/2, grpclib, authorization: everything but the entries); the largest agent's
+    GetAuthorizedEntries also beside the server's transport alone sending the same bytes."""
     rows: list[Row] = []
     for name, call in (
         ("GetAuthorizedEntries", get_authorized),
@@ -97,15 +100,30 @@ async def call_rows(agents: Agents) -> list[Row]:
             times = CALLS if i else CALLS_BIG
             lat = await timed(call, agents.stubs[i], times)
             floor = await timed(call, agents.empty, times)
+            limit = f"no entries {ms(floor)}"
+            if name == "GetAuthorizedEntries" and i == 0:
+                raw_lat, _ = await call_cpu(raw, call, entry_stub(raw.channel), times)
+                limit += f"; transport alone, same {raw.payload_bytes:,} bytes {ms(raw_lat)}"
             rows.append(
                 (
                     f"{name} p50/p99, agent with {agents.counts[i]}",
                     ms(lat),
-                    f"no entries {ms(floor)}",
+                    limit,
                     "p99 5 ms",
                     f"{pct(lat, 0.99) / 5e-3:.2f}",
                 )
             )
+    _, big = await call_cpu(server, get_authorized, agents.stubs[0], CALLS_BIG)
+    _, raw_big = await call_cpu(raw, get_authorized, entry_stub(raw.channel), CALLS_BIG)
+    rows.append(
+        (
+            f"server CPU per GetAuthorizedEntries, agent with {agents.counts[0]}",
+            f"{big * 1e3:.2f} ms",
+            f"transport alone, same bytes {raw_big * 1e3:.2f} ms",
+            "",
+            "",
+        )
+    )
     return rows
 
 
@@ -133,12 +151,14 @@ async def touch_sample_aliases(server: ServerProcess, serial: int) -> None:
     )
 
 
-async def cpu_rows(server: ServerProcess, agents: Agents, n: int) -> list[Row]:
+async def cpu_rows(server: ServerProcess, agents: Agents, n: int, raw: RawServer) -> list[Row]:
     """Server CPU per sync of an ordinary agent, scaled to every agent once per 5 s, beside
-    the server CPU of the same sync by an agent authorized for nothing."""
+    the server CPU of the same sync by an agent authorized for nothing, and of one empty sync
+    page from the server's transport alone."""
     rows: list[Row] = []
     ordinary = agents.stubs[1:]
-    floor = await server_cpu_per_call(server, sync_authorized, [agents.empty] * 100)
+    floor = await server_cpu_per_call(server, sync_authorized, [agents.empty] * SYNC_FLOOR_CALLS)
+    _, bare = await call_cpu(raw, sync_authorized, entry_stub(raw.channel), SYNC_FLOOR_CALLS)
     for changed in (True, False):
         per_sync = []
         for round_ in range(CHANGE_ROUNDS):
@@ -151,7 +171,7 @@ async def cpu_rows(server: ServerProcess, agents: Agents, n: int) -> list[Row]:
             (
                 f"server CPU, {agent_count(n)} agents syncing every 5 s, {when}",
                 f"{share:.0%} of a core ({statistics.mean(per_sync) * 1e3:.2f} ms/sync)",
-                f"no entries {floor * 1e3:.2f} ms/sync",
+                f"no entries {floor * 1e3:.2f} ms/sync; transport alone {bare * 1e3:.2f} ms",
                 "50% of a core",
                 f"{share / 0.5:.2f}",
             )
@@ -231,8 +251,15 @@ async def server_rows(
             )
         ]
         agents = await attest_samples(server, store, n)
-        rows += await call_rows(agents)
-        rows += await cpu_rows(server, agents, n)
+        biggest = await agents.stubs[0].GetAuthorizedEntries(
+            entry_pb2.GetAuthorizedEntriesRequest()
+        )
+        raw = RawServer(tmp / "raw", biggest.SerializeToString())
+        try:
+            rows += await call_rows(server, agents, raw)
+            rows += await cpu_rows(server, agents, n, raw)
+        finally:
+            raw.close()
         rows += await visible_rows(server, agents)
         rows.append(memory_row(server, empty_rss))
         return rows

@@ -111,12 +111,14 @@ class RpcMetrics:
         return InstrumentedService(mapping)
 
     def _measured(self, func: HandlerFn, method: str, streaming: bool) -> HandlerFn:
+        series = _MethodSeries(self, method)
+
         async def measured(stream: Any) -> None:
             started = time.perf_counter()
             code = Status.OK
-            timed = _FirstResponseTimer(stream, started, self.first_response.labels(method))
+            timed = _FirstResponseTimer(stream, started, series.first_response())
             if streaming:
-                self.open_streams.labels(method).inc()
+                series.open_streams().inc()
             try:
                 await func(timed)
             except GRPCError as exc:
@@ -130,11 +132,48 @@ class RpcMetrics:
                 raise
             finally:
                 if streaming:
-                    self.open_streams.labels(method).dec()
-                self.calls.labels(method, code.name).inc()
-                self.duration.labels(method, code.name).observe(time.perf_counter() - started)
+                    series.open_streams().dec()
+                calls, duration = series.ended(code)
+                calls.inc()
+                duration.observe(time.perf_counter() - started)
 
         return measured
+
+
+class _MethodSeries:
+    """One method's series, each bound (``labels()``) on its first use and kept: ``labels()``
+    takes the metric's lock and builds its key on every call, three to five times per RPC.
+    Bound on first use, not up front, so /metrics shows the same series as before (a method
+    never called has none)."""
+
+    def __init__(self, metrics: RpcMetrics, method: str) -> None:
+        self._metrics = metrics
+        self._method = method
+        self._first_response: Any = None
+        self._open_streams: Any = None
+        self._ended: dict[Status, tuple[Any, Any]] = {}
+
+    def first_response(self) -> Any:
+        if self._first_response is None:
+            self._first_response = self._metrics.first_response.labels(self._method)
+        return self._first_response
+
+    def open_streams(self) -> Any:
+        if self._open_streams is None:
+            self._open_streams = self._metrics.open_streams.labels(self._method)
+        return self._open_streams
+
+    def ended(self, code: Status) -> tuple[Any, Any]:
+        """The calls counter and duration histogram of calls that ended with ``code``."""
+        pair = self._ended.get(code)
+        if pair is None:
+            m = self._metrics
+            pair = (
+                m.calls.labels(self._method, code.name),
+                m.duration.labels(self._method, code.name),
+            )
+            self._ended[code] = pair
+        return pair
 
 
 class _FirstResponseTimer:

@@ -48,6 +48,7 @@ from h2.events import PingReceived, RequestReceived
 from h2.exceptions import ProtocolError
 from h2.settings import SettingCodes
 
+from plastron.transport.coalesce import CoalescingWriter
 from plastron.transport.codec import PreEncodedProtoCodec
 from plastron.transport.compact_streams import (
     PromptHandler,
@@ -56,6 +57,7 @@ from plastron.transport.compact_streams import (
     compact_stream,
 )
 from plastron.transport.h2_settings import CompactSettings
+from plastron.transport.hpack_indexed import replace_decoder
 from plastron.transport.keepalive import (
     GOAWAY_TOO_MANY_PINGS,
     H2Probe,
@@ -91,14 +93,16 @@ class _BoundedStream(Stream):
         self,
         connection: Connection,
         h2_connection: H2Connection,
-        transport: asyncio.Transport,
+        writer: CoalescingWriter,
         *,
         stream_id: int,
         method: str,
         max_message_bytes: int,
         first_message_timeout: float,
     ) -> None:
-        super().__init__(connection, h2_connection, transport, stream_id=stream_id)
+        # grpclib's Stream only calls write() and is_closing() on its transport: the
+        # connection's writer, so this stream's frames join the connection's in order.
+        super().__init__(connection, h2_connection, writer, stream_id=stream_id)  # type: ignore[arg-type]
         compact_stream(self)
         self._method = method
         self._max_message_bytes = max_message_bytes
@@ -181,12 +185,12 @@ class _BoundedProcessor(EventsProcessor):
         connection: Connection,
         *,
         h2_connection: H2Connection,
-        transport: asyncio.Transport,
+        writer: CoalescingWriter,
         limits: GrpcLimits,
     ) -> None:
         super().__init__(handler, connection)
         self._h2_connection = h2_connection
-        self._transport = transport
+        self._writer = writer
         self._messages = limits.messages
         self._max_streams = limits.connections.max_concurrent_streams
         self._first_message_timeout = limits.connections.first_message_timeout.total_seconds()
@@ -203,7 +207,7 @@ class _BoundedProcessor(EventsProcessor):
         stream = _BoundedStream(
             self.connection,
             self._h2_connection,
-            self._transport,
+            self._writer,
             stream_id=event.stream_id,
             method=method,
             max_message_bytes=self._messages.for_method(method),
@@ -263,7 +267,9 @@ class PeerConnections:
 
 
 class _ServerConnection(Connection):
-    """grpclib's connection, telling its PING strikes when it sends headers or data."""
+    """grpclib's connection, telling its PING strikes when it sends headers or data; its
+    output, and its streams', goes through one :class:`CoalescingWriter` (one write per
+    event-loop turn). Its transport (``get_peer()``, ``close()``) stays the real one."""
 
     def __init__(
         self,
@@ -276,6 +282,21 @@ class _ServerConnection(Connection):
         super().__init__(connection, transport, config=config)
         compact_connection(self)
         self.ping_strikes = ping_strikes
+        self.writer = CoalescingWriter(transport)
+
+    def flush(self) -> None:
+        data = self._connection.data_to_send()
+        if data:
+            self.writer.write(data)
+
+    def flush_now(self) -> None:
+        """Write out h2's output and whatever the writer gathered, before closing."""
+        self.flush()
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.flush()  # grpclib closes the transport: what was gathered goes first
+        super().close()
 
     def headers_send_process(self) -> None:
         super().headers_send_process()
@@ -311,6 +332,7 @@ class _BoundedProtocol(H2Protocol):
 
     def _new_h2_connection(self) -> H2Connection:
         h2_conn = H2Connection(config=self.h2_config)
+        h2_conn.decoder = replace_decoder(h2_conn.decoder)  # same limits, faster repeat calls
         compact_decoder_table(h2_conn)
         h2_conn.remote_settings = CompactSettings(client=True)  # as h2 makes it, compact
         h2_conn.local_settings = CompactSettings(
@@ -343,7 +365,7 @@ class _BoundedProtocol(H2Protocol):
             self.handler,
             self.connection,
             h2_connection=h2_conn,
-            transport=transport,
+            writer=self.connection.writer,
             limits=self._limits,
         )
         self._peer = peer_key(transport)
@@ -352,7 +374,7 @@ class _BoundedProtocol(H2Protocol):
                 error_code=ErrorCodes.ENHANCE_YOUR_CALM,
                 additional_data=b"too many connections from this peer",
             )
-            self.connection.flush()
+            self.connection.flush_now()
             transport.close()
             return
         self._admitted = True
