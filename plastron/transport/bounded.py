@@ -48,7 +48,7 @@ from h2.events import PingReceived, RequestReceived
 from h2.exceptions import ProtocolError
 from h2.settings import SettingCodes
 
-from plastron.transport.coalesce import CoalescingWriter
+from plastron.transport.coalesce import CoalescedConnection, CoalescingWriter
 from plastron.transport.codec import PreEncodedProtoCodec
 from plastron.transport.compact_streams import (
     PromptHandler,
@@ -266,10 +266,9 @@ class PeerConnections:
         self._warned.discard(peer)
 
 
-class _ServerConnection(Connection):
-    """grpclib's connection, telling its PING strikes when it sends headers or data; its
-    output, and its streams', goes through one :class:`CoalescingWriter` (one write per
-    event-loop turn). Its transport (``get_peer()``, ``close()``) stays the real one."""
+class _ServerConnection(CoalescedConnection):
+    """grpclib's connection (its output coalesced), telling its PING strikes when it sends
+    headers or data."""
 
     def __init__(
         self,
@@ -282,21 +281,6 @@ class _ServerConnection(Connection):
         super().__init__(connection, transport, config=config)
         compact_connection(self)
         self.ping_strikes = ping_strikes
-        self.writer = CoalescingWriter(transport)
-
-    def flush(self) -> None:
-        data = self._connection.data_to_send()
-        if data:
-            self.writer.write(data)
-
-    def flush_now(self) -> None:
-        """Write out h2's output and whatever the writer gathered, before closing."""
-        self.flush()
-        self.writer.flush()
-
-    def close(self) -> None:
-        self.writer.flush()  # grpclib closes the transport: what was gathered goes first
-        super().close()
 
     def headers_send_process(self) -> None:
         super().headers_send_process()

@@ -22,6 +22,10 @@ from __future__ import annotations
 
 import asyncio
 
+from grpclib.config import Configuration
+from grpclib.protocol import Connection
+from h2.connection import H2Connection
+
 FLUSH_BYTES = 64 * 1024
 """Gathered output written at once rather than at the end of the turn: a large response
 (several 16 KiB DATA frames) still goes out in 64 KiB writes, and the transport's own write
@@ -72,3 +76,29 @@ class CoalescingWriter:
     @property
     def pending_bytes(self) -> int:
         return self._size
+
+
+class CoalescedConnection(Connection):
+    """grpclib's connection whose output, and its streams' (they are given :attr:`writer` as
+    their transport), goes through one :class:`CoalescingWriter`. Its transport stays the real
+    one for everything else (``get_peer()``, ``close()``)."""
+
+    def __init__(
+        self, connection: H2Connection, transport: asyncio.Transport, *, config: Configuration
+    ) -> None:
+        super().__init__(connection, transport, config=config)
+        self.writer = CoalescingWriter(transport)
+
+    def flush(self) -> None:
+        data = self._connection.data_to_send()
+        if data:
+            self.writer.write(data)
+
+    def flush_now(self) -> None:
+        """Write out h2's output and whatever the writer gathered (before closing)."""
+        self.flush()
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.flush()  # grpclib closes the transport: what was gathered goes first
+        super().close()

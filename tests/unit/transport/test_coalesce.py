@@ -10,9 +10,12 @@ from typing import Any
 
 import pytest
 from grpclib.client import Channel
+from grpclib.config import Configuration
+from h2.config import H2Configuration
+from h2.connection import H2Connection
 
 from plastron.proto.workload import workload_grpc, workload_pb2
-from plastron.transport.coalesce import FLUSH_BYTES, CoalescingWriter
+from plastron.transport.coalesce import FLUSH_BYTES, CoalescedConnection, CoalescingWriter
 from plastron.transport.server import RunningServer, start_server
 from tests.unit.transport.test_transport_uds import TinyWorkloadApi
 
@@ -28,6 +31,9 @@ class FakeTransport:
 
     def is_closing(self) -> bool:
         return False
+
+    def close(self) -> None:
+        self.closed = True
 
 
 async def _next_turn() -> None:
@@ -141,3 +147,19 @@ async def test_concurrent_calls_and_large_responses_arrive_intact(
         assert sum(writes) > len(big)
     finally:
         channel.close()
+
+
+async def test_the_connection_s_own_frames_stay_behind_what_its_streams_wrote() -> None:
+    """A PING answer (or SETTINGS ACK, WINDOW_UPDATE) h2 queued after a stream's frames goes
+    through the same writer, after them: never ahead of them on the wire."""
+    transport = FakeTransport()
+    h2_conn = H2Connection(H2Configuration(client_side=False))
+    connection = CoalescedConnection(h2_conn, transport, config=Configuration())  # type: ignore[arg-type]
+    connection.writer.write(b"stream frames")  # as a stream hands them over
+    h2_conn.ping(b"12345678")
+    connection.flush()
+    assert transport.writes == []
+    connection.close()  # what was gathered goes out before the transport closes
+    assert len(transport.writes) == 1
+    assert transport.writes[0].startswith(b"stream frames")
+    assert transport.writes[0].endswith(b"12345678")
