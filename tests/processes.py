@@ -80,7 +80,7 @@ def wait_until_serving(
     end = time.monotonic() + deadline
     while time.monotonic() < end:
         if proc.poll() is not None:
-            raise RuntimeError(f"server exited {proc.returncode}:\n{log()}")
+            raise RuntimeError(f"server exited with {proc.returncode}:\n{log()}")
         if os.path.exists(socket_path) and asyncio.run(admin_serving(socket_path)):
             return
         time.sleep(0.05)  # polling interval, not a readiness guess
