@@ -16,7 +16,10 @@ globally):
   GOAWAY ENHANCE_YOUR_CALM, then close), and a cap on how often a peer may PING (over it:
   GOAWAY ENHANCE_YOUR_CALM "too_many_pings", then close), and keepalive: a connection silent
   for ``GrpcLimits.keepalive`` is PINGed and dropped if it stays silent
-  (plastron/transport/keepalive.py).
+  (plastron/transport/keepalive.py), and a cap on the output it may hold unsent
+  (``GrpcLimits.max_unsent_bytes``; over it the connection is aborted): a peer that sends
+  frames h2 answers by itself (SETTINGS) and never reads cannot make the server buffer their
+  answers without end.
 
 A TLS listener (:meth:`BoundedServer.start_tls`) wraps each connection in
 :class:`~plastron.transport.tls_read_buffer.SharedReadBufferSSLProtocol` rather than asyncio's
@@ -32,7 +35,7 @@ import logging
 import socket
 import ssl
 from collections import Counter
-from collections.abc import Collection, Coroutine
+from collections.abc import Callable, Collection, Coroutine
 from typing import Any, Protocol
 
 import grpclib
@@ -277,8 +280,12 @@ class _ServerConnection(CoalescedConnection):
         *,
         config: Configuration,
         ping_strikes: PingStrikes,
+        max_unsent: int,
+        on_overflow: Callable[[int], None],
     ) -> None:
-        super().__init__(connection, transport, config=config)
+        super().__init__(
+            connection, transport, config=config, max_unsent=max_unsent, on_overflow=on_overflow
+        )
         compact_connection(self)
         self.ping_strikes = ping_strikes
 
@@ -343,7 +350,12 @@ class _BoundedProtocol(H2Protocol):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         h2_conn = self._new_h2_connection()
         self.connection = _ServerConnection(
-            h2_conn, transport, config=self.config, ping_strikes=PingStrikes(self._limits.pings)
+            h2_conn,
+            transport,
+            config=self.config,
+            ping_strikes=PingStrikes(self._limits.pings),
+            max_unsent=self._limits.max_unsent_bytes,
+            on_overflow=self._output_overflow,
         )
         self.processor = _BoundedProcessor(
             self.handler,
@@ -419,6 +431,21 @@ class _BoundedProtocol(H2Protocol):
         self.connection.flush()
         self.processor.close("too many PINGs")
         return False
+
+    def _output_overflow(self, unsent: int) -> None:
+        """The writer aborted the connection: its peer does not read what it makes us send.
+
+        A cap rather than pausing reads while writing is paused: a paused connection still
+        holds its memory until keepalive drops it, and a legitimate client that sends a large
+        request before reading the response would deadlock with us (both blocked writing)."""
+        self._closing = True  # nothing more is read from it
+        log.warning(
+            "closing the connection of %s: %d bytes of output unsent, over the %d a connection"
+            " may hold (its peer sends frames that need an answer but reads none)",
+            self._peer,
+            unsent,
+            self._limits.max_unsent_bytes,
+        )
 
     def connection_lost(self, exc: BaseException | None) -> None:
         if self._watchdog is not None:

@@ -16,11 +16,16 @@ system calls changes. The transport's flow control still applies: once ``flush_b
 gathered they are written at once, so no more than that waits here, and a transport that
 pauses its writer (``pause_writing``) still stops grpclib, which checks ``write_ready`` before
 each write.
+
+A server connection's writer also caps its unsent output (``max_unsent``, see
+plastron/transport/limits.py ``MAX_UNSENT_BYTES``): past it the transport is aborted,
+``on_overflow`` is told, and nothing more is written.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from grpclib.config import Configuration
 from grpclib.protocol import Connection
@@ -36,18 +41,38 @@ class CoalescingWriter:
     """The write side of one connection's transport, gathering writes until the loop's turn
     ends. Used where grpclib calls ``transport.write()`` and ``transport.is_closing()``."""
 
-    __slots__ = ("_chunks", "_loop", "_scheduled", "_size", "_transport", "flush_bytes")
+    __slots__ = (
+        "_chunks",
+        "_loop",
+        "_on_overflow",
+        "_overflowed",
+        "_scheduled",
+        "_size",
+        "_transport",
+        "flush_bytes",
+        "max_unsent",
+    )
 
-    def __init__(self, transport: asyncio.Transport, *, flush_bytes: int = FLUSH_BYTES) -> None:
+    def __init__(
+        self,
+        transport: asyncio.Transport,
+        *,
+        flush_bytes: int = FLUSH_BYTES,
+        max_unsent: int | None = None,
+        on_overflow: Callable[[int], None] | None = None,
+    ) -> None:
         self._transport = transport
         self._loop = asyncio.get_running_loop()
         self._chunks: list[bytes] = []
         self._size = 0
         self._scheduled = False
         self.flush_bytes = flush_bytes
+        self.max_unsent = max_unsent
+        self._on_overflow = on_overflow
+        self._overflowed = False
 
     def write(self, data: bytes) -> None:
-        if not data:
+        if not data or self._overflowed:  # aborted: what comes after is dropped
             return
         self._chunks.append(data)
         self._size += len(data)
@@ -65,6 +90,14 @@ class CoalescingWriter:
         self._chunks.clear()
         self._size = 0
         self._transport.write(data)
+        if self.max_unsent is not None and not self._overflowed:
+            # Every byte the connection sends passes here, so this sees all its output.
+            unsent = self._transport.get_write_buffer_size()
+            if unsent > self.max_unsent:
+                self._overflowed = True
+                self._transport.abort()  # what is queued is dropped, not sent
+                if self._on_overflow is not None:
+                    self._on_overflow(unsent)
 
     def _flush_scheduled(self) -> None:
         self._scheduled = False
@@ -84,10 +117,16 @@ class CoalescedConnection(Connection):
     one for everything else (``get_peer()``, ``close()``)."""
 
     def __init__(
-        self, connection: H2Connection, transport: asyncio.Transport, *, config: Configuration
+        self,
+        connection: H2Connection,
+        transport: asyncio.Transport,
+        *,
+        config: Configuration,
+        max_unsent: int | None = None,
+        on_overflow: Callable[[int], None] | None = None,
     ) -> None:
         super().__init__(connection, transport, config=config)
-        self.writer = CoalescingWriter(transport)
+        self.writer = CoalescingWriter(transport, max_unsent=max_unsent, on_overflow=on_overflow)
 
     def flush(self) -> None:
         data = self._connection.data_to_send()

@@ -103,6 +103,15 @@ SERVER_KEEPALIVE = Keepalive(time=300.0, timeout=20.0, without_calls=True)
 stream on it, for good. A live Plastron agent is never that silent (its syncs, its own PINGs)."""
 
 
+MAX_UNSENT_BYTES = 2 * MiB
+"""Output one server connection may hold unsent (gathered, in asyncio's and TLS's buffers)
+before it is aborted. h2 answers SETTINGS and PING by itself and asyncio keeps reading while
+writing is paused, so a peer that sends such frames and never reads would otherwise grow it
+without end (CVE-2019-9512/9515). A reader however slow stays well below: grpclib stops writing
+DATA once the transport pauses writing, at its high-water mark (64 KiB on a socket, 512 KiB in
+asyncio's TLS layer; a 4 MiB response to a client that reads nothing peaks near 620 KiB)."""
+
+
 @dataclass(frozen=True)
 class GrpcLimits:
     """Everything a bounded server enforces."""
@@ -111,6 +120,7 @@ class GrpcLimits:
     messages: MessageLimits = MessageLimits()
     pings: PingLimits = PingLimits()
     keepalive: Keepalive | None = SERVER_KEEPALIVE
+    max_unsent_bytes: int = MAX_UNSENT_BYTES
 
 
 SOMAXCONN_PATH = "/proc/sys/net/core/somaxconn"
