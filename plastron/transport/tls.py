@@ -62,10 +62,19 @@ class PeerIdentityError(NotAuthorized):
     """The TLS peer's certificate does not carry the SPIFFE ID we require."""
 
 
+# TLS 1.2 renegotiation is refused outright: HTTP/2 forbids it (RFC 9113 section 9.2.1), and
+# a renegotiation's handshake records are written by OpenSSL beneath the connection's output
+# accounting (the unsent-output cap in coalesce.py). OpenSSL 3 already refuses a client's
+# renegotiation unless allowed; this keeps it so whatever OpenSSL the interpreter links.
+_NO_RESUMPTION_COMPRESSION_RENEGOTIATION = (
+    ssl.OP_NO_TICKET | ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
+)
+
+
 def _base_context(purpose: int) -> ssl.SSLContext:
     ctx = ssl.SSLContext(purpose)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.options |= ssl.OP_NO_TICKET | ssl.OP_NO_COMPRESSION
+    ctx.options |= _NO_RESUMPTION_COMPRESSION_RENEGOTIATION
     ctx.set_alpn_protocols(ALPN)
     return ctx
 
@@ -294,7 +303,7 @@ def https_server_context(chain: Sequence[x509.Certificate], key: PrivateKey) -> 
     nothing of the client (the bundle is public), no resumption."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.options |= ssl.OP_NO_TICKET | ssl.OP_NO_COMPRESSION
+    ctx.options |= _NO_RESUMPTION_COMPRESSION_RENEGOTIATION
     ctx.set_alpn_protocols(HTTP_ALPN)
     ctx.verify_mode = ssl.CERT_NONE
     ctx.num_tickets = 0
@@ -321,7 +330,7 @@ def https_spiffe_client_context(trust_bundle: Sequence[x509.Certificate]) -> ssl
         raise InvalidArgument("tls: client trust bundle is empty; nothing could be verified")
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.options |= ssl.OP_NO_TICKET | ssl.OP_NO_COMPRESSION
+    ctx.options |= _NO_RESUMPTION_COMPRESSION_RENEGOTIATION
     ctx.set_alpn_protocols(HTTP_ALPN)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_REQUIRED
