@@ -34,9 +34,8 @@ import asyncio
 import logging
 import socket
 import ssl
-from collections import Counter
 from collections.abc import Callable, Collection, Coroutine
-from typing import Any, Protocol
+from typing import Any
 
 import grpclib
 from grpclib.config import Configuration
@@ -59,6 +58,7 @@ from plastron.transport.compact_streams import (
     compact_decoder_table,
     compact_stream,
 )
+from plastron.transport.h2_frames import ServerH2Connection
 from plastron.transport.h2_settings import CompactSettings
 from plastron.transport.hpack_indexed import replace_decoder
 from plastron.transport.keepalive import (
@@ -75,7 +75,7 @@ from plastron.transport.limits import (
     GrpcLimits,
     MessageLimits,
 )
-from plastron.transport.peer import socket_peer_credentials
+from plastron.transport.peer_connections import ConnectionObserver, PeerConnections, peer_key
 from plastron.transport.tls_read_buffer import SharedReadBufferSSLProtocol
 
 if not grpclib.__version__.startswith("0.4."):  # pragma: no cover - caught at import in CI
@@ -220,55 +220,6 @@ class _BoundedProcessor(EventsProcessor):
         self.handler.accept(stream, headers, release_stream)
 
 
-class ConnectionObserver(Protocol):
-    """Told of every admitted connection when it is made and when it is lost (e.g. the agent's
-    record of who connected, made at accept)."""
-
-    def connection_made(self, transport: Any) -> None: ...
-
-    def connection_lost(self, transport: Any) -> None: ...
-
-
-def peer_key(transport: asyncio.BaseTransport) -> str:
-    """Whom a connection counts against: the remote IP address, or the uid on a Unix socket."""
-    sock = transport.get_extra_info("socket")
-    if sock is not None and sock.family == socket.AF_UNIX:
-        return f"uid {socket_peer_credentials(sock).uid}"
-    peername = transport.get_extra_info("peername")
-    return str(peername[0]) if peername else "unknown"
-
-
-class PeerConnections:
-    """Open connections per peer, refusing any over ``cap``."""
-
-    def __init__(self, cap: int) -> None:
-        self.cap = cap
-        self._open: Counter[str] = Counter()
-        self._warned: set[str] = set()
-
-    def open_count(self, peer: str) -> int:
-        return self._open[peer]
-
-    def admit(self, peer: str) -> bool:
-        if self._open[peer] >= self.cap:
-            if peer not in self._warned:  # once per episode: a flood must not flood the log
-                self._warned.add(peer)
-                log.warning(
-                    "refusing connections from %s: %d open (grpc_limits.max_connections_per_peer)",
-                    peer,
-                    self.cap,
-                )
-            return False
-        self._open[peer] += 1
-        return True
-
-    def release(self, peer: str) -> None:
-        self._open[peer] -= 1
-        if self._open[peer] <= 0:
-            del self._open[peer]
-        self._warned.discard(peer)
-
-
 class _ServerConnection(CoalescedConnection):
     """grpclib's connection (its output coalesced), telling its PING strikes when it sends
     headers or data."""
@@ -322,7 +273,7 @@ class _BoundedProtocol(H2Protocol):
         self._watchdog: KeepaliveWatchdog | None = None
 
     def _new_h2_connection(self) -> H2Connection:
-        h2_conn = H2Connection(config=self.h2_config)
+        h2_conn = ServerH2Connection(config=self.h2_config)  # frames of 16 KiB at most
         h2_conn.decoder = replace_decoder(h2_conn.decoder)  # same limits, faster repeat calls
         compact_decoder_table(h2_conn)
         h2_conn.remote_settings = CompactSettings(client=True)  # as h2 makes it, compact
