@@ -161,6 +161,8 @@ class CallerWatcher:
         if creds.pid <= 0:
             # 0: the peer lives in a PID namespace we cannot see.
             raise AttestationFailed(f"caller PID {creds.pid} is not visible to the agent")
+        if pidfd is not None:
+            _check_proc_shows_pid(proc_root, pidfd, creds.pid)
         flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
         try:
             proc_fd = os.open(proc_root / str(creds.pid), flags)
@@ -203,6 +205,32 @@ class CallerWatcher:
             if fd is not None:
                 os.close(fd)
         self._proc_fd = self._pidfd = None
+
+
+def _check_proc_shows_pid(proc_root: Path, pidfd: int, pid: int) -> None:
+    """Refuse unless ``proc_root`` numbers the process ``pidfd`` holds as ``pid``.
+
+    The kernel gives the caller's PID in the agent's PID namespace, but ``/proc/<pid>`` is
+    looked up in the namespace of the procfs mounted there: an agent in a PID namespace of its
+    own whose ``/proc`` is the host's (or another's) would read a different process under that
+    number (PID 2 of a container is the host's ``kthreadd``, uid 0) and attest it. A pidfd's
+    ``fdinfo`` gives the PID its process has in that procfs's namespace (Linux 5.3+).
+    """
+    try:
+        text = (proc_root / "self" / "fdinfo" / str(pidfd)).read_text()
+    except OSError as exc:
+        raise AttestationFailed(f"cannot read process {pid}'s pidfd ({exc.strerror})") from None
+    for line in text.splitlines():
+        if line.startswith("Pid:"):
+            shown = int(line.split()[1])
+            if shown == -1:
+                raise CallerChanged(f"process {pid} has exited")
+            if shown != pid:
+                raise AttestationFailed(
+                    f"{proc_root} is not of the agent's PID namespace: the caller, process {pid}"
+                    f" here, is {shown} there (mount a procfs of the agent's own PID namespace)"
+                )
+            return
 
 
 def _peer_pidfd(sock: socket.socket) -> int | None:

@@ -107,7 +107,8 @@ def run_page(
     run_env = {**os.environ, **(env or {}), "RESULTS": str(results)}
     run_env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
     run_env.pop("SPIFFE_ENDPOINT_SOCKET", None)
-    flags = ["--mount", "--pid", "--fork", *(["--net"] if network else [])]
+    # --mount-proc: the agent must see its callers by their PIDs in this namespace
+    flags = ["--mount", "--pid", "--fork", "--mount-proc", *(["--net"] if network else [])]
     done = subprocess.run(
         ["unshare", *flags, "bash", "-euo", "pipefail", "-c", script],
         check=False,

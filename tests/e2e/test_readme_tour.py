@@ -2,7 +2,8 @@
 then an agent that attests and hands this process its X509-SVID and a JWT-SVID.
 
 The block runs literally, with its fixed paths (/tmp/plastron, the default sockets) and port
-8081, inside private mount, network and PID namespaces: a fresh tmpfs on each of those three
+8081, inside private mount, network and PID namespaces (with a procfs of that PID namespace, as
+the agent must see its callers by their own PIDs): a fresh tmpfs on each of those three
 directories and a loopback of its own, so it neither sees nor disturbs anything else on the
 machine, and every process it starts ends with it. Only its first line
 (``make venv && . .venv/bin/activate``) is replaced by this test's own environment, which
@@ -55,7 +56,7 @@ def test_readme_tour_runs_as_written() -> None:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     env.pop("SPIFFE_ENDPOINT_SOCKET", None)
     done = subprocess.run(
-        ["unshare", "--mount", "--net", "--pid", "--fork", "bash", "-c", script],
+        ["unshare", "--mount", "--net", "--pid", "--fork", "--mount-proc", "bash", "-c", script],
         check=False,
         env=env,
         capture_output=True,
